@@ -1,0 +1,1 @@
+//! Shared test helpers for the claw workspace (busybox rootfs, loud skips).

@@ -1,0 +1,1 @@
+//! IronClaw key broker: the Confidential Containers KBS protocol, policy, encrypted store.

@@ -1,0 +1,1 @@
+//! NanoClaw: a daemonless OCI runtime (library; the nanoclaw binary only parses arguments).
