@@ -143,7 +143,10 @@ impl BootInfo {
         }
         let min = layout::MIN_MEMORY_MIB << 20;
         let max = layout::MAX_MEMORY_MIB << 20;
-        if self.memory_size < min || self.memory_size > max || self.memory_size % (2 << 20) != 0 {
+        if self.memory_size < min
+            || self.memory_size > max
+            || !self.memory_size.is_multiple_of(2 << 20)
+        {
             return Err(BootError::BadMemorySize);
         }
         let regions: [(&'static str, u64, u64); 4] = [
