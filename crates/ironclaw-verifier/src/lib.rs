@@ -1,1 +1,83 @@
-//! IronClaw verifier: turns attestation evidence (kvm, SEV-SNP, TDX, SGX, Nitro) into one normalized result.
+//! IronClaw verifier: turns attestation evidence (kvm, SEV-SNP, TDX, SGX, Nitro)
+//! into one normalized [`AttestationResult`].
+//!
+//! Everything handed to [`verify`] is untrusted: the evidence bytes, every
+//! certificate, the collateral. Trust comes only from the roots pinned in this
+//! crate (AMD ARKs for Milan/Genoa/Turin, the Intel SGX Root CA, the AWS Nitro
+//! root) and from the verification instant, which is always an input.
+//!
+//! Module map (untrusted parsers are the `*report*`, `*quote*`, `*document*`,
+//! `x509` and `input` modules):
+//! - [`result`]: the normalized result type the broker's policy is written against.
+//! - [`error`]: why evidence was refused.
+//! - [`snp`]: AMD SEV-SNP report parsing, VCEK/VLEK chain, TCB extensions.
+//! - [`dcap`]: Intel TDX/SGX DCAP quotes (through dcap-qvl).
+//! - [`nitro`]: AWS Nitro attestation documents (COSE_Sign1).
+//! - [`x509`]: certificate parsing, chains, validity.
+
+pub mod dcap;
+pub mod error;
+pub mod input;
+pub mod nitro;
+pub mod result;
+pub mod snp;
+pub mod time;
+pub mod x509;
+
+pub use error::VerifyError;
+pub use result::{
+    AttestationResult, Bytes, CertInfo, Measurements, PolicyBits, TcbInfo, TcbStatus, TeeKind,
+};
+pub use time::VerifyTime;
+
+/// Everything besides the evidence that a verification needs.
+#[derive(Clone, Debug)]
+pub struct VerifyOptions {
+    /// The instant at which certificates and collateral must be valid.
+    pub at: VerifyTime,
+    /// Certificate files (PEM or DER, any order), each with a name for errors.
+    pub certs: Vec<(String, Vec<u8>)>,
+    /// DCAP collateral JSON (the `QuoteCollateralV3` layout), if any.
+    pub collateral: Option<Vec<u8>>,
+}
+
+impl VerifyOptions {
+    /// Options with no certificates and no collateral at instant `at`.
+    pub fn at(at: VerifyTime) -> Self {
+        VerifyOptions {
+            at,
+            certs: Vec::new(),
+            collateral: None,
+        }
+    }
+
+    /// Parse every certificate file.
+    pub fn parsed_certs(&self) -> Result<Vec<x509::Cert>, VerifyError> {
+        let mut out = Vec::new();
+        for (name, bytes) in &self.certs {
+            out.extend(x509::parse_bundle(bytes, name)?);
+        }
+        Ok(out)
+    }
+}
+
+/// Verify `evidence` of the given kind. The evidence may be raw bytes, hex text
+/// or base64 text.
+pub fn verify(
+    kind: TeeKind,
+    evidence: &[u8],
+    opts: &VerifyOptions,
+) -> Result<AttestationResult, VerifyError> {
+    let (bytes, _) = input::decode_evidence(evidence);
+    match kind {
+        TeeKind::Snp => snp::verify(&bytes, opts),
+        TeeKind::Tdx => dcap::verify(&bytes, opts, TeeKind::Tdx),
+        TeeKind::Sgx => dcap::verify(&bytes, opts, TeeKind::Sgx),
+        TeeKind::Nitro => nitro::verify(&bytes, opts),
+        TeeKind::Kvm => Err(VerifyError::KindUnavailable {
+            kind: "kvm",
+            reason: "kvm evidence is verified by the broker with its trusted platform keys"
+                .to_string(),
+        }),
+    }
+}

@@ -1,0 +1,43 @@
+//! AMD certificates built into the verifier. The ARKs are the trust anchors; the
+//! ASKs / ASVK are conveniences (they are verified against the ARK like any
+//! supplied intermediate). Sources: AMD KDS cert_chain files as distributed in
+//! virtee/sev and google/go-sev-guest (see shared fixtures' PROVENANCE.md).
+
+use super::report::Product;
+use crate::error::VerifyError;
+use crate::x509::{parse_bundle, Cert};
+
+/// (product, ARK PEM).
+const ARKS: [(Product, &[u8]); 3] = [
+    (Product::Milan, include_bytes!("roots/ark_milan.pem")),
+    (Product::Genoa, include_bytes!("roots/ark_genoa.pem")),
+    (Product::Turin, include_bytes!("roots/ark_turin.pem")),
+];
+
+/// ASKs (VCEK issuers) and ASVKs (VLEK issuers).
+const INTERMEDIATES: [&[u8]; 4] = [
+    include_bytes!("roots/ask_milan.pem"),
+    include_bytes!("roots/ask_genoa.pem"),
+    include_bytes!("roots/ask_turin.pem"),
+    include_bytes!("roots/asvk_milan.pem"),
+];
+
+/// The pinned ARKs.
+pub fn arks() -> Result<Vec<(Product, Cert)>, VerifyError> {
+    let mut out = Vec::new();
+    for (p, pem) in ARKS {
+        for c in parse_bundle(pem, "built-in AMD ARK")? {
+            out.push((p, c));
+        }
+    }
+    Ok(out)
+}
+
+/// Built-in intermediates (still verified against an ARK before use).
+pub fn intermediates() -> Result<Vec<Cert>, VerifyError> {
+    let mut out = Vec::new();
+    for pem in INTERMEDIATES {
+        out.extend(parse_bundle(pem, "built-in AMD ASK/ASVK")?);
+    }
+    Ok(out)
+}
