@@ -1,0 +1,64 @@
+//! Fixture access for the verifier's integration tests: ../shared/fixtures/attestation
+//! relative to the repository root, driven by its index.json.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use ironclaw_verifier::{VerifyOptions, VerifyTime};
+
+/// The fixture directory, or `None` (after a loud SKIPPED line) when shared/ is absent.
+pub fn fixtures(test: &str) -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/attestation");
+    if dir.join("index.json").is_file() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "SKIPPED: {test}: attestation fixtures not found at {} (shared/ must sit beside the repo)",
+            dir.display()
+        );
+        None
+    }
+}
+
+pub fn index(dir: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(dir.join("index.json")).expect("read index.json");
+    serde_json::from_str(&text).expect("index.json is JSON")
+}
+
+pub fn read(dir: &Path, rel: &str) -> Vec<u8> {
+    std::fs::read(dir.join(rel)).unwrap_or_else(|e| panic!("read fixture {rel}: {e}"))
+}
+
+/// index.json cert references look like "path" or "path#N (comment)": the file's
+/// N-th PEM block. Returns the bytes to pass as one --cert file.
+pub fn cert_ref(dir: &Path, reference: &str) -> (String, Vec<u8>) {
+    let reference = reference.split(' ').next().unwrap_or(reference);
+    let (path, index) = match reference.split_once('#') {
+        Some((p, i)) => (p, Some(i.parse::<usize>().expect("cert index"))),
+        None => (reference, None),
+    };
+    let bytes = read(dir, path);
+    match index {
+        None => (path.to_string(), bytes),
+        Some(i) => {
+            let text = String::from_utf8(bytes).expect("PEM is text");
+            let blocks: Vec<&str> = text
+                .split_inclusive("-----END CERTIFICATE-----")
+                .filter(|b| b.contains("-----BEGIN CERTIFICATE-----"))
+                .collect();
+            (format!("{path}#{i}"), blocks[i].as_bytes().to_vec())
+        }
+    }
+}
+
+pub fn at(s: &str) -> VerifyTime {
+    VerifyTime::parse_rfc3339(s).expect("fixture time")
+}
+
+pub fn opts(at: VerifyTime, certs: Vec<(String, Vec<u8>)>, collateral: Option<Vec<u8>>) -> VerifyOptions {
+    VerifyOptions {
+        at,
+        certs,
+        collateral,
+    }
+}
