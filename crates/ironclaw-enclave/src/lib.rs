@@ -1,2 +1,28 @@
 #![no_std]
-//! IronClaw enclave-side logic (no_std + alloc): KBS client, JWE unwrap, sealing.
+//! IronClaw enclave-side logic (no_std + alloc): the enclave half of the
+//! Confidential Containers KBS protocol, JWE unwrap of released resources, and
+//! the sealing AEAD.
+//!
+//! Everything here runs *inside* the enclave (linked into the guest shim) and is
+//! tested on the host. It does no I/O: [`kbs_client::KbsClient`] is a sans-IO
+//! state machine that produces request bodies and consumes response bodies; the
+//! shim moves those bytes through the host (which is untrusted: every byte that
+//! comes back is parsed and checked here before use).
+//!
+//! | module | untrusted input it parses |
+//! |---|---|
+//! | [`tee`] | the `tee` name of a KBS `Request` (broker side) |
+//! | [`kbs_client`] | the broker's `Challenge`, attest reply and resource `Response` |
+//! | [`jwe`] | a JWE (flattened JSON, `ECDH-ES+A256KW` / `A256GCM`) |
+//! | [`seal`] | a sealed blob handed back by the host |
+//! | [`runtime_data`] | nothing: it computes the `report_data` binding |
+
+extern crate alloc;
+
+pub mod jwe;
+pub mod kbs_client;
+pub mod runtime_data;
+pub mod seal;
+pub mod tee;
+
+pub use kbs_types;
