@@ -5,6 +5,8 @@
 //! return `false` so the test can return early. On the project's own machines every requirement
 //! holds and the tests run.
 
+pub mod engines;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

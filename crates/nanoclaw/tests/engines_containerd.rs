@@ -1,0 +1,160 @@
+//! Acceptance: containerd's io.containerd.runc.v2 shim drives the runtime as its runc binary
+//! (`--root /run/containerd/runc/<ns> --log <bundle>/log.json --log-format json` + create, start,
+//! exec --process --detach, ps --format json, pause, resume, kill, delete [--force]).
+//!
+//! A private containerd (own socket, root and state) is started per test and a busybox image
+//! is built with umoci and imported with `ctr images import`; `ctr run --runc-binary` sets the
+//! shim's BinaryName option. Every scenario runs against runc too.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use claw_testsupport::engines::{run, run_ok, unique_name, wait_until, Containerd};
+use claw_testsupport::{require_root, require_tool, which};
+
+const IMAGE: &str = "claw.test/busybox:latest";
+
+fn ready(test: &str) -> bool {
+    require_root(test)
+        && require_tool(test, "containerd")
+        && require_tool(test, "ctr")
+        && require_tool(test, "umoci")
+}
+
+fn task_status(ctd: &Containerd, id: &str) -> Option<String> {
+    let out = run_ok(ctd.ctr().args(["task", "ls"]));
+    out.lines()
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            (cols.first() == Some(&id)).then(|| cols.get(2).map(|s| s.to_string()))
+        })
+        .next()
+        .flatten()
+}
+
+fn ctr_lifecycle(runtime: &Path) {
+    if !ready("containerd lifecycle") {
+        return;
+    }
+    let ctd = Containerd::start().unwrap();
+    ctd.import_busybox(IMAGE).unwrap();
+    let rt = runtime.to_string_lossy().into_owned();
+
+    // One-shot run: output and exit status come back through the shim.
+    let oneshot = unique_name("once");
+    let out = run(ctd.ctr().args([
+        "run",
+        "--rm",
+        "--runc-binary",
+        &rt,
+        IMAGE,
+        &oneshot,
+        "sh",
+        "-c",
+        "echo hi-pid=$$; exit 7",
+    ]));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("hi-pid=1"), "{stdout}");
+
+    // A long-running task: exec into it, ps, pause/resume, kill, delete.
+    let id = unique_name("long");
+    run_ok(ctd.ctr().args([
+        "run",
+        "-d",
+        "--runc-binary",
+        &rt,
+        IMAGE,
+        &id,
+        "sleep",
+        "1000",
+    ]));
+    assert_eq!(task_status(&ctd, &id).as_deref(), Some("RUNNING"));
+    let seen = run_ok(ctd.ctr().args(["task", "exec", "--exec-id", "e1", &id, "sh", "-c", "cat /proc/1/cmdline | tr '\\0' ' '; echo; echo exec-pid-ns-sees-$(ls /proc | grep -c '^[0-9]')"]));
+    assert!(seen.starts_with("sleep 1000"), "{seen}");
+    let failed =
+        run(ctd
+            .ctr()
+            .args(["task", "exec", "--exec-id", "e2", &id, "sh", "-c", "exit 9"]));
+    assert_eq!(failed.status.code(), Some(9));
+
+    let ps = run_ok(ctd.ctr().args(["task", "ps", &id]));
+    assert!(ps.lines().count() >= 2, "ctr task ps shows the init: {ps}");
+
+    run_ok(ctd.ctr().args(["task", "pause", &id]));
+    assert_eq!(task_status(&ctd, &id).as_deref(), Some("PAUSED"));
+    run_ok(ctd.ctr().args(["task", "resume", &id]));
+    assert_eq!(task_status(&ctd, &id).as_deref(), Some("RUNNING"));
+
+    run_ok(ctd.ctr().args(["task", "kill", "--signal", "SIGKILL", &id]));
+    assert!(
+        wait_until(Duration::from_secs(10), || task_status(&ctd, &id)
+            .as_deref()
+            == Some("STOPPED")),
+        "task {id} did not stop after SIGKILL"
+    );
+    run_ok(ctd.ctr().args(["task", "delete", &id]));
+    run_ok(ctd.ctr().args(["container", "delete", &id]));
+
+    // Nothing left in the runtime's state directory for either container.
+    let root = ctd.runtime_root();
+    for c in [&oneshot, &id] {
+        assert!(
+            !root.join(c).exists(),
+            "{} left behind",
+            root.join(c).display()
+        );
+    }
+    let listed = run_ok(
+        Command::new(runtime)
+            .arg("--root")
+            .arg(&root)
+            .args(["list", "--quiet"]),
+    );
+    assert!(listed.trim().is_empty(), "runtime still lists: {listed}");
+}
+
+/// A failing create reaches the user with the runtime's own message: the shim reads the last
+/// error line of the runtime's `--log` JSON file.
+fn ctr_failure_message(runtime: &Path) {
+    if !ready("containerd failure message") {
+        return;
+    }
+    let ctd = Containerd::start().unwrap();
+    ctd.import_busybox(IMAGE).unwrap();
+    let id = unique_name("bad");
+    let out = run(ctd.ctr().args([
+        "run",
+        "--rm",
+        "--runc-binary",
+        &runtime.to_string_lossy(),
+        IMAGE,
+        &id,
+        "/no/such/binary",
+    ]));
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("/no/such/binary"), "{stderr}");
+    let _ = ctd.ctr().args(["container", "delete", &id]).output();
+}
+
+fn runc() -> PathBuf {
+    which("runc").expect("runc is installed by scripts/install-deps")
+}
+
+mod runc {
+    #[test]
+    fn containerd_lifecycle() {
+        super::ctr_lifecycle(&super::runc());
+    }
+    #[test]
+    fn containerd_failure_message() {
+        super::ctr_failure_message(&super::runc());
+    }
+}

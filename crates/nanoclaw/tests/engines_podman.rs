@@ -1,0 +1,145 @@
+//! Acceptance: podman drives the runtime through conmon exactly as it drives runc
+//! (`create --bundle --pid-file [--console-socket]`, `start`, `exec --process --detach [--tty]`,
+//! `kill <id> <signal number>`, `delete --force`).
+//!
+//! Every scenario runs against runc too: runc passing and nanoclaw failing points at nanoclaw.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use claw_testsupport::engines::{podman, run, run_in_pty, run_ok, PodmanContainer, PODMAN_ULIMITS};
+use claw_testsupport::{require_root, require_tool, which, BusyboxRootfs};
+
+fn ready(test: &str) -> bool {
+    require_root(test) && require_tool(test, "podman") && require_tool(test, "script")
+}
+
+/// One-shot `run --rm`: the command runs as PID 1 of a new pid namespace in the rootfs, its
+/// output reaches the caller and its exit status is podman's.
+fn oneshot(runtime: &Path) {
+    if !ready("podman oneshot") {
+        return;
+    }
+    let rootfs = BusyboxRootfs::new().unwrap();
+    let c = PodmanContainer::new(runtime, "claw-oneshot");
+    let out = run(podman(runtime)
+        .args(["run", "--rm", "--name", &c.name])
+        .args(PODMAN_ULIMITS)
+        .arg("--rootfs")
+        .arg(rootfs.path())
+        .args([
+            "sh",
+            "-c",
+            "echo pid=$$; cat /etc/group | head -1; ls /proc/1/root/bin/busybox; exit 3",
+        ]));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("pid=1\n"), "{stdout}");
+    assert!(stdout.contains("root:x:0:"), "{stdout}");
+    assert!(stdout.contains("/proc/1/root/bin/busybox"), "{stdout}");
+}
+
+/// `run -it`: the process gets a terminal (the pty master travelled over conmon's console
+/// socket), keystrokes reach it and its exit status comes back.
+fn interactive_tty(runtime: &Path) {
+    if !ready("podman -it") {
+        return;
+    }
+    let rootfs = BusyboxRootfs::new().unwrap();
+    let c = PodmanContainer::new(runtime, "claw-tty");
+    let cmdline = format!(
+        "podman --runtime {} run --rm -it --name {} {} --rootfs {} sh",
+        runtime.display(),
+        c.name,
+        PODMAN_ULIMITS.join(" "),
+        rootfs.path().display()
+    );
+    let (code, screen) = run_in_pty(&cmdline, "test -t 0 && echo STDIN-IS-A-TTY; tty; exit 4\n");
+    assert_eq!(code, Some(4), "{screen}");
+    assert!(screen.contains("STDIN-IS-A-TTY"), "{screen}");
+    assert!(screen.contains("/dev/pts/"), "{screen}");
+}
+
+/// `run -d`, then `exec` (plain and with a terminal) into the running container, `stop`
+/// (SIGTERM, then SIGKILL for a PID 1 that ignores it) and `rm`: afterwards the runtime has
+/// no trace of the container.
+fn detached_exec_stop_rm(runtime: &Path) {
+    if !ready("podman -d/exec/stop/rm") {
+        return;
+    }
+    let rootfs = BusyboxRootfs::new().unwrap();
+    let c = PodmanContainer::new(runtime, "claw-detached");
+    run_ok(
+        podman(runtime)
+            .args(["run", "-d", "--name", &c.name])
+            .args(PODMAN_ULIMITS)
+            .arg("--rootfs")
+            .arg(rootfs.path())
+            .args(["sleep", "1000"]),
+    );
+    let id = run_ok(podman(runtime).args(["inspect", "--format", "{{.Id}}", &c.name]))
+        .trim()
+        .to_string();
+
+    // exec joins the container: it sees the container's PID 1 and the container's rootfs.
+    let seen = run_ok(podman(runtime).args([
+        "exec",
+        &c.name,
+        "sh",
+        "-c",
+        "cat /proc/1/cmdline | tr '\\0' ' '; echo; ls /bin/busybox",
+    ]));
+    assert!(seen.starts_with("sleep 1000"), "{seen}");
+    assert!(seen.contains("/bin/busybox"), "{seen}");
+    let failed = run(podman(runtime).args(["exec", &c.name, "sh", "-c", "exit 5"]));
+    assert_eq!(failed.status.code(), Some(5));
+
+    let cmdline = format!(
+        "podman --runtime {} exec -it {} sh -c 'tty; exit 6'",
+        runtime.display(),
+        c.name
+    );
+    let (code, screen) = run_in_pty(&cmdline, "");
+    assert!(screen.contains("/dev/pts/"), "{screen}");
+    assert_eq!(code, Some(6), "{screen}");
+
+    let status = |name: &str| {
+        run_ok(podman(runtime).args(["inspect", "--format", "{{.State.Status}}", name]))
+            .trim()
+            .to_string()
+    };
+    assert_eq!(status(&c.name), "running");
+    run_ok(podman(runtime).args(["stop", "--time", "1", &c.name]));
+    assert_eq!(status(&c.name), "exited");
+    run_ok(podman(runtime).args(["rm", &c.name]));
+
+    let listed = run_ok(Command::new(runtime).args(["list", "--quiet"]));
+    assert!(
+        !listed.lines().any(|l| l == id),
+        "{id} still listed by the runtime:\n{listed}"
+    );
+}
+
+fn runc() -> PathBuf {
+    which("runc").expect("runc is installed by scripts/install-deps")
+}
+
+mod runc {
+    #[test]
+    fn podman_oneshot() {
+        super::oneshot(&super::runc());
+    }
+    #[test]
+    fn podman_interactive_tty() {
+        super::interactive_tty(&super::runc());
+    }
+    #[test]
+    fn podman_detached_exec_stop_rm() {
+        super::detached_exec_stop_rm(&super::runc());
+    }
+}
