@@ -110,7 +110,9 @@ pub mod port {
 /// Hypercall numbers. See the crate documentation for the ranges.
 pub mod call {
     /// The run is over. `args[0]` = [`crate::ExitKind`], `args[1]` = exit code (for
-    /// [`crate::ExitKind::Exited`]), payload = UTF-8 message (may be empty). No response.
+    /// [`crate::ExitKind::Exited`]), `args[2]` / `args[3]` = guest-TSC ticks spent compiling /
+    /// instantiating + running the module (informational, for `--timings`), payload = UTF-8
+    /// message (may be empty, at most 4096 bytes). No response.
     pub const EXIT: u32 = 0x0001;
     /// Only the batched output; no payload. Sent when the shim's output buffer is full.
     pub const FLUSH: u32 = 0x0002;

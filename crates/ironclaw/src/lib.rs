@@ -1,1 +1,22 @@
-//! IronClaw host: KVM micro-VM that runs a measured WebAssembly module (VMM, hypercall dispatcher, CLI).
+//! IronClaw host library: a KVM micro-VM with no guest OS that runs one measured
+//! WebAssembly module.
+//!
+//! - [`launch::run`] — one launch, end to end (the `ironclaw run` command is a thin wrapper).
+//! - [`measurement::LaunchMeasurement`] — the SHA-384 launch measurement, documented layout.
+//! - [`config::LaunchConfig`] — memory size and every limit.
+//! - [`hypercall`] — the host side of the hypercall buffer; the guest's requests are parsed
+//!   in [`hypercall::untrusted_guest_request`], the security boundary.
+//! - [`vmm`] — KVM VM, vCPU, memory, page tables, GDT/IDT, watchdog.
+//! - [`check`] — is KVM usable, which backend.
+
+pub mod check;
+pub mod config;
+pub mod hypercall;
+pub mod launch;
+pub mod measurement;
+pub mod shim;
+pub mod vmm;
+
+pub use config::LaunchConfig;
+pub use launch::{exit_code, run, LaunchError, LaunchInputs, RunReport, Timings};
+pub use measurement::LaunchMeasurement;

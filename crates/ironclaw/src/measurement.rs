@@ -1,0 +1,85 @@
+//! The launch measurement: SHA-384 over exactly what a launch loads and how it is limited.
+//!
+//! Layout, version 1 (every item is `len: u64 little-endian || bytes`, in this order):
+//!
+//! | # | item | bytes |
+//! |---|---|---|
+//! | 1 | domain-separation tag | `ironclaw.launch-measurement` (ASCII) |
+//! | 2 | layout version | `1u32` LE |
+//! | 3 | shim load address, entry point | `u64` LE each (16 bytes) |
+//! | 4 | shim image | the flat image loaded at the load address |
+//! | 5 | Wasm module | the module bytes as given |
+//! | 6 | launch configuration | ABI version `u32`, memory bytes `u64`, fuel `u64` (`u64::MAX` = unlimited), timeout ms `u64`, max output `u64`, max Wasm memory `u64`, max table elements `u64`, max hypercalls `u64`, debug `u8` — all LE (61 bytes) |
+//!
+//! Not measured: argv, environment and stdin — they are run-time inputs, like a request to
+//! a service, and an attesting workload must treat them as untrusted.
+//!
+//! A verifier with the same shim image, module and configuration recomputes the same
+//! digest with [`LaunchMeasurement::compute`] (or `ironclaw measure`).
+
+use sha2::{Digest, Sha384};
+
+use crate::config::LaunchConfig;
+
+/// Version of the measured layout above.
+pub const MEASUREMENT_VERSION: u32 = 1;
+/// Domain-separation tag (item 1).
+pub const MEASUREMENT_TAG: &[u8] = b"ironclaw.launch-measurement";
+
+/// A SHA-384 launch measurement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LaunchMeasurement(pub [u8; 48]);
+
+fn item(h: &mut Sha384, bytes: &[u8]) {
+    h.update((bytes.len() as u64).to_le_bytes());
+    h.update(bytes);
+}
+
+/// The configuration item (6) of the layout.
+pub fn encode_config(config: &LaunchConfig) -> Vec<u8> {
+    let mut c = Vec::with_capacity(61);
+    c.extend_from_slice(&ironclaw_abi::ABI_VERSION.to_le_bytes());
+    c.extend_from_slice(&config.memory_bytes().to_le_bytes());
+    c.extend_from_slice(&config.fuel.unwrap_or(u64::MAX).to_le_bytes());
+    let timeout_ms = u64::try_from(config.timeout.as_millis()).unwrap_or(u64::MAX);
+    c.extend_from_slice(&timeout_ms.to_le_bytes());
+    c.extend_from_slice(&config.max_output_bytes.to_le_bytes());
+    c.extend_from_slice(&config.max_wasm_memory_bytes.to_le_bytes());
+    c.extend_from_slice(&config.max_table_elements.to_le_bytes());
+    c.extend_from_slice(&config.max_hypercalls.to_le_bytes());
+    c.push(u8::from(config.debug));
+    c
+}
+
+impl LaunchMeasurement {
+    /// Computes the measurement of a launch of `module` with the embedded shim.
+    pub fn of_launch(module: &[u8], config: &LaunchConfig) -> Self {
+        Self::compute(ironclaw_abi::layout::SHIM_BASE, crate::shim::SHIM_ENTRY, crate::shim::SHIM_IMAGE, module, config)
+    }
+
+    /// Computes the measurement from explicit artifacts (for verifiers and tests).
+    pub fn compute(shim_base: u64, shim_entry: u64, shim_image: &[u8], module: &[u8], config: &LaunchConfig) -> Self {
+        let mut h = Sha384::new();
+        item(&mut h, MEASUREMENT_TAG);
+        item(&mut h, &MEASUREMENT_VERSION.to_le_bytes());
+        let mut addrs = [0u8; 16];
+        addrs[..8].copy_from_slice(&shim_base.to_le_bytes());
+        addrs[8..].copy_from_slice(&shim_entry.to_le_bytes());
+        item(&mut h, &addrs);
+        item(&mut h, shim_image);
+        item(&mut h, module);
+        item(&mut h, &encode_config(config));
+        Self(h.finalize().into())
+    }
+
+    /// Lowercase hex (96 characters).
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+impl std::fmt::Display for LaunchMeasurement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
