@@ -18,6 +18,7 @@
 pub mod dcap;
 pub mod error;
 pub mod input;
+pub mod kvm;
 pub mod nitro;
 pub mod result;
 pub mod snp;

@@ -26,6 +26,8 @@ pub const OID_ECDSA_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2
 pub const OID_RSASSA_PSS: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.10");
 /// id-ecPublicKey.
 pub const OID_EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
+/// prime256v1 (P-256).
+pub const OID_PRIME256V1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
 /// secp384r1.
 pub const OID_SECP384R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
 /// SHA-384.
@@ -176,6 +178,28 @@ impl Cert {
         })
     }
 
+    /// The subject key as a P-256 ECDSA verifying key (Intel PCK chain).
+    pub fn p256_key(&self) -> Result<p256::ecdsa::VerifyingKey, VerifyError> {
+        let spki = self.cert.tbs_certificate().subject_public_key_info();
+        let curve = spki
+            .algorithm
+            .parameters
+            .as_ref()
+            .and_then(|p| p.decode_as::<ObjectIdentifier>().ok());
+        if spki.algorithm.oid != OID_EC_PUBLIC_KEY || curve != Some(OID_PRIME256V1) {
+            return Err(VerifyError::CertContent {
+                cert: self.subject.clone(),
+                reason: "public key is not an ECDSA P-256 key".to_string(),
+            });
+        }
+        p256::ecdsa::VerifyingKey::from_sec1_bytes(self.public_key_bits()).map_err(|_| {
+            VerifyError::CertContent {
+                cert: self.subject.clone(),
+                reason: "public key is not a valid P-256 point".to_string(),
+            }
+        })
+    }
+
     /// Verify that this certificate is signed by `issuer`'s key and names it as issuer.
     /// Supports RSASSA-PSS with SHA-384 (AMD) and ECDSA with SHA-384/SHA-256.
     pub fn verify_signed_by(&self, issuer: &Cert) -> Result<(), VerifyError> {
@@ -257,9 +281,24 @@ impl Cert {
                 } else {
                     Err(fail("ECDSA signature is invalid".to_string()))
                 }
+            } else if curve == Some(OID_PRIME256V1) {
+                let key = issuer.p256_key().map_err(|e| fail(e.to_string()))?;
+                let s = p256::ecdsa::Signature::from_der(sig)
+                    .map_err(|e| fail(format!("malformed ECDSA signature: {e}")))?;
+                let ok = if alg.oid == OID_ECDSA_SHA256 {
+                    key.verify(tbs, &s).is_ok()
+                } else {
+                    use p256::ecdsa::signature::hazmat::PrehashVerifier;
+                    key.verify_prehash(&Sha384::digest(tbs), &s).is_ok()
+                };
+                if ok {
+                    Ok(())
+                } else {
+                    Err(fail("ECDSA signature is invalid".to_string()))
+                }
             } else {
                 Err(fail(
-                    "issuer key curve is not supported (P-384 only)".to_string(),
+                    "issuer key curve is not supported (P-256 and P-384)".to_string(),
                 ))
             }
         } else {

@@ -19,7 +19,9 @@ fn samples(dir: &Path) -> Vec<Sample> {
     let idx = common::index(dir);
     let mut out = Vec::new();
     for s in idx["sev-snp"].as_array().expect("sev-snp list") {
-        let Some(report) = s["report"].as_str() else { continue };
+        let Some(report) = s["report"].as_str() else {
+            continue;
+        };
         let mut certs = vec![common::cert_ref(dir, s["vek"].as_str().expect("vek"))];
         certs.push(common::cert_ref(dir, s["ask"].as_str().expect("ask")));
         certs.push(common::cert_ref(dir, s["ark"].as_str().expect("ark")));
@@ -27,11 +29,18 @@ fn samples(dir: &Path) -> Vec<Sample> {
         out.push(Sample {
             name: report.to_string(),
             report: common::read(dir, report),
-            opts: common::opts(common::at(s["eval_time"].as_str().expect("eval_time")), certs, None),
+            opts: common::opts(
+                common::at(s["eval_time"].as_str().expect("eval_time")),
+                certs,
+                None,
+            ),
             version: s["version"].as_u64().expect("version") as u32,
             signer: s["signer"].as_str().expect("signer").to_string(),
             window: s["valid_window"].as_array().map(|w| {
-                (w[0].as_str().expect("w0").to_string(), w[1].as_str().expect("w1").to_string())
+                (
+                    w[0].as_str().expect("w0").to_string(),
+                    w[1].as_str().expect("w1").to_string(),
+                )
             }),
         });
     }
@@ -46,29 +55,70 @@ fn raw(s: &Sample) -> Vec<u8> {
 
 #[test]
 fn every_snp_sample_verifies_at_its_eval_time() {
-    let Some(dir) = common::fixtures("every_snp_sample_verifies_at_its_eval_time") else { return };
+    let Some(dir) = common::fixtures("every_snp_sample_verifies_at_its_eval_time") else {
+        return;
+    };
     for s in samples(&dir) {
-        let r = verify(TeeKind::Snp, &s.report, &s.opts).unwrap_or_else(|e| panic!("{}: {e}", s.name));
+        let r =
+            verify(TeeKind::Snp, &s.report, &s.opts).unwrap_or_else(|e| panic!("{}: {e}", s.name));
         assert_eq!(r.tee, TeeKind::Snp);
-        let Measurements::Snp { version, measurement, .. } = &r.measurements else { panic!("snp measurements") };
+        let Measurements::Snp {
+            version,
+            measurement,
+            ..
+        } = &r.measurements
+        else {
+            panic!("snp measurements")
+        };
         assert_eq!(*version, s.version, "{}", s.name);
         assert_eq!(measurement.as_slice(), &raw(&s)[0x90..0xC0], "{}", s.name);
-        assert_eq!(r.report_data.as_ref().map(|b| b.as_slice()), Some(&raw(&s)[0x50..0x90]));
-        let PolicyBits::Snp { signing_key, raw: pol, debug_allowed, .. } = r.policy else { panic!("snp policy") };
-        assert_eq!(signing_key, if s.signer == "VLEK" { 1 } else { 0 }, "{}", s.name);
+        assert_eq!(
+            r.report_data.as_ref().map(|b| b.as_slice()),
+            Some(&raw(&s)[0x50..0x90])
+        );
+        let PolicyBits::Snp {
+            signing_key,
+            raw: pol,
+            debug_allowed,
+            ..
+        } = r.policy
+        else {
+            panic!("snp policy")
+        };
+        assert_eq!(
+            signing_key,
+            if s.signer == "VLEK" { 1 } else { 0 },
+            "{}",
+            s.name
+        );
         assert_eq!(debug_allowed, pol & (1 << 19) != 0);
         assert_eq!(r.debug, debug_allowed);
         assert_eq!(r.signer_chain.len(), 3);
-        assert!(r.signer_chain[2].subject.contains("ARK-Milan"), "{}", s.name);
-        assert!(r.signer_chain[0].subject.contains(&format!("SEV-{}", s.signer)), "{}", s.name);
+        assert!(
+            r.signer_chain[2].subject.contains("ARK-Milan"),
+            "{}",
+            s.name
+        );
+        assert!(
+            r.signer_chain[0]
+                .subject
+                .contains(&format!("SEV-{}", s.signer)),
+            "{}",
+            s.name
+        );
         assert_eq!(r.verified_at, s.opts.at.to_rfc3339());
     }
 }
 
 #[test]
 fn go_sev_guest_report_data_is_exposed() {
-    let Some(dir) = common::fixtures("go_sev_guest_report_data_is_exposed") else { return };
-    let s = samples(&dir).into_iter().find(|s| s.name.contains("go-sev-guest")).expect("sample");
+    let Some(dir) = common::fixtures("go_sev_guest_report_data_is_exposed") else {
+        return;
+    };
+    let s = samples(&dir)
+        .into_iter()
+        .find(|s| s.name.contains("go-sev-guest"))
+        .expect("sample");
     let r = verify(TeeKind::Snp, &s.report, &s.opts).expect("verifies");
     let rd = r.report_data.expect("report data");
     assert_eq!(&rd.as_slice()[..6], &[1, 2, 3, 4, 5, 0]);
@@ -76,7 +126,10 @@ fn go_sev_guest_report_data_is_exposed() {
 
 #[test]
 fn snp_verifies_with_only_the_vek_thanks_to_builtin_roots() {
-    let Some(dir) = common::fixtures("snp_verifies_with_only_the_vek_thanks_to_builtin_roots") else { return };
+    let Some(dir) = common::fixtures("snp_verifies_with_only_the_vek_thanks_to_builtin_roots")
+    else {
+        return;
+    };
     for mut s in samples(&dir) {
         s.opts.certs.truncate(1);
         verify(TeeKind::Snp, &s.report, &s.opts).unwrap_or_else(|e| panic!("{}: {e}", s.name));
@@ -85,17 +138,24 @@ fn snp_verifies_with_only_the_vek_thanks_to_builtin_roots() {
 
 #[test]
 fn flipping_any_signed_byte_fails() {
-    let Some(dir) = common::fixtures("flipping_any_signed_byte_fails") else { return };
+    let Some(dir) = common::fixtures("flipping_any_signed_byte_fails") else {
+        return;
+    };
     for s in samples(&dir) {
         let good = raw(&s);
         // Every byte of the signed region (stride 1 on one sample, 7 on the others)
         // and every byte of the signature.
-        let stride = if s.name.contains("go-sev-guest") { 1 } else { 7 };
+        let stride = if s.name.contains("go-sev-guest") {
+            1
+        } else {
+            7
+        };
         let positions = (0..0x2A0).step_by(stride).chain(0x2A0..0x4A0);
         for pos in positions {
             let mut bad = good.clone();
             bad[pos] ^= 0x01;
-            let err = verify(TeeKind::Snp, &bad, &s.opts).expect_err(&format!("{}: flip at {pos:#x} accepted", s.name));
+            let err = verify(TeeKind::Snp, &bad, &s.opts)
+                .expect_err(&format!("{}: flip at {pos:#x} accepted", s.name));
             match (&err, pos) {
                 (VerifyError::BadSignature { what, cert }, _) => {
                     assert_eq!(*what, "SEV-SNP report");
@@ -105,7 +165,9 @@ fn flipping_any_signed_byte_fails() {
                 (VerifyError::Unsupported { .. }, 0x00..=0x03 | 0x34..=0x37 | 0x48) => {}
                 // SIGNING_KEY flip turns a VCEK report into a VLEK one (or back): role mismatch.
                 (VerifyError::CertContent { .. } | VerifyError::MissingCert { .. }, 0x48) => {}
-                (VerifyError::Malformed { offset, .. }, p) if p >= 0x2A0 => assert!(*offset >= 0x2A0),
+                (VerifyError::Malformed { offset, .. }, p) if p >= 0x2A0 => {
+                    assert!(*offset >= 0x2A0)
+                }
                 _ => panic!("{}: flip at {pos:#x}: unexpected error {err:?}", s.name),
             }
         }
@@ -114,7 +176,9 @@ fn flipping_any_signed_byte_fails() {
 
 #[test]
 fn another_chips_vcek_is_refused() {
-    let Some(dir) = common::fixtures("another_chips_vcek_is_refused") else { return };
+    let Some(dir) = common::fixtures("another_chips_vcek_is_refused") else {
+        return;
+    };
     let all = samples(&dir);
     let vceks: Vec<_> = all.iter().filter(|s| s.signer == "VCEK").collect();
     for (i, s) in vceks.iter().enumerate() {
@@ -122,19 +186,33 @@ fn another_chips_vcek_is_refused() {
         let mut opts = s.opts.clone();
         opts.certs[0] = other.opts.certs[0].clone();
         let err = verify(TeeKind::Snp, &s.report, &opts).expect_err("other chip's VCEK accepted");
-        assert!(matches!(err, VerifyError::BadSignature { .. }), "{}: {err:?}", s.name);
+        assert!(
+            matches!(err, VerifyError::BadSignature { .. }),
+            "{}: {err:?}",
+            s.name
+        );
     }
 }
 
 #[test]
 fn tampered_vceks_are_refused() {
-    let Some(dir) = common::fixtures("tampered_vceks_are_refused") else { return };
+    let Some(dir) = common::fixtures("tampered_vceks_are_refused") else {
+        return;
+    };
     let idx = common::index(&dir);
-    let s = samples(&dir).into_iter().find(|s| s.name.contains("trustee/vcek-report")).expect("trustee sample");
+    let s = samples(&dir)
+        .into_iter()
+        .find(|s| s.name.contains("trustee/vcek-report"))
+        .expect("trustee sample");
     let mut n = 0;
     for entry in idx["sev-snp"].as_array().expect("list") {
-        let Some(cert) = entry["cert"].as_str() else { continue };
-        assert!(entry["expect"].as_str().expect("expect").starts_with("reject"));
+        let Some(cert) = entry["cert"].as_str() else {
+            continue;
+        };
+        assert!(entry["expect"]
+            .as_str()
+            .expect("expect")
+            .starts_with("reject"));
         let mut opts = s.opts.clone();
         opts.certs[0] = common::cert_ref(&dir, cert);
         let err = verify(TeeKind::Snp, &s.report, &opts).expect_err("tampered VCEK accepted");
@@ -153,8 +231,13 @@ fn tampered_vceks_are_refused() {
 
 #[test]
 fn outside_the_validity_window_names_the_cert() {
-    let Some(dir) = common::fixtures("outside_the_validity_window_names_the_cert") else { return };
-    let s = samples(&dir).into_iter().find(|s| s.window.is_some()).expect("VLEK sample with a window");
+    let Some(dir) = common::fixtures("outside_the_validity_window_names_the_cert") else {
+        return;
+    };
+    let s = samples(&dir)
+        .into_iter()
+        .find(|s| s.window.is_some())
+        .expect("VLEK sample with a window");
     let (start, end) = s.window.clone().expect("window");
     let mut opts = s.opts.clone();
     opts.at = ironclaw_verifier::VerifyTime::from_unix(common::at(&end).unix() + 1);
@@ -164,14 +247,19 @@ fn outside_the_validity_window_names_the_cert() {
     }
     opts.at = ironclaw_verifier::VerifyTime::from_unix(common::at(&start).unix() - 1);
     match verify(TeeKind::Snp, &s.report, &opts) {
-        Err(VerifyError::CertNotYetValid { cert, .. }) => assert!(cert.contains("SEV-VLEK"), "{cert}"),
+        Err(VerifyError::CertNotYetValid { cert, .. }) => {
+            assert!(cert.contains("SEV-VLEK"), "{cert}")
+        }
         other => panic!("expected CertNotYetValid, got {other:?}"),
     }
     // Edges of the window are inside.
     opts.at = common::at(&end);
     verify(TeeKind::Snp, &s.report, &opts).expect("valid at notAfter");
     // A VCEK sample long after its 7-year VCEK: expired, naming the VCEK.
-    let v = samples(&dir).into_iter().find(|s| s.signer == "VCEK").expect("vcek sample");
+    let v = samples(&dir)
+        .into_iter()
+        .find(|s| s.signer == "VCEK")
+        .expect("vcek sample");
     let mut o = v.opts.clone();
     o.at = common::at("2031-01-01T00:00:00Z");
     match verify(TeeKind::Snp, &v.report, &o) {
@@ -182,27 +270,45 @@ fn outside_the_validity_window_names_the_cert() {
 
 #[test]
 fn unknown_version_and_truncation_are_refused_with_offsets() {
-    let Some(dir) = common::fixtures("unknown_version_and_truncation_are_refused_with_offsets") else { return };
+    let Some(dir) = common::fixtures("unknown_version_and_truncation_are_refused_with_offsets")
+    else {
+        return;
+    };
     let s = &samples(&dir)[0];
     let mut bad = raw(s);
     bad[0] = 9;
     assert!(matches!(
         verify(TeeKind::Snp, &bad, &s.opts),
-        Err(VerifyError::Unsupported { field: "VERSION", found: 9, .. })
+        Err(VerifyError::Unsupported {
+            field: "VERSION",
+            found: 9,
+            ..
+        })
     ));
     let short = &raw(s)[..1000];
-    assert!(matches!(verify(TeeKind::Snp, short, &s.opts), Err(VerifyError::Malformed { .. })));
+    assert!(matches!(
+        verify(TeeKind::Snp, short, &s.opts),
+        Err(VerifyError::Malformed { .. })
+    ));
     let mut long = raw(s);
     long.push(0);
-    assert!(matches!(verify(TeeKind::Snp, &long, &s.opts), Err(VerifyError::Malformed { .. })));
+    assert!(matches!(
+        verify(TeeKind::Snp, &long, &s.opts),
+        Err(VerifyError::Malformed { .. })
+    ));
 }
 
 #[test]
 fn missing_vek_is_reported() {
-    let Some(dir) = common::fixtures("missing_vek_is_reported") else { return };
+    let Some(dir) = common::fixtures("missing_vek_is_reported") else {
+        return;
+    };
     let mut s = samples(&dir).remove(0);
     s.opts.certs.remove(0);
-    assert!(matches!(verify(TeeKind::Snp, &s.report, &s.opts), Err(VerifyError::MissingCert { .. })));
+    assert!(matches!(
+        verify(TeeKind::Snp, &s.report, &s.opts),
+        Err(VerifyError::MissingCert { .. })
+    ));
 }
 
 #[test]
@@ -210,16 +316,25 @@ fn builtin_arks_are_self_signed_and_pinned() {
     let arks = ironclaw_verifier::snp::builtin_arks().expect("built-in ARKs parse");
     assert_eq!(arks.len(), 3);
     for (p, ark) in &arks {
-        ark.verify_signed_by(ark).unwrap_or_else(|e| panic!("{}: {e}", p.name()));
+        ark.verify_signed_by(ark)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.name()));
         assert!(ark.subject().contains(&format!("ARK-{}", p.name())));
     }
 }
 
 #[test]
 fn tampered_vcek_errors_name_the_certificate() {
-    let Some(dir) = common::fixtures("tampered_vcek_errors_name_the_certificate") else { return };
-    let s = samples(&dir).into_iter().find(|s| s.name.contains("trustee/vcek-report")).expect("trustee sample");
-    for cert in ["sev-snp/trustee/vcek-invalid-legacy.der", "sev-snp/trustee/vcek-invalid-new.der"] {
+    let Some(dir) = common::fixtures("tampered_vcek_errors_name_the_certificate") else {
+        return;
+    };
+    let s = samples(&dir)
+        .into_iter()
+        .find(|s| s.name.contains("trustee/vcek-report"))
+        .expect("trustee sample");
+    for cert in [
+        "sev-snp/trustee/vcek-invalid-legacy.der",
+        "sev-snp/trustee/vcek-invalid-new.der",
+    ] {
         let mut opts = s.opts.clone();
         opts.certs[0] = common::cert_ref(&dir, cert);
         let err = verify(TeeKind::Snp, &s.report, &opts).expect_err("tampered");

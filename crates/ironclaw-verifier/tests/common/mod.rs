@@ -55,7 +55,11 @@ pub fn at(s: &str) -> VerifyTime {
     VerifyTime::parse_rfc3339(s).expect("fixture time")
 }
 
-pub fn opts(at: VerifyTime, certs: Vec<(String, Vec<u8>)>, collateral: Option<Vec<u8>>) -> VerifyOptions {
+pub fn opts(
+    at: VerifyTime,
+    certs: Vec<(String, Vec<u8>)>,
+    collateral: Option<Vec<u8>>,
+) -> VerifyOptions {
     VerifyOptions {
         at,
         certs,
