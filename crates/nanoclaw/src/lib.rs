@@ -1,1 +1,38 @@
-//! NanoClaw: a daemonless OCI runtime (library; the nanoclaw binary only parses arguments).
+//! NanoClaw: a daemonless OCI runtime.
+//!
+//! The `nanoclaw` binary only parses arguments; this library does the work. Modules by
+//! responsibility (the untrusted input is config.json, handled by `spec` alone):
+//!
+//! | module | side | responsibility |
+//! |---|---|---|
+//! | [`spec`] | runtime | parse + validate config.json into a [`spec::Plan`] before anything is created |
+//! | [`spec_template`] | runtime | the default config.json of `nanoclaw spec` |
+//! | [`state`] | runtime | state dir per container under --root, OCI state JSON, locking |
+//! | [`container`] | runtime | create / start / delete / run orchestration, unwinding on failure |
+//! | [`namespaces`] | both | clone3 with CLONE_NEW*, setns for joined namespaces, uid/gid maps |
+//! | [`sync`] | both | the parent/child socket protocol |
+//! | [`init`] | container | the init's setup sequence, in order, up to execve |
+//! | [`rootfs`] | container | mounts resolved inside the rootfs, pivot_root, readonly root |
+//! | [`devices`] | container | default devices, /dev symlinks, linux.devices |
+//! | [`process`] | container | rlimits, oomScoreAdj, user/groups, umask, cwd, executable lookup |
+//! | [`log`] | runtime | runc-style --log/--log-format error records |
+//!
+//! Syscall trust boundary: everything in `spec` runs before the first syscall that changes
+//! host state; `container` and `namespaces::spawn_init` are the only code that creates host
+//! objects (state dir, fifo, the init process), and each of those is registered for unwinding.
+//! `init`, `rootfs`, `devices` and `process` run only in the cloned child, inside the new
+//! namespaces.
+
+pub mod container;
+pub mod devices;
+pub mod init;
+pub mod log;
+pub mod namespaces;
+pub mod process;
+pub mod rootfs;
+pub mod spec;
+pub mod spec_template;
+pub mod state;
+pub mod sync;
+
+pub use container::{create, delete, run, start, ContainerError, CreateOptions};

@@ -1,0 +1,422 @@
+//! Container lifecycle orchestration on the runtime (parent) side: create, start, wait,
+//! delete, and `run` = all four in the foreground.
+//!
+//! `create` validates the bundle, claims the state dir, clones the init and waits until the
+//! init reports it is set up and blocked on the exec fifo. Every step registers what it made
+//! in an [`Unwind`] guard, so a failure at any point removes the init process, the state dir
+//! (and, with issue 5, the cgroup); mounts live only in the init's mount namespace and vanish
+//! with it.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use nix::sched::CloneFlags;
+use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::stat::Mode;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use crate::init::{self, InitContext};
+use crate::namespaces::{self, NamespaceError};
+use crate::spec::{self, SpecError};
+use crate::state::{self, State, StateDir, StateError, Status};
+use crate::sync::{self, Msg, SyncError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Namespace(#[from] NamespaceError),
+    #[error("container init failed: {0}")]
+    InitFailed(String),
+    #[error("container init exited during setup ({0})")]
+    InitDied(String),
+    #[error(transparent)]
+    Sync(#[from] SyncError),
+    #[error("{what}: {source}")]
+    Sys { what: String, source: nix::Error },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("the runtime must be single-threaded to clone the container init ({0} threads)")]
+    MultiThreaded(usize),
+    #[error("container {id:?} is not in the created state (status {status:?})")]
+    NotCreated { id: String, status: Status },
+    #[error("container {id:?} is {status:?}; stop it first or use --force")]
+    StillRunning { id: String, status: Status },
+    #[error("process.user.additionalGids: a rootless runtime with a single-id gid mapping cannot set supplementary groups (map more gids through /etc/subgid)")]
+    RootlessGroups,
+}
+
+fn sys(what: impl Into<String>) -> impl FnOnce(nix::Error) -> ContainerError {
+    let what = what.into();
+    move |source| ContainerError::Sys { what, source }
+}
+
+/// Options of `create` (and `run`).
+#[derive(Debug, Clone)]
+pub struct CreateOptions {
+    /// --root: directory of the per-container state dirs.
+    pub root: PathBuf,
+    pub id: String,
+    pub bundle: PathBuf,
+    /// --pid-file: the init's pid is written there after a successful create.
+    pub pid_file: Option<PathBuf>,
+}
+
+/// A created container: the init is blocked on the exec fifo.
+#[derive(Debug)]
+pub struct Created {
+    pub pid: Pid,
+    pub state_dir: StateDir,
+    pub state: State,
+}
+
+/// Undoes a half-made container. Disarmed once create succeeded.
+struct Unwind {
+    pid: Option<Pid>,
+    state_dir: Option<StateDir>,
+    // Cgroup step (issue 5): the created cgroup goes here and is removed on unwind.
+}
+
+impl Drop for Unwind {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid.take() {
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+        }
+        if let Some(dir) = self.state_dir.take() {
+            let _ = dir.remove();
+        }
+    }
+}
+
+fn thread_count() -> usize {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(1)
+}
+
+/// `create`: everything up to the init waiting on the exec fifo.
+pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
+    let euid = nix::unistd::geteuid().as_raw();
+    // Validate before touching anything on the host.
+    state::validate_id(&opts.id)?;
+    let plan = spec::load(&opts.bundle, euid)?;
+    let setgroups_denied = namespaces::setgroups_denied(&plan);
+    if setgroups_denied && !plan.process.additional_gids.is_empty() {
+        return Err(ContainerError::RootlessGroups);
+    }
+    let threads = thread_count();
+    if threads > 1 {
+        return Err(ContainerError::MultiThreaded(threads));
+    }
+
+    let state_dir = StateDir::create(&opts.root, &opts.id)?;
+    let mut unwind = Unwind {
+        pid: None,
+        state_dir: None,
+    };
+    let fifo_path = state_dir.exec_fifo();
+    unwind.state_dir = Some(state_dir);
+
+    nix::unistd::mkfifo(fifo_path.as_path(), Mode::from_bits_truncate(0o600))
+        .map_err(sys(format!("mkfifo {}", fifo_path.display())))?;
+    // O_RDWR never blocks on a fifo; the init keeps this (close-on-exec) fd and blocks
+    // reading it until `start` writes a byte.
+    let exec_fifo = nix::fcntl::open(
+        fifo_path.as_path(),
+        nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(sys(format!("open {}", fifo_path.display())))?;
+    let joins = namespaces::open_joins(&plan)?;
+    let (parent_sock, child_sock) = sync::pair()?;
+
+    // Cgroup step (issue 5): create the container's cgroup (linux.cgroupsPath, resources)
+    // here, before the clone, and register it in `unwind`.
+
+    let ctx = InitContext {
+        plan: &plan,
+        sync: child_sock,
+        exec_fifo,
+        joins: &joins,
+        setgroups_denied,
+    };
+    // SAFETY: checked above that this process is single-threaded. The closure runs only in
+    // the child, which never returns into this function (spawn_init _exits).
+    let pid = unsafe { namespaces::spawn_init(&plan, &joins, move || init::run(ctx)) }?;
+    unwind.pid = Some(pid);
+    // The closure (holding the child's sync end and the fifo fd) was dropped in the parent:
+    // only the init holds them now, so its death shows up as EOF on the sync socket.
+
+    // Cgroup step (issue 5): move `pid` into the container's cgroup here, before Go — the
+    // init has not run any setup yet.
+
+    if plan.namespaces.creates(CloneFlags::CLONE_NEWUSER) {
+        namespaces::write_id_maps(pid, &plan)?;
+    }
+    parent_sock.send(&Msg::Go)?;
+    match parent_sock.recv() {
+        Ok(Msg::Ready) => {}
+        Ok(Msg::Error(text)) => return Err(ContainerError::InitFailed(text)),
+        Ok(other) => return Err(ContainerError::InitFailed(format!("unexpected {other:?}"))),
+        Err(SyncError::Closed) => {
+            let how = match waitpid(pid, None) {
+                Ok(WaitStatus::Exited(_, c)) => format!("exit status {c}"),
+                Ok(WaitStatus::Signaled(_, s, _)) => format!("killed by {s}"),
+                Ok(other) => format!("{other:?}"),
+                Err(e) => e.to_string(),
+            };
+            unwind.pid = None;
+            return Err(ContainerError::InitDied(how));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    drop(parent_sock);
+
+    let state = State {
+        oci_version: plan.spec.version().clone(),
+        id: opts.id.clone(),
+        status: Status::Created,
+        pid: Some(pid.as_raw()),
+        bundle: plan.bundle.clone(),
+        annotations: plan.spec.annotations().clone().unwrap_or_default(),
+        init_start_time: state::process_start_time(pid.as_raw()).unwrap_or(0),
+        rootless: euid != 0,
+    };
+    let state_dir = unwind
+        .state_dir
+        .as_ref()
+        .ok_or(ContainerError::InitDied("state lost".into()))?;
+    state_dir.save(&state)?;
+    if let Some(pf) = &opts.pid_file {
+        write_pid_file(pf, pid)?;
+    }
+    unwind.pid = None;
+    let state_dir = unwind
+        .state_dir
+        .take()
+        .ok_or(ContainerError::InitDied("state lost".into()))?;
+    Ok(Created {
+        pid,
+        state_dir,
+        state,
+    })
+}
+
+fn write_pid_file(path: &Path, pid: Pid) -> Result<(), ContainerError> {
+    // Written to a temp file and renamed, so a reader never sees a partial pid (runc does
+    // the same).
+    let tmp = path.with_extension("nanoclaw-tmp");
+    let io = |source| ContainerError::Io {
+        what: format!("--pid-file {}", path.display()),
+        source,
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .open(&tmp)
+        .map_err(io)?;
+    f.write_all(pid.as_raw().to_string().as_bytes())
+        .map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+/// Current status of a container from its saved state and the init's liveness.
+pub fn status_of(dir: &StateDir, st: &State) -> Status {
+    let alive = st
+        .pid
+        .is_some_and(|p| state::init_alive(p, st.init_start_time));
+    if !alive {
+        return Status::Stopped;
+    }
+    if dir.exec_fifo().exists() {
+        Status::Created
+    } else if st.status == Status::Paused {
+        Status::Paused
+    } else {
+        Status::Running
+    }
+}
+
+/// `start` on a locked state dir: releases the init blocked on the exec fifo.
+pub fn start_locked(dir: &StateDir) -> Result<State, ContainerError> {
+    let mut st = dir.load()?;
+    let status = status_of(dir, &st);
+    if status != Status::Created {
+        return Err(ContainerError::NotCreated {
+            id: dir.id().to_string(),
+            status,
+        });
+    }
+    let fifo = dir.exec_fifo();
+    // Non-blocking: ENXIO means nobody holds the read side (the init is gone).
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(&fifo)
+        .map_err(|source| ContainerError::Io {
+            what: format!("open exec fifo {}", fifo.display()),
+            source,
+        })?;
+    f.write_all(b"0").map_err(|source| ContainerError::Io {
+        what: format!("write exec fifo {}", fifo.display()),
+        source,
+    })?;
+    let _ = std::fs::remove_file(&fifo);
+    st.status = Status::Running;
+    dir.save(&st)?;
+    Ok(st)
+}
+
+/// `start ID`.
+pub fn start(root: &Path, id: &str) -> Result<State, ContainerError> {
+    let dir = StateDir::open(root, id)?;
+    start_locked(&dir)
+}
+
+/// `delete [--force] ID`: kills the init if needed, removes the state dir.
+pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), ContainerError> {
+    let dir = StateDir::open(root, id)?;
+    let st = match dir.load() {
+        Ok(st) => st,
+        // A state dir without a readable state.json is what a crash during create leaves
+        // behind: nothing was recorded, so there is nothing else to clean.
+        Err(StateError::Io { .. }) | Err(StateError::Corrupt { .. }) if force => {
+            return Ok(dir.remove()?);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let status = status_of(&dir, &st);
+    match (status, force) {
+        (Status::Stopped, _) => {}
+        (Status::Created, _) | (_, true) => {
+            if let Some(p) = st.pid {
+                kill_and_reap(Pid::from_raw(p), st.init_start_time);
+            }
+        }
+        (s, false) => {
+            return Err(ContainerError::StillRunning {
+                id: id.to_string(),
+                status: s,
+            })
+        }
+    }
+    // Cgroup step (issue 5): remove the container's cgroup here (after the processes are
+    // gone; also when the init had already exited).
+    Ok(dir.remove()?)
+}
+
+/// SIGKILLs the init (if it is still ours) and waits until it is gone: reaped if it is our
+/// child, otherwise until /proc shows it exited.
+fn kill_and_reap(pid: Pid, start_time: u64) {
+    if !state::init_alive(pid.as_raw(), start_time) {
+        return;
+    }
+    let _ = kill(pid, Signal::SIGKILL);
+    for _ in 0..2000 {
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => {}
+            Ok(_) => return,
+            Err(_) => {
+                if !state::init_alive(pid.as_raw(), start_time) {
+                    return;
+                }
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// Signals `run` forwards to the container's init (as runc does).
+const FORWARDED: &[Signal] = &[
+    Signal::SIGHUP,
+    Signal::SIGINT,
+    Signal::SIGQUIT,
+    Signal::SIGTERM,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGWINCH,
+];
+
+/// Exit code convention of runc/shells: the status, or 128+N when killed by signal N.
+pub fn exit_code(status: WaitStatus) -> Option<i32> {
+    match status {
+        WaitStatus::Exited(_, c) => Some(c),
+        WaitStatus::Signaled(_, s, _) => Some(128 + s as i32),
+        _ => None,
+    }
+}
+
+/// `run`: create + start + wait + delete, in the foreground. Returns the exit code.
+pub fn run(opts: &CreateOptions) -> Result<i32, ContainerError> {
+    // Block the forwarded signals and SIGCHLD before the init exists, so none is lost; the
+    // init unblocks them before execve.
+    let mut set = SigSet::empty();
+    for s in FORWARDED {
+        set.add(*s);
+    }
+    set.add(Signal::SIGCHLD);
+    let old = set
+        .thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK)
+        .map_err(sys("sigprocmask"))?;
+    let result = run_blocked(opts, &set);
+    let _ = old.thread_set_mask();
+    result
+}
+
+fn run_blocked(opts: &CreateOptions, set: &SigSet) -> Result<i32, ContainerError> {
+    let created = create(opts)?;
+    let pid = created.pid;
+    if let Err(e) = start_locked(&created.state_dir) {
+        kill_and_reap(pid, created.state.init_start_time);
+        let _ = created.state_dir.remove();
+        return Err(e);
+    }
+    // Release the lock while the workload runs, so other commands (state, kill) can act.
+    drop(created.state_dir);
+    let code = wait_forwarding(pid, set);
+    // Delete: the init is reaped; with a new pid namespace every other process of the
+    // container died with it.
+    // Cgroup step (issue 5): `delete` also removes the cgroup (and kills leftovers when the
+    // container shares the host pid namespace).
+    delete(&opts.root, &opts.id, true)?;
+    Ok(code)
+}
+
+fn wait_forwarding(pid: Pid, set: &SigSet) -> i32 {
+    loop {
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => {}
+            Ok(st) => {
+                if let Some(code) = exit_code(st) {
+                    return code;
+                }
+                continue;
+            }
+            Err(nix::Error::EINTR) => continue,
+            Err(_) => return 255,
+        }
+        match set.wait() {
+            Ok(Signal::SIGCHLD) => {}
+            Ok(sig) => {
+                let _ = kill(pid, sig);
+            }
+            Err(_) => {}
+        }
+    }
+}

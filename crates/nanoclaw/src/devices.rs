@@ -1,0 +1,165 @@
+//! Device nodes in the container's /dev: the OCI default set (null, zero, full, random,
+//! urandom, tty; ptmx as a link to the devpts instance), the standard symlinks (/dev/fd,
+//! stdin, stdout, stderr) and `linux.devices[]`.
+//!
+//! As real root the nodes are created with mknod. In a user namespace mknod is refused by the
+//! kernel, so the host's node at the same path is bind-mounted instead (as runc does). Every
+//! path is resolved inside the rootfs by [`RootfsMounter::resolve`].
+
+use std::ffi::OsStr;
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::mount::MsFlags;
+use nix::sys::stat::{makedev, Mode, SFlag};
+use nix::unistd::{Gid, Uid};
+
+use crate::rootfs::{Create, RootfsError, RootfsMounter};
+use crate::spec::{DeviceKind, DevicePlan, MountKind, Plan};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    #[error("{field}: {path}: {what}: {source}")]
+    Sys {
+        field: String,
+        path: String,
+        what: &'static str,
+        source: Errno,
+    },
+    #[error(transparent)]
+    Rootfs(#[from] RootfsError),
+}
+
+/// The default devices every container gets (runtime-spec "Default Devices").
+pub fn default_devices() -> Vec<DevicePlan> {
+    [
+        ("/dev/null", 1, 3),
+        ("/dev/zero", 1, 5),
+        ("/dev/full", 1, 7),
+        ("/dev/random", 1, 8),
+        ("/dev/urandom", 1, 9),
+        ("/dev/tty", 5, 0),
+    ]
+    .into_iter()
+    .map(|(p, major, minor)| DevicePlan {
+        field: format!("default device {p}"),
+        path: p.into(),
+        kind: DeviceKind::Char,
+        major,
+        minor,
+        mode: 0o666,
+        uid: Some(0),
+        gid: Some(0),
+    })
+    .collect()
+}
+
+/// True unless /dev is bind-mounted from the host (then the host's nodes are used as is).
+fn needs_dev_setup(plan: &Plan) -> bool {
+    !plan
+        .mounts
+        .iter()
+        .any(|m| m.destination == Path::new("/dev") && matches!(m.kind, MountKind::Bind { .. }))
+}
+
+/// Creates the default devices and symlinks (unless /dev is a host bind) and every
+/// `linux.devices[]` entry.
+pub fn create_all(mounter: &RootfsMounter<'_>, plan: &Plan) -> Result<(), DeviceError> {
+    let mut all = Vec::new();
+    if needs_dev_setup(plan) {
+        all.extend(
+            default_devices()
+                .into_iter()
+                .filter(|d| !plan.devices.iter().any(|x| x.path == d.path)),
+        );
+    }
+    all.extend(plan.devices.iter().cloned());
+    for d in &all {
+        create_device(mounter, d)?;
+    }
+    if needs_dev_setup(plan) {
+        for (link, target) in [
+            ("/dev/fd", "/proc/self/fd"),
+            ("/dev/stdin", "/proc/self/fd/0"),
+            ("/dev/stdout", "/proc/self/fd/1"),
+            ("/dev/stderr", "/proc/self/fd/2"),
+            ("/dev/ptmx", "pts/ptmx"),
+        ] {
+            symlink(mounter, link, target)?;
+        }
+    }
+    Ok(())
+}
+
+fn split(path: &Path) -> (&Path, &OsStr) {
+    (
+        path.parent().unwrap_or(Path::new("/")),
+        path.file_name().unwrap_or(OsStr::new(".")),
+    )
+}
+
+fn create_device(mounter: &RootfsMounter<'_>, d: &DevicePlan) -> Result<(), DeviceError> {
+    let err = |what, source| DeviceError::Sys {
+        field: d.field.clone(),
+        path: d.path.display().to_string(),
+        what,
+        source,
+    };
+    let (dir, name) = split(&d.path);
+    let parent = mounter.resolve(&d.field, dir, Some(Create::Dir))?;
+    if mounter.in_userns() {
+        // mknod is not permitted in a user namespace: bind the host's node.
+        let target = mounter.resolve(&d.field, &d.path, Some(Create::File))?;
+        mounter.bind(
+            &d.field,
+            &d.path,
+            &d.path,
+            &target,
+            false,
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        )?;
+        return Ok(());
+    }
+    // Replace whatever the image has at that path (a regular file would shadow the device).
+    match nix::unistd::unlinkat(&parent, name, nix::unistd::UnlinkatFlags::NoRemoveDir) {
+        Ok(()) | Err(Errno::ENOENT) => {}
+        Err(e) => return Err(err("unlink", e)),
+    }
+    let kind = match d.kind {
+        DeviceKind::Char => SFlag::S_IFCHR,
+        DeviceKind::Block => SFlag::S_IFBLK,
+        DeviceKind::Fifo => SFlag::S_IFIFO,
+    };
+    nix::sys::stat::mknodat(
+        &parent,
+        name,
+        kind,
+        Mode::from_bits_truncate(d.mode),
+        makedev(d.major, d.minor),
+    )
+    .map_err(|e| err("mknod", e))?;
+    nix::unistd::fchownat(
+        &parent,
+        name,
+        d.uid.map(Uid::from_raw),
+        d.gid.map(Gid::from_raw),
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .map_err(|e| err("chown", e))?;
+    Ok(())
+}
+
+fn symlink(mounter: &RootfsMounter<'_>, link: &str, target: &str) -> Result<(), DeviceError> {
+    let path = Path::new(link);
+    let (dir, name) = split(path);
+    let parent = mounter.resolve(link, dir, Some(Create::Dir))?;
+    match nix::unistd::symlinkat(target, &parent, name) {
+        Ok(()) | Err(Errno::EEXIST) => Ok(()),
+        Err(source) => Err(DeviceError::Sys {
+            field: "default symlink".into(),
+            path: link.into(),
+            what: "symlink",
+            source,
+        }),
+    }
+}

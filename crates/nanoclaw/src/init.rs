@@ -1,0 +1,199 @@
+//! The container init: what the cloned child does, top to bottom, until it execs the
+//! workload. Each step is one call; the order is the security argument:
+//!
+//! 1. wait for the parent (uid/gid maps written, cgroup joined), then become non-dumpable
+//! 2. join namespaces given by path, become root of the user namespace
+//! 3. hostname/domainname
+//! 4. rootfs: mounts, devices, (masked/readonly paths), pivot_root, readonly root
+//! 5. process attributes: oomScoreAdj, rlimits, uid/gid switch (+capabilities), cwd, no_new_privs
+//! 6. resolve the executable, mark every fd close-on-exec, report Ready
+//! 7. wait on the exec fifo until `start`, (seccomp), execve
+//!
+//! Any error is sent to the parent as text and the child exits; the parent unwinds.
+
+use std::os::fd::OwnedFd;
+
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+use nix::sys::stat::Mode;
+
+use crate::devices::{self, DeviceError};
+use crate::namespaces::{self, JoinFd, NamespaceError};
+use crate::process::{self, ProcessError};
+use crate::rootfs::{self, RootfsError, RootfsMounter};
+use crate::spec::Plan;
+use crate::sync::{Msg, SyncError, SyncSocket};
+
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error("sync with the runtime: {0}")]
+    Sync(#[from] SyncError),
+    #[error("the runtime sent {0:?} instead of Go")]
+    Protocol(Msg),
+    #[error(transparent)]
+    Namespace(#[from] NamespaceError),
+    #[error(transparent)]
+    Rootfs(#[from] RootfsError),
+    #[error(transparent)]
+    Device(#[from] DeviceError),
+    #[error(transparent)]
+    Process(#[from] ProcessError),
+    #[error("{what}: {source}")]
+    Sys {
+        what: &'static str,
+        source: nix::Error,
+    },
+}
+
+fn sys(what: &'static str) -> impl FnOnce(nix::Error) -> InitError {
+    move |source| InitError::Sys { what, source }
+}
+
+/// Everything the init needs; it lives in the child's copy of the parent's memory.
+pub struct InitContext<'a> {
+    pub plan: &'a Plan,
+    pub sync: SyncSocket,
+    /// Read end of the exec fifo (opened O_RDWR by the parent, close-on-exec).
+    pub exec_fifo: OwnedFd,
+    pub joins: &'a [JoinFd],
+    /// The runtime wrote gid_map unprivileged: the kernel refuses setgroups.
+    pub setgroups_denied: bool,
+}
+
+/// Child entry point after clone. Never returns to the runtime's code: the caller `_exit`s
+/// with the returned status when exec did not happen.
+pub fn run(ctx: InitContext<'_>) -> i32 {
+    let sync = &ctx.sync;
+    match setup_and_exec(&ctx) {
+        Ok(never) => match never {},
+        Err(e) => {
+            // Before Ready the runtime reports the error and unwinds; after it (exec fifo or
+            // execve failed) nobody listens any more, so tell the user directly.
+            if sync.send(&Msg::Error(e.to_string())).is_err() {
+                eprintln!("nanoclaw: container init: {e}");
+            }
+            if matches!(e, InitError::Process(ProcessError::NotFound { .. })) {
+                127
+            } else {
+                1
+            }
+        }
+    }
+}
+
+enum Never {}
+
+fn setup_and_exec(ctx: &InitContext<'_>) -> Result<Never, InitError> {
+    let plan = ctx.plan;
+
+    // 1. The parent writes our uid/gid maps and joins us to the cgroup, then says Go.
+    match ctx.sync.recv()? {
+        Msg::Go => {}
+        other => return Err(InitError::Protocol(other)),
+    }
+    // Non-dumpable until execve: no other process of this user may ptrace us or open our
+    // /proc/<pid> files (e.g. /proc/<pid>/exe, the runtime binary). Set only now because an
+    // unprivileged parent needs a dumpable child to write its uid_map.
+    nix::sys::prctl::set_dumpable(false).map_err(sys("prctl(PR_SET_DUMPABLE, 0)"))?;
+    // Modes from the spec (devices, created directories) are applied exactly.
+    let original_umask = nix::sys::stat::umask(Mode::empty());
+
+    // 2. Namespaces given by path (user and pid were entered before the clone).
+    namespaces::join(ctx.joins)?;
+    let in_userns = plan.namespaces.has_userns();
+    if in_userns {
+        process::become_ns_root()?;
+    }
+
+    // 3. UTS names.
+    namespaces::set_uts(plan.hostname.as_deref(), plan.domainname.as_deref())
+        .map_err(sys("sethostname/setdomainname"))?;
+
+    // 4. Root filesystem.
+    let mut mounter = RootfsMounter::new(plan, in_userns);
+    mounter.prepare()?;
+    mounter.mount_all()?;
+    devices::create_all(&mounter, plan)?;
+    // The working directory is created (as the namespace's root) while the rootfs is still
+    // addressed through the resolver.
+    mounter.resolve("process.cwd", &plan.process.cwd, Some(rootfs::Create::Dir))?;
+    // oom_score_adj through the host's /proc, which is still reachable here.
+    process::set_oom_score_adj(&plan.process)?;
+    // Security step (issue 4): maskedPaths and readonlyPaths here — the rootfs and its mounts
+    // are complete, pivot_root has not happened yet (resolve them with `mounter.resolve`).
+    mounter.pivot()?;
+    rootfs::finish_root(plan)?;
+    // Security step (issue 4): linux.sysctl (namespaced keys, through the container's /proc)
+    // and linux.personality here.
+
+    // 5. Process attributes, while still root of the namespace.
+    process::set_rlimits(&plan.process)?;
+    // Security step (issue 4): PR_SET_KEEPCAPS(1) and the bounding set drop go here, before
+    // the uid switch (setuid to non-zero clears the permitted set without keepcaps).
+    process::switch_user(&plan.process, ctx.setgroups_denied)?;
+    // Security step (issue 4): capset (effective/permitted/inheritable) and the ambient set
+    // here, after the uid switch; then PR_SET_KEEPCAPS(0).
+    nix::unistd::chdir(&plan.process.cwd).map_err(|source| {
+        InitError::Process(ProcessError::Sys {
+            field: "process.cwd".into(),
+            source,
+        })
+    })?;
+    if plan.process.no_new_privileges {
+        nix::sys::prctl::set_no_new_privs().map_err(sys("prctl(PR_SET_NO_NEW_PRIVS)"))?;
+    }
+
+    // 6. Resolve the executable inside the container, prepare argv/envp.
+    let exe = process::c_path(&process::find_executable(&plan.process)?)?;
+    let argv = process::c_strings("process.args", &plan.process.args)?;
+    let envp = process::c_strings("process.env", &plan.process.env)?;
+    process::set_umask(&plan.process, original_umask);
+    reset_signals()?;
+    // Every fd above stderr becomes close-on-exec: nothing of the runtime (state dir lock,
+    // sync socket, exec fifo, namespace fds, anything the caller leaked to us) reaches the
+    // workload. Lifecycle issue (3): --preserve-fds / LISTEN_FDS start above 2 and are
+    // excluded here.
+    // SAFETY: close_range only changes fd flags; no pointers involved.
+    let r = unsafe { libc::close_range(3, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as i32) };
+    nix::errno::Errno::result(r).map_err(sys("close_range(CLOEXEC)"))?;
+    ctx.sync.send(&Msg::Ready)?;
+
+    // 7. Block until `start` writes the exec fifo.
+    let mut byte = [0u8; 1];
+    loop {
+        match nix::unistd::read(&ctx.exec_fifo, &mut byte) {
+            Ok(1) => break,
+            Ok(_) => {
+                return Err(InitError::Sys {
+                    what: "exec fifo closed before start",
+                    source: nix::Error::EPIPE,
+                })
+            }
+            Err(nix::Error::EINTR) => continue,
+            Err(e) => return Err(sys("read exec fifo")(e)),
+        }
+    }
+    // Security step (issue 4): install the seccomp filter here — the last step before execve.
+    let err = nix::unistd::execve(&exe, &argv, &envp).unwrap_err();
+    Err(InitError::Sys {
+        what: "execve",
+        source: err,
+    })
+}
+
+/// Default dispositions and an empty signal mask for the workload. Rust's runtime ignores
+/// SIGPIPE and `run` blocks the signals it forwards; ignored and blocked signals would
+/// otherwise survive execve.
+fn reset_signals() -> Result<(), InitError> {
+    let dfl = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    for sig in Signal::iterator() {
+        if sig == Signal::SIGKILL || sig == Signal::SIGSTOP {
+            continue;
+        }
+        // SAFETY: installing SIG_DFL has no handler code to be unsafe about.
+        let _ = unsafe { sigaction(sig, &dfl) };
+    }
+    SigSet::empty()
+        .thread_set_mask()
+        .map_err(sys("sigprocmask"))?;
+    Ok(())
+}

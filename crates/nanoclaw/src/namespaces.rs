@@ -1,0 +1,324 @@
+//! Namespaces: cloning the init into new namespaces, joining namespaces given by path, and
+//! writing the user namespace's uid/gid maps from the parent.
+//!
+//! The init is created with `clone3` and the `CLONE_NEW*` flags of every namespace the spec
+//! creates. A user or pid namespace given by `path` must be entered *before* the clone (a pid
+//! namespace only applies to children; namespaces created afterwards must be owned by the
+//! joined user namespace), so in that case a short-lived intermediate process joins them and
+//! clones the init with `CLONE_PARENT`, which keeps the runtime as the init's parent.
+
+use std::ffi::CString;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+
+use nix::fcntl::{open, OFlag};
+use nix::sched::CloneFlags;
+use nix::sys::stat::Mode;
+use nix::sys::wait::waitpid;
+use nix::unistd::Pid;
+
+use crate::spec::{IdMap, Plan};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NamespaceError {
+    #[error("{field}: open {path}: {source}")]
+    Open {
+        field: String,
+        path: PathBuf,
+        source: nix::Error,
+    },
+    #[error("{field}: setns: {source}")]
+    Join { field: String, source: nix::Error },
+    #[error("clone3 of the container init (flags {flags:#x}): {source}")]
+    Clone { flags: u64, source: nix::Error },
+    #[error("intermediate process for joining user/pid namespaces failed: {0}")]
+    Intermediate(String),
+    #[error("writing {what} of pid {pid}: {source}")]
+    IdMap {
+        what: &'static str,
+        pid: i32,
+        source: std::io::Error,
+    },
+    #[error("{tool} for pid {pid} failed: {detail}")]
+    IdMapTool {
+        tool: &'static str,
+        pid: i32,
+        detail: String,
+    },
+}
+
+/// A namespace to join, opened by the parent before the clone so the child never resolves a
+/// host path.
+#[derive(Debug)]
+pub struct JoinFd {
+    pub flag: CloneFlags,
+    pub fd: OwnedFd,
+    pub field: String,
+}
+
+/// Opens every `linux.namespaces[].path` (O_CLOEXEC: they never reach the workload).
+pub fn open_joins(plan: &Plan) -> Result<Vec<JoinFd>, NamespaceError> {
+    plan.namespaces
+        .join
+        .iter()
+        .map(|(flag, path, field)| {
+            open(
+                path.as_path(),
+                OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map(|fd| JoinFd {
+                flag: *flag,
+                fd,
+                field: field.clone(),
+            })
+            .map_err(|source| NamespaceError::Open {
+                field: field.clone(),
+                path: path.clone(),
+                source,
+            })
+        })
+        .collect()
+}
+
+/// Joins the given namespaces (in the child, after clone). User and pid were joined before
+/// the clone and are skipped here.
+pub fn join(joins: &[JoinFd]) -> Result<(), NamespaceError> {
+    for j in joins {
+        if j.flag == CloneFlags::CLONE_NEWUSER || j.flag == CloneFlags::CLONE_NEWPID {
+            continue;
+        }
+        nix::sched::setns(j.fd.as_fd(), j.flag).map_err(|source| NamespaceError::Join {
+            field: j.field.clone(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// Kernel `struct clone_args` (include/uapi/linux/sched.h), version 0 (64 bytes) plus
+/// set_tid/cgroup fields; all fields are u64 per the ABI.
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// fork-like clone3: returns 0 in the child, the child's pid in the parent.
+///
+/// # Safety
+/// The calling process must be single-threaded (as with `fork`): the child gets a copy of the
+/// address space with only the calling thread, so locks held by other threads would never be
+/// released. The `nanoclaw` binary is single-threaded; `container::create` checks it.
+unsafe fn clone3(flags: u64) -> Result<i32, nix::Error> {
+    let args = CloneArgs {
+        flags,
+        exit_signal: libc::SIGCHLD as u64,
+        ..Default::default()
+    };
+    // SAFETY: args is a valid clone_args of the size passed; stack 0 means the child runs on
+    // a copy of the parent's stack (fork semantics). Single-threadedness is the caller's
+    // contract.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if r < 0 {
+        return Err(nix::Error::last());
+    }
+    Ok(r as i32)
+}
+
+/// Runs `child` in a new process in the namespaces of `plan` and returns its pid (in the
+/// runtime's pid namespace). `child` must never return: it execs or exits.
+///
+/// # Safety
+/// Same contract as [`clone3`]: the caller is single-threaded.
+pub unsafe fn spawn_init(
+    plan: &Plan,
+    joins: &[JoinFd],
+    child: impl FnOnce() -> i32,
+) -> Result<Pid, NamespaceError> {
+    let create = plan.namespaces.create.bits() as u32 as u64;
+    let pre = joins
+        .iter()
+        .filter(|j| j.flag == CloneFlags::CLONE_NEWUSER || j.flag == CloneFlags::CLONE_NEWPID)
+        .collect::<Vec<_>>();
+    if pre.is_empty() {
+        // SAFETY: single-threaded caller (function contract).
+        let pid = unsafe { clone3(create) }.map_err(|source| NamespaceError::Clone {
+            flags: create,
+            source,
+        })?;
+        if pid == 0 {
+            let code = run_child(child);
+            // SAFETY: _exit never returns and skips atexit handlers that belong to the parent.
+            unsafe { libc::_exit(code) }
+        }
+        return Ok(Pid::from_raw(pid));
+    }
+
+    // Intermediate: joins user then pid, clones the init as a sibling (CLONE_PARENT), reports
+    // its pid on a pipe and exits.
+    let (rd, wr) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
+        .map_err(|source| NamespaceError::Clone { flags: 0, source })?;
+    // SAFETY: single-threaded caller (function contract).
+    let mid = unsafe { clone3(0) }.map_err(|source| NamespaceError::Clone { flags: 0, source })?;
+    if mid == 0 {
+        drop(rd);
+        let mut ordered = pre;
+        ordered.sort_by_key(|j| j.flag != CloneFlags::CLONE_NEWUSER);
+        let mut code = 0;
+        let mut report: i32 = -1;
+        for j in ordered {
+            if let Err(e) = nix::sched::setns(j.fd.as_fd(), j.flag) {
+                let _ = nix::unistd::write(&wr, format!("{}: setns: {e}", j.field).as_bytes());
+                // SAFETY: _exit in the intermediate child.
+                unsafe { libc::_exit(1) }
+            }
+        }
+        // SAFETY: the intermediate is single-threaded (a fork of a single-threaded parent).
+        match unsafe { clone3(create | libc::CLONE_PARENT as u64) } {
+            Ok(0) => {
+                drop(wr);
+                let c = run_child(child);
+                // SAFETY: _exit in the init child.
+                unsafe { libc::_exit(c) }
+            }
+            Ok(pid) => report = pid,
+            Err(e) => {
+                let _ = nix::unistd::write(&wr, format!("clone3: {e}").as_bytes());
+                code = 1;
+            }
+        }
+        if report > 0 {
+            let _ = nix::unistd::write(&wr, &report.to_ne_bytes());
+        }
+        // SAFETY: _exit in the intermediate child.
+        unsafe { libc::_exit(code) }
+    }
+    drop(wr);
+    let mut buf = [0u8; 512];
+    let n = nix::unistd::read(&rd, &mut buf).unwrap_or(0);
+    let _ = waitpid(Pid::from_raw(mid), None);
+    match (n, buf.first_chunk::<4>()) {
+        (4, Some(b)) if i32::from_ne_bytes(*b) > 0 => Ok(Pid::from_raw(i32::from_ne_bytes(*b))),
+        _ => Err(NamespaceError::Intermediate(
+            String::from_utf8_lossy(buf.get(..n).unwrap_or_default()).into_owned(),
+        )),
+    }
+}
+
+fn run_child(child: impl FnOnce() -> i32) -> i32 {
+    // A panic must never unwind into the parent's copy of the stack frames.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(70)
+}
+
+fn map_lines(maps: &[IdMap]) -> String {
+    maps.iter()
+        .map(|m| format!("{} {} {}\n", m.container_id, m.host_id, m.size))
+        .collect()
+}
+
+/// True when the maps can be written directly by this (possibly unprivileged) runtime: as
+/// root always; otherwise only one range mapping exactly the caller's own id.
+fn direct_ok(maps: &[IdMap], own: u32, euid: u32) -> bool {
+    euid == 0
+        || (maps.len() == 1
+            && maps
+                .first()
+                .is_some_and(|m| m.host_id == own && m.size == 1))
+}
+
+/// Writes the uid and gid maps of the init's new user namespace. Returns true when
+/// `setgroups` had to be denied (an unprivileged runtime writing gid_map itself).
+pub fn write_id_maps(pid: Pid, plan: &Plan) -> Result<bool, NamespaceError> {
+    let euid = nix::unistd::geteuid().as_raw();
+    let egid = nix::unistd::getegid().as_raw();
+    let p = pid.as_raw();
+    let mut setgroups_denied = false;
+    if direct_ok(&plan.gid_mappings, egid, euid) {
+        if euid != 0 {
+            write_proc(p, "setgroups", "deny")?;
+            setgroups_denied = true;
+        }
+        write_proc(p, "gid_map", &map_lines(&plan.gid_mappings))?;
+    } else {
+        run_map_tool("newgidmap", p, &plan.gid_mappings)?;
+    }
+    if direct_ok(&plan.uid_mappings, euid, euid) {
+        write_proc(p, "uid_map", &map_lines(&plan.uid_mappings))?;
+    } else {
+        run_map_tool("newuidmap", p, &plan.uid_mappings)?;
+    }
+    Ok(setgroups_denied)
+}
+
+fn write_proc(pid: i32, what: &'static str, content: &str) -> Result<(), NamespaceError> {
+    std::fs::write(format!("/proc/{pid}/{what}"), content.as_bytes())
+        .map_err(|source| NamespaceError::IdMap { what, pid, source })
+}
+
+fn run_map_tool(tool: &'static str, pid: i32, maps: &[IdMap]) -> Result<(), NamespaceError> {
+    let mut cmd = std::process::Command::new(tool);
+    cmd.arg(pid.to_string());
+    for m in maps {
+        cmd.arg(m.container_id.to_string())
+            .arg(m.host_id.to_string())
+            .arg(m.size.to_string());
+    }
+    let out = cmd.output().map_err(|e| NamespaceError::IdMapTool {
+        tool,
+        pid,
+        detail: e.to_string(),
+    })?;
+    if !out.status.success() {
+        return Err(NamespaceError::IdMapTool {
+            tool,
+            pid,
+            detail: format!(
+                "{}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Sets the UTS names (the plan guarantees a new uts namespace when they are set).
+pub fn set_uts(hostname: Option<&str>, domainname: Option<&str>) -> Result<(), nix::Error> {
+    if let Some(h) = hostname {
+        nix::unistd::sethostname(h)?;
+    }
+    if let Some(d) = domainname {
+        let c = CString::new(d).map_err(|_| nix::Error::EINVAL)?;
+        // SAFETY: c is a valid NUL-terminated string of d.len() bytes; nix has no wrapper.
+        let r = unsafe { libc::setdomainname(c.as_ptr(), d.len()) };
+        nix::Error::result(r)?;
+    }
+    Ok(())
+}
+
+/// True when the runtime will write gid_map itself without privilege, which requires
+/// denying setgroups in the new user namespace.
+pub fn setgroups_denied(plan: &Plan) -> bool {
+    let euid = nix::unistd::geteuid().as_raw();
+    let egid = nix::unistd::getegid().as_raw();
+    plan.namespaces.creates(CloneFlags::CLONE_NEWUSER)
+        && euid != 0
+        && direct_ok(&plan.gid_mappings, egid, euid)
+}

@@ -1,0 +1,592 @@
+//! The container's root filesystem, set up inside the init's new mount namespace.
+//!
+//! Every path inside the rootfs is resolved with `openat2(RESOLVE_IN_ROOT)` relative to a
+//! directory fd of the rootfs: `..` and absolute symlinks are clamped at the rootfs, so a
+//! symlink planted in the image (`/proc -> /`, `/mnt/x -> /etc`) can never redirect a mount,
+//! a device node or a directory creation onto the host. The mount itself then targets the
+//! resolved fd through `/proc/self/fd/N` (the host's /proc, still visible before pivot_root),
+//! never a path string.
+//!
+//! Order (see [`RootfsMounter`]): make the mount tree a slave of the host's → bind the rootfs
+//! onto itself → mounts in config order → devices → pivot_root → readonly root and
+//! rootfsPropagation on the new root.
+
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::stat::Mode;
+
+use crate::spec::{MountKind, MountPlan, Plan};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RootfsError {
+    #[error("{what}: {source}")]
+    Sys { what: String, source: nix::Error },
+    #[error(
+        "{field}: destination {path} is a dangling symlink or not a directory inside the rootfs"
+    )]
+    BadDestination { field: String, path: PathBuf },
+}
+
+fn sys(what: impl Into<String>) -> impl FnOnce(nix::Error) -> RootfsError {
+    let what = what.into();
+    move |source| RootfsError::Sys { what, source }
+}
+
+/// What to create at a path that does not exist yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Create {
+    Dir,
+    File,
+}
+
+/// Mounts into one rootfs. Built after the mount namespace exists; consumed by `pivot`.
+pub struct RootfsMounter<'a> {
+    plan: &'a Plan,
+    /// O_PATH fd of the rootfs bind mount (opened after the self-bind).
+    root: Option<OwnedFd>,
+    /// The init runs in a user namespace other than the host's: mknod is not allowed and
+    /// locked mount flags must be preserved on remount.
+    in_userns: bool,
+}
+
+impl<'a> RootfsMounter<'a> {
+    pub fn new(plan: &'a Plan, in_userns: bool) -> Self {
+        Self {
+            plan,
+            root: None,
+            in_userns,
+        }
+    }
+
+    pub fn in_userns(&self) -> bool {
+        self.in_userns
+    }
+
+    fn root_fd(&self) -> Result<&OwnedFd, RootfsError> {
+        self.root.as_ref().ok_or(RootfsError::Sys {
+            what: "rootfs not prepared".into(),
+            source: Errno::EINVAL,
+        })
+    }
+
+    /// Detaches the mount tree from the host's (rslave: host mounts still propagate in,
+    /// nothing propagates out) and bind-mounts the rootfs onto itself so it is a mount point
+    /// pivot_root can use.
+    pub fn prepare(&mut self) -> Result<(), RootfsError> {
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_SLAVE | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(sys("make / rslave"))?;
+        let rootfs = &self.plan.rootfs;
+        mount(
+            Some(rootfs.as_path()),
+            rootfs.as_path(),
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(sys(format!("bind rootfs {}", rootfs.display())))?;
+        let fd = nix::fcntl::open(
+            rootfs.as_path(),
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(sys(format!("open rootfs {}", rootfs.display())))?;
+        self.root = Some(fd);
+        Ok(())
+    }
+
+    /// Resolves `path` (absolute, inside the container) with RESOLVE_IN_ROOT, creating missing
+    /// directories and, if `create` says so, the last component. Returns an O_PATH fd.
+    pub fn resolve(
+        &self,
+        field: &str,
+        path: &Path,
+        create: Option<Create>,
+    ) -> Result<OwnedFd, RootfsError> {
+        let root = self.root_fd()?;
+        match open_in_root(root, path) {
+            Ok(fd) => return Ok(fd),
+            Err(Errno::ENOENT) if create.is_some() => {}
+            Err(e) => return Err(sys(format!("{field}: resolve {}", path.display()))(e)),
+        }
+        // Create each missing component. Each step re-resolves from the rootfs root, so a
+        // symlink anywhere in the path is followed inside the rootfs only.
+        let mut cur = PathBuf::from("/");
+        let comps: Vec<&OsStr> = path
+            .components()
+            .filter_map(|c| match c {
+                Component::Normal(n) => Some(n),
+                _ => None,
+            })
+            .collect();
+        let last = comps.len().saturating_sub(1);
+        for (i, name) in comps.iter().enumerate() {
+            let parent = open_in_root(root, &cur)
+                .map_err(sys(format!("{field}: resolve {}", cur.display())))?;
+            cur.push(name);
+            match open_in_root(root, &cur) {
+                Ok(_) => continue,
+                Err(Errno::ENOENT) => {}
+                Err(e) => return Err(sys(format!("{field}: resolve {}", cur.display()))(e)),
+            }
+            // The parent is an O_PATH fd; *at calls accept it as a directory fd.
+            let r = if i == last && create == Some(Create::File) {
+                nix::fcntl::openat(
+                    &parent,
+                    *name,
+                    OFlag::O_CREAT
+                        | OFlag::O_EXCL
+                        | OFlag::O_WRONLY
+                        | OFlag::O_NOFOLLOW
+                        | OFlag::O_CLOEXEC,
+                    Mode::from_bits_truncate(0o644),
+                )
+                .map(drop)
+            } else {
+                nix::sys::stat::mkdirat(&parent, *name, Mode::from_bits_truncate(0o755))
+            };
+            match r {
+                Ok(()) => {}
+                // Exists but did not resolve: a dangling symlink. Refuse rather than guess.
+                Err(Errno::EEXIST) => {
+                    return Err(RootfsError::BadDestination {
+                        field: field.to_string(),
+                        path: path.to_path_buf(),
+                    })
+                }
+                Err(e) => return Err(sys(format!("{field}: create {}", cur.display()))(e)),
+            }
+        }
+        open_in_root(root, path).map_err(sys(format!("{field}: resolve {}", path.display())))
+    }
+
+    /// Performs every `mounts[]` entry in config order.
+    pub fn mount_all(&self) -> Result<(), RootfsError> {
+        for m in &self.plan.mounts {
+            self.mount_one(m)?;
+        }
+        Ok(())
+    }
+
+    fn mount_one(&self, m: &MountPlan) -> Result<(), RootfsError> {
+        match &m.kind {
+            MountKind::Bind {
+                recursive,
+                source_is_dir,
+            } => {
+                let create = if *source_is_dir {
+                    Create::Dir
+                } else {
+                    Create::File
+                };
+                let target = self.resolve(&m.field, &m.destination, Some(create))?;
+                let src = m.source.as_deref().unwrap_or(Path::new(""));
+                self.bind(
+                    &m.field,
+                    src,
+                    &m.destination,
+                    &target,
+                    *recursive,
+                    m.remount_flags(),
+                )?;
+            }
+            MountKind::Fs { fstype } => {
+                let target = self.resolve(&m.field, &m.destination, Some(Create::Dir))?;
+                let source = m
+                    .source
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from(fstype.as_str()));
+                let r = mount(
+                    Some(source.as_path()),
+                    fd_path(&target).as_path(),
+                    Some(fstype.as_str()),
+                    m.flags,
+                    m.data.as_deref(),
+                );
+                match r {
+                    Ok(()) => {}
+                    // In a user namespace that does not own the network namespace, sysfs
+                    // cannot be mounted: bind the host's /sys instead (as runc does).
+                    Err(Errno::EPERM) if self.in_userns && fstype == "sysfs" => self.bind(
+                        &m.field,
+                        Path::new("/sys"),
+                        &m.destination,
+                        &target,
+                        true,
+                        m.flags | MsFlags::MS_RDONLY,
+                    )?,
+                    Err(e) => {
+                        return Err(sys(format!(
+                            "{}: mount {fstype} on {}",
+                            m.field,
+                            m.destination.display()
+                        ))(e))
+                    }
+                }
+            }
+            MountKind::Cgroup => self.mount_cgroup(m)?,
+        }
+        if !m.propagation.is_empty() {
+            let mounted = self.reresolve(&m.field, &m.destination)?;
+            let tpath = fd_path(&mounted);
+            for p in &m.propagation {
+                mount(
+                    None::<&str>,
+                    tpath.as_path(),
+                    None::<&str>,
+                    *p,
+                    None::<&str>,
+                )
+                .map_err(sys(format!("{}: propagation {p:?}", m.field)))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-resolves `dest` after something was mounted on it: an fd opened before the mount
+    /// still points *under* the new mount (magic links do not cross mount points), a fresh
+    /// RESOLVE_IN_ROOT walk does.
+    fn reresolve(&self, field: &str, dest: &Path) -> Result<OwnedFd, RootfsError> {
+        open_in_root(self.root_fd()?, dest)
+            .map_err(sys(format!("{field}: resolve {}", dest.display())))
+    }
+
+    /// Bind-mounts host `src` onto the resolved `target` (the fd of `dest`), then remounts
+    /// with `flags` (the first MS_BIND call ignores ro/nosuid/...).
+    pub fn bind(
+        &self,
+        field: &str,
+        src: &Path,
+        dest: &Path,
+        target: &OwnedFd,
+        recursive: bool,
+        flags: MsFlags,
+    ) -> Result<(), RootfsError> {
+        let mut bflags = MsFlags::MS_BIND;
+        if recursive {
+            bflags |= MsFlags::MS_REC;
+        }
+        mount(
+            Some(src),
+            fd_path(target).as_path(),
+            None::<&str>,
+            bflags,
+            None::<&str>,
+        )
+        .map_err(sys(format!("{field}: bind {}", src.display())))?;
+        if !flags.is_empty() {
+            let mounted = self.reresolve(field, dest)?;
+            remount(field, &fd_path(&mounted), flags)?;
+        }
+        Ok(())
+    }
+
+    /// `type: cgroup`: the container sees its own cgroup, read-only unless `rw` is given.
+    /// - With a new cgroup namespace each hierarchy is mounted by type (the kernel roots it
+    ///   at the namespace's cgroup).
+    /// - Without one (or where the kernel refuses), the init's own cgroup directory of each
+    ///   hierarchy is bind-mounted.
+    ///
+    /// On a pure cgroup v2 host that is a single cgroup2 mount; on v1/hybrid hosts a tmpfs
+    /// holds one directory per hierarchy, like runc.
+    fn mount_cgroup(&self, m: &MountPlan) -> Result<(), RootfsError> {
+        let target = self.resolve(&m.field, &m.destination, Some(Create::Dir))?;
+        let cgroupns = self
+            .plan
+            .namespaces
+            .creates(nix::sched::CloneFlags::CLONE_NEWCGROUP);
+        let hierarchies = host_cgroup_mounts();
+        let flags = m.flags | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+        // Pure v2 host: one cgroup2 filesystem at /sys/fs/cgroup.
+        if let [only] = hierarchies.as_slice() {
+            if only.fstype == "cgroup2" && only.mountpoint == Path::new("/sys/fs/cgroup") {
+                let tp = fd_path(&target);
+                if cgroupns
+                    && mount(
+                        Some("cgroup2"),
+                        tp.as_path(),
+                        Some("cgroup2"),
+                        flags,
+                        None::<&str>,
+                    )
+                    .is_ok()
+                {
+                    return Ok(());
+                }
+                let src = only
+                    .mountpoint
+                    .join(own_cgroup_path("").trim_start_matches('/'));
+                return self.bind(&m.field, &src, &m.destination, &target, false, flags);
+            }
+        }
+        mount(
+            Some("tmpfs"),
+            fd_path(&target).as_path(),
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            Some("mode=755"),
+        )
+        .map_err(sys(format!("{}: tmpfs for cgroup hierarchies", m.field)))?;
+        for h in &hierarchies {
+            let Some(name) = h.mountpoint.file_name() else {
+                continue;
+            };
+            let dest = m.destination.join(name);
+            let t = self.resolve(&m.field, &dest, Some(Create::Dir))?;
+            let data = (h.fstype == "cgroup").then_some(h.options.as_str());
+            let by_type = cgroupns
+                && mount(
+                    Some(h.fstype.as_str()),
+                    fd_path(&t).as_path(),
+                    Some(h.fstype.as_str()),
+                    flags,
+                    data,
+                )
+                .is_ok();
+            if !by_type {
+                let src = h
+                    .mountpoint
+                    .join(own_cgroup_path(&h.key).trim_start_matches('/'));
+                self.bind(&m.field, &src, &dest, &t, false, flags)?;
+            }
+        }
+        if m.flags.contains(MsFlags::MS_RDONLY) {
+            let mounted = self.reresolve(&m.field, &m.destination)?;
+            remount(
+                &m.field,
+                &fd_path(&mounted),
+                MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Moves into the new root: `pivot_root(".", ".")` then detaches the old root, so no
+    /// host path stays reachable (the old root is stacked under the new one and unmounted).
+    pub fn pivot(self) -> Result<(), RootfsError> {
+        let root = self.root_fd()?;
+        // Open the rootfs as a real directory (O_PATH is enough for fchdir).
+        nix::unistd::fchdir(root).map_err(sys("fchdir rootfs"))?;
+        nix::unistd::pivot_root(".", ".").map_err(sys("pivot_root"))?;
+        // The old root is now mounted on top of the new one at "."; make it a slave so the
+        // detach below cannot propagate back to the host, then drop it.
+        mount(
+            None::<&str>,
+            ".",
+            None::<&str>,
+            MsFlags::MS_SLAVE | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(sys("make old root rslave"))?;
+        umount2(".", MntFlags::MNT_DETACH).map_err(sys("detach old root"))?;
+        nix::unistd::chdir("/").map_err(sys("chdir /"))?;
+        Ok(())
+    }
+}
+
+/// Remounts a bind mount with `flags`, keeping flags the kernel locked (a mount inherited
+/// from a more privileged namespace keeps its nosuid/nodev/noexec/ro/atime flags).
+fn remount(field: &str, target: &Path, flags: MsFlags) -> Result<(), RootfsError> {
+    let base = MsFlags::MS_BIND | MsFlags::MS_REMOUNT;
+    match mount(
+        None::<&str>,
+        target,
+        None::<&str>,
+        base | flags,
+        None::<&str>,
+    ) {
+        Ok(()) => Ok(()),
+        Err(Errno::EPERM) => {
+            let locked = locked_flags(target).map_err(sys(format!("{field}: statvfs")))?;
+            mount(
+                None::<&str>,
+                target,
+                None::<&str>,
+                base | flags | locked,
+                None::<&str>,
+            )
+            .map_err(sys(format!("{field}: remount {flags:?}")))
+        }
+        Err(e) => Err(sys(format!("{field}: remount {flags:?}"))(e)),
+    }
+}
+
+/// Applied after pivot_root: root.readonly and linux.rootfsPropagation on the new "/".
+pub fn finish_root(plan: &Plan) -> Result<(), RootfsError> {
+    if plan.rootfs_readonly {
+        let base = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+        if let Err(e) = mount(None::<&str>, "/", None::<&str>, base, None::<&str>) {
+            if e != Errno::EPERM {
+                return Err(sys("remount / read-only")(e));
+            }
+            let locked = locked_flags(Path::new("/")).map_err(sys("statvfs /"))?;
+            mount(None::<&str>, "/", None::<&str>, base | locked, None::<&str>)
+                .map_err(sys("remount / read-only"))?;
+        }
+    }
+    if let Some(p) = plan.rootfs_propagation {
+        mount(None::<&str>, "/", None::<&str>, p, None::<&str>)
+            .map_err(sys(format!("linux.rootfsPropagation {p:?}")))?;
+    }
+    Ok(())
+}
+
+const RESOLVE: ResolveFlag = ResolveFlag::RESOLVE_IN_ROOT.union(ResolveFlag::RESOLVE_NO_MAGICLINKS);
+
+fn open_in_root(root: &OwnedFd, path: &Path) -> Result<OwnedFd, Errno> {
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    let rel = if rel.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        rel
+    };
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+        .resolve(RESOLVE);
+    loop {
+        match openat2(root.as_fd(), rel, how) {
+            Err(Errno::EAGAIN) | Err(Errno::EINTR) => continue,
+            r => return r,
+        }
+    }
+}
+
+/// `/proc/self/fd/N` for an fd: mount(2) follows the magic link to exactly the resolved inode.
+pub fn fd_path(fd: &OwnedFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+fn locked_flags(path: &Path) -> Result<MsFlags, Errno> {
+    use nix::sys::statvfs::{statvfs, FsFlags};
+    let st = statvfs(path)?;
+    let f = st.flags();
+    let mut out = MsFlags::empty();
+    for (fs, ms) in [
+        (FsFlags::ST_RDONLY, MsFlags::MS_RDONLY),
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ] {
+        if f.contains(fs) {
+            out |= ms;
+        }
+    }
+    Ok(out)
+}
+
+struct CgroupMount {
+    mountpoint: PathBuf,
+    fstype: String,
+    /// Super options of a v1 hierarchy (`cpu`, `name=systemd`).
+    options: String,
+    /// Key to find this hierarchy's line in /proc/self/cgroup ("" for cgroup2).
+    key: String,
+}
+
+/// cgroup and cgroup2 mounts directly under /sys/fs/cgroup (or /sys/fs/cgroup itself), from
+/// /proc/self/mountinfo.
+fn host_cgroup_mounts() -> Vec<CgroupMount> {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for line in info.lines() {
+        // id parent maj:min root mountpoint opts [optional...] - fstype source superopts
+        let Some((pre, post)) = line.split_once(" - ") else {
+            continue;
+        };
+        let Some(mp) = pre.split(' ').nth(4) else {
+            continue;
+        };
+        let mut post_it = post.split(' ');
+        let (Some(fstype), _, Some(superopts)) = (post_it.next(), post_it.next(), post_it.next())
+        else {
+            continue;
+        };
+        if fstype != "cgroup" && fstype != "cgroup2" {
+            continue;
+        }
+        let mp = PathBuf::from(unescape_mountinfo(mp));
+        if mp != Path::new("/sys/fs/cgroup") && mp.parent() != Some(Path::new("/sys/fs/cgroup")) {
+            continue;
+        }
+        let (options, key) = if fstype == "cgroup" {
+            let opts: Vec<&str> = superopts
+                .split(',')
+                .filter(|o| {
+                    !matches!(*o, "rw" | "ro")
+                        && !o.starts_with("release_agent")
+                        && *o != "clone_children"
+                        && *o != "noprefix"
+                        && *o != "xattr"
+                })
+                .collect();
+            (opts.join(","), opts.join(","))
+        } else {
+            (String::new(), String::new())
+        };
+        out.push(CgroupMount {
+            mountpoint: mp,
+            fstype: fstype.to_string(),
+            options,
+            key,
+        });
+    }
+    out
+}
+
+fn unescape_mountinfo(s: &str) -> String {
+    // mountinfo escapes space, tab, newline and backslash as \ooo.
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|d| c == b'\\' && d.iter().all(|x| (b'0'..=b'7').contains(x)));
+        match octal {
+            Some(d) => {
+                let v = d.iter().fold(0u32, |a, x| a * 8 + u32::from(x - b'0'));
+                out.push(v as u8);
+                i += 4;
+            }
+            None => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    OsStr::from_bytes(&out).to_string_lossy().into_owned()
+}
+
+/// The init's cgroup path for the hierarchy whose controller list is `key` ("" = cgroup2),
+/// from /proc/self/cgroup; "/" if not found.
+fn own_cgroup_path(key: &str) -> String {
+    let Ok(s) = std::fs::read_to_string("/proc/self/cgroup") else {
+        return "/".into();
+    };
+    for line in s.lines() {
+        let mut it = line.splitn(3, ':');
+        let (_, Some(ctrl), Some(path)) = (it.next(), it.next(), it.next()) else {
+            continue;
+        };
+        if ctrl == key {
+            return path.to_string();
+        }
+    }
+    "/".into()
+}

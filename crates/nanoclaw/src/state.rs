@@ -1,0 +1,281 @@
+//! Per-container state under `--root`: `<root>/<id>/` holds `state.json` (the OCI state plus
+//! what the runtime needs to find the init again) and `exec.fifo` while the container is
+//! `created`. Every command on a container holds an exclusive `flock` on the directory, so
+//! commands on one container are serialized.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+
+pub const STATE_FILE: &str = "state.json";
+pub const EXEC_FIFO: &str = "exec.fifo";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("invalid container id {id:?}: {why}")]
+    InvalidId { id: String, why: &'static str },
+    #[error("container {id:?} already exists (state dir {dir})")]
+    Exists { id: String, dir: PathBuf },
+    #[error("container {id:?} does not exist (no state dir under {root})")]
+    NotFound { id: String, root: PathBuf },
+    #[error("state of container {id:?}: {path}: {source}")]
+    Io {
+        id: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("state of container {id:?}: {path}: corrupt state file: {source}")]
+    Corrupt {
+        id: String,
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+}
+
+/// OCI runtime-spec container status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Creating,
+    Created,
+    Running,
+    Paused,
+    Stopped,
+}
+
+/// The OCI state (`ociVersion`, `id`, `status`, `pid`, `bundle`, `annotations`) plus the
+/// runtime's private fields (prefixed so they cannot clash with future OCI fields).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct State {
+    pub oci_version: String,
+    pub id: String,
+    pub status: Status,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+    pub bundle: PathBuf,
+    #[serde(default, skip_serializing_if = "HashMap::is_empty")]
+    pub annotations: HashMap<String, String>,
+    /// Start time of the init (field 22 of /proc/<pid>/stat), to tell our init from a
+    /// process that reused its pid.
+    #[serde(rename = "nanoclawInitStartTime", default)]
+    pub init_start_time: u64,
+    #[serde(rename = "nanoclawRootless", default)]
+    pub rootless: bool,
+}
+
+/// Checks a container id like runc does: non-empty, at most 1024 bytes, `[A-Za-z0-9_+.-]`,
+/// not `.` or `..` (the id becomes a directory name under --root).
+pub fn validate_id(id: &str) -> Result<(), StateError> {
+    let bad = |why| {
+        Err(StateError::InvalidId {
+            id: id.to_string(),
+            why,
+        })
+    };
+    if id.is_empty() {
+        return bad("empty");
+    }
+    if id.len() > 1024 {
+        return bad("longer than 1024 bytes");
+    }
+    if id == "." || id == ".." {
+        return bad("`.` and `..` are not ids");
+    }
+    if !id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"_+.-".contains(&b))
+    {
+        return bad("only A-Z a-z 0-9 _ + . - are allowed");
+    }
+    Ok(())
+}
+
+/// A locked container state directory. The lock is released on drop.
+#[derive(Debug)]
+pub struct StateDir {
+    id: String,
+    dir: PathBuf,
+    _lock: Flock<File>,
+}
+
+impl StateDir {
+    /// Creates `<root>/<id>` (refusing an existing id) and locks it.
+    pub fn create(root: &Path, id: &str) -> Result<Self, StateError> {
+        validate_id(id)?;
+        let io = |path: &Path, source| StateError::Io {
+            id: id.to_string(),
+            path: path.to_path_buf(),
+            source,
+        };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(root)
+            .map_err(|e| io(root, e))?;
+        let dir = root.join(id);
+        match std::fs::DirBuilder::new().mode(0o711).create(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(StateError::Exists {
+                    id: id.to_string(),
+                    dir,
+                })
+            }
+            Err(e) => return Err(io(&dir, e)),
+        }
+        match Self::lock(id, &dir) {
+            Ok(s) => Ok(s),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                Err(e)
+            }
+        }
+    }
+
+    /// Opens and locks the state directory of an existing container.
+    pub fn open(root: &Path, id: &str) -> Result<Self, StateError> {
+        validate_id(id)?;
+        let dir = root.join(id);
+        if !dir.is_dir() {
+            return Err(StateError::NotFound {
+                id: id.to_string(),
+                root: root.to_path_buf(),
+            });
+        }
+        Self::lock(id, &dir)
+    }
+
+    fn lock(id: &str, dir: &Path) -> Result<Self, StateError> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+            .open(dir)
+            .map_err(|source| StateError::Io {
+                id: id.to_string(),
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        let lock = Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| StateError::Io {
+            id: id.to_string(),
+            path: dir.to_path_buf(),
+            source: e.into(),
+        })?;
+        Ok(Self {
+            id: id.to_string(),
+            dir: dir.to_path_buf(),
+            _lock: lock,
+        })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn exec_fifo(&self) -> PathBuf {
+        self.dir.join(EXEC_FIFO)
+    }
+
+    /// Atomically replaces state.json (write to a temp file, fsync-free rename: the state dir
+    /// lives on tmpfs /run and is rebuilt after a reboot anyway).
+    pub fn save(&self, state: &State) -> Result<(), StateError> {
+        let tmp = self.dir.join(".state.json.tmp");
+        let path = self.dir.join(STATE_FILE);
+        let io = |p: &Path, source| StateError::Io {
+            id: self.id.clone(),
+            path: p.to_path_buf(),
+            source,
+        };
+        let bytes = serde_json::to_vec(state).map_err(|e| StateError::Corrupt {
+            id: self.id.clone(),
+            path: path.clone(),
+            source: e,
+        })?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o644)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+            .open(&tmp)
+            .map_err(|e| io(&tmp, e))?;
+        f.write_all(&bytes).map_err(|e| io(&tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| io(&path, e))
+    }
+
+    pub fn load(&self) -> Result<State, StateError> {
+        let path = self.dir.join(STATE_FILE);
+        let bytes = std::fs::read(&path).map_err(|source| StateError::Io {
+            id: self.id.clone(),
+            path: path.clone(),
+            source,
+        })?;
+        serde_json::from_slice(&bytes).map_err(|source| StateError::Corrupt {
+            id: self.id.clone(),
+            path,
+            source,
+        })
+    }
+
+    /// Removes the state directory (and with it the lock file descriptor's directory).
+    pub fn remove(self) -> Result<(), StateError> {
+        std::fs::remove_dir_all(&self.dir).map_err(|source| StateError::Io {
+            id: self.id.clone(),
+            path: self.dir.clone(),
+            source,
+        })
+    }
+
+    /// The locked directory file descriptor (for `*at` calls).
+    pub fn dir_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self._lock.as_fd()
+    }
+}
+
+/// Start time (clock ticks since boot) of `pid`, field 22 of /proc/<pid>/stat; None if the
+/// process is gone.
+pub fn process_start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // comm (field 2) may contain spaces and parentheses: parse after the last ')'.
+    let after = stat.get(stat.rfind(')')? + 1..)?;
+    // after ") " come fields 3.. ; start time is field 22 → index 19.
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// True when `pid` is alive, not a zombie, and is the process recorded with `start_time`.
+pub fn init_alive(pid: i32, start_time: u64) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let Some(after) = stat.rfind(')').and_then(|i| stat.get(i + 1..)) else {
+        return false;
+    };
+    let mut fields = after.split_whitespace();
+    let state = fields.next();
+    if state == Some("Z") || state == Some("X") {
+        return false;
+    }
+    fields.nth(18).and_then(|s| s.parse::<u64>().ok()) == Some(start_time)
+}
+
+/// Default --root: /run/nanoclaw for root; for rootless, $XDG_RUNTIME_DIR/nanoclaw or
+/// /tmp/nanoclaw-<uid> (like runc).
+pub fn default_root(euid: u32) -> PathBuf {
+    if euid == 0 {
+        return PathBuf::from("/run/nanoclaw");
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d).join("nanoclaw"),
+        _ => PathBuf::from(format!("/tmp/nanoclaw-{euid}")),
+    }
+}

@@ -1,0 +1,116 @@
+//! The channel between the runtime (parent) and the container init (child): a
+//! `SOCK_SEQPACKET` socketpair, one message per packet, so a message is never split or merged.
+//!
+//! Protocol (in order):
+//! 1. parent → child `Go`: uid/gid maps are written and the init is placed in its cgroup; the
+//!    child may start its setup.
+//! 2. child → parent `Ready` (setup done, waiting on the exec fifo) or `Error(message)`.
+//!
+//! The child's messages are untrusted by the parent only in the sense that they are bounded
+//! text shown to the user; the parent never acts on their content.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+
+const TAG_GO: u8 = 1;
+const TAG_READY: u8 = 2;
+const TAG_ERROR: u8 = 3;
+/// Largest message (an error text is truncated to fit).
+const MAX_MSG: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("sync socket: {0}")]
+    Io(#[from] nix::Error),
+    #[error("the other side closed the sync socket")]
+    Closed,
+    #[error("unexpected sync message tag {0}")]
+    Unexpected(u8),
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Msg {
+    Go,
+    Ready,
+    Error(String),
+}
+
+/// One end of the sync channel.
+#[derive(Debug)]
+pub struct SyncSocket {
+    fd: OwnedFd,
+}
+
+/// Creates the pair (parent end, child end), both close-on-exec.
+pub fn pair() -> Result<(SyncSocket, SyncSocket), SyncError> {
+    let (a, b) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )?;
+    Ok((SyncSocket { fd: a }, SyncSocket { fd: b }))
+}
+
+impl SyncSocket {
+    pub fn send(&self, msg: &Msg) -> Result<(), SyncError> {
+        let mut buf = Vec::with_capacity(64);
+        match msg {
+            Msg::Go => buf.push(TAG_GO),
+            Msg::Ready => buf.push(TAG_READY),
+            Msg::Error(text) => {
+                buf.push(TAG_ERROR);
+                let bytes = text.as_bytes();
+                let n = bytes.len().min(MAX_MSG - 1);
+                buf.extend_from_slice(bytes.get(..n).unwrap_or_default());
+            }
+        }
+        loop {
+            // SAFETY: buf is a valid initialized buffer of buf.len() bytes and fd is open.
+            let r = unsafe {
+                libc::send(
+                    self.fd.as_raw_fd(),
+                    buf.as_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_NOSIGNAL,
+                )
+            };
+            if r >= 0 {
+                return Ok(());
+            }
+            let e = nix::Error::last();
+            if e != nix::Error::EINTR {
+                return Err(if e == nix::Error::EPIPE {
+                    SyncError::Closed
+                } else {
+                    e.into()
+                });
+            }
+        }
+    }
+
+    pub fn recv(&self) -> Result<Msg, SyncError> {
+        let mut buf = [0u8; MAX_MSG];
+        let n = loop {
+            // SAFETY: buf is a writable buffer of MAX_MSG bytes and fd is open.
+            let r =
+                unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if r >= 0 {
+                break r as usize;
+            }
+            let e = nix::Error::last();
+            if e != nix::Error::EINTR {
+                return Err(e.into());
+            }
+        };
+        let msg = buf.get(..n).ok_or(SyncError::Closed)?;
+        match msg.split_first() {
+            None => Err(SyncError::Closed),
+            Some((&TAG_GO, _)) => Ok(Msg::Go),
+            Some((&TAG_READY, _)) => Ok(Msg::Ready),
+            Some((&TAG_ERROR, text)) => Ok(Msg::Error(String::from_utf8_lossy(text).into_owned())),
+            Some((&t, _)) => Err(SyncError::Unexpected(t)),
+        }
+    }
+}
