@@ -16,6 +16,12 @@
 //! | [`devices`] | container | default devices, /dev symlinks, linux.devices |
 //! | [`process`] | container | rlimits, oomScoreAdj, user/groups, umask, cwd, executable lookup |
 //! | [`log`] | runtime | runc-style --log/--log-format error records |
+//! | [`logging`] | runtime | `log`-facade logger writing runc's text/JSON lines to --log (warnings, --debug) |
+//! | [`hooks`] | both | OCI hooks: state JSON on stdin, args/env/timeout, per-kind failure rules |
+//! | [`console`] | both | process.terminal: pty from the container's devpts, master sent to --console-socket |
+//! | [`features`] | runtime | the OCI features document of `nanoclaw features` |
+//! | [`list`] | runtime | `list` / `ps` output in runc's formats |
+//! | [`signal`] | runtime | signal names/numbers of `kill` |
 //!
 //! Syscall trust boundary: everything in `spec` runs before the first syscall that changes
 //! host state; `container` and `namespaces::spawn_init` are the only code that creates host
@@ -23,13 +29,19 @@
 //! `init`, `rootfs`, `devices` and `process` run only in the cloned child, inside the new
 //! namespaces.
 
+pub mod console;
 pub mod container;
 pub mod devices;
+pub mod features;
+pub mod hooks;
 pub mod init;
+pub mod list;
 pub mod log;
+pub mod logging;
 pub mod namespaces;
 pub mod process;
 pub mod rootfs;
+pub mod signal;
 pub mod spec;
 pub mod spec_template;
 pub mod state;
