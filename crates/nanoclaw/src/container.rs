@@ -195,6 +195,8 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
         annotations: plan.spec.annotations().clone().unwrap_or_default(),
         init_start_time: state::process_start_time(pid.as_raw()).unwrap_or(0),
         rootless: euid != 0,
+        rootfs: plan.rootfs.clone(),
+        created: humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string(),
     };
     let state_dir = unwind
         .state_dir

@@ -68,6 +68,12 @@ pub struct State {
     pub init_start_time: u64,
     #[serde(rename = "nanoclawRootless", default)]
     pub rootless: bool,
+    /// Host path of the root filesystem (runc's `state` shows it as `rootfs`).
+    #[serde(rename = "nanoclawRootfs", default)]
+    pub rootfs: PathBuf,
+    /// Creation time, RFC 3339 UTC with nanoseconds (runc's `created`).
+    #[serde(rename = "nanoclawCreated", default)]
+    pub created: String,
 }
 
 /// Checks a container id like runc does: non-empty, at most 1024 bytes, `[A-Za-z0-9_+.-]`,
