@@ -293,7 +293,12 @@ pub fn start(root: &Path, id: &str) -> Result<State, ContainerError> {
 
 /// `delete [--force] ID`: kills the init if needed, removes the state dir.
 pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), ContainerError> {
-    let dir = StateDir::open(root, id)?;
+    let dir = match StateDir::open(root, id) {
+        // `delete --force` of a container that is already gone succeeds, as in runc: engines
+        // (containerd's shim) call `delete` and then `delete --force` for the same id.
+        Err(StateError::NotFound { .. }) if force => return Ok(()),
+        other => other?,
+    };
     let st = match dir.load() {
         Ok(st) => st,
         // A state dir without a readable state.json is what a crash during create leaves

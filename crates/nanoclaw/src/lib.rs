@@ -22,6 +22,7 @@
 //! | [`features`] | runtime | the OCI features document of `nanoclaw features` |
 //! | [`list`] | runtime | `list` / `ps` output in runc's formats |
 //! | [`signal`] | runtime | signal names/numbers of `kill` |
+//! | [`ops`] | runtime | state / kill (pidfd) / list / ps / pause / resume on an existing container |
 //!
 //! Syscall trust boundary: everything in `spec` runs before the first syscall that changes
 //! host state; `container` and `namespaces::spawn_init` are the only code that creates host
@@ -39,6 +40,7 @@ pub mod list;
 pub mod log;
 pub mod logging;
 pub mod namespaces;
+pub mod ops;
 pub mod process;
 pub mod rootfs;
 pub mod signal;

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use nanoclaw::log::LogFormat;
+use nanoclaw::logging::{LogConfig, LogFormat};
 
 #[derive(Parser)]
 #[command(
@@ -20,9 +20,15 @@ struct Cli {
     log: Option<PathBuf>,
     #[arg(long = "log-format", global = true, value_enum, default_value_t = Format::Text)]
     log_format: Format,
-    /// Accepted for runc compatibility.
+    /// Log debug records too.
     #[arg(long, global = true)]
     debug: bool,
+    /// Rootless mode (true|false|auto): accepted like runc's; nanoclaw decides from its euid.
+    #[arg(long, global = true, value_name = "true|false|auto")]
+    rootless: Option<String>,
+    /// The systemd cgroup driver: not supported (a clear error).
+    #[arg(long = "systemd-cgroup", global = true)]
+    systemd_cgroup: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -67,6 +73,35 @@ enum Command {
         force: bool,
         id: String,
     },
+    /// Print the container's state as JSON.
+    State { id: String },
+    /// Send a signal (name or number, default SIGTERM) to the container's init.
+    Kill {
+        /// Signal every process of the container, not just the init.
+        #[arg(short, long)]
+        all: bool,
+        id: String,
+        #[arg(default_value = "SIGTERM")]
+        signal: String,
+    },
+    /// List the containers under --root.
+    List {
+        #[arg(short, long, default_value = "table")]
+        format: String,
+        /// Print the ids only.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Show the container's processes (`ps` arguments may follow the id).
+    Ps {
+        #[arg(short, long, default_value = "table")]
+        format: String,
+        id: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        ps_args: Vec<String>,
+    },
+    /// Print the OCI features document of this runtime.
+    Features,
 }
 
 fn main() {
@@ -79,6 +114,26 @@ fn main() {
         Format::Text => LogFormat::Text,
         Format::Json => LogFormat::Json,
     };
+    let log_cfg = LogConfig {
+        path: cli.log.clone(),
+        format,
+        debug: cli.debug,
+    };
+    if let Err(e) = nanoclaw::logging::init(&log_cfg) {
+        eprintln!("nanoclaw: {e}");
+        std::process::exit(1);
+    }
+    if cli.systemd_cgroup {
+        fail(&log_cfg, "--systemd-cgroup: the systemd cgroup driver is not supported by nanoclaw (it manages cgroupfs directly); drop the flag");
+    }
+    if let Some(r) = cli.rootless.as_deref() {
+        if !matches!(r, "true" | "false" | "auto") {
+            fail(
+                &log_cfg,
+                &format!("--rootless {r:?}: expected true, false or auto"),
+            );
+        }
+    }
     let result: Result<i32, String> = match cli.command {
         Command::Spec { rootless, bundle } => nanoclaw::spec_template::write(&bundle, rootless)
             .map(|_| 0)
@@ -112,13 +167,61 @@ fn main() {
         Command::Delete { force, id } => nanoclaw::delete(&root, &id, force)
             .map(|_| 0)
             .map_err(|e| e.to_string()),
+        Command::State { id } => nanoclaw::ops::state(&root, &id)
+            .map(|json| print_and(0, &json))
+            .map_err(|e| e.to_string()),
+        Command::Kill { all, id, signal } => nanoclaw::signal::parse_signal(&signal)
+            .map_err(|e| e.to_string())
+            .and_then(|sig| nanoclaw::ops::kill(&root, &id, sig, all).map_err(|e| e.to_string()))
+            .map(|_| 0),
+        Command::List { format, quiet } => format
+            .parse::<nanoclaw::list::OutputFormat>()
+            .map_err(|e| e.to_string())
+            .and_then(|f| {
+                nanoclaw::ops::list(&root)
+                    .map(|entries| nanoclaw::list::render_list(&entries, f, quiet))
+                    .map_err(|e| e.to_string())
+            })
+            .map(|out| print_raw(&out)),
+        Command::Ps {
+            format,
+            id,
+            ps_args,
+        } => match format.parse::<nanoclaw::list::OutputFormat>() {
+            Ok(nanoclaw::list::OutputFormat::Json) => nanoclaw::ops::ps_pids(&root, &id)
+                .map(|pids| print_raw(&nanoclaw::list::render_ps_json(&pids)))
+                .map_err(|e| e.to_string()),
+            Ok(nanoclaw::list::OutputFormat::Table) => {
+                nanoclaw::ops::ps_table(&root, &id, &ps_args)
+                    .map(|out| print_raw(&out))
+                    .map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        },
+        Command::Features => Ok(print_and(0, &nanoclaw::features::features_json())),
     };
     match result {
         Ok(code) => std::process::exit(code),
-        Err(msg) => {
-            nanoclaw::log::record(cli.log.as_deref(), format, "error", &msg);
-            eprintln!("nanoclaw: {msg}");
-            std::process::exit(1);
-        }
+        Err(msg) => fail(&log_cfg, &msg),
     }
+}
+
+/// Reports a fatal error the way runc does (engines rely on it): a record in --log (containerd
+/// shows the last JSON error record to the user) and the message on stderr.
+fn fail(cfg: &LogConfig, msg: &str) -> ! {
+    log::error!("{msg}");
+    if nanoclaw::logging::logs_to_file(cfg) {
+        eprintln!("nanoclaw: {msg}");
+    }
+    std::process::exit(1);
+}
+
+fn print_and(code: i32, text: &str) -> i32 {
+    println!("{text}");
+    code
+}
+
+fn print_raw(text: &str) -> i32 {
+    print!("{text}");
+    0
 }
