@@ -34,3 +34,10 @@ pub use install::InstallError;
 /// The largest value `errnoRet` / `defaultErrnoRet` may carry: the kernel clamps anything above
 /// `MAX_ERRNO` (4095), so a larger value is a mistake in the profile, not a request.
 pub const MAX_ERRNO: u32 = 4095;
+
+/// The libseccomp library this process runs with (`major.minor.micro`), for diagnostics.
+pub fn libseccomp_version() -> Option<String> {
+    libseccomp::ScmpVersion::current()
+        .ok()
+        .map(|v| format!("{}.{}.{}", v.major, v.minor, v.micro))
+}

@@ -60,13 +60,29 @@ pub fn send_listener_fd(
     listener: BorrowedFd<'_>,
     state: &ContainerProcessState,
 ) -> Result<(), NotifyError> {
-    let payload = serde_json::to_vec(state).map_err(NotifyError::Encode)?;
-    let mut stream = UnixStream::connect(listener_path).map_err(|source| NotifyError::Connect {
+    let stream = UnixStream::connect(listener_path).map_err(|source| NotifyError::Connect {
         path: listener_path.to_owned(),
         source,
     })?;
+    send_over(&stream, listener, state)
+}
+
+/// Sends `listener` with `state` over an already connected agent socket. A container init
+/// connects before pivot_root (while `listenerPath` on the host is reachable) and sends after
+/// the filter is loaded.
+pub fn send_over(
+    stream: &UnixStream,
+    listener: BorrowedFd<'_>,
+    state: &ContainerProcessState,
+) -> Result<(), NotifyError> {
+    let payload = serde_json::to_vec(state).map_err(NotifyError::Encode)?;
+    let peer = stream
+        .peer_addr()
+        .ok()
+        .and_then(|a| a.as_pathname().map(Path::to_path_buf))
+        .unwrap_or_default();
     let send_err = |source: std::io::Error| NotifyError::Send {
-        path: listener_path.to_owned(),
+        path: peer.clone(),
         source,
     };
     let fds = [listener.as_raw_fd()];
@@ -80,7 +96,8 @@ pub fn send_listener_fd(
     .map_err(|e| send_err(e.into()))?;
     // A stream socket may take the payload in pieces; the fd travelled with the first one.
     let rest = payload.get(sent..).unwrap_or_default();
-    stream.write_all(rest).map_err(send_err)?;
+    let mut writer = stream;
+    writer.write_all(rest).map_err(send_err)?;
     Ok(())
 }
 
