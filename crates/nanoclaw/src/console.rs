@@ -85,7 +85,7 @@ pub fn connect(path: &Path) -> Result<UnixStream, ConsoleError> {
 ///
 /// The calling process must not be a process-group leader (it calls setsid).
 pub fn setup_in_container(
-    socket: UnixStream,
+    socket: &UnixStream,
     size: Option<(u32, u32)>,
 ) -> Result<(), ConsoleError> {
     let master = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
@@ -117,9 +117,8 @@ pub fn setup_in_container(
             source,
         })?;
     }
-    send_fd(&socket, master.as_fd().as_raw_fd(), MASTER_NAME).map_err(ConsoleError::Send)?;
+    send_fd(socket, master.as_fd().as_raw_fd(), MASTER_NAME).map_err(ConsoleError::Send)?;
     drop(master);
-    drop(socket);
 
     // A new session without a controlling terminal, then the slave becomes it. EPERM means we
     // already lead a session (e.g. the init of a new pid namespace set it up): that is fine.
@@ -204,7 +203,8 @@ mod tests {
         let fd: RawFd = fd.parse().unwrap();
         // SAFETY: the parent passed this inherited socket fd for us alone.
         let sock = unsafe { UnixStream::from_raw_fd(fd) };
-        setup_in_container(sock, Some((33, 111))).unwrap();
+        setup_in_container(&sock, Some((33, 111))).unwrap();
+        drop(sock);
         let err = Command::new("/bin/sh")
             .args(["-c", "tty; stty size; test -t 0 && echo stdin-is-tty"])
             .exec();

@@ -50,6 +50,12 @@ pub enum ContainerError {
     NotCreated { id: String, status: Status },
     #[error("container {id:?} is {status:?}; stop it first or use --force")]
     StillRunning { id: String, status: Status },
+    #[error("process.terminal is true but no --console-socket was given: the pty master needs somewhere to go")]
+    TerminalNeedsSocket,
+    #[error("--console-socket was given but process.terminal is false")]
+    SocketWithoutTerminal,
+    #[error(transparent)]
+    Console(#[from] crate::console::ConsoleError),
     #[error("process.user.additionalGids: a rootless runtime with a single-id gid mapping cannot set supplementary groups (map more gids through /etc/subgid)")]
     RootlessGroups,
 }
@@ -68,6 +74,12 @@ pub struct CreateOptions {
     pub bundle: PathBuf,
     /// --pid-file: the init's pid is written there after a successful create.
     pub pid_file: Option<PathBuf>,
+    /// --console-socket: where the pty master of a process.terminal container is sent.
+    pub console_socket: Option<PathBuf>,
+    /// --preserve-fds N: the caller's fds 3..3+N are passed to the container process.
+    pub preserve_fds: u32,
+    /// --no-new-keyring: the container keeps the caller's session keyring.
+    pub no_new_keyring: bool,
 }
 
 /// A created container: the init is blocked on the exec fifo.
@@ -123,6 +135,22 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
         return Err(ContainerError::MultiThreaded(threads));
     }
 
+    // The terminal needs somewhere to go before anything is created (runc's rules).
+    match (plan.process.terminal, &opts.console_socket) {
+        (true, None) => return Err(ContainerError::TerminalNeedsSocket),
+        (false, Some(_)) => return Err(ContainerError::SocketWithoutTerminal),
+        _ => {}
+    }
+    let console = match &opts.console_socket {
+        Some(path) => Some(crate::console::connect(path)?),
+        None => None,
+    };
+    let session_keyring = if opts.no_new_keyring {
+        None
+    } else {
+        std::ffi::CString::new(format!("_ses.{}", opts.id)).ok()
+    };
+
     let state_dir = StateDir::create(&opts.root, &opts.id)?;
     let mut unwind = Unwind {
         pid: None,
@@ -153,6 +181,9 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
         exec_fifo,
         joins: &joins,
         setgroups_denied,
+        console,
+        preserve_fds: opts.preserve_fds,
+        session_keyring,
     };
     // SAFETY: checked above that this process is single-threaded. The closure runs only in
     // the child, which never returns into this function (spawn_init _exits).
@@ -367,6 +398,18 @@ pub fn exit_code(status: WaitStatus) -> Option<i32> {
         WaitStatus::Signaled(_, s, _) => Some(128 + s as i32),
         _ => None,
     }
+}
+
+/// `run --detach`: create + start, then leave the container running (its init is reparented
+/// to the caller's subreaper or to init when we exit).
+pub fn run_detached(opts: &CreateOptions) -> Result<(), ContainerError> {
+    let created = create(opts)?;
+    if let Err(e) = start_locked(&created.state_dir) {
+        kill_and_reap(created.pid, created.state.init_start_time);
+        let _ = created.state_dir.remove();
+        return Err(e);
+    }
+    Ok(())
 }
 
 /// `run`: create + start + wait + delete, in the foreground. Returns the exit code.

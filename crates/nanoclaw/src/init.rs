@@ -37,6 +37,8 @@ pub enum InitError {
     Device(#[from] DeviceError),
     #[error(transparent)]
     Process(#[from] ProcessError),
+    #[error(transparent)]
+    Console(#[from] crate::console::ConsoleError),
     #[error("{what}: {source}")]
     Sys {
         what: &'static str,
@@ -57,6 +59,14 @@ pub struct InitContext<'a> {
     pub joins: &'a [JoinFd],
     /// The runtime wrote gid_map unprivileged: the kernel refuses setgroups.
     pub setgroups_denied: bool,
+    /// Lifecycle (issue 3): the connected `--console-socket` when process.terminal is set; the
+    /// pty is allocated from the container's devpts after pivot_root and its master sent here.
+    pub console: Option<std::os::unix::net::UnixStream>,
+    /// `--preserve-fds N`: fds 3..3+N stay open across execve.
+    pub preserve_fds: u32,
+    /// Join a new session keyring with this name (runc's default, so containers do not share
+    /// the caller's keys); `None` with `--no-new-keyring`.
+    pub session_keyring: Option<std::ffi::CString>,
 }
 
 /// Child entry point after clone. Never returns to the runtime's code: the caller `_exit`s
@@ -104,6 +114,28 @@ fn setup_and_exec(ctx: &InitContext<'_>) -> Result<Never, InitError> {
         process::become_ns_root()?;
     }
 
+    // A fresh session keyring: the caller's keys are not the container's.
+    if let Some(name) = &ctx.session_keyring {
+        // SAFETY: KEYCTL_JOIN_SESSION_KEYRING takes a NUL-terminated name that outlives the
+        // call; the other arguments are unused.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_keyctl,
+                1, /* KEYCTL_JOIN_SESSION_KEYRING */
+                name.as_ptr(),
+                0,
+                0,
+                0,
+            )
+        };
+        // ENOSYS/EACCES: keyrings unavailable or refused (e.g. a restrictive seccomp on the
+        // host); runc ignores that too, the container then simply shares no new keyring.
+        match nix::errno::Errno::result(r) {
+            Ok(_) | Err(nix::Error::ENOSYS) | Err(nix::Error::EACCES) | Err(nix::Error::EPERM) => {}
+            Err(e) => return Err(sys("keyctl(JOIN_SESSION_KEYRING)")(e)),
+        }
+    }
+
     // 3. UTS names.
     namespaces::set_uts(plan.hostname.as_deref(), plan.domainname.as_deref())
         .map_err(sys("sethostname/setdomainname"))?;
@@ -122,6 +154,19 @@ fn setup_and_exec(ctx: &InitContext<'_>) -> Result<Never, InitError> {
     // are complete, pivot_root has not happened yet (resolve them with `mounter.resolve`).
     mounter.pivot()?;
     rootfs::finish_root(plan)?;
+    // Lifecycle step (issue 3): the terminal, from the container's own devpts, while still root.
+    if let Some(sock) = &ctx.console {
+        let size = plan
+            .spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.console_size())
+            .map(|b| {
+                let clamp = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+                (clamp(b.height()), clamp(b.width()))
+            });
+        crate::console::setup_in_container(sock, size)?;
+    }
     // Security step (issue 4): linux.sysctl (namespaced keys, through the container's /proc)
     // and linux.personality here.
 
@@ -153,7 +198,8 @@ fn setup_and_exec(ctx: &InitContext<'_>) -> Result<Never, InitError> {
     // workload. Lifecycle issue (3): --preserve-fds / LISTEN_FDS start above 2 and are
     // excluded here.
     // SAFETY: close_range only changes fd flags; no pointers involved.
-    let r = unsafe { libc::close_range(3, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as i32) };
+    let first = 3u32.saturating_add(ctx.preserve_fds);
+    let r = unsafe { libc::close_range(first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as i32) };
     nix::errno::Errno::result(r).map_err(sys("close_range(CLOEXEC)"))?;
     ctx.sync.send(&Msg::Ready)?;
 

@@ -55,6 +55,21 @@ enum Command {
         bundle: PathBuf,
         #[arg(long = "pid-file")]
         pid_file: Option<PathBuf>,
+        /// Unix socket that receives the pty master (process.terminal).
+        #[arg(long = "console-socket")]
+        console_socket: Option<PathBuf>,
+        /// Pass this many extra fds (3, 4, ...) to the container process.
+        #[arg(long = "preserve-fds", default_value_t = 0)]
+        preserve_fds: u32,
+        /// Do not use pivot_root (not supported: refused with an error).
+        #[arg(long = "no-pivot")]
+        no_pivot: bool,
+        /// Keep the caller's session keyring instead of a new one.
+        #[arg(long = "no-new-keyring")]
+        no_new_keyring: bool,
+        /// Detach: leave the container running and exit (create + start).
+        #[arg(short, long)]
+        detach: bool,
         id: String,
     },
     /// Create a container: its init waits until `start`.
@@ -63,6 +78,18 @@ enum Command {
         bundle: PathBuf,
         #[arg(long = "pid-file")]
         pid_file: Option<PathBuf>,
+        /// Unix socket that receives the pty master (process.terminal).
+        #[arg(long = "console-socket")]
+        console_socket: Option<PathBuf>,
+        /// Pass this many extra fds (3, 4, ...) to the container process.
+        #[arg(long = "preserve-fds", default_value_t = 0)]
+        preserve_fds: u32,
+        /// Do not use pivot_root (not supported: refused with an error).
+        #[arg(long = "no-pivot")]
+        no_pivot: bool,
+        /// Keep the caller's session keyring instead of a new one.
+        #[arg(long = "no-new-keyring")]
+        no_new_keyring: bool,
         id: String,
     },
     /// Start a created container's process.
@@ -141,26 +168,53 @@ fn main() {
         Command::Run {
             bundle,
             pid_file,
+            console_socket,
+            preserve_fds,
+            no_pivot,
+            no_new_keyring,
+            detach,
             id,
-        } => nanoclaw::run(&nanoclaw::CreateOptions {
+        } => create_options(
             root,
             id,
             bundle,
             pid_file,
-        })
-        .map_err(|e| e.to_string()),
+            console_socket,
+            preserve_fds,
+            no_pivot,
+            no_new_keyring,
+        )
+        .and_then(|opts| {
+            if detach {
+                nanoclaw::container::run_detached(&opts).map(|_| 0)
+            } else {
+                nanoclaw::run(&opts)
+            }
+            .map_err(|e| e.to_string())
+        }),
         Command::Create {
             bundle,
             pid_file,
+            console_socket,
+            preserve_fds,
+            no_pivot,
+            no_new_keyring,
             id,
-        } => nanoclaw::create(&nanoclaw::CreateOptions {
+        } => create_options(
             root,
             id,
             bundle,
             pid_file,
-        })
-        .map(|_| 0)
-        .map_err(|e| e.to_string()),
+            console_socket,
+            preserve_fds,
+            no_pivot,
+            no_new_keyring,
+        )
+        .and_then(|opts| {
+            nanoclaw::create(&opts)
+                .map(|_| 0)
+                .map_err(|e| e.to_string())
+        }),
         Command::Start { id } => nanoclaw::start(&root, &id)
             .map(|_| 0)
             .map_err(|e| e.to_string()),
@@ -214,6 +268,31 @@ fn fail(cfg: &LogConfig, msg: &str) -> ! {
         eprintln!("nanoclaw: {msg}");
     }
     std::process::exit(1);
+}
+
+#[allow(clippy::too_many_arguments)] // one per runc flag of create/run
+fn create_options(
+    root: PathBuf,
+    id: String,
+    bundle: PathBuf,
+    pid_file: Option<PathBuf>,
+    console_socket: Option<PathBuf>,
+    preserve_fds: u32,
+    no_pivot: bool,
+    no_new_keyring: bool,
+) -> Result<nanoclaw::CreateOptions, String> {
+    if no_pivot {
+        return Err("--no-pivot: not supported; nanoclaw always uses pivot_root (a rootfs on ramfs/initramfs cannot be used)".into());
+    }
+    Ok(nanoclaw::CreateOptions {
+        root,
+        id,
+        bundle,
+        pid_file,
+        console_socket,
+        preserve_fds,
+        no_new_keyring,
+    })
 }
 
 fn print_and(code: i32, text: &str) -> i32 {

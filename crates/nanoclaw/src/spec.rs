@@ -843,14 +843,8 @@ fn process_plan(
             ));
         }
     }
+    // A terminal needs --console-socket (checked by `create`, which knows the flags).
     let terminal = p.terminal().unwrap_or(false);
-    if terminal {
-        // Lifecycle issue (3): a pty for the foreground run and --console-socket.
-        return Err(field(
-            "process.terminal",
-            "a terminal is not supported yet; set it to false",
-        ));
-    }
     if p.scheduler().is_some() {
         return Err(field("process.scheduler", "not supported"));
     }
