@@ -102,13 +102,15 @@ impl CapabilityPlan {
             source,
         })?;
         let supported = caps::runtime::thread_all_supported();
-        let known = |set: &CapsHashSet| -> CapsHashSet { set.intersection(&supported).copied().collect() };
+        let known =
+            |set: &CapsHashSet| -> CapsHashSet { set.intersection(&supported).copied().collect() };
         for (name, set, value) in [
             ("inheritable", CapSet::Inheritable, known(&self.inheritable)),
             ("effective", CapSet::Effective, known(&self.effective)),
             ("permitted", CapSet::Permitted, known(&self.permitted)),
         ] {
-            caps::set(None, set, &value).map_err(|source| CapabilityError::Set { set: name, source })?;
+            caps::set(None, set, &value)
+                .map_err(|source| CapabilityError::Set { set: name, source })?;
         }
         caps::clear(None, CapSet::Ambient).map_err(|source| CapabilityError::Set {
             set: "ambient",

@@ -22,6 +22,7 @@
 //! | [`features`] | runtime | the OCI features document of `nanoclaw features` |
 //! | [`list`] | runtime | `list` / `ps` output in runc's formats |
 //! | [`signal`] | runtime | signal names/numbers of `kill` |
+//! | [`exec`] | both | `exec`: a new process joining the container's namespaces, cgroup and settings |
 //! | [`ops`] | runtime | state / kill (pidfd) / list / ps / pause / resume on an existing container |
 //!
 //! Syscall trust boundary: everything in `spec` runs before the first syscall that changes
@@ -33,6 +34,7 @@
 pub mod console;
 pub mod container;
 pub mod devices;
+pub mod exec;
 pub mod features;
 pub mod hooks;
 pub mod init;

@@ -129,6 +129,42 @@ enum Command {
     },
     /// Print the OCI features document of this runtime.
     Features,
+    /// Run a new process inside a running container.
+    Exec {
+        /// An OCI process JSON file; replaces the command line and the flags below.
+        #[arg(short, long)]
+        process: Option<PathBuf>,
+        /// Detach: exit as soon as the process started.
+        #[arg(short, long)]
+        detach: bool,
+        /// Allocate a terminal (needs --console-socket).
+        #[arg(short, long)]
+        tty: bool,
+        /// Environment KEY=VALUE, added to config.json's.
+        #[arg(short, long)]
+        env: Vec<String>,
+        #[arg(long)]
+        cwd: Option<PathBuf>,
+        /// UID[:GID].
+        #[arg(short, long)]
+        user: Option<String>,
+        #[arg(short = 'g', long = "additional-gids", value_delimiter = ',')]
+        additional_gids: Vec<u32>,
+        /// Add a capability (bounding, effective, permitted, ambient).
+        #[arg(short, long)]
+        cap: Vec<String>,
+        #[arg(long = "no-new-privs")]
+        no_new_privs: bool,
+        #[arg(long = "pid-file")]
+        pid_file: Option<PathBuf>,
+        #[arg(long = "console-socket")]
+        console_socket: Option<PathBuf>,
+        #[arg(long = "preserve-fds", default_value_t = 0)]
+        preserve_fds: u32,
+        id: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
 }
 
 fn main() {
@@ -253,6 +289,44 @@ fn main() {
             Err(e) => Err(e.to_string()),
         },
         Command::Features => Ok(print_and(0, &nanoclaw::features::features_json())),
+        Command::Exec {
+            process,
+            detach,
+            tty,
+            env,
+            cwd,
+            user,
+            additional_gids,
+            cap,
+            no_new_privs,
+            pid_file,
+            console_socket,
+            preserve_fds,
+            id,
+            command,
+        } => {
+            let req = nanoclaw::exec::ExecRequest {
+                process_file: process,
+                args: command,
+                env,
+                cwd,
+                user,
+                additional_gids,
+                tty,
+                no_new_privs,
+                caps: cap,
+                detach,
+                pid_file,
+                console_socket,
+                preserve_fds,
+            };
+            nanoclaw::exec::exec(&root, &id, &req)
+                .map(|outcome| match outcome {
+                    nanoclaw::exec::ExecOutcome::Detached { .. } => 0,
+                    nanoclaw::exec::ExecOutcome::Exited { code } => code,
+                })
+                .map_err(|e| e.to_string())
+        }
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -15,8 +15,7 @@
 //! than bind-mounting an attacker-chosen file over a masked path. Paths that do not exist are
 //! skipped, as runc does.
 
-use std::ffi::CString;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path};
 
@@ -42,7 +41,9 @@ pub enum MaskError {
     FakeNull { index: usize, path: String },
     #[error("/proc/thread-self is not procfs: cannot address mount targets by fd")]
     NoProcfs,
-    #[error("linux.readonlyPaths[{index}] {path}: the path changed while it was being made read-only")]
+    #[error(
+        "linux.readonlyPaths[{index}] {path}: the path changed while it was being made read-only"
+    )]
     Raced { index: usize, path: String },
 }
 
@@ -101,15 +102,27 @@ pub fn apply(root: &Path, masked: &[String], readonly: &[String]) -> Result<(), 
         };
         let before = stat_fd(&target).map_err(|e| io("stat", e))?;
         let t = fd_path(&target);
-        mount(Some(t.as_str()), t.as_str(), None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-            .map_err(|e| io("bind-mounting onto itself", e.into()))?;
+        mount(
+            Some(t.as_str()),
+            t.as_str(),
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(|e| io("bind-mounting onto itself", e.into()))?;
         // Re-resolve: a path walk enters the new mount (the old fd still names the one below).
         let Some(top) = open_in_root(root, path, true).map_err(|e| io("resolving", e))? else {
-            return Err(MaskError::Raced { index, path: path.clone() });
+            return Err(MaskError::Raced {
+                index,
+                path: path.clone(),
+            });
         };
         let after = stat_fd(&top).map_err(|e| io("stat", e))?;
         if (after.dev(), after.ino()) != (before.dev(), before.ino()) {
-            return Err(MaskError::Raced { index, path: path.clone() });
+            return Err(MaskError::Raced {
+                index,
+                path: path.clone(),
+            });
         }
         let locked = locked_flags(&top).map_err(|e| io("statfs", e))?;
         let t = fd_path(&top);
@@ -138,23 +151,40 @@ pub fn apply(root: &Path, masked: &[String], readonly: &[String]) -> Result<(), 
         let meta = stat_fd(&target).map_err(|e| io("stat", e))?;
         let t = fd_path(&target);
         if meta.is_dir() {
-            mount(Some("tmpfs"), t.as_str(), Some("tmpfs"), MsFlags::MS_RDONLY, Some("size=0"))
-                .map_err(|e| io("mounting an empty tmpfs over it", e.into()))?;
+            mount(
+                Some("tmpfs"),
+                t.as_str(),
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY,
+                Some("size=0"),
+            )
+            .map_err(|e| io("mounting an empty tmpfs over it", e.into()))?;
         } else {
             if null.is_none() {
-                null = Some(open_null(root).map_err(|e| io("opening /dev/null", e))?.ok_or(
-                    MaskError::FakeNull {
-                        index,
-                        path: path.clone(),
-                    },
-                )?);
+                null = Some(
+                    open_null(root)
+                        .map_err(|e| io("opening /dev/null", e))?
+                        .ok_or(MaskError::FakeNull {
+                            index,
+                            path: path.clone(),
+                        })?,
+                );
             }
             let Some(null_fd) = null.as_ref() else {
-                return Err(MaskError::FakeNull { index, path: path.clone() });
+                return Err(MaskError::FakeNull {
+                    index,
+                    path: path.clone(),
+                });
             };
             let n = fd_path(null_fd);
-            mount(Some(n.as_str()), t.as_str(), None::<&str>, MsFlags::MS_BIND, None::<&str>)
-                .map_err(|e| io("bind-mounting /dev/null over it", e.into()))?;
+            mount(
+                Some(n.as_str()),
+                t.as_str(),
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(|e| io("bind-mounting /dev/null over it", e.into()))?;
         }
     }
     Ok(())
@@ -211,58 +241,22 @@ fn open_in_root(
     path: &str,
     follow_final: bool,
 ) -> std::io::Result<Option<OwnedFd>> {
+    use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
     let rel = path.trim_start_matches('/');
     let rel = if rel.is_empty() { "." } else { rel };
-    let c = CString::new(rel).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
-    let mut flags = libc::O_PATH | libc::O_CLOEXEC;
+    let mut flags = OFlag::O_PATH | OFlag::O_CLOEXEC;
     if !follow_final {
-        flags |= libc::O_NOFOLLOW;
+        flags |= OFlag::O_NOFOLLOW;
     }
-    let how = libc::open_how {
-        flags: flags as u64,
-        mode: 0,
-        resolve: libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
-    };
-    // SAFETY: `root` is an open directory fd, `c` a NUL-terminated string and `how` a fully
-    // initialised open_how whose exact size is passed; the kernel only reads them.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            root.as_raw_fd(),
-            c.as_ptr(),
-            &how as *const libc::open_how,
-            std::mem::size_of::<libc::open_how>(),
-        )
-    };
-    if fd < 0 {
-        let e = std::io::Error::last_os_error();
-        return if e.raw_os_error() == Some(libc::ENOENT) { Ok(None) } else { Err(e) };
+    let how = OpenHow::new()
+        .flags(flags)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    loop {
+        match openat2(root, rel, how) {
+            Ok(fd) => return Ok(Some(fd)),
+            Err(nix::Error::ENOENT) => return Ok(None),
+            Err(nix::Error::EAGAIN) | Err(nix::Error::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
     }
-    // SAFETY: openat2 returned a new fd that nothing else owns.
-    Ok(Some(unsafe { OwnedFd::from_raw_fd(fd as i32) }))
 }
-
-/// runc's default `linux.maskedPaths`.
-pub const DEFAULT_MASKED: &[&str] = &[
-    "/proc/acpi",
-    "/proc/asound",
-    "/proc/interrupts",
-    "/proc/kcore",
-    "/proc/keys",
-    "/proc/latency_stats",
-    "/proc/timer_list",
-    "/proc/timer_stats",
-    "/proc/sched_debug",
-    "/proc/scsi",
-    "/sys/firmware",
-    "/sys/devices/virtual/powercap",
-];
-
-/// runc's default `linux.readonlyPaths`.
-pub const DEFAULT_READONLY: &[&str] = &[
-    "/proc/bus",
-    "/proc/fs",
-    "/proc/irq",
-    "/proc/sys",
-    "/proc/sysrq-trigger",
-];

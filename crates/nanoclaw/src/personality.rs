@@ -31,8 +31,15 @@ pub fn plan(p: Option<&LinuxPersonality>) -> Result<Option<libc::c_ulong>, Perso
     Ok(Some(match p.domain() {
         LinuxPersonalityDomain::PerLinux => PER_LINUX,
         LinuxPersonalityDomain::PerLinux32 => {
-            if !cfg!(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "powerpc64", target_arch = "s390x")) {
-                return Err(PersonalityError::NoCompat { arch: std::env::consts::ARCH });
+            if !cfg!(any(
+                target_arch = "x86_64",
+                target_arch = "aarch64",
+                target_arch = "powerpc64",
+                target_arch = "s390x"
+            )) {
+                return Err(PersonalityError::NoCompat {
+                    arch: std::env::consts::ARCH,
+                });
             }
             PER_LINUX32
         }

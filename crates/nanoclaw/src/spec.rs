@@ -38,6 +38,10 @@ pub enum SpecError {
     },
     #[error("config.json field `{field}`: {msg}")]
     Field { field: String, msg: String },
+    /// process.capabilities, linux.seccomp, sysctl, masked/readonly paths, personality,
+    /// LSM labels: the message starts with the field (see `security`).
+    #[error("config.json field {0}")]
+    Security(#[from] crate::security::SecurityError),
 }
 
 fn field(field: impl Into<String>, msg: impl Into<String>) -> SpecError {
@@ -418,8 +422,9 @@ pub fn validate(bundle: &Path, spec: Spec, euid: u32) -> Result<Plan, SpecError>
     if linux.time_offsets().is_some() {
         return Err(field("linux.timeOffsets", "not supported"));
     }
-    // Security step (issue 4): validate process.capabilities, linux.seccomp, maskedPaths,
-    // readonlyPaths, sysctl, personality here (names and values), before anything is created.
+    // Security profile (issue 4): capabilities, seccomp (compiled in memory), sysctl,
+    // masked/readonly paths, personality, LSM labels — before anything is created.
+    crate::security::validate(&spec, &namespaces)?;
     // Cgroup step (issue 5): validate linux.resources and linux.cgroupsPath here.
 
     Ok(Plan {

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::Path;
 
 use nix::sched::CloneFlags;
@@ -34,9 +34,13 @@ const MAX_LEN: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SysctlError {
-    #[error("linux.sysctl.{key}: not a valid sysctl name (dot-separated components of [A-Za-z0-9_-])")]
+    #[error(
+        "linux.sysctl.{key}: not a valid sysctl name (dot-separated components of [A-Za-z0-9_-])"
+    )]
     BadKey { key: String },
-    #[error("linux.sysctl.{key}: value is empty, longer than {MAX_LEN} bytes or contains NUL/newline")]
+    #[error(
+        "linux.sysctl.{key}: value is empty, longer than {MAX_LEN} bytes or contains NUL/newline"
+    )]
     BadValue { key: String },
     #[error("linux.sysctl.{key}: {reason}")]
     NotNamespaced { key: String, reason: String },
@@ -62,7 +66,10 @@ pub fn validate(
         let bad_key = key.is_empty()
             || key.len() > MAX_LEN
             || key.split('.').any(|c| {
-                c.is_empty() || !c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+                c.is_empty()
+                    || !c
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
             });
         if bad_key {
             return Err(SysctlError::BadKey { key: key.clone() });
@@ -76,18 +83,24 @@ pub fn validate(
         };
         if IPC_KEYS.contains(&key.as_str()) || key.starts_with("fs.mqueue.") {
             if !has(CloneFlags::CLONE_NEWIPC) {
-                return Err(refuse("an IPC sysctl needs an ipc namespace in linux.namespaces"));
+                return Err(refuse(
+                    "an IPC sysctl needs an ipc namespace in linux.namespaces",
+                ));
             }
         } else if key.starts_with("net.") {
             if !has(CloneFlags::CLONE_NEWNET) {
-                return Err(refuse("a net.* sysctl needs a network namespace in linux.namespaces"));
+                return Err(refuse(
+                    "a net.* sysctl needs a network namespace in linux.namespaces",
+                ));
             }
         } else if key == "kernel.domainname" {
             if !has(CloneFlags::CLONE_NEWUTS) {
                 return Err(refuse("needs a uts namespace in linux.namespaces"));
             }
         } else if key == "kernel.hostname" {
-            return Err(refuse("set the container's hostname with the `hostname` field"));
+            return Err(refuse(
+                "set the container's hostname with the `hostname` field",
+            ));
         } else {
             return Err(refuse(
                 "not a namespaced sysctl: setting it would change the host (only IPC, fs.mqueue.*, net.* and kernel.domainname are per-container)",
@@ -138,29 +151,19 @@ pub fn apply(sysctl: Option<&HashMap<String, String>>, proc_sys: &Path) -> Resul
 /// Opens `rel` for writing strictly beneath `dir`: no symlinks, no magic links, no mount
 /// crossings, no `..` escapes.
 fn openat2_beneath(dir: &std::fs::File, rel: &str) -> std::io::Result<OwnedFd> {
-    let path = std::ffi::CString::new(rel).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
-    let how = libc::open_how {
-        flags: (libc::O_WRONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW) as u64,
-        mode: 0,
-        resolve: libc::RESOLVE_BENEATH
-            | libc::RESOLVE_NO_SYMLINKS
-            | libc::RESOLVE_NO_MAGICLINKS
-            | libc::RESOLVE_NO_XDEV,
-    };
-    // SAFETY: `dir` is an open directory fd, `path` a NUL-terminated string and `how` a fully
-    // initialised open_how whose size is passed; the kernel only reads them.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            dir.as_raw_fd(),
-            path.as_ptr(),
-            &how as *const libc::open_how,
-            std::mem::size_of::<libc::open_how>(),
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
+    use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+    let how = OpenHow::new()
+        .flags(OFlag::O_WRONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
+        .resolve(
+            ResolveFlag::RESOLVE_BENEATH
+                | ResolveFlag::RESOLVE_NO_SYMLINKS
+                | ResolveFlag::RESOLVE_NO_MAGICLINKS
+                | ResolveFlag::RESOLVE_NO_XDEV,
+        );
+    loop {
+        match openat2(dir, rel, how) {
+            Err(nix::Error::EAGAIN) | Err(nix::Error::EINTR) => continue,
+            r => return r.map_err(std::io::Error::from),
+        }
     }
-    // SAFETY: openat2 returned a new fd that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }

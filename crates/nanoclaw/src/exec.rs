@@ -1,0 +1,711 @@
+//! `nanoclaw exec`: runs a new process inside an existing container, joining everything the
+//! container's init has — its namespaces, its cgroup, and the security settings of the
+//! container's config (capabilities, no_new_privs, seccomp, rlimits, user) — with the process
+//! described by `--process <process.json>` or by the command line on top of config.json's.
+//!
+//! Processes and order:
+//! ```text
+//! runtime (host namespaces)                 child
+//! ─────────────────────────                 ─────
+//! lock state, check status, build plan,
+//! compile seccomp, open /proc/<init>/ns/*,
+//! connect --console-socket,
+//! setns(pid) (affects children only)
+//! fork ───────────────────────────────────▶ wait for "go"
+//! put child in the container's cgroup
+//! (host /sys/fs/cgroup still visible), "go" ▶ setns user, then ipc/uts/net/cgroup/mnt
+//!                                            rlimits, pty (-t), caps+uid switch, cwd,
+//!                                            no_new_privs, close fds, seccomp, execve
+//! error pipe: EOF = exec happened ◀──────── (error text if any step failed)
+//! write --pid-file; -d: exit 0,
+//! else forward signals, wait, exit status
+//! ```
+//! The child joins the container's mount namespace only after it was placed in the cgroup, so
+//! nothing the runtime does on the host is done from inside the container's view.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use nix::sched::CloneFlags;
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{ForkResult, Pid};
+use oci_spec::runtime::{Process, Spec};
+
+use crate::console;
+use crate::spec::ProcessPlan;
+
+/// Upper bound for a `--process` file (runc has none; a process.json is a few KiB).
+const MAX_PROCESS_JSON: u64 = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("--process {path:?}: {source}")]
+    ProcessFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("--process {path:?}: larger than {MAX_PROCESS_JSON} bytes")]
+    ProcessFileTooLarge { path: PathBuf },
+    #[error("--process {path:?}: {field}: {msg}")]
+    ProcessJson {
+        path: PathBuf,
+        field: String,
+        msg: String,
+    },
+    #[error("exec needs a command (or --process)")]
+    NoCommand,
+    #[error("--cap {0:?}: unknown capability")]
+    BadCap(String),
+    #[error("process.args[0]: {0}")]
+    NotFound(String),
+    #[error("--user {0:?}: expected UID[:GID] with numeric ids")]
+    BadUser(String),
+    #[error("--env {0:?}: expected KEY=VALUE")]
+    BadEnv(String),
+    #[error("--cwd {0:?}: must be an absolute path")]
+    BadCwd(PathBuf),
+    #[error("container {id:?} is {status}: cannot exec in a {status} container")]
+    NotRunning { id: String, status: &'static str },
+    #[error("--tty without --console-socket: a terminal can only be handed over a console socket")]
+    TtyNeedsSocket,
+    #[error("--console-socket given but the process has no terminal (process.terminal / --tty)")]
+    SocketWithoutTty,
+    #[error("exec process: {0}")]
+    Plan(String),
+    #[error("opening {path}: {source}")]
+    Namespace {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("joining the container's cgroup: {0}")]
+    Cgroup(String),
+    #[error("--pid-file {path:?}: {source}")]
+    PidFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{what}: {source}")]
+    Sys {
+        what: &'static str,
+        source: nix::Error,
+    },
+    #[error(transparent)]
+    Console(#[from] console::ConsoleError),
+    #[error("exec failed inside the container: {0}")]
+    InContainer(String),
+}
+
+fn sys(what: &'static str) -> impl FnOnce(nix::Error) -> ExecError {
+    move |source| ExecError::Sys { what, source }
+}
+
+/// The command-line view of an exec request (runc's flags).
+#[derive(Debug, Clone, Default)]
+pub struct ExecRequest {
+    /// `--process`: an OCI `process` object; when given, `args` and the overrides are ignored
+    /// (as runc does).
+    pub process_file: Option<PathBuf>,
+    pub args: Vec<String>,
+    /// `--env KEY=VALUE`, appended to config.json's environment (replacing equal keys).
+    pub env: Vec<String>,
+    pub cwd: Option<PathBuf>,
+    /// `--user UID[:GID]`.
+    pub user: Option<String>,
+    pub additional_gids: Vec<u32>,
+    pub tty: bool,
+    pub no_new_privs: bool,
+    /// `--cap CAP_X`: added to the bounding, effective, permitted and ambient sets (runc).
+    pub caps: Vec<String>,
+    pub detach: bool,
+    pub pid_file: Option<PathBuf>,
+    pub console_socket: Option<PathBuf>,
+    /// `--preserve-fds N`: fds 3..3+N are passed to the process.
+    pub preserve_fds: u32,
+}
+
+/// Parses a `--process` file into an OCI `Process`, naming the offending JSON field on error.
+pub fn load_process_file(path: &Path) -> Result<Process, ExecError> {
+    let file = std::fs::File::open(path).map_err(|source| ExecError::ProcessFile {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut bytes = Vec::new();
+    file.take(MAX_PROCESS_JSON + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|source| ExecError::ProcessFile {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    if bytes.len() as u64 > MAX_PROCESS_JSON {
+        return Err(ExecError::ProcessFileTooLarge {
+            path: path.to_path_buf(),
+        });
+    }
+    let de = &mut serde_json::Deserializer::from_slice(&bytes);
+    serde_path_to_error::deserialize::<_, Process>(de).map_err(|e| ExecError::ProcessJson {
+        path: path.to_path_buf(),
+        field: e.path().to_string(),
+        msg: e.into_inner().to_string(),
+    })
+}
+
+/// The exec'd process: `--process` as given, or config.json's process with the command line
+/// applied on top (args replaced, env appended, cwd/user/terminal overridden).
+pub fn build_process(
+    req: &ExecRequest,
+    config_process: Option<&Process>,
+) -> Result<Process, ExecError> {
+    if let Some(path) = &req.process_file {
+        let mut p = load_process_file(path)?;
+        if req.tty {
+            p.set_terminal(Some(true));
+        }
+        return Ok(p);
+    }
+    if req.args.is_empty() {
+        return Err(ExecError::NoCommand);
+    }
+    let mut p = config_process.cloned().unwrap_or_default();
+    p.set_args(Some(req.args.clone()));
+    p.set_terminal(Some(req.tty));
+    let mut env = p.env().clone().unwrap_or_default();
+    for kv in &req.env {
+        let Some((k, _)) = kv.split_once('=').filter(|(k, _)| !k.is_empty()) else {
+            return Err(ExecError::BadEnv(kv.clone()));
+        };
+        env.retain(|e| e.split_once('=').map(|(ek, _)| ek) != Some(k));
+        env.push(kv.clone());
+    }
+    p.set_env(Some(env));
+    if let Some(cwd) = &req.cwd {
+        if !cwd.is_absolute() {
+            return Err(ExecError::BadCwd(cwd.clone()));
+        }
+        p.set_cwd(cwd.clone());
+    }
+    let mut user = p.user().clone();
+    if let Some(u) = &req.user {
+        let (uid, gid) = parse_user(u)?;
+        user.set_uid(uid);
+        if let Some(g) = gid {
+            user.set_gid(g);
+        }
+    }
+    if !req.additional_gids.is_empty() {
+        user.set_additional_gids(Some(req.additional_gids.clone()));
+    }
+    p.set_user(user);
+    if req.no_new_privs {
+        p.set_no_new_privileges(Some(true));
+    }
+    if !req.caps.is_empty() {
+        let mut caps = p.capabilities().clone().unwrap_or_default();
+        for name in &req.caps {
+            let cap: oci_spec::runtime::Capability =
+                name.parse().map_err(|_| ExecError::BadCap(name.clone()))?;
+            let add = |set: Option<&oci_spec::runtime::Capabilities>| {
+                let mut set = set.cloned().unwrap_or_default();
+                set.insert(cap);
+                Some(set)
+            };
+            caps.set_bounding(add(caps.bounding().as_ref()));
+            caps.set_effective(add(caps.effective().as_ref()));
+            caps.set_permitted(add(caps.permitted().as_ref()));
+            caps.set_ambient(add(caps.ambient().as_ref()));
+        }
+        p.set_capabilities(Some(caps));
+    }
+    Ok(p)
+}
+
+/// `UID[:GID]`, numeric (the container's /etc/passwd is not consulted, like runc).
+pub fn parse_user(s: &str) -> Result<(u32, Option<u32>), ExecError> {
+    let bad = || ExecError::BadUser(s.to_string());
+    match s.split_once(':') {
+        Some((u, g)) => Ok((
+            u.parse().map_err(|_| bad())?,
+            Some(g.parse().map_err(|_| bad())?),
+        )),
+        None => Ok((s.parse().map_err(|_| bad())?, None)),
+    }
+}
+
+/// The namespaces a process joins, in the order it joins them: user first (it grants the
+/// capabilities the other setns calls need inside a user namespace), mount last. `pid` is
+/// joined by the runtime before the fork (it only affects children).
+const JOIN_ORDER: [(&str, CloneFlags); 6] = [
+    ("user", CloneFlags::CLONE_NEWUSER),
+    ("ipc", CloneFlags::CLONE_NEWIPC),
+    ("uts", CloneFlags::CLONE_NEWUTS),
+    ("net", CloneFlags::CLONE_NEWNET),
+    ("cgroup", CloneFlags::CLONE_NEWCGROUP),
+    ("mnt", CloneFlags::CLONE_NEWNS),
+];
+
+/// A namespace of the container's init that differs from ours.
+pub struct NsFd {
+    pub name: &'static str,
+    pub flag: CloneFlags,
+    pub fd: OwnedFd,
+}
+
+/// Opens `/proc/<pid>/ns/<name>` for every namespace (pid included, returned separately) in
+/// which `pid` differs from this process. Same-namespace entries are skipped: setns into one's
+/// own user namespace is EINVAL, and the others would be no-ops.
+pub fn open_namespaces(pid: i32) -> Result<(Option<OwnedFd>, Vec<NsFd>), ExecError> {
+    let open = |name: &str| -> Result<Option<OwnedFd>, ExecError> {
+        let theirs = PathBuf::from(format!("/proc/{pid}/ns/{name}"));
+        let ours = PathBuf::from(format!("/proc/self/ns/{name}"));
+        let err = |source| ExecError::Namespace {
+            path: theirs.clone(),
+            source,
+        };
+        let f = std::fs::File::open(&theirs).map_err(err)?;
+        let their_ino = f.metadata().map_err(err)?.ino();
+        let our_ino = std::fs::metadata(&ours).map(|m| m.ino()).ok();
+        Ok((our_ino != Some(their_ino)).then(|| OwnedFd::from(f)))
+    };
+    let pid_ns = open("pid")?;
+    let mut out = Vec::new();
+    for (name, flag) in JOIN_ORDER {
+        if let Some(fd) = open(name)? {
+            out.push(NsFd { name, flag, fd });
+        }
+    }
+    Ok((pid_ns, out))
+}
+
+/// Everything the child needs, prepared by the runtime before the fork.
+pub struct Prepared {
+    pub plan: ProcessPlan,
+    pub console: Option<(UnixStream, Option<(u32, u32)>)>,
+    pub setgroups_denied: bool,
+    pub preserve_fds: u32,
+}
+
+/// `exec`: validates the request against the container, then runs the process in it.
+pub fn exec(root: &Path, id: &str, req: &ExecRequest) -> Result<ExecOutcome, ExecError> {
+    let (init_pid, prepared) = {
+        // The lock is held while the container is checked and the process planned, and released
+        // before the process runs: a long foreground exec must not block `kill` or `delete`.
+        let dir =
+            crate::state::StateDir::open(root, id).map_err(|e| ExecError::Plan(e.to_string()))?;
+        let st = dir.load().map_err(|e| ExecError::Plan(e.to_string()))?;
+        let status = crate::container::status_of(&dir, &st);
+        let not = |status| ExecError::NotRunning {
+            id: id.to_string(),
+            status,
+        };
+        match status {
+            crate::state::Status::Stopped => return Err(not("stopped")),
+            crate::state::Status::Paused => return Err(not("paused")),
+            _ => {}
+        }
+        let init_pid = st.pid.ok_or_else(|| not("stopped"))?;
+        let config = st.bundle.join("config.json");
+        let bytes = std::fs::read(&config).map_err(|source| ExecError::ProcessFile {
+            path: config.clone(),
+            source,
+        })?;
+        let spec =
+            crate::spec::parse(&config, &bytes).map_err(|e| ExecError::Plan(e.to_string()))?;
+        let process = build_process(req, spec.process().as_ref())?;
+        let terminal = process.terminal().unwrap_or(false);
+        let size = process.console_size().map(|b| {
+            let clamp = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+            (clamp(b.height()), clamp(b.width()))
+        });
+        let console = match (terminal, &req.console_socket) {
+            (true, None) => return Err(ExecError::TtyNeedsSocket),
+            (false, Some(_)) => return Err(ExecError::SocketWithoutTty),
+            (true, Some(path)) => Some((console::connect(path)?, size)),
+            (false, None) => None,
+        };
+        let plan = plan_process(&st.bundle, spec, process, nix::unistd::geteuid().as_raw())?;
+        let setgroups_denied = std::fs::read_to_string(format!("/proc/{init_pid}/setgroups"))
+            .map(|s| s.trim() == "deny")
+            .unwrap_or(false);
+        (
+            init_pid,
+            Prepared {
+                plan,
+                console,
+                setgroups_denied,
+                preserve_fds: req.preserve_fds,
+            },
+        )
+    };
+    exec_in(
+        init_pid,
+        prepared,
+        req.detach,
+        req.pid_file.as_deref(),
+        &|pid| join_cgroups_of(init_pid, pid),
+    )
+}
+
+/// How the exec ended, for the CLI's exit status.
+pub enum ExecOutcome {
+    /// `-d`: the process is running; its pid was written to --pid-file.
+    Detached { pid: i32 },
+    /// Foreground: the process's exit code (128+N when killed by signal N).
+    Exited { code: i32 },
+}
+
+/// Builds the process plan the init would have for `process`, by validating config.json with
+/// the exec process put in place: the same rules apply to both (args, env, user mapping,
+/// rlimits).
+pub fn plan_process(
+    bundle: &Path,
+    mut spec: Spec,
+    process: Process,
+    euid: u32,
+) -> Result<ProcessPlan, ExecError> {
+    spec.set_process(Some(process));
+    crate::spec::validate(bundle, spec, euid)
+        .map(|plan| plan.process)
+        .map_err(|e| ExecError::Plan(e.to_string()))
+}
+
+/// Runs the exec: `init_pid` is the container's init, `join_cgroup` moves a pid into the
+/// container's cgroup (every hierarchy).
+pub fn exec_in(
+    init_pid: i32,
+    prepared: Prepared,
+    detach: bool,
+    pid_file: Option<&Path>,
+    join_cgroup: &dyn Fn(i32) -> Result<(), String>,
+) -> Result<ExecOutcome, ExecError> {
+    let (pid_ns, joins) = open_namespaces(init_pid)?;
+    if let Some(fd) = &pid_ns {
+        nix::sched::setns(fd.as_fd(), CloneFlags::CLONE_NEWPID).map_err(sys("setns(pid)"))?;
+    }
+    let (go_r, go_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
+    let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
+
+    // SAFETY: the runtime is single-threaded here (no threads are ever spawned by the CLI before
+    // exec), so the child may allocate and use any library code until it execs or _exits.
+    match unsafe { nix::unistd::fork() }.map_err(sys("fork"))? {
+        ForkResult::Child => {
+            drop(go_w);
+            drop(err_r);
+            let code = match child(go_r, &joins, prepared) {
+                Ok(never) => match never {},
+                Err(e) => {
+                    let mut f = std::fs::File::from(err_w);
+                    let _ = f.write_all(e.to_string().as_bytes());
+                    if matches!(e, ExecError::NotFound(_)) {
+                        127
+                    } else {
+                        1
+                    }
+                }
+            };
+            // SAFETY: _exit skips atexit handlers and destructors of the parent's state,
+            // which belong to the runtime process.
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child: pid } => {
+            drop(go_r);
+            drop(err_w);
+            drop(prepared);
+            let started = parent_start(pid, go_w, err_r, join_cgroup);
+            if let Err(e) = started {
+                let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+                let _ = waitpid(pid, None);
+                return Err(e);
+            }
+            if let Some(path) = pid_file {
+                write_pid_file(path, pid.as_raw())?;
+            }
+            if detach {
+                return Ok(ExecOutcome::Detached { pid: pid.as_raw() });
+            }
+            Ok(ExecOutcome::Exited {
+                code: wait_forwarding_signals(pid)?,
+            })
+        }
+    }
+}
+
+fn parent_start(
+    pid: Pid,
+    go_w: OwnedFd,
+    err_r: OwnedFd,
+    join_cgroup: &dyn Fn(i32) -> Result<(), String>,
+) -> Result<(), ExecError> {
+    join_cgroup(pid.as_raw()).map_err(ExecError::Cgroup)?;
+    nix::unistd::write(&go_w, b"g").map_err(sys("write go pipe"))?;
+    drop(go_w);
+    // EOF without data: the child's copy of the close-on-exec pipe went away in execve.
+    let mut msg = String::new();
+    let _ = std::fs::File::from(err_r).read_to_string(&mut msg);
+    if msg.is_empty() {
+        Ok(())
+    } else {
+        Err(ExecError::InContainer(msg))
+    }
+}
+
+/// Writes the pid file atomically (temp file + rename), as a bare decimal like runc.
+pub fn write_pid_file(path: &Path, pid: i32) -> Result<(), ExecError> {
+    let err = |source| ExecError::PidFile {
+        path: path.to_path_buf(),
+        source,
+    };
+    let abs = std::path::absolute(path).map_err(err)?;
+    let dir = abs.parent().unwrap_or(Path::new("/"));
+    let name = abs
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.nanoclaw-tmp"));
+    std::fs::write(&tmp, pid.to_string()).map_err(err)?;
+    std::fs::rename(&tmp, &abs).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        err(e)
+    })
+}
+
+enum Never {}
+
+fn child(go_r: OwnedFd, joins: &[NsFd], p: Prepared) -> Result<Never, ExecError> {
+    let mut b = [0u8; 1];
+    match nix::unistd::read(&go_r, &mut b) {
+        Ok(1) => {}
+        _ => {
+            return Err(ExecError::Sys {
+                what: "waiting for the runtime",
+                source: nix::Error::EPIPE,
+            })
+        }
+    }
+    drop(go_r);
+    for ns in joins {
+        nix::sched::setns(ns.fd.as_fd(), ns.flag).map_err(|source| ExecError::Sys {
+            what: match ns.name {
+                "user" => "setns(user)",
+                "ipc" => "setns(ipc)",
+                "uts" => "setns(uts)",
+                "net" => "setns(net)",
+                "cgroup" => "setns(cgroup)",
+                _ => "setns(mnt)",
+            },
+            source,
+        })?;
+    }
+    let plan = &p.plan;
+    crate::process::set_rlimits(plan).map_err(|e| ExecError::Plan(e.to_string()))?;
+    if let Some((sock, size)) = p.console {
+        console::setup_in_container(&sock, size)?;
+    }
+    // Security step (issue 4): the capability plan's before_user_switch() here.
+    crate::process::switch_user(plan, p.setgroups_denied)
+        .map_err(|e| ExecError::Plan(e.to_string()))?;
+    // Security step (issue 4): after_user_switch() here.
+    nix::unistd::chdir(&plan.cwd).map_err(sys("chdir(process.cwd)"))?;
+    if plan.no_new_privileges {
+        nix::sys::prctl::set_no_new_privs().map_err(sys("prctl(PR_SET_NO_NEW_PRIVS)"))?;
+    }
+    let exe = crate::process::find_executable(plan).map_err(|e| match e {
+        crate::process::ProcessError::NotFound { .. } => ExecError::NotFound(e.to_string()),
+        other => ExecError::Plan(other.to_string()),
+    })?;
+    let exe = crate::process::c_path(&exe).map_err(|e| ExecError::Plan(e.to_string()))?;
+    let argv = crate::process::c_strings("process.args", &plan.args)
+        .map_err(|e| ExecError::Plan(e.to_string()))?;
+    let envp = crate::process::c_strings("process.env", &plan.env)
+        .map_err(|e| ExecError::Plan(e.to_string()))?;
+    if let Some(mask) = plan.umask {
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
+    }
+    reset_signals();
+    let first = 3u32.saturating_add(p.preserve_fds);
+    // SAFETY: close_range only changes fd flags; no pointers involved.
+    let r = unsafe { libc::close_range(first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as i32) };
+    nix::errno::Errno::result(r).map_err(sys("close_range(CLOEXEC)"))?;
+    // Security step (issue 4): the container's seccomp filter, installed last, here.
+    let err = nix::unistd::execve(&exe, &argv, &envp).unwrap_err();
+    Err(sys("execve")(err))
+}
+
+fn reset_signals() {
+    let dfl = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    for sig in Signal::iterator() {
+        if sig == Signal::SIGKILL || sig == Signal::SIGSTOP {
+            continue;
+        }
+        // SAFETY: installing SIG_DFL has no handler code to be unsafe about.
+        let _ = unsafe { nix::sys::signal::sigaction(sig, &dfl) };
+    }
+    let _ = SigSet::empty().thread_set_mask();
+}
+
+static FORWARD_TO: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn forward(sig: libc::c_int) {
+    let pid = FORWARD_TO.load(Ordering::Relaxed);
+    if pid > 0 {
+        // SAFETY: kill(2) is async-signal-safe; pid is our own child.
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+/// Waits for the foreground exec'd process, passing on the signals a caller sends to us.
+fn wait_forwarding_signals(pid: Pid) -> Result<i32, ExecError> {
+    FORWARD_TO.store(pid.as_raw(), Ordering::Relaxed);
+    let act = SigAction::new(
+        SigHandler::Handler(forward),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for sig in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGWINCH,
+    ] {
+        // SAFETY: `forward` only reads an atomic and calls kill(2), both async-signal-safe.
+        let _ = unsafe { nix::sys::signal::sigaction(sig, &act) };
+    }
+    loop {
+        match waitpid(pid, None) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
+            Ok(_) | Err(nix::Error::EINTR) => continue,
+            Err(e) => return Err(sys("waitpid")(e)),
+        }
+    }
+}
+
+/// Joins `pid` to the cgroups `init_pid` is in, in every hierarchy: the directories come from
+/// `/proc/<init_pid>/cgroup` and the host's cgroup layout (nanoclaw-cgroups).
+pub fn join_cgroups_of(init_pid: i32, pid: i32) -> Result<(), String> {
+    let theirs = std::fs::read_to_string(format!("/proc/{init_pid}/cgroup"))
+        .map_err(|e| format!("/proc/{init_pid}/cgroup: {e}"))?;
+    let layout = nanoclaw_cgroups::layout::Layout::detect().map_err(|e| e.to_string())?;
+    for (hid, ctrls, path) in nanoclaw_cgroups::layout::parse_self_cgroup(&theirs) {
+        let (mountpoint, mount_root) = if hid == "0" {
+            match &layout.unified {
+                Some(u) => (&u.mountpoint, &u.mount_root),
+                None => continue,
+            }
+        } else {
+            let want: std::collections::BTreeSet<&str> = ctrls.split(',').collect();
+            let found = layout.v1.iter().find(|h| {
+                h.controllers
+                    .iter()
+                    .map(String::as_str)
+                    .collect::<std::collections::BTreeSet<_>>()
+                    == want
+            });
+            match found {
+                Some(h) => (&h.mountpoint, &h.mount_root),
+                None => continue,
+            }
+        };
+        let rel = path
+            .strip_prefix(mount_root.as_str())
+            .unwrap_or(&path)
+            .trim_start_matches('/');
+        let procs = mountpoint.join(rel).join("cgroup.procs");
+        std::fs::write(&procs, pid.to_string()).map_err(|e| format!("{}: {e}", procs.display()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_flag() {
+        assert_eq!(parse_user("1000").unwrap(), (1000, None));
+        assert_eq!(parse_user("1000:100").unwrap(), (1000, Some(100)));
+        assert!(parse_user("bob").is_err());
+        assert!(parse_user("1:x").is_err());
+    }
+
+    #[test]
+    fn command_line_applies_on_top_of_config_process() {
+        let mut base = Process::default();
+        base.set_env(Some(vec!["PATH=/bin".into(), "A=1".into()]));
+        let req = ExecRequest {
+            args: vec!["sh".into()],
+            env: vec!["A=2".into(), "B=3".into()],
+            cwd: Some("/tmp".into()),
+            user: Some("7:8".into()),
+            tty: true,
+            ..Default::default()
+        };
+        let p = build_process(&req, Some(&base)).unwrap();
+        assert_eq!(p.args().as_deref(), Some(&["sh".to_string()][..]));
+        assert_eq!(
+            p.env().as_deref(),
+            Some(
+                &[
+                    "PATH=/bin".to_string(),
+                    "A=2".to_string(),
+                    "B=3".to_string()
+                ][..]
+            )
+        );
+        assert_eq!(p.cwd(), Path::new("/tmp"));
+        assert_eq!((p.user().uid(), p.user().gid()), (7, 8));
+        assert_eq!(p.terminal(), Some(true));
+        let bad = ExecRequest {
+            args: vec!["sh".into()],
+            env: vec!["=x".into()],
+            ..Default::default()
+        };
+        assert!(matches!(
+            build_process(&bad, None),
+            Err(ExecError::BadEnv(_))
+        ));
+        assert!(matches!(
+            build_process(&ExecRequest::default(), None),
+            Err(ExecError::NoCommand)
+        ));
+    }
+
+    #[test]
+    fn process_file_errors_name_the_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("p.json");
+        std::fs::write(
+            &f,
+            br#"{"cwd":"/","args":["sh"],"user":{"uid":"zero","gid":0}}"#,
+        )
+        .unwrap();
+        let e = load_process_file(&f).unwrap_err().to_string();
+        assert!(e.contains("user.uid"), "{e}");
+        std::fs::write(&f, br#"{"cwd":"/","args":["sh"],"user":{"uid":0,"gid":0}}"#).unwrap();
+        assert_eq!(
+            load_process_file(&f).unwrap().args().as_deref(),
+            Some(&["sh".to_string()][..])
+        );
+    }
+
+    #[test]
+    fn pid_file_is_bare_decimal() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("x.pid");
+        write_pid_file(&f, 4242).unwrap();
+        assert_eq!(std::fs::read_to_string(&f).unwrap(), "4242");
+    }
+
+    #[test]
+    fn own_cgroups_resolve_to_existing_directories() {
+        // Joining our own cgroups is a no-op move that must find every hierarchy's directory.
+        let me = std::process::id() as i32;
+        join_cgroups_of(me, me).unwrap();
+    }
+}

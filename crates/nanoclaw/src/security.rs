@@ -1,0 +1,267 @@
+//! The security profile of a container (issue 4): what config.json asks for, validated before
+//! anything is created ([`validate`]), and applied by the init at fixed points of its sequence
+//! (the `apply_*` functions, called from `init.rs`).
+//!
+//! | config.json | module | when the init applies it |
+//! |---|---|---|
+//! | `linux.maskedPaths`, `linux.readonlyPaths` | [`crate::masked_paths`] | rootfs complete, before pivot_root |
+//! | `linux.sysctl` | [`crate::sysctl`] | after pivot_root, through the container's /proc |
+//! | `linux.personality` | [`crate::personality`] | after pivot_root |
+//! | `process.capabilities` | [`crate::capabilities`] | bounding + keepcaps before the uid switch, the rest after |
+//! | `process.apparmorProfile` | here | just before execve |
+//! | `linux.seccomp` | `nanoclaw-seccomp` | last, just before execve (before the capability drop when `noNewPrivileges` is false, since loading a filter then needs CAP_SYS_ADMIN) |
+//!
+//! SELinux labels and `linux.intelRdt` are refused: with a clear "the host lacks it" error when
+//! it does, and as unsupported otherwise — never silently ignored.
+
+use std::path::Path;
+
+use oci_spec::runtime::Spec;
+
+use crate::capabilities::{self, CapabilityError, CapabilityPlan};
+use crate::masked_paths::{self, MaskError};
+use crate::personality::{self, PersonalityError};
+use crate::spec::NamespacePlan;
+use crate::sysctl::{self, SysctlError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecurityError {
+    #[error(transparent)]
+    Capability(#[from] CapabilityError),
+    #[error(transparent)]
+    Seccomp(#[from] nanoclaw_seccomp::CompileError),
+    #[error("linux.seccomp: {0}")]
+    SeccompInstall(#[from] nanoclaw_seccomp::InstallError),
+    #[error("linux.seccomp.listenerPath: {0}")]
+    SeccompNotify(#[from] nanoclaw_seccomp::notify::NotifyError),
+    #[error(transparent)]
+    Sysctl(#[from] SysctlError),
+    #[error(transparent)]
+    Mask(#[from] MaskError),
+    #[error(transparent)]
+    Personality(#[from] PersonalityError),
+    #[error("{field}: {what} is not available on this host ({probe} not found); refusing rather than running the container without it")]
+    Unavailable {
+        field: &'static str,
+        what: &'static str,
+        probe: &'static str,
+    },
+    #[error("{field}: {what} is present on this host but not supported by nanoclaw yet; refusing rather than ignoring it")]
+    Unsupported {
+        field: &'static str,
+        what: &'static str,
+    },
+    #[error("process.apparmorProfile: applying {profile:?}: {source}")]
+    AppArmor {
+        profile: String,
+        source: std::io::Error,
+    },
+}
+
+const APPARMOR_ENABLED: &str = "/sys/module/apparmor/parameters/enabled";
+const SELINUX_FS: &str = "/sys/fs/selinux/enforce";
+const RESCTRL_INFO: &str = "/sys/fs/resctrl/info";
+
+fn apparmor_enabled() -> bool {
+    std::fs::read_to_string(APPARMOR_ENABLED).is_ok_and(|s| s.trim() == "Y")
+}
+
+/// Validates every security field of `spec`. Pure apart from reading which LSMs the host has;
+/// the seccomp filter is compiled (in memory) and dropped, so its errors surface here.
+pub fn validate(spec: &Spec, ns: &NamespacePlan) -> Result<(), SecurityError> {
+    let process = spec.process().as_ref();
+    capabilities::plan(process.and_then(|p| p.capabilities().as_ref()))?;
+
+    let linux = spec.linux().as_ref();
+    if let Some(seccomp) = linux.and_then(|l| l.seccomp().as_ref()) {
+        nanoclaw_seccomp::compile(seccomp)?;
+    }
+    sysctl::validate(linux.and_then(|l| l.sysctl().as_ref()), ns)?;
+    masked_paths::validate(
+        linux
+            .and_then(|l| l.masked_paths().as_deref())
+            .unwrap_or_default(),
+        linux
+            .and_then(|l| l.readonly_paths().as_deref())
+            .unwrap_or_default(),
+    )?;
+    personality::plan(linux.and_then(|l| l.personality().as_ref()))?;
+
+    if process
+        .and_then(|p| p.apparmor_profile().as_deref())
+        .is_some_and(|p| !p.is_empty())
+        && !apparmor_enabled()
+    {
+        return Err(SecurityError::Unavailable {
+            field: "process.apparmorProfile",
+            what: "AppArmor",
+            probe: APPARMOR_ENABLED,
+        });
+    }
+    let selinux_label = process
+        .and_then(|p| p.selinux_label().as_deref())
+        .is_some_and(|l| !l.is_empty());
+    let mount_label = linux
+        .and_then(|l| l.mount_label().as_deref())
+        .is_some_and(|l| !l.is_empty());
+    for (set, field) in [
+        (selinux_label, "process.selinuxLabel"),
+        (mount_label, "linux.mountLabel"),
+    ] {
+        if set {
+            if !Path::new(SELINUX_FS).exists() {
+                return Err(SecurityError::Unavailable {
+                    field,
+                    what: "SELinux",
+                    probe: SELINUX_FS,
+                });
+            }
+            return Err(SecurityError::Unsupported {
+                field,
+                what: "SELinux",
+            });
+        }
+    }
+    if linux.and_then(|l| l.intel_rdt().as_ref()).is_some() {
+        if !Path::new(RESCTRL_INFO).exists() {
+            return Err(SecurityError::Unavailable {
+                field: "linux.intelRdt",
+                what: "Intel RDT (resctrl)",
+                probe: RESCTRL_INFO,
+            });
+        }
+        return Err(SecurityError::Unsupported {
+            field: "linux.intelRdt",
+            what: "Intel RDT (resctrl)",
+        });
+    }
+    Ok(())
+}
+
+/// The capability plan of a validated spec.
+pub fn capability_plan(spec: &Spec) -> Result<CapabilityPlan, SecurityError> {
+    Ok(capabilities::plan(
+        spec.process()
+            .as_ref()
+            .and_then(|p| p.capabilities().as_ref()),
+    )?)
+}
+
+/// Masked and read-only paths under `rootfs` (before pivot_root).
+pub fn apply_masked_paths(spec: &Spec, rootfs: &Path) -> Result<(), SecurityError> {
+    let linux = spec.linux().as_ref();
+    masked_paths::apply(
+        rootfs,
+        linux
+            .and_then(|l| l.masked_paths().as_deref())
+            .unwrap_or_default(),
+        linux
+            .and_then(|l| l.readonly_paths().as_deref())
+            .unwrap_or_default(),
+    )?;
+    Ok(())
+}
+
+/// sysctl (through the container's /proc/sys) and personality, after pivot_root.
+pub fn apply_after_pivot(spec: &Spec) -> Result<(), SecurityError> {
+    let linux = spec.linux().as_ref();
+    sysctl::apply(
+        linux.and_then(|l| l.sysctl().as_ref()),
+        Path::new("/proc/sys"),
+    )?;
+    if let Some(value) = personality::plan(linux.and_then(|l| l.personality().as_ref()))? {
+        personality::apply(value)?;
+    }
+    Ok(())
+}
+
+/// A seccomp filter compiled in the init, plus the connection to the notify agent (opened
+/// before pivot_root, while `listenerPath` on the host is still reachable).
+pub struct SeccompStep {
+    filter: nanoclaw_seccomp::CompiledFilter,
+    agent: Option<std::os::unix::net::UnixStream>,
+    host_pid: i32,
+}
+
+/// Compiles `linux.seccomp` (if any) and, for NOTIFY rules, connects to the agent. Call before
+/// pivot_root.
+pub fn prepare_seccomp(spec: &Spec) -> Result<Option<SeccompStep>, SecurityError> {
+    let Some(seccomp) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) else {
+        return Ok(None);
+    };
+    let filter = nanoclaw_seccomp::compile(seccomp)?;
+    let mut agent = None;
+    let mut host_pid = 0;
+    if let (true, Some(path)) = (filter.uses_notify(), filter.listener_path()) {
+        agent = Some(
+            std::os::unix::net::UnixStream::connect(path).map_err(|source| {
+                nanoclaw_seccomp::notify::NotifyError::Connect {
+                    path: path.to_owned(),
+                    source,
+                }
+            })?,
+        );
+        // The host's procfs is still mounted here: its `self` names our pid as the runtime
+        // (and the agent) see it, not the 1 of our own pid namespace.
+        host_pid = std::fs::read_link("/proc/self")
+            .ok()
+            .and_then(|p| p.to_str().and_then(|s| s.parse().ok()))
+            .unwrap_or(0);
+    }
+    Ok(Some(SeccompStep {
+        filter,
+        agent,
+        host_pid,
+    }))
+}
+
+impl SeccompStep {
+    /// Loads the filter; with NOTIFY rules, hands the listener fd to the agent and closes it.
+    /// `id` and `bundle` go into the state the agent receives.
+    pub fn install(self, spec: &Spec, id: &str, bundle: &Path) -> Result<(), SecurityError> {
+        let listener = self.filter.install()?;
+        if let (Some(listener), Some(agent)) = (listener, self.agent) {
+            let mut state = oci_spec::runtime::State::default();
+            state.set_version(spec.version().clone());
+            state.set_id(id.to_owned());
+            state.set_status(oci_spec::runtime::ContainerState::Creating);
+            state.set_pid(Some(self.host_pid));
+            state.set_bundle(bundle.to_path_buf());
+            state.set_annotations(spec.annotations().clone());
+            let process = nanoclaw_seccomp::notify::process_state(
+                state,
+                self.host_pid,
+                self.filter.listener_metadata().map(str::to_owned),
+            );
+            nanoclaw_seccomp::notify::send_over(
+                &agent,
+                std::os::fd::AsFd::as_fd(&listener),
+                &process,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// `process.apparmorProfile`, for the execve that follows.
+pub fn apply_apparmor(spec: &Spec) -> Result<(), SecurityError> {
+    let Some(profile) = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.apparmor_profile().as_deref())
+        .filter(|p| !p.is_empty())
+    else {
+        return Ok(());
+    };
+    let err = |source| SecurityError::AppArmor {
+        profile: profile.to_owned(),
+        source,
+    };
+    // The profile takes effect at the next execve ("exec" transition).
+    let attr = if Path::new("/proc/thread-self/attr/apparmor/exec").exists() {
+        "/proc/thread-self/attr/apparmor/exec"
+    } else {
+        "/proc/thread-self/attr/exec"
+    };
+    std::fs::write(attr, format!("exec {profile}")).map_err(err)
+}
