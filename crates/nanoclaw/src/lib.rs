@@ -24,6 +24,12 @@
 //! | [`signal`] | runtime | signal names/numbers of `kill` |
 //! | [`exec`] | both | `exec`: a new process joining the container's namespaces, cgroup and settings |
 //! | [`ops`] | runtime | state / kill (pidfd) / list / ps / pause / resume on an existing container |
+//! | [`security`] | both | the security profile: validation of every security field, and the init's apply steps |
+//! | [`capabilities`] | container | process.capabilities, all five sets, around the uid switch |
+//! | [`masked_paths`] | container | linux.maskedPaths / readonlyPaths, race-free through O_PATH fds |
+//! | [`sysctl`] | both | linux.sysctl: namespaced keys only; written beneath the container's /proc/sys |
+//! | [`personality`] | both | linux.personality |
+//! | [`check`] | runtime | `nanoclaw check`: the host's isolation features |
 //!
 //! Syscall trust boundary: everything in `spec` runs before the first syscall that changes
 //! host state; `container` and `namespaces::spawn_init` are the only code that creates host
@@ -31,6 +37,8 @@
 //! `init`, `rootfs`, `devices` and `process` run only in the cloned child, inside the new
 //! namespaces.
 
+pub mod capabilities;
+pub mod check;
 pub mod console;
 pub mod container;
 pub mod devices;
@@ -41,14 +49,18 @@ pub mod init;
 pub mod list;
 pub mod log;
 pub mod logging;
+pub mod masked_paths;
 pub mod namespaces;
 pub mod ops;
+pub mod personality;
 pub mod process;
 pub mod rootfs;
+pub mod security;
 pub mod signal;
 pub mod spec;
 pub mod spec_template;
 pub mod state;
 pub mod sync;
+pub mod sysctl;
 
 pub use container::{create, delete, run, start, ContainerError, CreateOptions};
