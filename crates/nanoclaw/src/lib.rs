@@ -22,6 +22,9 @@
 //! | [`features`] | runtime | the OCI features document of `nanoclaw features` |
 //! | [`list`] | runtime | `list` / `ps` output in runc's formats |
 //! | [`signal`] | runtime | signal names/numbers of `kill` |
+//! | [`cgroup`] | runtime | the container's cgroup: validate, create before the clone, remove on delete/unwind (nanoclaw-cgroups) |
+//! | [`update`] | runtime | `update`: runc's resource flags or `-r resources.json` applied to the live cgroup |
+//! | [`events`] | runtime | `events`: stats every --interval and OOM events as runc's JSON lines; `--stats` |
 //! | [`exec`] | both | `exec`: a new process joining the container's namespaces, cgroup and settings |
 //! | [`ops`] | runtime | state / kill (pidfd) / list / ps / pause / resume on an existing container |
 //! | [`security`] | both | the security profile: validation of every security field, and the init's apply steps |
@@ -37,11 +40,13 @@
 //! `init`, `rootfs`, `devices` and `process` run only in the cloned child, inside the new
 //! namespaces.
 
+pub mod cgroup;
 pub mod capabilities;
 pub mod check;
 pub mod console;
 pub mod container;
 pub mod devices;
+pub mod events;
 pub mod exec;
 pub mod features;
 pub mod hooks;
@@ -62,5 +67,6 @@ pub mod spec_template;
 pub mod state;
 pub mod sync;
 pub mod sysctl;
+pub mod update;
 
 pub use container::{create, delete, run, start, ContainerError, CreateOptions};

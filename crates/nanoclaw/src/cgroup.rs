@@ -1,0 +1,218 @@
+//! The container's cgroup, from the runtime's side. nanoclaw-cgroups does the work; this module
+//! decides *which* cgroup and *when*:
+//!
+//! - `spec::load` calls [`validate`]: cgroupsPath and every `linux.resources` value are checked
+//!   against this host's layout before anything exists.
+//! - `create` calls [`create`] before the init is cloned: the resolved directories are written
+//!   to `cgroup.json` in the state dir *first*, then created and configured, so a runtime killed
+//!   at any point leaves a record `delete --force` can clean up; the init pid is placed with
+//!   [`CgroupManager::add_process`] before it runs any setup.
+//! - `delete` (and every failed `create`) calls [`remove`]: kill whatever is left, then remove
+//!   the directories.
+//!
+//! Device rules follow runc: the spec's rules, then allow rules for the default devices every
+//! container gets, then one for each `linux.devices` node.
+
+use std::path::{Path, PathBuf};
+
+use nanoclaw_cgroups::{CgroupConfig, CgroupError, CgroupManager, CgroupPaths, Layout};
+use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType, LinuxResources, Spec};
+
+/// The record of the container's cgroup directories inside its state dir.
+pub const CGROUP_FILE: &str = "cgroup.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupStepError {
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: corrupt cgroup record: {msg}")]
+    Corrupt { path: PathBuf, msg: String },
+}
+
+/// Validates `linux.cgroupsPath` and `linux.resources` against this host; on error returns the
+/// field (as `linux.…`) and the reason, for the spec validator's own error type.
+pub fn validate(spec: &Spec) -> Result<(), (String, String)> {
+    let Some(linux) = spec.linux() else {
+        return Ok(());
+    };
+    if let Some(p) = linux.cgroups_path() {
+        nanoclaw_cgroups::CgroupsPath::parse(Some(p), "id").map_err(|e| {
+            let msg = match e {
+                CgroupError::BadPath { reason, .. } => reason,
+                other => other.to_string(),
+            };
+            ("linux.cgroupsPath".to_string(), msg)
+        })?;
+    }
+    let Some(r) = linux.resources() else {
+        return Ok(());
+    };
+    nanoclaw_cgroups::validate::validate_values(r).map_err(split)?;
+    let layout = Layout::detect().map_err(|e| ("linux.resources".to_string(), e.to_string()))?;
+    nanoclaw_cgroups::validate(r, &layout).map_err(split)
+}
+
+fn split(e: nanoclaw_cgroups::ValidationError) -> (String, String) {
+    (format!("linux.resources.{}", e.field), e.reason)
+}
+
+/// Devices every container may use (runc's AllowedDevices): mknod of any node, the standard
+/// /dev nodes, ptys, and tun.
+fn default_device_rules() -> Vec<LinuxDeviceCgroup> {
+    let rule = |typ: LinuxDeviceType, major: Option<i64>, minor: Option<i64>, access: &str| {
+        let mut d = LinuxDeviceCgroup::default();
+        d.set_allow(true);
+        d.set_typ(Some(typ));
+        d.set_major(major);
+        d.set_minor(minor);
+        d.set_access(Some(access.to_string()));
+        d
+    };
+    use LinuxDeviceType::{B, C};
+    vec![
+        rule(C, None, None, "m"),
+        rule(B, None, None, "m"),
+        rule(C, Some(1), Some(3), "rwm"),    // null
+        rule(C, Some(1), Some(5), "rwm"),    // zero
+        rule(C, Some(1), Some(7), "rwm"),    // full
+        rule(C, Some(1), Some(8), "rwm"),    // random
+        rule(C, Some(1), Some(9), "rwm"),    // urandom
+        rule(C, Some(5), Some(0), "rwm"),    // tty
+        rule(C, Some(5), Some(2), "rwm"),    // ptmx
+        rule(C, Some(136), None, "rwm"),     // pts/*
+        rule(C, Some(10), Some(200), "rwm"), // net/tun
+    ]
+}
+
+/// The resources to apply at create: the spec's, with the device list completed as runc does.
+pub fn effective_resources(spec: &Spec) -> LinuxResources {
+    let mut r = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.resources().clone())
+        .unwrap_or_default();
+    let rules = complete_device_rules(r.devices().clone().unwrap_or_default(), Some(spec));
+    r.set_devices(Some(rules));
+    r
+}
+
+/// `rules` followed by the default devices and the spec's `linux.devices` nodes (read, write,
+/// mknod): a rule list that starts with deny-all still leaves the container its /dev.
+pub fn complete_device_rules(
+    mut rules: Vec<LinuxDeviceCgroup>,
+    spec: Option<&Spec>,
+) -> Vec<LinuxDeviceCgroup> {
+    rules.extend(default_device_rules());
+    let devices = spec
+        .and_then(|s| s.linux().as_ref())
+        .and_then(|l| l.devices().as_ref());
+    for d in devices.into_iter().flatten() {
+        let mut rule = LinuxDeviceCgroup::from(d);
+        rule.set_access(Some("rwm".to_string()));
+        rules.push(rule);
+    }
+    rules
+}
+
+fn record_path(state_dir: &Path) -> PathBuf {
+    state_dir.join(CGROUP_FILE)
+}
+
+/// Creates the container's cgroup and applies its resources (before the init is cloned). The
+/// directories are recorded in the state dir before they are created.
+pub fn create(
+    state_dir: &Path,
+    id: &str,
+    spec: &Spec,
+    rootless: bool,
+) -> Result<Box<dyn CgroupManager>, CgroupStepError> {
+    let layout = Layout::detect()?;
+    let resources = effective_resources(spec);
+    let cfg = CgroupConfig {
+        cgroups_path: spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.cgroups_path().as_deref()),
+        container_id: id,
+        resources: Some(&resources),
+        rootless,
+    };
+    let paths = nanoclaw_cgroups::resolve(&layout, &cfg)?;
+    save(state_dir, &paths)?;
+    let mgr = nanoclaw_cgroups::create_and_apply(&layout, paths, &cfg)?;
+    if mgr.paths().is_empty() {
+        save(state_dir, mgr.paths())?; // rootless without cgroup access: nothing to remove later
+    }
+    Ok(mgr)
+}
+
+fn save(state_dir: &Path, paths: &CgroupPaths) -> Result<(), CgroupStepError> {
+    let path = record_path(state_dir);
+    let tmp = state_dir.join(".cgroup.json.tmp");
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |source| CgroupStepError::Io { path: p, source }
+    };
+    let json = serde_json::to_vec(paths).map_err(|e| CgroupStepError::Corrupt {
+        path: path.clone(),
+        msg: e.to_string(),
+    })?;
+    std::fs::write(&tmp, json).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, &path).map_err(io(&path))
+}
+
+/// The manager of an existing container, from its record; `None` when it has no cgroup record
+/// (created before the record existed, or a rootless container without cgroups).
+pub fn load(state_dir: &Path) -> Result<Option<Box<dyn CgroupManager>>, CgroupStepError> {
+    let path = record_path(state_dir);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(CgroupStepError::Io { path, source }),
+    };
+    let paths: CgroupPaths =
+        serde_json::from_slice(&bytes).map_err(|e| CgroupStepError::Corrupt {
+            path: path.clone(),
+            msg: e.to_string(),
+        })?;
+    // The record lives in root-owned state; still, only ever act on cgroupfs directories.
+    for d in paths.dirs() {
+        if !d.dir.starts_with(&d.mountpoint)
+            || d.dir
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            return Err(CgroupStepError::Corrupt {
+                path,
+                msg: format!("{} is outside {}", d.dir.display(), d.mountpoint.display()),
+            });
+        }
+    }
+    Ok(Some(nanoclaw_cgroups::open(paths)))
+}
+
+/// Kills every process left in the container's cgroup and removes it (delete, failed create).
+/// Nothing recorded: nothing to do.
+pub fn remove(state_dir: &Path) -> Result<(), CgroupStepError> {
+    let Some(mgr) = load(state_dir)? else {
+        return Ok(());
+    };
+    // A frozen cgroup cannot die: thaw first (a paused container being deleted with --force).
+    let _ = mgr.thaw();
+    mgr.kill_all()?;
+    mgr.destroy()?;
+    let _ = std::fs::remove_file(record_path(state_dir));
+    Ok(())
+}
+
+/// Removes a cgroup held by an unwinding `create`: kill, then destroy.
+pub fn unwind(mgr: &dyn CgroupManager) {
+    let _ = mgr.thaw();
+    let _ = mgr.kill_all();
+    let _ = mgr.destroy();
+}
