@@ -28,6 +28,8 @@ pub enum ContainerError {
     #[error(transparent)]
     Spec(#[from] SpecError),
     #[error(transparent)]
+    Cgroup(#[from] crate::cgroup::CgroupStepError),
+    #[error(transparent)]
     State(#[from] StateError),
     #[error(transparent)]
     Namespace(#[from] NamespaceError),
@@ -94,7 +96,8 @@ pub struct Created {
 struct Unwind {
     pid: Option<Pid>,
     state_dir: Option<StateDir>,
-    // Cgroup step (issue 5): the created cgroup goes here and is removed on unwind.
+    /// The container's cgroup (issue 5): its processes are killed and it is removed on unwind.
+    cgroup: Option<Box<dyn nanoclaw_cgroups::CgroupManager>>,
 }
 
 impl Drop for Unwind {
@@ -102,6 +105,9 @@ impl Drop for Unwind {
         if let Some(pid) = self.pid.take() {
             let _ = kill(pid, Signal::SIGKILL);
             let _ = waitpid(pid, None);
+        }
+        if let Some(cg) = self.cgroup.take() {
+            crate::cgroup::unwind(cg.as_ref());
         }
         if let Some(dir) = self.state_dir.take() {
             let _ = dir.remove();
@@ -155,6 +161,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
     let mut unwind = Unwind {
         pid: None,
         state_dir: None,
+        cgroup: None,
     };
     let fifo_path = state_dir.exec_fifo();
     unwind.state_dir = Some(state_dir);
@@ -174,6 +181,9 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
 
     // Cgroup step (issue 5): create the container's cgroup (linux.cgroupsPath, resources)
     // here, before the clone, and register it in `unwind`.
+    if let Some(dir) = unwind.state_dir.as_ref() {
+        unwind.cgroup = Some(crate::cgroup::create(dir.path(), &opts.id, &plan.spec, euid != 0)?);
+    }
 
     let ctx = InitContext {
         plan: &plan,
@@ -194,6 +204,10 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
 
     // Cgroup step (issue 5): move `pid` into the container's cgroup here, before Go — the
     // init has not run any setup yet.
+    if let Some(cg) = unwind.cgroup.as_ref() {
+        cg.add_process(pid.as_raw())
+            .map_err(crate::cgroup::CgroupStepError::from)?;
+    }
 
     if plan.namespaces.creates(CloneFlags::CLONE_NEWUSER) {
         namespaces::write_id_maps(pid, &plan)?;
@@ -238,6 +252,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
         write_pid_file(pf, pid)?;
     }
     unwind.pid = None;
+    unwind.cgroup = None; // the container keeps its cgroup; `delete` removes it
     let state_dir = unwind
         .state_dir
         .take()
@@ -335,6 +350,8 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), ContainerError> 
         // A state dir without a readable state.json is what a crash during create leaves
         // behind: nothing was recorded, so there is nothing else to clean.
         Err(StateError::Io { .. }) | Err(StateError::Corrupt { .. }) if force => {
+            // The cgroup record is written before the cgroup is made: clean it up too.
+            crate::cgroup::remove(dir.path())?;
             return Ok(dir.remove()?);
         }
         Err(e) => return Err(e.into()),
@@ -355,7 +372,9 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), ContainerError> 
         }
     }
     // Cgroup step (issue 5): remove the container's cgroup here (after the processes are
-    // gone; also when the init had already exited).
+    // gone; also when the init had already exited). A cgroup that cannot be removed keeps
+    // the state dir, so `delete` can be retried.
+    crate::cgroup::remove(dir.path())?;
     Ok(dir.remove()?)
 }
 
@@ -434,6 +453,7 @@ fn run_blocked(opts: &CreateOptions, set: &SigSet) -> Result<i32, ContainerError
     let pid = created.pid;
     if let Err(e) = start_locked(&created.state_dir) {
         kill_and_reap(pid, created.state.init_start_time);
+        let _ = crate::cgroup::remove(created.state_dir.path());
         let _ = created.state_dir.remove();
         return Err(e);
     }

@@ -129,6 +129,10 @@ enum Command {
     },
     /// Print the OCI features document of this runtime.
     Features,
+    /// Update the resource limits of a container (runc's flags, or -r resources.json).
+    Update(nanoclaw::update::UpdateArgs),
+    /// Stream a container's stats and OOM events as JSON lines (--stats: one snapshot).
+    Events(nanoclaw::events::EventsArgs),
     /// Run a new process inside a running container.
     Exec {
         /// An OCI process JSON file; replaces the command line and the flags below.
@@ -289,6 +293,12 @@ fn main() {
             Err(e) => Err(e.to_string()),
         },
         Command::Features => Ok(print_and(0, &nanoclaw::features::features_json())),
+        Command::Update(args) => nanoclaw::update::update(&root, &args)
+            .map(|_| 0)
+            .map_err(|e| e.to_string()),
+        Command::Events(args) => nanoclaw::events::events(&root, &args, &mut std::io::stdout())
+            .map(|_| 0)
+            .map_err(|e| e.to_string()),
         Command::Exec {
             process,
             detach,

@@ -426,6 +426,7 @@ pub fn validate(bundle: &Path, spec: Spec, euid: u32) -> Result<Plan, SpecError>
     // masked/readonly paths, personality, LSM labels — before anything is created.
     crate::security::validate(&spec, &namespaces)?;
     // Cgroup step (issue 5): validate linux.resources and linux.cgroupsPath here.
+    crate::cgroup::validate(&spec).map_err(|(f, m)| field(f, m))?;
 
     Ok(Plan {
         bundle: bundle.to_path_buf(),
