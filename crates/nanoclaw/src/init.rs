@@ -109,6 +109,12 @@ fn setup_and_exec(ctx: &InitContext<'_>) -> Result<Never, InitError> {
 
     // 2. Namespaces given by path (user and pid were entered before the clone).
     namespaces::join(ctx.joins)?;
+    // A new cgroup namespace now, not at clone time: the parent has moved us into the
+    // container's cgroup, so that cgroup becomes the namespace's root ("/" inside).
+    if plan.namespaces.create.contains(nix::sched::CloneFlags::CLONE_NEWCGROUP) {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
+            .map_err(sys("unshare(CLONE_NEWCGROUP)"))?;
+    }
     let in_userns = plan.namespaces.has_userns();
     if in_userns {
         process::become_ns_root()?;

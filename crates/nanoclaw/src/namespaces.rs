@@ -152,7 +152,9 @@ pub unsafe fn spawn_init(
     joins: &[JoinFd],
     child: impl FnOnce() -> i32,
 ) -> Result<Pid, NamespaceError> {
-    let create = plan.namespaces.create.bits() as u32 as u64;
+    // The cgroup namespace is unshared by the init after the parent placed it in the
+    // container's cgroup (init.rs), so the namespace is rooted at that cgroup, as in runc.
+    let create = (plan.namespaces.create - CloneFlags::CLONE_NEWCGROUP).bits() as u32 as u64;
     let pre = joins
         .iter()
         .filter(|j| j.flag == CloneFlags::CLONE_NEWUSER || j.flag == CloneFlags::CLONE_NEWPID)
