@@ -168,9 +168,39 @@ fn strings_blob(strings: &[String], what: &str) -> Result<Vec<u8>, LaunchError> 
     Ok(blob)
 }
 
-/// Runs `module` in a fresh micro-VM. Returns the module's exit code, or the limit / fault
-/// that ended it. The VM is torn down before this returns, on every path.
+/// The guest code a VM starts: normally the embedded shim ([`GuestImage::shim`]); tests
+/// use purpose-built hostile images to exercise the host's defences.
+#[derive(Debug, Clone, Copy)]
+pub struct GuestImage<'a> {
+    /// Flat image loaded at `ironclaw_abi::layout::SHIM_BASE`.
+    pub bytes: &'a [u8],
+    /// Entry point (inside the image).
+    pub entry: u64,
+}
+
+impl GuestImage<'static> {
+    /// The embedded IronClaw shim.
+    pub fn shim() -> Self {
+        Self { bytes: crate::shim::SHIM_IMAGE, entry: crate::shim::SHIM_ENTRY }
+    }
+}
+
+/// Runs `module` in a fresh micro-VM with the embedded shim. Returns the module's exit
+/// code, or the limit / fault that ended it. The VM is torn down before this returns, on
+/// every path.
 pub fn run<'a>(
+    module: &[u8],
+    inputs: &LaunchInputs,
+    config: &LaunchConfig,
+    io: RunIo<'a>,
+    extension: Option<&'a mut dyn IronClawCalls>,
+) -> Result<RunReport, LaunchError> {
+    run_image(&GuestImage::shim(), module, inputs, config, io, extension)
+}
+
+/// Like [`run`], with an explicit guest image.
+pub fn run_image<'a>(
+    guest: &GuestImage<'_>,
     module: &[u8],
     inputs: &LaunchInputs,
     config: &LaunchConfig,
@@ -179,11 +209,15 @@ pub fn run<'a>(
 ) -> Result<RunReport, LaunchError> {
     let start = Instant::now();
     config.validate()?;
+    let entry_ok = guest.entry >= l::SHIM_BASE && guest.entry < l::SHIM_BASE + guest.bytes.len() as u64;
+    if !entry_ok {
+        return Err(LaunchError::Inputs(format!("guest entry point {:#x} is outside the image", guest.entry)));
+    }
     let args = strings_blob(&inputs.args, "argument")?;
     let env = strings_blob(&inputs.env, "environment")?;
 
     // Guest placement: shim image, then module, args, env (page aligned), heap to the end.
-    let image = crate::shim::SHIM_IMAGE;
+    let image = guest.bytes;
     let memory = config.memory_bytes();
     let page = l::PAGE_SIZE;
     let too_big = || LaunchError::Inputs(format!("module and inputs do not fit in {} MiB of guest memory", config.memory_mib));
@@ -196,7 +230,7 @@ pub fn run<'a>(
         return Err(too_big());
     }
 
-    let mut vm = Vm::create(memory, crate::shim::SHIM_ENTRY)?;
+    let mut vm = Vm::create(memory, guest.entry)?;
     let t_created = Instant::now();
 
     let boot = BootInfo {
@@ -229,7 +263,7 @@ pub fn run<'a>(
     vm.write(env_addr, &env, "environment")?;
     vm.write(l::BOOT_INFO_ADDR, &boot.encode(), "boot block")?;
     let t_loaded = Instant::now();
-    let measurement = LaunchMeasurement::of_launch(module, config);
+    let measurement = LaunchMeasurement::compute(l::SHIM_BASE, guest.entry, image, module, config);
     let t_measured = Instant::now();
 
     let mut dispatcher = Dispatcher::new(io, config.max_output_bytes, config.max_hypercalls);

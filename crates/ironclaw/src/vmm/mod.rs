@@ -7,6 +7,7 @@
 //! when [`Vm`] goes out of scope, on every path.
 
 pub mod layout;
+pub mod memory;
 pub mod watchdog;
 
 use std::sync::OnceLock;
@@ -14,7 +15,7 @@ use std::sync::OnceLock;
 use ironclaw_abi::layout as l;
 use kvm_bindings::{kvm_segment, kvm_userspace_memory_region, CpuId, KVM_MAX_CPUID_ENTRIES};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
 
 /// A KVM operation that failed.
 #[derive(Debug, thiserror::Error)]
@@ -60,10 +61,11 @@ pub fn probe() -> Result<(), VmmError> {
 
 /// A created VM with guest memory and one vCPU, not yet running.
 pub struct Vm {
-    // Field order is drop order: vCPU, then VM, then memory.
+    // Field order is drop order: vCPU, then VM, then the memory view, then the mapping.
     vcpu: VcpuFd,
     _vm: VmFd,
     mem: GuestMemoryMmap,
+    _ram: memory::GuestRam,
     tsc_khz: u64,
 }
 
@@ -115,11 +117,22 @@ impl Vm {
             bytes: memory_size,
             reason: "larger than the address space".into(),
         })?;
-        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), size)])
-            .map_err(|e| VmmError::Memory { bytes: memory_size, reason: e.to_string() })?;
-        let host = mem
-            .get_host_address(GuestAddress(0))
-            .map_err(|e| VmmError::Memory { bytes: memory_size, reason: e.to_string() })?;
+        let mem_err = |reason: String| VmmError::Memory { bytes: memory_size, reason };
+        let ram = memory::GuestRam::new(size).map_err(|e| mem_err(e.to_string()))?;
+        // SAFETY: `ram` is a live private mapping of exactly `size` bytes, read-write, and it
+        // outlives this non-owning view (field order in `Vm`).
+        let region = unsafe {
+            MmapRegion::<()>::build_raw(
+                ram.as_ptr(),
+                ram.size(),
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            )
+        }
+        .map_err(|e| mem_err(e.to_string()))?;
+        let region = GuestRegionMmap::new(region, GuestAddress(0)).ok_or_else(|| mem_err("region overflows".into()))?;
+        let mem = GuestMemoryMmap::from_regions(vec![region]).map_err(|e| mem_err(e.to_string()))?;
+        let host = ram.as_ptr();
         let region = kvm_userspace_memory_region {
             slot: 0,
             flags: 0,
@@ -128,13 +141,13 @@ impl Vm {
             userspace_addr: host as u64,
         };
         // SAFETY: `host` is the start of a live anonymous mapping of exactly `memory_size`
-        // bytes owned by `mem`, which outlives the VM (field order in `Vm` drops the VM
+        // bytes owned by `ram`, which outlives the VM (field order in `Vm` drops the VM
         // first), and the slot does not overlap any other.
         unsafe { vm.set_user_memory_region(region) }.map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
         let vcpu = vm.create_vcpu(0).map_err(kvm_err("KVM_CREATE_VCPU"))?;
         vcpu.set_cpuid2(&handle.cpuid).map_err(kvm_err("KVM_SET_CPUID2"))?;
         let tsc_khz = vcpu.get_tsc_khz().map(u64::from).unwrap_or(0);
-        let vm = Self { vcpu, _vm: vm, mem, tsc_khz };
+        let vm = Self { vcpu, _vm: vm, mem, _ram: ram, tsc_khz };
         vm.write(0, &layout::system_area(memory_size), "system structures")?;
         vm.setup_cpu(entry)?;
         Ok(vm)
