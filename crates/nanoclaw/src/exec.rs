@@ -283,6 +283,10 @@ pub fn open_namespaces(pid: i32) -> Result<(Option<OwnedFd>, Vec<NsFd>), ExecErr
 /// Everything the child needs, prepared by the runtime before the fork.
 pub struct Prepared {
     pub plan: ProcessPlan,
+    /// The container's spec with the exec process in place (capabilities, seccomp, apparmor).
+    pub spec: Spec,
+    pub caps: crate::capabilities::CapabilityPlan,
+    pub seccomp: Option<crate::security::SeccompStep>,
     pub console: Option<(UnixStream, Option<(u32, u32)>)>,
     pub setgroups_denied: bool,
     pub preserve_fds: u32,
@@ -327,13 +331,21 @@ pub fn exec(root: &Path, id: &str, req: &ExecRequest) -> Result<ExecOutcome, Exe
             (false, None) => None,
         };
         let plan = plan_process(&st.bundle, spec, process, nix::unistd::geteuid().as_raw())?;
+        let caps = crate::security::capability_plan(&plan.spec)
+            .map_err(|e| ExecError::Plan(e.to_string()))?;
+        // Compiled (and a NOTIFY agent connected) here, on the host side; loaded in the child.
+        let seccomp = crate::security::prepare_seccomp(&plan.spec)
+            .map_err(|e| ExecError::Plan(e.to_string()))?;
         let setgroups_denied = std::fs::read_to_string(format!("/proc/{init_pid}/setgroups"))
             .map(|s| s.trim() == "deny")
             .unwrap_or(false);
         (
             init_pid,
             Prepared {
-                plan,
+                plan: plan.process,
+                spec: plan.spec,
+                caps,
+                seccomp,
                 console,
                 setgroups_denied,
                 preserve_fds: req.preserve_fds,
@@ -365,11 +377,9 @@ pub fn plan_process(
     mut spec: Spec,
     process: Process,
     euid: u32,
-) -> Result<ProcessPlan, ExecError> {
+) -> Result<crate::spec::Plan, ExecError> {
     spec.set_process(Some(process));
-    crate::spec::validate(bundle, spec, euid)
-        .map(|plan| plan.process)
-        .map_err(|e| ExecError::Plan(e.to_string()))
+    crate::spec::validate(bundle, spec, euid).map_err(|e| ExecError::Plan(e.to_string()))
 }
 
 /// Runs the exec: `init_pid` is the container's init, `join_cgroup` moves a pid into the
@@ -504,10 +514,20 @@ fn child(go_r: OwnedFd, joins: &[NsFd], p: Prepared) -> Result<Never, ExecError>
     if let Some((sock, size)) = p.console {
         console::setup_in_container(&sock, size)?;
     }
-    // Security step (issue 4): the capability plan's before_user_switch() here.
+    let sec = |e: crate::security::SecurityError| ExecError::Plan(e.to_string());
+    let mut seccomp = p.seccomp;
+    let bundle = PathBuf::new();
+    // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it before the
+    // capabilities go (as the init does); otherwise last, just before execve.
+    if !plan.no_new_privileges {
+        if let Some(step) = seccomp.take() {
+            step.install(&p.spec, "", &bundle).map_err(sec)?;
+        }
+    }
+    p.caps.before_user_switch().map_err(|e| sec(e.into()))?;
     crate::process::switch_user(plan, p.setgroups_denied)
         .map_err(|e| ExecError::Plan(e.to_string()))?;
-    // Security step (issue 4): after_user_switch() here.
+    p.caps.after_user_switch().map_err(|e| sec(e.into()))?;
     nix::unistd::chdir(&plan.cwd).map_err(sys("chdir(process.cwd)"))?;
     if plan.no_new_privileges {
         nix::sys::prctl::set_no_new_privs().map_err(sys("prctl(PR_SET_NO_NEW_PRIVS)"))?;
@@ -529,7 +549,10 @@ fn child(go_r: OwnedFd, joins: &[NsFd], p: Prepared) -> Result<Never, ExecError>
     // SAFETY: close_range only changes fd flags; no pointers involved.
     let r = unsafe { libc::close_range(first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as i32) };
     nix::errno::Errno::result(r).map_err(sys("close_range(CLOEXEC)"))?;
-    // Security step (issue 4): the container's seccomp filter, installed last, here.
+    crate::security::apply_apparmor(&p.spec).map_err(sec)?;
+    if let Some(step) = seccomp {
+        step.install(&p.spec, "", &bundle).map_err(sec)?;
+    }
     let err = nix::unistd::execve(&exe, &argv, &envp).unwrap_err();
     Err(sys("execve")(err))
 }
