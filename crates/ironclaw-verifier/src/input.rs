@@ -20,7 +20,9 @@ pub fn decode_evidence(bytes: &[u8]) -> (Vec<u8>, Encoding) {
         .strip_prefix(b"0x")
         .or_else(|| compact.strip_prefix(b"0X"))
         .unwrap_or(&compact);
-    if !hex_body.is_empty() && hex_body.len() % 2 == 0 && hex_body.iter().all(u8::is_ascii_hexdigit)
+    if !hex_body.is_empty()
+        && hex_body.len().is_multiple_of(2)
+        && hex_body.iter().all(u8::is_ascii_hexdigit)
     {
         if let Ok(v) = hex::decode(hex_body) {
             return (v, Encoding::Hex);

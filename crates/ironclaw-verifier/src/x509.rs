@@ -254,7 +254,7 @@ impl Cert {
                 rsa::pss::VerifyingKey::<Sha384>::new_with_salt_len(key, usize::from(pss.salt_len));
             let s = rsa::pss::Signature::try_from(sig)
                 .map_err(|e| fail(format!("malformed RSA signature: {e}")))?;
-            vk.verify(&tbs, &s)
+            vk.verify(tbs, &s)
                 .map_err(|_| fail("RSASSA-PSS signature is invalid".to_string()))
         } else if alg.oid == OID_ECDSA_SHA384 || alg.oid == OID_ECDSA_SHA256 {
             let ikey_spki = issuer.cert.tbs_certificate().subject_public_key_info();
@@ -268,10 +268,10 @@ impl Cert {
                 let s = p384::ecdsa::DerSignature::try_from(sig)
                     .map_err(|e| fail(format!("malformed ECDSA signature: {e}")))?;
                 let ok = if alg.oid == OID_ECDSA_SHA384 {
-                    key.verify(&tbs, &s).is_ok()
+                    key.verify(tbs, &s).is_ok()
                 } else {
                     use p384::ecdsa::signature::hazmat::PrehashVerifier;
-                    let digest = sha2::Sha256::digest(&tbs);
+                    let digest = sha2::Sha256::digest(tbs);
                     let s = p384::ecdsa::Signature::from_der(sig)
                         .map_err(|e| fail(format!("malformed ECDSA signature: {e}")))?;
                     key.verify_prehash(&digest, &s).is_ok()

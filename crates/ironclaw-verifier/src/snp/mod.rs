@@ -1,9 +1,10 @@
 //! AMD SEV-SNP: report → VCEK/VLEK → ASK/ASVK → pinned ARK (Milan, Genoa, Turin).
 //!
-//! Order of checks: parse the report (structure, version, algorithm), find the
-//! signing certificate and build its chain to a built-in ARK (RSA-PSS SHA-384
-//! signatures), check every certificate's validity at the instant, verify the
-//! report's ECDSA P-384 signature, then compare the reported TCB with the
+//! Order of checks: parse the report (structure, version, algorithm), build the
+//! VCEK/VLEK's chain to a built-in ARK (RSA-PSS SHA-384 signatures; a certificate
+//! not issued by AMD is named as such before anything it claims is used), check
+//! every certificate's validity at the instant, verify the report's ECDSA P-384
+//! signature, then compare the reported TCB with the
 //! key's TCB extensions and, for VCEKs, the HWID with CHIP_ID.
 
 pub mod report;
@@ -85,6 +86,7 @@ fn verify_with_leaf(
             ),
         });
     }
+
     let (intermediate, ark, product) = build_chain(leaf, supplied)?;
     for c in [leaf, &intermediate, &ark] {
         c.check_validity(opts.at)?;
