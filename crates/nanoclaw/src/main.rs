@@ -129,6 +129,10 @@ enum Command {
     },
     /// Print the OCI features document of this runtime.
     Features,
+    /// Freeze every process of a running container.
+    Pause { id: String },
+    /// Thaw a paused container.
+    Resume { id: String },
     /// Update the resource limits of a container (runc's flags, or -r resources.json).
     Update(nanoclaw::update::UpdateArgs),
     /// Stream a container's stats and OOM events as JSON lines (--stats: one snapshot).
@@ -293,6 +297,12 @@ fn main() {
             Err(e) => Err(e.to_string()),
         },
         Command::Features => Ok(print_and(0, &nanoclaw::features::features_json())),
+        Command::Pause { id } => nanoclaw::ops::pause(&root, &id)
+            .map(|_| 0)
+            .map_err(|e| e.to_string()),
+        Command::Resume { id } => nanoclaw::ops::resume(&root, &id)
+            .map(|_| 0)
+            .map_err(|e| e.to_string()),
         Command::Update(args) => nanoclaw::update::update(&root, &args)
             .map(|_| 0)
             .map_err(|e| e.to_string()),

@@ -181,7 +181,7 @@ pub fn kill(root: &Path, id: &str, sig: i32, all: bool) -> Result<(), OpsError> 
         return Err(OpsError::NotRunning { id: id.to_string() });
     }
     if all {
-        for pid in container_pids(&st)? {
+        for pid in container_pids_of(&dir, &st)? {
             if pid == st.pid.unwrap_or(0) {
                 continue;
             }
@@ -205,8 +205,22 @@ pub fn kill(root: &Path, id: &str, sig: i32, all: bool) -> Result<(), OpsError> 
     signal_init(&st, sig)
 }
 
-/// Every process of the container: the members of the init's pid namespace when the container
-/// has its own, else the init alone. (With the cgroup manager, the cgroup's members.)
+/// Every process of the container: the members of its cgroup; without a cgroup (rootless),
+/// the members of the init's pid namespace when it has its own, else the init alone.
+pub fn container_pids_of(dir: &StateDir, st: &State) -> Result<Vec<i32>, OpsError> {
+    let cg = |msg: String| OpsError::Cgroup {
+        id: st.id.clone(),
+        msg,
+    };
+    if let Some(mgr) = crate::cgroup::load(dir.path()).map_err(|e| cg(e.to_string()))? {
+        let mut pids = mgr.pids().map_err(|e| cg(e.to_string()))?;
+        pids.sort_unstable();
+        return Ok(pids);
+    }
+    container_pids(st)
+}
+
+/// The members of the init's pid namespace (the init alone when it shares ours).
 pub fn container_pids(st: &State) -> Result<Vec<i32>, OpsError> {
     let Some(init) = st.pid.filter(|p| state::init_alive(*p, st.init_start_time)) else {
         return Ok(Vec::new());
@@ -242,7 +256,58 @@ pub fn container_pids(st: &State) -> Result<Vec<i32>, OpsError> {
 pub fn ps_pids(root: &Path, id: &str) -> Result<Vec<i32>, OpsError> {
     let dir = StateDir::open(root, id)?;
     let st = dir.load()?;
-    container_pids(&st)
+    container_pids_of(&dir, &st)
+}
+
+/// `pause ID`: freezes every process of a running container (cgroup freezer).
+pub fn pause(root: &Path, id: &str) -> Result<(), OpsError> {
+    freeze_or_thaw(root, id, true)
+}
+
+/// `resume ID`: thaws a paused container.
+pub fn resume(root: &Path, id: &str) -> Result<(), OpsError> {
+    freeze_or_thaw(root, id, false)
+}
+
+fn freeze_or_thaw(root: &Path, id: &str, freeze: bool) -> Result<(), OpsError> {
+    let dir = StateDir::open(root, id)?;
+    let mut st = dir.load()?;
+    let status = status_of(&dir, &st);
+    let (want, next, what) = if freeze {
+        (
+            Status::Running,
+            Status::Paused,
+            "only a running container can be paused",
+        )
+    } else {
+        (
+            Status::Paused,
+            Status::Running,
+            "only a paused container can be resumed",
+        )
+    };
+    if status != want {
+        return Err(OpsError::WrongStatus {
+            id: id.to_string(),
+            status: status_name(status),
+            what,
+        });
+    }
+    let cg = |msg: String| OpsError::Cgroup {
+        id: id.to_string(),
+        msg,
+    };
+    let mgr = crate::cgroup::load(dir.path())
+        .map_err(|e| cg(e.to_string()))?
+        .ok_or_else(|| cg("the container has no cgroup, so it cannot be frozen".to_string()))?;
+    if freeze {
+        mgr.freeze().map_err(|e| cg(e.to_string()))?;
+    } else {
+        mgr.thaw().map_err(|e| cg(e.to_string()))?;
+    }
+    st.status = next;
+    dir.save(&st)?;
+    Ok(())
 }
 
 /// `ps ID [-- ps args]` as a table: the host's `ps` output filtered to the container's pids.

@@ -105,6 +105,13 @@ fn env_path(env: &[String]) -> Option<&str> {
 pub fn find_executable(p: &ProcessPlan) -> Result<PathBuf, ProcessError> {
     let name = p.args.first().map(String::as_str).unwrap_or_default();
     if name.contains('/') {
+        // Checked here (as runc does at create) so a missing program fails `create`, where
+        // engines report it, rather than the workload's start.
+        if std::fs::metadata(name).is_err() {
+            return Err(ProcessError::NotFound {
+                name: name.to_string(),
+            });
+        }
         return Ok(PathBuf::from(name));
     }
     let path =

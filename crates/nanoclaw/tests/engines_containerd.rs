@@ -158,3 +158,18 @@ mod runc {
         super::ctr_failure_message(&super::runc());
     }
 }
+
+fn nanoclaw() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_nanoclaw"))
+}
+
+mod nanoclaw {
+    #[test]
+    fn containerd_lifecycle() {
+        super::ctr_lifecycle(&super::nanoclaw());
+    }
+    #[test]
+    fn containerd_failure_message() {
+        super::ctr_failure_message(&super::nanoclaw());
+    }
+}

@@ -143,3 +143,22 @@ mod runc {
         super::detached_exec_stop_rm(&super::runc());
     }
 }
+
+fn nanoclaw() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_nanoclaw"))
+}
+
+mod nanoclaw {
+    #[test]
+    fn podman_oneshot() {
+        super::oneshot(&super::nanoclaw());
+    }
+    #[test]
+    fn podman_interactive_tty() {
+        super::interactive_tty(&super::nanoclaw());
+    }
+    #[test]
+    fn podman_detached_exec_stop_rm() {
+        super::detached_exec_stop_rm(&super::nanoclaw());
+    }
+}
