@@ -13,6 +13,9 @@
 //! - [`snp`]: AMD SEV-SNP report parsing, VCEK/VLEK chain, TCB extensions.
 //! - [`dcap`]: Intel TDX/SGX DCAP quotes (through dcap-qvl).
 //! - [`nitro`]: AWS Nitro attestation documents (COSE_Sign1).
+//! - [`kvm`]: IronClaw's own KVM evidence, signed by a host platform key (root of
+//!   trust: the host). Through [`verify`], the trusted platform keys are the
+//!   `certs` files, each a public JWK (or a JWK Set / array of JWKs).
 //! - [`x509`]: certificate parsing, chains, validity.
 
 pub mod dcap;
@@ -75,10 +78,40 @@ pub fn verify(
         TeeKind::Tdx => dcap::verify(&bytes, opts, TeeKind::Tdx),
         TeeKind::Sgx => dcap::verify(&bytes, opts, TeeKind::Sgx),
         TeeKind::Nitro => nitro::verify(&bytes, opts),
-        TeeKind::Kvm => Err(VerifyError::KindUnavailable {
-            kind: "kvm",
-            reason: "kvm evidence is verified by the broker with its trusted platform keys"
-                .to_string(),
-        }),
+        TeeKind::Kvm => kvm::verify(&bytes, &trusted_platform_keys(opts)?, opts.at),
     }
+}
+
+/// The platform keys trusted for `kvm` evidence: every `certs` file is a public
+/// JWK, a JWK Set (`{"keys": [...]}`) or a JSON array of JWKs.
+fn trusted_platform_keys(
+    opts: &VerifyOptions,
+) -> Result<Vec<p384::ecdsa::VerifyingKey>, VerifyError> {
+    let mut keys = Vec::new();
+    for (name, bytes) in &opts.certs {
+        let v: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| VerifyError::Input {
+                what: format!("platform key file {name}"),
+                reason: format!("not a JWK (JSON): {e}"),
+            })?;
+        let list = match v {
+            serde_json::Value::Array(a) => a,
+            serde_json::Value::Object(ref o) if o.contains_key("keys") => o
+                .get("keys")
+                .and_then(|k| k.as_array())
+                .cloned()
+                .unwrap_or_default(),
+            other => vec![other],
+        };
+        for jwk in &list {
+            keys.push(kvm::parse_public_jwk(jwk)?);
+        }
+    }
+    if keys.is_empty() {
+        return Err(VerifyError::MissingCert {
+            what: "a trusted platform key (public JWK, as `ironclaw platform-key` prints it) for kvm evidence"
+                .to_string(),
+        });
+    }
+    Ok(keys)
 }
