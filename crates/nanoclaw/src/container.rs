@@ -58,6 +58,8 @@ pub enum ContainerError {
     SocketWithoutTerminal,
     #[error(transparent)]
     Console(#[from] crate::console::ConsoleError),
+    #[error(transparent)]
+    Hook(#[from] crate::hooks::HookError),
     #[error("process.user.additionalGids: a rootless runtime with a single-id gid mapping cannot set supplementary groups (map more gids through /etc/subgid)")]
     RootlessGroups,
 }
@@ -132,6 +134,9 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
     // Validate before touching anything on the host.
     state::validate_id(&opts.id)?;
     let plan = spec::load(&opts.bundle, euid)?;
+    if let Some(hooks) = plan.spec.hooks() {
+        crate::hooks::validate(hooks)?;
+    }
     let setgroups_denied = namespaces::setgroups_denied(&plan);
     if setgroups_denied && !plan.process.additional_gids.is_empty() {
         return Err(ContainerError::RootlessGroups);
@@ -165,6 +170,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
     };
     let fifo_path = state_dir.exec_fifo();
     unwind.state_dir = Some(state_dir);
+    crate::testpoint::hit("create:state-dir");
 
     nix::unistd::mkfifo(fifo_path.as_path(), Mode::from_bits_truncate(0o600))
         .map_err(sys(format!("mkfifo {}", fifo_path.display())))?;
@@ -182,8 +188,14 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
     // Cgroup step (issue 5): create the container's cgroup (linux.cgroupsPath, resources)
     // here, before the clone, and register it in `unwind`.
     if let Some(dir) = unwind.state_dir.as_ref() {
-        unwind.cgroup = Some(crate::cgroup::create(dir.path(), &opts.id, &plan.spec, euid != 0)?);
+        unwind.cgroup = Some(crate::cgroup::create(
+            dir.path(),
+            &opts.id,
+            &plan.spec,
+            euid != 0,
+        )?);
     }
+    crate::testpoint::hit("create:cgroup");
 
     let ctx = InitContext {
         plan: &plan,
@@ -199,6 +211,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
     // the child, which never returns into this function (spawn_init _exits).
     let pid = unsafe { namespaces::spawn_init(&plan, &joins, move || init::run(ctx)) }?;
     unwind.pid = Some(pid);
+    crate::testpoint::hit("create:clone");
     // The closure (holding the child's sync end and the fifo fd) was dropped in the parent:
     // only the init holds them now, so its death shows up as EOF on the sync socket.
 
@@ -230,6 +243,25 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
         Err(e) => return Err(e.into()),
     }
     drop(parent_sock);
+    crate::testpoint::hit("create:ready");
+
+    // Hooks in the runtime namespace: prestart and createRuntime. (The spec places them before
+    // pivot_root; here the init has finished its setup and waits on the exec fifo, which every
+    // hook that works through the container's pid and namespaces — network setup, device
+    // injection — sees the same way.) A failure fails `create`, and `unwind` removes it all.
+    if let (Some(hooks), Some(dir)) = (plan.spec.hooks().as_ref(), unwind.state_dir.as_ref()) {
+        let json = crate::hooks::state_json(
+            plan.spec.version(),
+            &opts.id,
+            "creating",
+            Some(pid.as_raw()),
+            &plan.bundle,
+            plan.spec.annotations().as_ref(),
+        );
+        crate::hooks::run_hooks(crate::hooks::HookKind::Prestart, Some(hooks), &json)?;
+        crate::hooks::run_hooks(crate::hooks::HookKind::CreateRuntime, Some(hooks), &json)?;
+        crate::hooks::save_record(dir.path(), hooks)?;
+    }
 
     let state = State {
         oci_version: plan.spec.version().clone(),
@@ -248,6 +280,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
         .as_ref()
         .ok_or(ContainerError::InitDied("state lost".into()))?;
     state_dir.save(&state)?;
+    crate::testpoint::hit("create:saved");
     if let Some(pf) = &opts.pid_file {
         write_pid_file(pf, pid)?;
     }
@@ -282,6 +315,19 @@ fn write_pid_file(path: &Path, pid: Pid) -> Result<(), ContainerError> {
     f.write_all(pid.as_raw().to_string().as_bytes())
         .map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)
+}
+
+/// The state JSON a hook reads on stdin.
+fn hook_state(st: &State, status: &str) -> Vec<u8> {
+    let annotations: std::collections::HashMap<String, String> = st.annotations.clone();
+    crate::hooks::state_json(
+        &st.oci_version,
+        &st.id,
+        status,
+        st.pid.filter(|_| status != "stopped"),
+        &st.bundle,
+        Some(&annotations),
+    )
 }
 
 /// Current status of a container from its saved state and the init's liveness.
@@ -325,9 +371,15 @@ pub fn start_locked(dir: &StateDir) -> Result<State, ContainerError> {
         what: format!("write exec fifo {}", fifo.display()),
         source,
     })?;
+    crate::testpoint::hit("start:fifo");
     let _ = std::fs::remove_file(&fifo);
     st.status = Status::Running;
     dir.save(&st)?;
+    // poststart: the process has been started; a failure is only a warning (spec).
+    if let Some(hooks) = crate::hooks::load_record(dir.path()) {
+        let json = hook_state(&st, "running");
+        crate::hooks::run_hooks(crate::hooks::HookKind::Poststart, Some(&hooks), &json)?;
+    }
     Ok(st)
 }
 
@@ -371,10 +423,17 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), ContainerError> 
             })
         }
     }
+    crate::testpoint::hit("delete:killed");
     // Cgroup step (issue 5): remove the container's cgroup here (after the processes are
     // gone; also when the init had already exited). A cgroup that cannot be removed keeps
     // the state dir, so `delete` can be retried.
     crate::cgroup::remove(dir.path())?;
+    crate::testpoint::hit("delete:cgroup");
+    // poststop: after the container is gone, before its state is; failures are warnings.
+    if let Some(hooks) = crate::hooks::load_record(dir.path()) {
+        let json = hook_state(&st, "stopped");
+        crate::hooks::run_hooks(crate::hooks::HookKind::Poststop, Some(&hooks), &json)?;
+    }
     Ok(dir.remove()?)
 }
 

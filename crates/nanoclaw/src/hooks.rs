@@ -87,6 +87,11 @@ impl HookKind {
 pub enum HookError {
     #[error("{field}.path: {path:?} is not an absolute path")]
     RelativePath { field: String, path: PathBuf },
+    #[error("hooks record {path:?}: {source}")]
+    Record {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{field}.timeout: {timeout} must be greater than zero")]
     BadTimeout { field: String, timeout: i64 },
     #[error("{field}: cannot start {path:?}: {source}")]
@@ -120,6 +125,59 @@ pub enum HookError {
         status: std::process::ExitStatus,
         output: String,
     },
+}
+
+/// The OCI state JSON given to hooks on stdin (ociVersion, id, status, pid, bundle,
+/// annotations).
+pub fn state_json(
+    oci_version: &str,
+    id: &str,
+    status: &str,
+    pid: Option<i32>,
+    bundle: &std::path::Path,
+    annotations: Option<&std::collections::HashMap<String, String>>,
+) -> Vec<u8> {
+    let mut v = serde_json::json!({
+        "ociVersion": oci_version,
+        "id": id,
+        "status": status,
+        "bundle": bundle,
+    });
+    if let Some(pid) = pid {
+        v["pid"] = pid.into();
+    }
+    if let Some(a) = annotations.filter(|a| !a.is_empty()) {
+        v["annotations"] = serde_json::json!(a);
+    }
+    v.to_string().into_bytes()
+}
+
+/// Name of the file in the state dir that keeps the hooks for `start` and `delete`, so that
+/// poststart/poststop do not depend on the bundle still being there.
+pub const RECORD: &str = "hooks.json";
+
+/// Records `hooks` in the container's state dir.
+pub fn save_record(state_dir: &std::path::Path, hooks: &Hooks) -> Result<(), HookError> {
+    let path = state_dir.join(RECORD);
+    let bytes = serde_json::to_vec(hooks).map_err(|e| HookError::Record {
+        path: path.clone(),
+        source: std::io::Error::other(e),
+    })?;
+    std::fs::write(&path, bytes).map_err(|source| HookError::Record { path, source })
+}
+
+/// The recorded hooks, if any (an unreadable record is logged and treated as none: it can only
+/// lose poststart/poststop warnings-only hooks).
+pub fn load_record(state_dir: &std::path::Path) -> Option<Hooks> {
+    let path = state_dir.join(RECORD);
+    let bytes = std::fs::read(&path).ok()?;
+    match serde_json::from_slice(&bytes) {
+        Ok(h) => Some(h),
+        Err(e) => {
+            log::warn!("{}: unreadable hooks record: {e}", path.display());
+            None
+        }
+    }
 }
 
 /// Checks every hook in `hooks` before anything is created: absolute path and a positive timeout.

@@ -26,6 +26,7 @@
 //! | [`update`] | runtime | `update`: runc's resource flags or `-r resources.json` applied to the live cgroup |
 //! | [`events`] | runtime | `events`: stats every --interval and OOM events as runc's JSON lines; `--stats` |
 //! | [`exec`] | both | `exec`: a new process joining the container's namespaces, cgroup and settings |
+//! | [`testpoint`] | runtime | named SIGKILL crash points for the crash-safety tests |
 //! | [`ops`] | runtime | state / kill (pidfd) / list / ps / pause / resume on an existing container |
 //! | [`security`] | both | the security profile: validation of every security field, and the init's apply steps |
 //! | [`capabilities`] | container | process.capabilities, all five sets, around the uid switch |
@@ -67,6 +68,7 @@ pub mod spec_template;
 pub mod state;
 pub mod sync;
 pub mod sysctl;
+pub mod testpoint;
 pub mod update;
 
 pub use container::{create, delete, run, start, ContainerError, CreateOptions};
