@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+mod cli_verify;
+
 use clap::{Args, Parser, Subcommand};
 use ironclaw::hypercall::RunIo;
 use ironclaw::{exit_code, LaunchConfig, LaunchInputs, LaunchMeasurement};
@@ -28,6 +30,9 @@ enum Command {
     },
     /// Report whether KVM is usable here and which backend provides it.
     Check,
+    /// Verify attestation evidence (SEV-SNP report, TDX/SGX quote, Nitro document,
+    /// kvm evidence); exit 0 only when it verifies.
+    Verify(cli_verify::VerifyArgs),
 }
 
 #[derive(Args)]
@@ -103,6 +108,7 @@ fn read_module(path: &PathBuf) -> Result<Vec<u8>, ExitCode> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Verify(args) => cli_verify::run(args),
         Command::Check => {
             let r = ironclaw::check::check();
             println!("backend: {}", r.backend.name());
