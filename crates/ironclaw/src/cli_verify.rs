@@ -128,7 +128,12 @@ fn print_human(r: &AttestationResult) {
                 println!("rtmr{i}: {}", m.to_hex());
             }
         }
-        Measurements::Sgx { mr_signer, isv_prod_id, isv_svn, .. } => {
+        Measurements::Sgx {
+            mr_signer,
+            isv_prod_id,
+            isv_svn,
+            ..
+        } => {
             println!("mr_signer: {}", mr_signer.to_hex());
             println!("isv_prod_id: {isv_prod_id} isv_svn: {isv_svn}");
         }
@@ -152,6 +157,9 @@ fn print_human(r: &AttestationResult) {
     }
     println!();
     for (i, c) in r.signer_chain.iter().enumerate() {
-        println!("signer[{i}]: {} (valid {} .. {})", c.subject, c.not_before, c.not_after);
+        println!(
+            "signer[{i}]: {} (valid {} .. {})",
+            c.subject, c.not_before, c.not_after
+        );
     }
 }
