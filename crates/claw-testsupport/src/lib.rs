@@ -5,6 +5,7 @@
 //! return `false` so the test can return early. On the project's own machines every requirement
 //! holds and the tests run.
 
+pub mod bundle;
 pub mod engines;
 
 use std::path::{Path, PathBuf};

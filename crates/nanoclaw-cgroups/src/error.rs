@@ -41,6 +41,10 @@ pub enum CgroupError {
     #[error("cgroup {path} still has processes {pids:?} after waiting for it to empty")]
     NotEmpty { path: PathBuf, pids: Vec<i32> },
 
+    /// The container's cgroup already exists and holds processes (another container's?).
+    #[error("cgroup {path} is already in use by processes {pids:?}; choose another linux.cgroupsPath or container id")]
+    InUse { path: PathBuf, pids: Vec<i32> },
+
     /// No cgroup filesystem is mounted at all.
     #[error("no cgroup filesystem is mounted (looked in {mountinfo})")]
     NoCgroupFs { mountinfo: PathBuf },

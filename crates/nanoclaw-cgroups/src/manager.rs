@@ -91,6 +91,16 @@ pub fn create_and_apply(
     if let Some(r) = cfg.resources {
         validate::validate(r, layout)?;
     }
+    // Never adopt a populated cgroup: `delete` would later kill processes that are not ours.
+    for h in paths.dirs() {
+        let pids = fs::procs(&h.dir)?;
+        if !pids.is_empty() {
+            return Err(CgroupError::InUse {
+                path: h.dir.clone(),
+                pids,
+            });
+        }
+    }
     let mgr = open(paths);
     let res = mgr.create().and_then(|()| match cfg.resources {
         Some(r) => mgr.set(r),

@@ -119,6 +119,21 @@ pub fn complete_device_rules(
     rules
 }
 
+/// The cgroup of a container whose config names none: `nanoclaw-<hash of --root>-<id>`,
+/// relative (under the runtime's own cgroup). runc uses the bare id; the --root hash keeps two
+/// runtime instances (two engines, parallel tests) that both use an id like "t" apart.
+pub fn default_cgroups_path(state_dir: &Path, id: &str) -> PathBuf {
+    let root = state_dir.parent().unwrap_or(state_dir);
+    let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    // FNV-1a: a stable, dependency-free 64-bit hash; uniqueness, not secrecy, is needed.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in root.as_os_str().as_encoded_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    PathBuf::from(format!("nanoclaw-{:08x}-{id}", h >> 32))
+}
+
 fn record_path(state_dir: &Path) -> PathBuf {
     state_dir.join(CGROUP_FILE)
 }
@@ -133,11 +148,14 @@ pub fn create(
 ) -> Result<Box<dyn CgroupManager>, CgroupStepError> {
     let layout = Layout::detect()?;
     let resources = effective_resources(spec);
+    let given = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().as_deref())
+        .filter(|p| !p.as_os_str().is_empty());
+    let default = default_cgroups_path(state_dir, id);
     let cfg = CgroupConfig {
-        cgroups_path: spec
-            .linux()
-            .as_ref()
-            .and_then(|l| l.cgroups_path().as_deref()),
+        cgroups_path: Some(given.unwrap_or(&default)),
         container_id: id,
         resources: Some(&resources),
         rootless,

@@ -11,7 +11,7 @@
 //!
 //! Any error is sent to the parent as text and the child exits; the parent unwinds.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use nix::sys::stat::Mode;
@@ -95,6 +95,18 @@ enum Never {}
 fn setup_and_exec(ctx: &InitContext<'_>) -> Result<Never, InitError> {
     let plan = ctx.plan;
 
+    // 0. Drop every inherited fd we do not need (the state dir lock, the parent's end of the
+    //    sync socket, anything the runtime's caller leaked): a held flock would block the
+    //    next command on this container, and the fewer host fds, the smaller the exposure.
+    let mut keep: Vec<RawFd> = vec![0, 1, 2, ctx.sync.as_raw_fd(), ctx.exec_fifo.as_raw_fd()];
+    keep.extend(ctx.joins.iter().map(|j| j.fd.as_raw_fd()));
+    keep.extend(ctx.console.as_ref().map(|c| c.as_raw_fd()));
+    // --preserve-fds N: the caller's fds 3..3+N go to the workload.
+    keep.extend(
+        (3..3u32.saturating_add(ctx.preserve_fds)).filter_map(|fd| RawFd::try_from(fd).ok()),
+    );
+    close_fds_except(&mut keep);
+
     // 1. The parent writes our uid/gid maps and joins us to the cgroup, then says Go.
     match ctx.sync.recv()? {
         Msg::Go => {}
@@ -111,7 +123,11 @@ fn setup_and_exec(ctx: &InitContext<'_>) -> Result<Never, InitError> {
     namespaces::join(ctx.joins)?;
     // A new cgroup namespace now, not at clone time: the parent has moved us into the
     // container's cgroup, so that cgroup becomes the namespace's root ("/" inside).
-    if plan.namespaces.create.contains(nix::sched::CloneFlags::CLONE_NEWCGROUP) {
+    if plan
+        .namespaces
+        .create
+        .contains(nix::sched::CloneFlags::CLONE_NEWCGROUP)
+    {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
             .map_err(sys("unshare(CLONE_NEWCGROUP)"))?;
     }
@@ -248,4 +264,22 @@ fn reset_signals() -> Result<(), InitError> {
         .thread_set_mask()
         .map_err(sys("sigprocmask"))?;
     Ok(())
+}
+
+/// Closes every fd not in `keep` (close_range over the gaps).
+fn close_fds_except(keep: &mut [RawFd]) {
+    keep.sort_unstable();
+    let mut next: u32 = 0;
+    for &fd in keep.iter() {
+        let Ok(fd) = u32::try_from(fd) else { continue };
+        if fd > next {
+            // SAFETY: closes fds of this (child) process. Objects owning them live only in
+            // the parent's stack frames copied by clone, which the child never returns to or
+            // drops (it execs or _exits); the fds the init uses are in `keep`.
+            unsafe { libc::close_range(next, fd - 1, 0) };
+        }
+        next = fd.saturating_add(1);
+    }
+    // SAFETY: as above, for everything above the highest kept fd.
+    unsafe { libc::close_range(next, u32::MAX, 0) };
 }

@@ -120,31 +120,38 @@ impl<'a> RootfsMounter<'a> {
             Err(Errno::ENOENT) if create.is_some() => {}
             Err(e) => return Err(sys(format!("{field}: resolve {}", path.display()))(e)),
         }
-        // Create each missing component. Each step re-resolves from the rootfs root, so a
-        // symlink anywhere in the path is followed inside the rootfs only.
-        let mut cur = PathBuf::from("/");
-        let comps: Vec<&OsStr> = path
+        // Create each missing component. Every step re-resolves from the rootfs root with
+        // RESOLVE_IN_ROOT, so symlinks and `..` are followed by the kernel inside the rootfs
+        // only. A dangling symlink is followed by hand: its target is spliced into the
+        // remaining components (at most MAX_SYMLINKS times), so `/x -> /host/dir` creates
+        // `<rootfs>/host/dir`, never the host's.
+        let mut todo: std::collections::VecDeque<std::ffi::OsString> = path
             .components()
             .filter_map(|c| match c {
-                Component::Normal(n) => Some(n),
+                Component::Normal(n) => Some(n.to_os_string()),
                 _ => None,
             })
             .collect();
-        let last = comps.len().saturating_sub(1);
-        for (i, name) in comps.iter().enumerate() {
+        let mut cur = PathBuf::from("/");
+        let mut links = 0;
+        while let Some(name) = todo.pop_front() {
+            if name == ".." || name == "." {
+                cur.push(&name);
+                continue;
+            }
             let parent = open_in_root(root, &cur)
                 .map_err(sys(format!("{field}: resolve {}", cur.display())))?;
-            cur.push(name);
+            cur.push(&name);
             match open_in_root(root, &cur) {
                 Ok(_) => continue,
                 Err(Errno::ENOENT) => {}
                 Err(e) => return Err(sys(format!("{field}: resolve {}", cur.display()))(e)),
             }
             // The parent is an O_PATH fd; *at calls accept it as a directory fd.
-            let r = if i == last && create == Some(Create::File) {
+            let r = if todo.is_empty() && create == Some(Create::File) {
                 nix::fcntl::openat(
                     &parent,
-                    *name,
+                    name.as_os_str(),
                     OFlag::O_CREAT
                         | OFlag::O_EXCL
                         | OFlag::O_WRONLY
@@ -154,16 +161,32 @@ impl<'a> RootfsMounter<'a> {
                 )
                 .map(drop)
             } else {
-                nix::sys::stat::mkdirat(&parent, *name, Mode::from_bits_truncate(0o755))
+                nix::sys::stat::mkdirat(&parent, name.as_os_str(), Mode::from_bits_truncate(0o755))
             };
             match r {
                 Ok(()) => {}
-                // Exists but did not resolve: a dangling symlink. Refuse rather than guess.
                 Err(Errno::EEXIST) => {
-                    return Err(RootfsError::BadDestination {
-                        field: field.to_string(),
-                        path: path.to_path_buf(),
-                    })
+                    // Exists but did not resolve: a dangling symlink.
+                    links += 1;
+                    let target = nix::fcntl::readlinkat(&parent, name.as_os_str())
+                        .ok()
+                        .filter(|_| links <= MAX_SYMLINKS)
+                        .ok_or_else(|| RootfsError::BadDestination {
+                            field: field.to_string(),
+                            path: path.to_path_buf(),
+                        })?;
+                    cur.pop();
+                    let target = PathBuf::from(target);
+                    if target.is_absolute() {
+                        cur = PathBuf::from("/");
+                    }
+                    for c in target.components().rev() {
+                        match c {
+                            Component::Normal(n) => todo.push_front(n.to_os_string()),
+                            Component::ParentDir => todo.push_front("..".into()),
+                            _ => {}
+                        }
+                    }
                 }
                 Err(e) => return Err(sys(format!("{field}: create {}", cur.display()))(e)),
             }
@@ -441,6 +464,9 @@ pub fn finish_root(plan: &Plan) -> Result<(), RootfsError> {
     }
     Ok(())
 }
+
+/// Symlinks followed by hand while creating a destination (the kernel's own limit).
+const MAX_SYMLINKS: u32 = 40;
 
 const RESOLVE: ResolveFlag = ResolveFlag::RESOLVE_IN_ROOT.union(ResolveFlag::RESOLVE_NO_MAGICLINKS);
 

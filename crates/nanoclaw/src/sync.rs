@@ -53,6 +53,12 @@ pub fn pair() -> Result<(SyncSocket, SyncSocket), SyncError> {
     Ok((SyncSocket { fd: a }, SyncSocket { fd: b }))
 }
 
+impl AsRawFd for SyncSocket {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
 impl SyncSocket {
     pub fn send(&self, msg: &Msg) -> Result<(), SyncError> {
         let mut buf = Vec::with_capacity(64);

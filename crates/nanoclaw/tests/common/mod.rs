@@ -1,0 +1,83 @@
+//! Helpers shared by the nanoclaw integration tests.
+#![allow(dead_code)]
+
+use std::process::Output;
+
+use claw_testsupport::bundle::{Bundle, Runtime};
+use serde_json::{json, Value};
+
+pub const NANOCLAW: &str = env!("CARGO_BIN_EXE_nanoclaw");
+
+/// `nanoclaw spec`'s default with the given process args.
+pub fn spec_with_args(args: &[&str]) -> Value {
+    let mut spec = nanoclaw::spec_template::default_spec();
+    spec["process"]["args"] = json!(args);
+    spec
+}
+
+/// Shell command in the default spec.
+pub fn sh(script: &str) -> Value {
+    spec_with_args(&["sh", "-c", script])
+}
+
+pub struct Ran {
+    pub out: Output,
+    pub bundle: Bundle,
+    pub runtime: Runtime,
+}
+
+impl Ran {
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.out.stdout).into_owned()
+    }
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.out.stderr).into_owned()
+    }
+    pub fn code(&self) -> Option<i32> {
+        self.out.status.code()
+    }
+    /// Asserts the container exited 0 and returns stdout.
+    pub fn ok(&self) -> String {
+        assert_eq!(
+            self.code(),
+            Some(0),
+            "stdout: {}\nstderr: {}",
+            self.stdout(),
+            self.stderr()
+        );
+        self.assert_clean();
+        self.stdout()
+    }
+    /// Nothing left under --root and no mount under the bundle.
+    pub fn assert_clean(&self) {
+        assert!(
+            self.runtime.leftover_state().is_empty(),
+            "state left behind: {:?}",
+            self.runtime.leftover_state()
+        );
+        let mounts = claw_testsupport::bundle::mounts_under(self.bundle.path());
+        assert!(mounts.is_empty(), "mounts left behind: {mounts:?}");
+    }
+}
+
+/// Runs `spec` in a fresh busybox bundle as root.
+pub fn run_spec(spec: &Value) -> Ran {
+    let bundle = Bundle::busybox().expect("busybox bundle");
+    run_in(bundle, spec)
+}
+
+pub fn run_in(bundle: Bundle, spec: &Value) -> Ran {
+    bundle.write_config(spec).expect("write config");
+    let runtime = Runtime::new(NANOCLAW).expect("runtime");
+    let out = runtime.run(bundle.path(), "t").expect("spawn nanoclaw");
+    Ran {
+        out,
+        bundle,
+        runtime,
+    }
+}
+
+/// Returns false (after a loud skip) unless root.
+pub fn root(test: &str) -> bool {
+    claw_testsupport::require_root(test)
+}
