@@ -345,3 +345,35 @@ fn tampered_vcek_errors_name_the_certificate() {
     let r = verify(TeeKind::Snp, &s.report, &s.opts).expect("ok");
     eprintln!("{}", serde_json::to_string_pretty(&r).expect("json"));
 }
+
+#[test]
+fn report_containers_are_unwrapped() {
+    let Some(dir) = common::fixtures("report_containers_are_unwrapped") else {
+        return;
+    };
+    let s = samples(&dir)
+        .into_iter()
+        .find(|s| s.name.contains("trustee-azure"))
+        .expect("azure sample");
+    let bare = verify(TeeKind::Snp, &s.report, &s.opts).expect("bare");
+    // The Azure HCL report the derived sample was cut from.
+    let hcl = common::read(&dir, "sev-snp/trustee-azure/hcl-report-milan.bin");
+    let r = verify(TeeKind::Snp, &hcl, &s.opts).expect("HCLA container");
+    assert_eq!(r, bare);
+    // MSG_REPORT_RSP: status 0, report_size 0x4A0, 24 reserved bytes, report.
+    let mut rsp = vec![0u8; 0x20];
+    rsp[4..8].copy_from_slice(&0x4A0u32.to_le_bytes());
+    rsp.extend_from_slice(&raw(&s));
+    assert_eq!(
+        verify(TeeKind::Snp, &rsp, &s.opts).expect("MSG_REPORT_RSP"),
+        bare
+    );
+    rsp[0] = 0x16; // firmware error status
+    assert!(matches!(
+        verify(TeeKind::Snp, &rsp, &s.opts),
+        Err(VerifyError::Malformed {
+            field: "status",
+            ..
+        })
+    ));
+}

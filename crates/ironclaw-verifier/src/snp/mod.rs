@@ -26,8 +26,51 @@ pub fn builtin_arks() -> Result<Vec<(Product, Cert)>, VerifyError> {
     roots::arks()
 }
 
-/// Verify a raw 1184-byte SEV-SNP report.
+/// Length of the MSG_REPORT_RSP header (status, report_size, reserved) before the report.
+const RSP_HEADER_LEN: usize = 0x20;
+
+/// The report inside the containers it is commonly saved in: the bare 1184-byte
+/// `ATTESTATION_REPORT`; the guest driver's `MSG_REPORT_RSP` (status 0, report_size
+/// 0x4A0, 24 reserved bytes, then the report); an Azure vTPM "HCLA" report, whose
+/// SNP report sits at offset 0x20 (only the SNP report is verified, not the HCL
+/// wrapper or its runtime claims).
+pub fn unwrap_container(b: &[u8]) -> Result<&[u8], VerifyError> {
+    let inner = || {
+        b.get(RSP_HEADER_LEN..RSP_HEADER_LEN + REPORT_LEN)
+            .ok_or_else(|| {
+                VerifyError::malformed("SEV-SNP report", "report", RSP_HEADER_LEN, "truncated")
+            })
+    };
+    if b.len() == REPORT_LEN {
+        return Ok(b);
+    }
+    if b.starts_with(b"HCLA") {
+        return inner();
+    }
+    if b.len() == RSP_HEADER_LEN + REPORT_LEN
+        && b.get(4..8) == Some(&(REPORT_LEN as u32).to_le_bytes()[..])
+    {
+        let status = b
+            .get(0..4)
+            .and_then(|s| <[u8; 4]>::try_from(s).ok())
+            .map(u32::from_le_bytes)
+            .unwrap_or(u32::MAX);
+        if status != 0 {
+            return Err(VerifyError::malformed(
+                "SEV-SNP MSG_REPORT_RSP",
+                "status",
+                0,
+                format!("{status:#x}: the firmware reported an error, there is no report"),
+            ));
+        }
+        return inner();
+    }
+    Ok(b)
+}
+
+/// Verify a SEV-SNP report (bare, or in a container [`unwrap_container`] knows).
 pub fn verify(bytes: &[u8], opts: &VerifyOptions) -> Result<AttestationResult, VerifyError> {
+    let bytes = unwrap_container(bytes)?;
     let report = Report::parse(bytes)?;
     // Bytes after the two signature components are reserved and must be zero:
     // they are not covered by the signature, so they may carry nothing.
