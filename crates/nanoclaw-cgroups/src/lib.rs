@@ -38,6 +38,18 @@ pub use path::{CgroupPaths, CgroupsPath, HierarchyDir};
 pub use stats::Stats;
 pub use validate::{validate, ValidationError};
 
+/// The `nanoclaw check` cgroup line: mode, every hierarchy with its controllers and this
+/// process' cgroup, controllers the kernel has but nothing mounts, and how device rules are
+/// enforced — exactly what the managers will use.
+pub fn check_summary() -> Result<String> {
+    let l = Layout::detect()?;
+    Ok(l.report()
+        .into_iter()
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect::<Vec<_>>()
+        .join("; "))
+}
+
 /// The `nanoclaw check` section: the detected layout as `(label, value)` lines.
 pub fn check_report() -> Vec<(String, String)> {
     match Layout::detect() {

@@ -198,24 +198,14 @@ pub fn parse_cgroup_mounts(mountinfo: &str) -> CgroupLayout {
 }
 
 fn cgroups() -> Feature {
-    let layout =
-        parse_cgroup_mounts(&std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default());
-    let mut detail = layout.mode().to_owned();
-    if !layout.v1.is_empty() {
-        let v1: Vec<String> = layout.v1.iter().map(|(_, c)| c.join(",")).collect();
-        let _ = write!(detail, "; v1: {}", v1.join(" "));
-    }
-    if let Some((path, controllers)) = &layout.v2 {
-        let c = if controllers.is_empty() {
-            "no controllers".to_owned()
-        } else {
-            controllers.join(",")
-        };
-        let _ = write!(detail, "; v2 at {path}: {c}");
-    }
+    // The layout exactly as the cgroup manager (nanoclaw-cgroups) detects and will use it.
+    let (available, detail) = match nanoclaw_cgroups::check_summary() {
+        Ok(d) => (true, d),
+        Err(e) => (false, e.to_string()),
+    };
     Feature {
         name: "cgroups",
-        available: layout.mode() != "none",
+        available,
         required: true,
         detail,
         used_for:
