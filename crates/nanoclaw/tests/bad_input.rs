@@ -1,0 +1,433 @@
+//! Bad bundles: each gets its specific error naming the field, a nonzero exit, and leaves no
+//! state dir, mount or process behind.
+
+mod common;
+
+use claw_testsupport::bundle::{Bundle, Runtime};
+use common::*;
+use serde_json::{json, Value};
+
+/// Runs `spec` and asserts failure with `expect` in stderr and nothing left behind.
+fn refused(test: &str, spec: &Value, expect: &str) {
+    let bundle = Bundle::busybox().unwrap();
+    bundle.write_config(spec).unwrap();
+    refused_in(test, bundle, expect);
+}
+
+fn refused_in(test: &str, bundle: Bundle, expect: &str) {
+    let runtime = Runtime::new(NANOCLAW).unwrap();
+    let before = container_inits();
+    let out = runtime.run(bundle.path(), "bad").unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{test}: accepted");
+    assert!(
+        stderr.contains(expect),
+        "{test}: stderr {stderr:?} lacks {expect:?}"
+    );
+    assert!(out.stdout.is_empty(), "{test}: the process ran");
+    assert!(
+        runtime.leftover_state().is_empty(),
+        "{test}: state left: {:?}",
+        runtime.leftover_state()
+    );
+    let mounts = claw_testsupport::bundle::mounts_under(bundle.path());
+    assert!(mounts.is_empty(), "{test}: mounts left: {mounts:?}");
+    let after = container_inits();
+    let leaked: Vec<_> = after.iter().filter(|p| !before.contains(p)).collect();
+    assert!(leaked.is_empty(), "{test}: processes left: {leaked:?}");
+}
+
+/// Pids of live processes whose cmdline mentions this test binary's runtime.
+fn container_inits() -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if cmd.starts_with(NANOCLAW.as_bytes()) && claw_testsupport::bundle::pid_alive(pid) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+fn base() -> Value {
+    sh("echo SHOULD-NOT-RUN")
+}
+
+#[test]
+fn missing_rootfs() {
+    if !root("missing_rootfs") {
+        return;
+    }
+    let mut spec = base();
+    spec["root"]["path"] = json!("no-such-rootfs");
+    refused("missing_rootfs", &spec, "`root.path`");
+}
+
+#[test]
+fn malformed_json() {
+    if !root("malformed_json") {
+        return;
+    }
+    let bundle = Bundle::busybox().unwrap();
+    bundle
+        .write_raw_config(b"{\"ociVersion\": \"1.0.2\", \"process\": {")
+        .unwrap();
+    refused_in("malformed_json", bundle, "malformed JSON at line 1, column");
+}
+
+#[test]
+fn missing_config() {
+    if !root("missing_config") {
+        return;
+    }
+    let bundle = Bundle::busybox().unwrap();
+    refused_in("missing_config", bundle, "config.json");
+}
+
+#[test]
+fn unknown_namespace_type() {
+    if !root("unknown_namespace_type") {
+        return;
+    }
+    let mut spec = base();
+    spec["linux"]["namespaces"][2]["type"] = json!("sandwich");
+    refused(
+        "unknown_namespace_type",
+        &spec,
+        "`linux.namespaces[2].type`: unknown variant `sandwich`",
+    );
+}
+
+#[test]
+fn duplicate_namespace() {
+    if !root("duplicate_namespace") {
+        return;
+    }
+    let mut spec = base();
+    spec["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "pid"}));
+    refused(
+        "duplicate_namespace",
+        &spec,
+        "`linux.namespaces[6].type`: namespace Pid listed twice",
+    );
+}
+
+#[test]
+fn mappings_without_user_namespace() {
+    if !root("mappings_without_user_namespace") {
+        return;
+    }
+    let mut spec = base();
+    spec["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 10}]);
+    refused(
+        "mappings_without_user_namespace",
+        &spec,
+        "`linux.uidMappings`: set, but linux.namespaces creates no user namespace",
+    );
+}
+
+#[test]
+fn user_namespace_without_mappings() {
+    if !root("user_namespace_without_mappings") {
+        return;
+    }
+    let mut spec = base();
+    spec["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "user"}));
+    refused(
+        "user_namespace_without_mappings",
+        &spec,
+        "`linux.uidMappings`: required",
+    );
+}
+
+#[test]
+fn unmapped_process_uid() {
+    if !root("unmapped_process_uid") {
+        return;
+    }
+    let mut spec = base();
+    spec["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "user"}));
+    spec["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 10}]);
+    spec["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 10}]);
+    spec["process"]["user"]["uid"] = json!(1000);
+    refused(
+        "unmapped_process_uid",
+        &spec,
+        "`process.user.uid`: 1000 is not mapped",
+    );
+}
+
+#[test]
+fn overlapping_mappings() {
+    if !root("overlapping_mappings") {
+        return;
+    }
+    let mut spec = base();
+    spec["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "user"}));
+    spec["linux"]["uidMappings"] = json!([
+        {"containerID": 0, "hostID": 100000, "size": 10},
+        {"containerID": 5, "hostID": 200000, "size": 10}
+    ]);
+    spec["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 10}]);
+    refused(
+        "overlapping_mappings",
+        &spec,
+        "`linux.uidMappings[1]`: containerID range overlaps",
+    );
+}
+
+#[test]
+fn unknown_mount_type() {
+    if !root("unknown_mount_type") {
+        return;
+    }
+    let mut spec = base();
+    spec["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"destination": "/x", "type": "nosuchfs", "source": "x"}));
+    refused(
+        "unknown_mount_type",
+        &spec,
+        "`mounts[7].type`: unknown filesystem type",
+    );
+}
+
+#[test]
+fn relative_mount_destination() {
+    if !root("relative_mount_destination") {
+        return;
+    }
+    let mut spec = base();
+    spec["mounts"][0]["destination"] = json!("proc");
+    refused(
+        "relative_mount_destination",
+        &spec,
+        "`mounts[0].destination`: proc must be an absolute path",
+    );
+}
+
+#[test]
+fn dotdot_mount_destination() {
+    if !root("dotdot_mount_destination") {
+        return;
+    }
+    let mut spec = base();
+    spec["mounts"][1]["destination"] = json!("/dev/../../etc");
+    refused(
+        "dotdot_mount_destination",
+        &spec,
+        "`mounts[1].destination`: /dev/../../etc contains `..`",
+    );
+}
+
+#[test]
+fn missing_bind_source() {
+    if !root("missing_bind_source") {
+        return;
+    }
+    let mut spec = base();
+    spec["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"destination": "/data", "type": "bind", "source": "/no/such/dir", "options": ["rbind"]}));
+    refused(
+        "missing_bind_source",
+        &spec,
+        "`mounts[7].source`: /no/such/dir",
+    );
+}
+
+#[test]
+fn rlimit_soft_above_hard() {
+    if !root("rlimit_soft_above_hard") {
+        return;
+    }
+    let mut spec = base();
+    spec["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "soft": 2048, "hard": 1024}]);
+    refused(
+        "rlimit_soft_above_hard",
+        &spec,
+        "`process.rlimits[0]`: soft limit 2048 exceeds hard limit 1024",
+    );
+}
+
+#[test]
+fn unknown_rlimit() {
+    if !root("unknown_rlimit") {
+        return;
+    }
+    let mut spec = base();
+    spec["process"]["rlimits"] = json!([{"type": "RLIMIT_BOGUS", "soft": 1, "hard": 1}]);
+    refused("unknown_rlimit", &spec, "`process.rlimits[0].type`");
+}
+
+#[test]
+fn hostname_without_uts_namespace() {
+    if !root("hostname_without_uts_namespace") {
+        return;
+    }
+    let mut spec = base();
+    spec["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|n| n["type"] != "uts");
+    refused(
+        "hostname_without_uts_namespace",
+        &spec,
+        "`hostname`: set, but linux.namespaces creates no uts namespace",
+    );
+}
+
+#[test]
+fn no_mount_namespace() {
+    if !root("no_mount_namespace") {
+        return;
+    }
+    let mut spec = base();
+    spec["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|n| n["type"] != "mount");
+    refused(
+        "no_mount_namespace",
+        &spec,
+        "`linux.namespaces`: a new mount namespace",
+    );
+}
+
+#[test]
+fn relative_cwd() {
+    if !root("relative_cwd") {
+        return;
+    }
+    let mut spec = base();
+    spec["process"]["cwd"] = json!("work");
+    refused(
+        "relative_cwd",
+        &spec,
+        "`process.cwd`: work must be an absolute path",
+    );
+}
+
+#[test]
+fn empty_args() {
+    if !root("empty_args") {
+        return;
+    }
+    let mut spec = base();
+    spec["process"]["args"] = json!([]);
+    refused("empty_args", &spec, "`process.args`: must name a program");
+}
+
+#[test]
+fn bad_env_entry() {
+    if !root("bad_env_entry") {
+        return;
+    }
+    let mut spec = base();
+    spec["process"]["env"] = json!(["PATH=/bin", "NOEQUALS"]);
+    refused("bad_env_entry", &spec, "`process.env[1]`");
+}
+
+#[test]
+fn oom_score_adj_out_of_range() {
+    if !root("oom_score_adj_out_of_range") {
+        return;
+    }
+    let mut spec = base();
+    spec["process"]["oomScoreAdj"] = json!(5000);
+    refused(
+        "oom_score_adj_out_of_range",
+        &spec,
+        "`process.oomScoreAdj`: 5000 is outside",
+    );
+}
+
+#[test]
+fn wrong_field_type() {
+    if !root("wrong_field_type") {
+        return;
+    }
+    let mut spec = base();
+    spec["process"]["user"]["uid"] = json!("root");
+    refused("wrong_field_type", &spec, "`process.user.uid`");
+}
+
+#[test]
+fn device_outside_dev() {
+    if !root("device_outside_dev") {
+        return;
+    }
+    let mut spec = base();
+    spec["linux"]["devices"] = json!([{"path": "/etc/evil", "type": "c", "major": 1, "minor": 3}]);
+    refused(
+        "device_outside_dev",
+        &spec,
+        "`linux.devices[0].path`: devices must be created under /dev",
+    );
+}
+
+#[test]
+fn executable_not_found_unwinds_after_clone() {
+    if !root("executable_not_found_unwinds_after_clone") {
+        return;
+    }
+    // Passes validation, fails in the init after the rootfs is set up: the runtime must
+    // still remove the init, its mounts and the state dir.
+    refused(
+        "executable_not_found_unwinds_after_clone",
+        &spec_with_args(&["no-such-program"]),
+        "executable file not found in $PATH",
+    );
+}
+
+#[test]
+fn failing_mount_in_init_unwinds() {
+    if !root("failing_mount_in_init_unwinds") {
+        return;
+    }
+    // A valid type whose mount fails in the init (bad tmpfs option).
+    let mut spec = base();
+    spec["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"destination": "/bad", "type": "tmpfs", "source": "tmpfs", "options": ["size=notasize"]}));
+    refused(
+        "failing_mount_in_init_unwinds",
+        &spec,
+        "mounts[7]: mount tmpfs on /bad",
+    );
+}
+
+#[test]
+fn invalid_container_id() {
+    if !root("invalid_container_id") {
+        return;
+    }
+    let bundle = Bundle::busybox().unwrap();
+    bundle.write_config(&base()).unwrap();
+    let runtime = Runtime::new(NANOCLAW).unwrap();
+    for id in ["../escape", "a/b", ".."] {
+        let out = runtime.run(bundle.path(), id).unwrap();
+        assert_ne!(out.status.code(), Some(0));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("invalid container id"));
+    }
+    assert!(runtime.leftover_state().is_empty());
+    assert!(!runtime.root().parent().unwrap().join("escape").exists());
+}
