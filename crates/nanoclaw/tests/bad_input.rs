@@ -16,7 +16,6 @@ fn refused(test: &str, spec: &Value, expect: &str) {
 
 fn refused_in(test: &str, bundle: Bundle, expect: &str) {
     let runtime = Runtime::new(NANOCLAW).unwrap();
-    let before = container_inits();
     let out = runtime.run(bundle.path(), "bad").unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_ne!(out.status.code(), Some(0), "{test}: accepted");
@@ -32,20 +31,23 @@ fn refused_in(test: &str, bundle: Bundle, expect: &str) {
     );
     let mounts = claw_testsupport::bundle::mounts_under(bundle.path());
     assert!(mounts.is_empty(), "{test}: mounts left: {mounts:?}");
-    let after = container_inits();
-    let leaked: Vec<_> = after.iter().filter(|p| !before.contains(p)).collect();
+    let leaked = runtime_processes(runtime.root());
     assert!(leaked.is_empty(), "{test}: processes left: {leaked:?}");
 }
 
-/// Pids of live processes whose cmdline mentions this test binary's runtime.
-fn container_inits() -> Vec<i32> {
+/// Pids of live processes started with this --root (the runtime and its cloned init share
+/// the runtime's command line).
+fn runtime_processes(root: &std::path::Path) -> Vec<i32> {
+    let needle = root.as_os_str().as_encoded_bytes();
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
             continue;
         };
         let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if cmd.starts_with(NANOCLAW.as_bytes()) && claw_testsupport::bundle::pid_alive(pid) {
+        if cmd.windows(needle.len()).any(|w| w == needle)
+            && claw_testsupport::bundle::pid_alive(pid)
+        {
             out.push(pid);
         }
     }
