@@ -1,0 +1,111 @@
+//! The guest build steps shared by build.rs and the reproducibility test
+//! (tests/reproducible.rs): a nested, clean-environment cargo build and the ELF → flat image
+//! conversion of the shim.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub type BoxError = Box<dyn std::error::Error>;
+
+/// Flags every nested build gets besides the remapping (the shim adds static relocation).
+pub const SHIM_FLAGS: &[&str] = &["-Crelocation-model=static"];
+
+/// Runs `cargo build --release --locked --target <target>` for `manifest` with a clean
+/// environment and returns its target directory.
+pub fn nested_build(
+    root: &Path,
+    manifest: &Path,
+    target: &str,
+    target_dir: &Path,
+    extra_flags: &[&str],
+) -> Result<PathBuf, BoxError> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let cargo_home = std::env::var("CARGO_HOME")
+        .ok()
+        .or_else(|| std::env::var("HOME").ok().map(|h| format!("{h}/.cargo")))
+        .unwrap_or_else(|| "/nonexistent-cargo-home".into());
+    let mut flags: Vec<String> = vec![
+        format!("--remap-path-prefix={}=/claw", root.display()),
+        format!("--remap-path-prefix={cargo_home}=/cargo"),
+        "-Cdebuginfo=0".into(),
+    ];
+    flags.extend(extra_flags.iter().map(|s| s.to_string()));
+    let mut cmd = Command::new(cargo);
+    cmd.arg("build")
+        .arg("--release")
+        .arg("--locked")
+        .arg("--target")
+        .arg(target)
+        .arg("--manifest-path")
+        .arg(manifest)
+        .arg("--target-dir")
+        .arg(target_dir)
+        .current_dir(manifest.parent().ok_or("manifest without a directory")?);
+    for (key, _) in std::env::vars_os() {
+        let k = key.to_string_lossy();
+        if k == "RUSTFLAGS"
+            || k == "RUSTDOCFLAGS"
+            || k.starts_with("CARGO_ENCODED_")
+            || k.starts_with("CARGO_BUILD_")
+            || k.starts_with("CARGO_PROFILE_")
+            || k.starts_with("CARGO_TARGET_")
+            || k.starts_with("CARGO_CFG_")
+            || k.starts_with("CARGO_FEATURE_")
+            || k.starts_with("CARGO_PKG_")
+            || k.starts_with("CARGO_MANIFEST_")
+            || k == "RUSTC_WRAPPER"
+            || k == "RUSTC_WORKSPACE_WRAPPER"
+            || k == "TARGET"
+            || k == "HOST"
+            || k == "OUT_DIR"
+            || k == "OPT_LEVEL"
+            || k == "PROFILE"
+            || k == "DEBUG"
+            || k == "NUM_JOBS"
+        {
+            cmd.env_remove(&key);
+        }
+    }
+    cmd.env("CARGO_ENCODED_RUSTFLAGS", flags.join("\u{1f}"));
+    let status = cmd.status()?;
+    if !status.success() {
+        return Err(format!("nested build of {} for {target} failed: {status}", manifest.display()).into());
+    }
+    Ok(target_dir.to_path_buf())
+}
+
+/// Turns the shim ELF into the flat image loaded at `SHIM_BASE`: the PT_LOAD segments laid
+/// out at their addresses, gaps and .bss as zeros. Returns the image and the entry point.
+pub fn flatten_shim(elf_path: &Path) -> Result<(Vec<u8>, u64), BoxError> {
+    use object::elf::{FileHeader64, PT_LOAD};
+    use object::read::elf::{FileHeader, ProgramHeader};
+    use object::LittleEndian as LE;
+
+    let data = std::fs::read(elf_path)?;
+    let header = FileHeader64::<LE>::parse(&*data)?;
+    let endian = header.endian()?;
+    let entry = header.e_entry(endian);
+    let mut segments = Vec::new();
+    for ph in header.program_headers(endian, &*data)? {
+        if ph.p_type(endian) != PT_LOAD || ph.p_memsz(endian) == 0 {
+            continue;
+        }
+        let bytes = ph.data(endian, &*data).map_err(|_| "segment outside the ELF file")?;
+        segments.push((ph.p_vaddr(endian), ph.p_memsz(endian), bytes.to_vec()));
+    }
+    let base = segments.iter().map(|s| s.0).min().ok_or("shim ELF has no PT_LOAD segment")?;
+    if base != ironclaw_abi::layout::SHIM_BASE {
+        return Err(format!(
+            "shim is linked at {base:#x}, the ABI says SHIM_BASE = {:#x} (crates/ironclaw-shim/link.ld)",
+            ironclaw_abi::layout::SHIM_BASE
+        )
+        .into());
+    }
+    let end = segments.iter().map(|s| s.0 + s.1).max().unwrap_or(base);
+    let mut image = vec![0u8; usize::try_from(end - base)?];
+    for (vaddr, _, bytes) in &segments {
+        let off = usize::try_from(vaddr - base)?;
+        image[off..off + bytes.len()].copy_from_slice(bytes);
+    }
+    Ok((image, entry))
+}

@@ -1,0 +1,141 @@
+//! The launch measurement: matches an independent implementation of the documented layout,
+//! changes with one byte of the module and with every launch parameter, and the CLI's
+//! `measure` and `run --print-measurement` print the same value.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{example, example_bytes};
+use ironclaw::measurement::{LaunchMeasurement, MEASUREMENT_TAG};
+use ironclaw::LaunchConfig;
+use sha2::{Digest, Sha384};
+
+/// The documented layout (measurement.rs module docs), written out independently.
+fn by_the_documentation(module: &[u8], c: &LaunchConfig) -> [u8; 48] {
+    let mut h = Sha384::new();
+    let mut item = |b: &[u8]| {
+        h.update((b.len() as u64).to_le_bytes());
+        h.update(b);
+    };
+    item(MEASUREMENT_TAG);
+    item(&1u32.to_le_bytes());
+    let mut addrs = ironclaw_abi::layout::SHIM_BASE.to_le_bytes().to_vec();
+    addrs.extend_from_slice(&ironclaw::shim::SHIM_ENTRY.to_le_bytes());
+    item(&addrs);
+    item(&Sha384::digest(ironclaw::shim::SHIM_IMAGE));
+    item(module);
+    let mut cfg = ironclaw_abi::ABI_VERSION.to_le_bytes().to_vec();
+    for v in [
+        c.memory_mib << 20,
+        c.fuel.unwrap_or(u64::MAX),
+        c.timeout.as_millis() as u64,
+        c.max_output_bytes,
+        c.max_wasm_memory_bytes,
+        c.max_table_elements,
+        c.max_hypercalls,
+    ] {
+        cfg.extend_from_slice(&v.to_le_bytes());
+    }
+    cfg.push(u8::from(c.debug));
+    assert_eq!(cfg.len(), 61);
+    item(&cfg);
+    h.finalize().into()
+}
+
+#[test]
+fn measurement_follows_the_documented_layout() {
+    let module = example_bytes("hmac-stdin.wasm");
+    for c in [LaunchConfig::default(), LaunchConfig { fuel: Some(5), debug: true, ..Default::default() }] {
+        assert_eq!(LaunchMeasurement::of_launch(&module, &c).0, by_the_documentation(&module, &c));
+    }
+}
+
+#[test]
+fn one_byte_of_module_or_any_parameter_changes_the_measurement() {
+    let module = example_bytes("hmac-stdin.wasm");
+    let base = LaunchConfig::default();
+    let m0 = LaunchMeasurement::of_launch(&module, &base);
+    assert_eq!(m0, LaunchMeasurement::of_launch(&module.clone(), &base.clone()), "deterministic");
+    for at in [0, module.len() / 2, module.len() - 1] {
+        let mut changed = module.clone();
+        changed[at] ^= 0x01;
+        assert_ne!(LaunchMeasurement::of_launch(&changed, &base), m0, "byte {at}");
+    }
+    let mut longer = module.clone();
+    longer.push(0);
+    assert_ne!(LaunchMeasurement::of_launch(&longer, &base), m0);
+    let variants = [
+        LaunchConfig { memory_mib: 66, ..base.clone() },
+        LaunchConfig { fuel: Some(1_000), ..base.clone() },
+        LaunchConfig { fuel: Some(1_001), ..base.clone() },
+        LaunchConfig { timeout: Duration::from_secs(11), ..base.clone() },
+        LaunchConfig { max_output_bytes: base.max_output_bytes + 1, ..base.clone() },
+        LaunchConfig { max_wasm_memory_bytes: base.max_wasm_memory_bytes - 65536, ..base.clone() },
+        LaunchConfig { max_table_elements: base.max_table_elements + 1, ..base.clone() },
+        LaunchConfig { max_hypercalls: base.max_hypercalls + 1, ..base.clone() },
+        LaunchConfig { debug: true, ..base.clone() },
+    ];
+    let mut seen = vec![m0];
+    for v in &variants {
+        let m = LaunchMeasurement::of_launch(&module, v);
+        assert!(!seen.contains(&m), "{v:?} collides");
+        seen.push(m);
+    }
+}
+
+fn ironclaw(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_ironclaw")).args(args).output().unwrap()
+}
+
+#[test]
+fn cli_measure_and_print_measurement_agree_with_the_library() {
+    let path = example("hello.wasm");
+    let path = path.to_str().unwrap();
+    let module = example_bytes("hello.wasm");
+    let out = ironclaw(&["measure", path]);
+    assert!(out.status.success());
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(printed.trim(), LaunchMeasurement::of_launch(&module, &LaunchConfig::default()).to_hex());
+    let out = ironclaw(&["measure", "--memory", "128", "--fuel", "100000", "--debug", path]);
+    let expected = LaunchConfig { memory_mib: 128, fuel: Some(100_000), debug: true, ..Default::default() };
+    assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), LaunchMeasurement::of_launch(&module, &expected).to_hex());
+
+    if !claw_testsupport::require_kvm("cli_measure_and_print_measurement_agree_with_the_library (run part)") {
+        return;
+    }
+    let out = ironclaw(&["run", "--print-measurement", "--memory", "128", "--fuel", "100000", "--debug", path]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.stdout, b"hello from wasm\n");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains(&format!("measurement: {}", LaunchMeasurement::of_launch(&module, &expected).to_hex())), "{stderr}");
+}
+
+#[test]
+fn cli_exit_codes_and_messages() {
+    if !claw_testsupport::require_kvm("cli_exit_codes_and_messages") {
+        return;
+    }
+    let trap = example("trap.wasm");
+    let out = ironclaw(&["run", trap.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(ironclaw::exit_code::TRAP));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wasm trap"));
+    let code = example("exit-code.wasm");
+    assert_eq!(ironclaw(&["run", code.to_str().unwrap()]).status.code(), Some(42));
+    let lp = example("infinite-loop.wasm");
+    let out = ironclaw(&["run", "--fuel", "100000", lp.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(ironclaw::exit_code::FUEL));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("fuel limit"));
+    let out = ironclaw(&["run", "--timeout", "200ms", lp.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(ironclaw::exit_code::TIMEOUT));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("timeout"));
+    let out = ironclaw(&["run", "/nonexistent/module.wasm"]);
+    assert_eq!(out.status.code(), Some(ironclaw::exit_code::INTERNAL));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/module.wasm"));
+    let out = ironclaw(&["check"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("kvm: usable"), "{text}");
+    assert!(["kvm_pvm", "kvm_intel", "kvm_amd"].iter().any(|b| text.contains(b)), "{text}");
+}
