@@ -24,7 +24,9 @@ struct Cli {
     #[arg(long, global = true)]
     debug: bool,
     /// Rootless mode (true|false|auto): accepted like runc's; nanoclaw decides from its euid.
-    #[arg(long, global = true, value_name = "true|false|auto")]
+    /// Not `global`: like runc's, it goes before the command, and a global flag would clash
+    /// with `spec --rootless`.
+    #[arg(long, value_name = "true|false|auto")]
     rootless: Option<String>,
     /// The systemd cgroup driver: not supported (a clear error).
     #[arg(long = "systemd-cgroup", global = true)]
