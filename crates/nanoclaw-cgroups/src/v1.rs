@@ -481,6 +481,9 @@ impl CgroupManager for V1Manager {
         let Some(d) = self.procs_dir() else {
             return Ok(());
         };
+        if self.pids()?.is_empty() {
+            return Ok(()); // nothing to kill: no freeze/thaw round trip (the common delete)
+        }
         let deadline = Instant::now() + manager::EMPTY_TIMEOUT;
         loop {
             let frozen = self.freeze().is_ok();

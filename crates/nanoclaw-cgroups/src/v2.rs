@@ -523,6 +523,11 @@ pub(crate) fn kill_dir(d: &Path) -> Result<()> {
     if !d.exists() {
         return Ok(());
     }
+    let mut pids = Vec::new();
+    manager::procs_recursive(d, &mut pids)?;
+    if pids.is_empty() {
+        return Ok(());
+    }
     if d.join("cgroup.kill").exists() {
         fs::write(d, "cgroup.kill", "1")?;
         return manager::wait_empty(d, deadline);
