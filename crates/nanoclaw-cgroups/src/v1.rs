@@ -142,7 +142,8 @@ fn set_memory(dir: &Path, m: &LinuxMemory) -> Result<()> {
     Ok(())
 }
 
-/// EBUSY on a memory limit means the cgroup already uses more; say so.
+/// EBUSY on a memory limit means the cgroup already uses more; EINVAL that memory+swap is
+/// lower than the new limit. Say so.
 fn busy_hint(e: CgroupError) -> CgroupError {
     match e {
         CgroupError::Write {
@@ -157,6 +158,23 @@ fn busy_hint(e: CgroupError) -> CgroupError {
                 "the cgroup's current usage is above the new limit",
             ),
         },
+        CgroupError::Write {
+            path,
+            value,
+            source,
+        } if source.raw_os_error() == Some(libc::EINVAL)
+            && path.ends_with("memory.limit_in_bytes") =>
+        {
+            CgroupError::Write {
+                path,
+                value,
+                source: std::io::Error::new(
+                    source.kind(),
+                    "the memory+swap limit (memory.memsw.limit_in_bytes) is below this value; \
+                     raise memory.swap (--memory-swap) together with the limit",
+                ),
+            }
+        }
         e => e,
     }
 }

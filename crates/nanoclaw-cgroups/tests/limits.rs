@@ -455,3 +455,33 @@ fn relative_path_nests_under_own_cgroup() {
     assert!(inside.contains(&name("nesting")), "{inside}");
     assert!(Path::new(&cg.mgr.paths().v1.values().next().unwrap().dir).is_dir());
 }
+
+#[test]
+fn raising_memory_above_memsw_alone_is_explained() {
+    let Some(cg) = setup(
+        "memsw_hint",
+        r#"{"memory":{"limit":33554432,"swap":33554432}}"#,
+    ) else {
+        return;
+    };
+    if cg.mgr.paths().v1_dir("memory").is_none() {
+        claw_testsupport::skip("memsw_hint", "memory is not on cgroup v1 here");
+        return;
+    }
+    let e = cg
+        .mgr
+        .set(&resources(r#"{"memory":{"limit":67108864}}"#))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("memory.limit_in_bytes") && e.contains("--memory-swap"),
+        "{e}"
+    );
+    // Both together work, and the limit is really raised.
+    cg.mgr
+        .set(&resources(
+            r#"{"memory":{"limit":67108864,"swap":67108864}}"#,
+        ))
+        .unwrap();
+    assert_eq!(cg.mgr.stats().unwrap().memory.usage.limit, 67108864);
+}
