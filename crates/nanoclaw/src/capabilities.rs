@@ -9,7 +9,7 @@
 //!    effective, permitted (in that order: each `capset` must keep E ⊆ P and I ⊆ P ∪ old I),
 //!    then clear the ambient set and raise the requested ambient capabilities — last, because
 //!    the kernel only lets a capability into the ambient set when it is permitted and
-//!    inheritable (one that is not is skipped with a warning, as runc does).
+//!    inheritable (one that is not is skipped with a debug log, as runc does).
 //!
 //! An absent `process.capabilities` means no capabilities at all (runc's behaviour): a config
 //! has to ask for privilege explicitly. Capability names are checked when config.json is parsed
@@ -121,13 +121,13 @@ impl CapabilityPlan {
         for cap in ambient {
             // The kernel admits a capability to the ambient set only when it is permitted and
             // inheritable (and still bounded). runc's own `runc spec` lists ambient capabilities
-            // without an inheritable set, so like runc we skip those with a warning instead of
+            // without an inheritable set, so like runc we skip those (debug log) instead of
             // failing every such config.
             let allowed = self.permitted.contains(&cap)
                 && self.inheritable.contains(&cap)
                 && self.bounding.contains(&cap);
             if !allowed {
-                log::warn!(
+                log::debug!(
                     "process.capabilities.ambient: {cap} is not in permitted, inheritable and bounding; not raised"
                 );
                 continue;

@@ -39,6 +39,9 @@ pub enum InitError {
     Process(#[from] ProcessError),
     #[error(transparent)]
     Console(#[from] crate::console::ConsoleError),
+    /// Security profile steps (issue 4): paths, sysctl, capabilities, seccomp, AppArmor.
+    #[error(transparent)]
+    Security(#[from] crate::security::SecurityError),
     #[error("{what}: {source}")]
     Sys {
         what: &'static str,
@@ -98,7 +101,13 @@ fn setup_and_exec(ctx: &InitContext<'_>) -> Result<Never, InitError> {
     // 0. Drop every inherited fd we do not need (the state dir lock, the parent's end of the
     //    sync socket, anything the runtime's caller leaked): a held flock would block the
     //    next command on this container, and the fewer host fds, the smaller the exposure.
-    let mut keep: Vec<RawFd> = vec![0, 1, 2, ctx.sync.as_raw_fd(), ctx.exec_fifo.as_raw_fd()];
+    let mut keep: Vec<RawFd> = vec![
+        0,
+        1,
+        2,
+        ctx.sync.as_raw_fd(),
+        ctx.exec_fifo.as_raw_fd(),
+    ];
     keep.extend(ctx.joins.iter().map(|j| j.fd.as_raw_fd()));
     keep.extend(ctx.console.as_ref().map(|c| c.as_raw_fd()));
     // --preserve-fds N: the caller's fds 3..3+N go to the workload.
@@ -123,11 +132,7 @@ fn setup_and_exec(ctx: &InitContext<'_>) -> Result<Never, InitError> {
     namespaces::join(ctx.joins)?;
     // A new cgroup namespace now, not at clone time: the parent has moved us into the
     // container's cgroup, so that cgroup becomes the namespace's root ("/" inside).
-    if plan
-        .namespaces
-        .create
-        .contains(nix::sched::CloneFlags::CLONE_NEWCGROUP)
-    {
+    if plan.namespaces.create.contains(nix::sched::CloneFlags::CLONE_NEWCGROUP) {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
             .map_err(sys("unshare(CLONE_NEWCGROUP)"))?;
     }
@@ -172,8 +177,12 @@ fn setup_and_exec(ctx: &InitContext<'_>) -> Result<Never, InitError> {
     mounter.resolve("process.cwd", &plan.process.cwd, Some(rootfs::Create::Dir))?;
     // oom_score_adj through the host's /proc, which is still reachable here.
     process::set_oom_score_adj(&plan.process)?;
-    // Security step (issue 4): maskedPaths and readonlyPaths here — the rootfs and its mounts
-    // are complete, pivot_root has not happened yet (resolve them with `mounter.resolve`).
+    // Security profile: sysctl through the container's /proc/sys, then readonly and masked
+    // paths (resolved inside the rootfs, mounted through O_PATH fds), then the personality.
+    crate::security::apply_before_pivot(&plan.spec, &plan.rootfs)?;
+    // The seccomp filter is compiled now and loaded last; a NOTIFY agent is connected now,
+    // while linux.seccomp.listenerPath on the host is still reachable.
+    let mut seccomp = crate::security::prepare_seccomp(&plan.spec)?;
     mounter.pivot()?;
     rootfs::finish_root(plan)?;
     // Lifecycle step (issue 3): the terminal, from the container's own devpts, while still root.
@@ -189,16 +198,24 @@ fn setup_and_exec(ctx: &InitContext<'_>) -> Result<Never, InitError> {
             });
         crate::console::setup_in_container(sock, size)?;
     }
-    // Security step (issue 4): linux.sysctl (namespaced keys, through the container's /proc)
-    // and linux.personality here.
 
     // 5. Process attributes, while still root of the namespace.
     process::set_rlimits(&plan.process)?;
-    // Security step (issue 4): PR_SET_KEEPCAPS(1) and the bounding set drop go here, before
-    // the uid switch (setuid to non-zero clears the permitted set without keepcaps).
+    // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it now, before the
+    // capabilities go (runc does the same); otherwise it is loaded last, just before execve.
+    if !plan.process.no_new_privileges {
+        if let Some(step) = seccomp.take() {
+            step.install(&plan.spec, "", &plan.bundle)?;
+        }
+    }
+    // Capabilities: bounding set + PR_SET_KEEPCAPS before the uid switch (setuid away from 0
+    // would clear the permitted set), capset and the ambient set after it.
+    let caps = crate::security::capability_plan(&plan.spec)?;
+    caps.before_user_switch()
+        .map_err(crate::security::SecurityError::from)?;
     process::switch_user(&plan.process, ctx.setgroups_denied)?;
-    // Security step (issue 4): capset (effective/permitted/inheritable) and the ambient set
-    // here, after the uid switch; then PR_SET_KEEPCAPS(0).
+    caps.after_user_switch()
+        .map_err(crate::security::SecurityError::from)?;
     nix::unistd::chdir(&plan.process.cwd).map_err(|source| {
         InitError::Process(ProcessError::Sys {
             field: "process.cwd".into(),
@@ -240,7 +257,11 @@ fn setup_and_exec(ctx: &InitContext<'_>) -> Result<Never, InitError> {
             Err(e) => return Err(sys("read exec fifo")(e)),
         }
     }
-    // Security step (issue 4): install the seccomp filter here — the last step before execve.
+    // AppArmor's exec transition, then the seccomp filter: the last step before execve.
+    crate::security::apply_apparmor(&plan.spec)?;
+    if let Some(step) = seccomp {
+        step.install(&plan.spec, "", &plan.bundle)?;
+    }
     let err = nix::unistd::execve(&exe, &argv, &envp).unwrap_err();
     Err(InitError::Sys {
         what: "execve",

@@ -4,9 +4,9 @@
 //!
 //! | config.json | module | when the init applies it |
 //! |---|---|---|
-//! | `linux.maskedPaths`, `linux.readonlyPaths` | [`crate::masked_paths`] | rootfs complete, before pivot_root |
-//! | `linux.sysctl` | [`crate::sysctl`] | after pivot_root, through the container's /proc |
-//! | `linux.personality` | [`crate::personality`] | after pivot_root |
+//! | `linux.sysctl` | [`crate::sysctl`] | rootfs complete, before pivot_root, through the container's /proc |
+//! | `linux.maskedPaths`, `linux.readonlyPaths` | [`crate::masked_paths`] | right after sysctl |
+//! | `linux.personality` | [`crate::personality`] | right after the paths |
 //! | `process.capabilities` | [`crate::capabilities`] | bounding + keepcaps before the uid switch, the rest after |
 //! | `process.apparmorProfile` | here | just before execve |
 //! | `linux.seccomp` | `nanoclaw-seccomp` | last, just before execve (before the capability drop when `noNewPrivileges` is false, since loading a filter then needs CAP_SYS_ADMIN) |
@@ -147,9 +147,12 @@ pub fn capability_plan(spec: &Spec) -> Result<CapabilityPlan, SecurityError> {
     )?)
 }
 
-/// Masked and read-only paths under `rootfs` (before pivot_root).
-pub fn apply_masked_paths(spec: &Spec, rootfs: &Path) -> Result<(), SecurityError> {
+/// Before pivot_root, with the container's mounts complete under `rootfs`: sysctl (through the
+/// container's /proc/sys, before readonlyPaths freezes it), then read-only and masked paths,
+/// then the personality.
+pub fn apply_before_pivot(spec: &Spec, rootfs: &Path) -> Result<(), SecurityError> {
     let linux = spec.linux().as_ref();
+    sysctl::apply(linux.and_then(|l| l.sysctl().as_ref()), rootfs)?;
     masked_paths::apply(
         rootfs,
         linux
@@ -158,16 +161,6 @@ pub fn apply_masked_paths(spec: &Spec, rootfs: &Path) -> Result<(), SecurityErro
         linux
             .and_then(|l| l.readonly_paths().as_deref())
             .unwrap_or_default(),
-    )?;
-    Ok(())
-}
-
-/// sysctl (through the container's /proc/sys) and personality, after pivot_root.
-pub fn apply_after_pivot(spec: &Spec) -> Result<(), SecurityError> {
-    let linux = spec.linux().as_ref();
-    sysctl::apply(
-        linux.and_then(|l| l.sysctl().as_ref()),
-        Path::new("/proc/sys"),
     )?;
     if let Some(value) = personality::plan(linux.and_then(|l| l.personality().as_ref()))? {
         personality::apply(value)?;

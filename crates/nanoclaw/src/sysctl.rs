@@ -2,8 +2,8 @@
 //! the right kind — anything else would change the host and is refused before anything is
 //! created (the same rules as runc's `validateSysctl`).
 //!
-//! Values are written after pivot_root through the container's own procfs: the `/proc/sys`
-//! directory is opened and checked to be procfs (`PROC_SUPER_MAGIC`), and each key is opened
+//! Values are written before pivot_root (and before readonlyPaths freezes /proc/sys) through
+//! the container's own procfs: `<rootfs>/proc/sys` is resolved inside the rootfs and checked to be procfs (`PROC_SUPER_MAGIC`), and each key is opened
 //! beneath it with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS |
 //! RESOLVE_NO_XDEV)`, so a mount or symlink planted over /proc cannot redirect a write to another
 //! file (the CVE-2025-52881 class).
@@ -112,25 +112,24 @@ pub fn validate(
 
 const PROC_SUPER_MAGIC: i64 = 0x9fa0;
 
-/// Writes the sysctls through `proc_sys` (normally the container's `/proc/sys`, after pivot_root).
-/// Call only with a map [`validate`] accepted.
-pub fn apply(sysctl: Option<&HashMap<String, String>>, proc_sys: &Path) -> Result<(), SysctlError> {
+/// Writes the sysctls through the container's `/proc/sys`, resolved inside `rootfs` (before
+/// pivot_root: the container's procfs is mounted at `<rootfs>/proc` and readonlyPaths has not
+/// frozen it yet). Call only with a map [`validate`] accepted.
+pub fn apply(sysctl: Option<&HashMap<String, String>>, rootfs: &Path) -> Result<(), SysctlError> {
     let mut keys: Vec<(&String, &String)> = sysctl.into_iter().flatten().collect();
     if keys.is_empty() {
         return Ok(());
     }
     keys.sort();
     let first_key = keys.first().map(|(k, _)| (*k).clone()).unwrap_or_default();
-    let dir = std::fs::File::open(proc_sys).map_err(|source| SysctlError::Write {
+    let io = |source: std::io::Error| SysctlError::Write {
         key: first_key.clone(),
         path: String::new(),
         source,
-    })?;
-    let st = nix::sys::statfs::fstatfs(&dir).map_err(|e| SysctlError::Write {
-        key: first_key.clone(),
-        path: String::new(),
-        source: e.into(),
-    })?;
+    };
+    let root = std::fs::File::open(rootfs).map_err(io)?;
+    let dir = open_proc_sys(&root).map_err(io)?;
+    let st = nix::sys::statfs::fstatfs(&dir).map_err(|e| io(e.into()))?;
     if st.filesystem_type().0 as i64 != PROC_SUPER_MAGIC {
         return Err(SysctlError::NotProcfs { key: first_key });
     }
@@ -146,6 +145,21 @@ pub fn apply(sysctl: Option<&HashMap<String, String>>, proc_sys: &Path) -> Resul
         file.write_all(value.as_bytes()).map_err(write_err)?;
     }
     Ok(())
+}
+
+/// `proc/sys` under the container root, symlinks resolved inside it (a rootfs whose /proc is a
+/// symlink cannot point this at the host's procfs; a non-procfs is refused by the caller).
+fn open_proc_sys(root: &std::fs::File) -> std::io::Result<std::fs::File> {
+    use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+    let how = OpenHow::new()
+        .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    loop {
+        match openat2(root, "proc/sys", how) {
+            Err(nix::Error::EAGAIN) | Err(nix::Error::EINTR) => continue,
+            r => return r.map(std::fs::File::from).map_err(std::io::Error::from),
+        }
+    }
 }
 
 /// Opens `rel` for writing strictly beneath `dir`: no symlinks, no magic links, no mount
