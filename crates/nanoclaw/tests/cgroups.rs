@@ -441,3 +441,30 @@ fn delete_after_kill_removes_the_cgroup() {
     assert_gone(&c.dirs);
     let _ = Command::new("true").status();
 }
+
+#[test]
+fn paused_container_is_frozen_and_force_delete_still_cleans_up() {
+    let Some(c) = Ctr::new("pause", "while :; do :; done", json!({})) else {
+        return;
+    };
+    c.create_start();
+    let out = c.cmd(&["pause", "t"]);
+    assert!(out.status.success(), "pause: {}", text(&out.stderr));
+    let usage = || c.stats()["cpu"]["usage"]["total"].as_u64().unwrap();
+    let a = usage();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(usage(), a, "a paused container must not run");
+    let out = c.cmd(&["resume", "t"]);
+    assert!(out.status.success(), "resume: {}", text(&out.stderr));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(usage() > a, "a resumed container runs again");
+    // Frozen tasks cannot die until thawed: delete --force of a paused container must thaw.
+    assert!(c.cmd(&["pause", "t"]).status.success());
+    let out = c.cmd(&["delete", "--force", "t"]);
+    assert!(
+        out.status.success(),
+        "delete --force: {}",
+        text(&out.stderr)
+    );
+    assert_gone(&c.dirs);
+}
