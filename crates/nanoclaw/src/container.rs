@@ -134,9 +134,6 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
     // Validate before touching anything on the host.
     state::validate_id(&opts.id)?;
     let plan = spec::load(&opts.bundle, euid)?;
-    if let Some(hooks) = plan.spec.hooks() {
-        crate::hooks::validate(hooks)?;
-    }
     let setgroups_denied = namespaces::setgroups_denied(&plan);
     if setgroups_denied && !plan.process.additional_gids.is_empty() {
         return Err(ContainerError::RootlessGroups);

@@ -342,12 +342,13 @@ fn main() {
                 console_socket,
                 preserve_fds,
             };
-            nanoclaw::exec::exec(&root, &id, &req)
-                .map(|outcome| match outcome {
-                    nanoclaw::exec::ExecOutcome::Detached { .. } => 0,
-                    nanoclaw::exec::ExecOutcome::Exited { code } => code,
-                })
-                .map_err(|e| e.to_string())
+            match nanoclaw::exec::exec(&root, &id, &req) {
+                Ok(nanoclaw::exec::ExecOutcome::Detached { .. }) => Ok(0),
+                Ok(nanoclaw::exec::ExecOutcome::Exited { code }) => Ok(code),
+                // runc exits 255 when exec itself fails, so callers can tell it from the
+                // process's own status.
+                Err(e) => fail_with(&log_cfg, 255, &e.to_string()),
+            }
         }
     };
     match result {
@@ -359,11 +360,15 @@ fn main() {
 /// Reports a fatal error the way runc does (engines rely on it): a record in --log (containerd
 /// shows the last JSON error record to the user) and the message on stderr.
 fn fail(cfg: &LogConfig, msg: &str) -> ! {
+    fail_with(cfg, 1, msg)
+}
+
+fn fail_with(cfg: &LogConfig, code: i32, msg: &str) -> ! {
     log::error!("{msg}");
     if nanoclaw::logging::logs_to_file(cfg) {
         eprintln!("nanoclaw: {msg}");
     }
-    std::process::exit(1);
+    std::process::exit(code);
 }
 
 #[allow(clippy::too_many_arguments)] // one per runc flag of create/run

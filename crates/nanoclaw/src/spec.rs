@@ -415,9 +415,9 @@ pub fn validate(bundle: &Path, spec: Spec, euid: u32) -> Result<Plan, SpecError>
     let process = process_plan(&spec, &namespaces, &uid_mappings, &gid_mappings)?;
 
     // --- features owned by later issues: refuse what would otherwise be silently ignored ---
-    if spec.hooks().is_some() {
-        // Lifecycle issue (3) implements hooks.
-        return Err(field("hooks", "hooks are not supported yet"));
+    if let Some(hooks) = spec.hooks() {
+        // Paths absolute, timeouts positive; the hooks themselves run in `container`/`init`.
+        crate::hooks::validate(hooks).map_err(|e| field("hooks", e.to_string()))?;
     }
     if linux.time_offsets().is_some() {
         return Err(field("linux.timeOffsets", "not supported"));
