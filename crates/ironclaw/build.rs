@@ -103,7 +103,9 @@ fn main() -> Result<(), BoxError> {
             }
         }
     }
-    println!("cargo:rustc-env=IRONCLAW_EXAMPLES_DIR={}", examples_out.display());
+    println!(
+        "cargo:rustc-env=IRONCLAW_EXAMPLES_DIR={}",
+        examples_out.display()
+    );
     Ok(())
 }
-

@@ -29,7 +29,13 @@ pub fn read_info() -> Result<BootInfo, BootError> {
     let mut raw = [0u8; BOOT_INFO_LEN];
     // SAFETY: the boot page is mapped read-only for the shim at BOOT_INFO_ADDR and is
     // BOOT_INFO_SIZE >= BOOT_INFO_LEN bytes long; we copy it out before looking at it.
-    unsafe { core::ptr::copy_nonoverlapping(layout::BOOT_INFO_ADDR as *const u8, raw.as_mut_ptr(), BOOT_INFO_LEN) };
+    unsafe {
+        core::ptr::copy_nonoverlapping(
+            layout::BOOT_INFO_ADDR as *const u8,
+            raw.as_mut_ptr(),
+            BOOT_INFO_LEN,
+        )
+    };
     let info = BootInfo::decode(&raw);
     // SAFETY: taking the address of a linker symbol; it is never dereferenced.
     let image_end = core::ptr::addr_of!(__image_end) as u64;
@@ -43,12 +49,19 @@ fn strings(addr: u64, len: u64, count: u64) -> Option<Vec<Vec<u8>>> {
     // shim image and outside the heap; copying it out makes it private.
     let region = unsafe { core::slice::from_raw_parts(addr as *const u8, len as usize) }.to_vec();
     if count == 0 {
-        return if region.is_empty() { Some(Vec::new()) } else { None };
+        return if region.is_empty() {
+            Some(Vec::new())
+        } else {
+            None
+        };
     }
     if region.last() != Some(&0) {
         return None;
     }
-    let parts: Vec<Vec<u8>> = region[..region.len() - 1].split(|b| *b == 0).map(<[u8]>::to_vec).collect();
+    let parts: Vec<Vec<u8>> = region[..region.len() - 1]
+        .split(|b| *b == 0)
+        .map(<[u8]>::to_vec)
+        .collect();
     if parts.len() as u64 != count {
         return None;
     }
@@ -57,10 +70,19 @@ fn strings(addr: u64, len: u64, count: u64) -> Option<Vec<Vec<u8>>> {
 
 /// Copies the inputs out of the (validated) regions. Needs the heap.
 pub fn load(info: BootInfo) -> Result<Boot, &'static str> {
-    let args = strings(info.args_addr, info.args_len, info.argc).ok_or("boot block: argv region malformed")?;
-    let env = strings(info.env_addr, info.env_len, info.envc).ok_or("boot block: environment region malformed")?;
+    let args = strings(info.args_addr, info.args_len, info.argc)
+        .ok_or("boot block: argv region malformed")?;
+    let env = strings(info.env_addr, info.env_len, info.envc)
+        .ok_or("boot block: environment region malformed")?;
     // SAFETY: validated like the string regions; the module region is not written by the
     // shim and lives for the whole run.
-    let module = unsafe { core::slice::from_raw_parts(info.module_addr as *const u8, info.module_len as usize) };
-    Ok(Boot { info, module, args, env })
+    let module = unsafe {
+        core::slice::from_raw_parts(info.module_addr as *const u8, info.module_len as usize)
+    };
+    Ok(Boot {
+        info,
+        module,
+        args,
+        env,
+    })
 }

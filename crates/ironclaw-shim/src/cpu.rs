@@ -6,14 +6,18 @@ pub fn out8(port: u16, value: u8) {
     // SAFETY: `out` has no effect on Rust-visible state except through memory the host
     // writes during the exit; the asm block is not `nomem`, so it is a compiler memory
     // barrier and the shim re-reads the shared buffer afterwards.
-    unsafe { core::arch::asm!("out dx, al", in("dx") port, in("al") value, options(nostack, preserves_flags)) }
+    unsafe {
+        core::arch::asm!("out dx, al", in("dx") port, in("al") value, options(nostack, preserves_flags))
+    }
 }
 
 /// Reads the time-stamp counter.
 pub fn rdtsc() -> u64 {
     let (lo, hi): (u32, u32);
     // SAFETY: rdtsc only reads the TSC (CR4.TSD is clear, so it is allowed at CPL3).
-    unsafe { core::arch::asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        core::arch::asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags))
+    };
     (u64::from(hi) << 32) | u64::from(lo)
 }
 
@@ -24,7 +28,9 @@ pub fn random_u64() -> Option<u64> {
         let (value, ok): (u64, u8);
         // SAFETY: rdrand writes only the output register and CF; the host exposes it
         // in CPUID (KVM_GET_SUPPORTED_CPUID).
-        unsafe { core::arch::asm!("rdrand {v}", "setc {ok}", v = out(reg) value, ok = out(reg_byte) ok, options(nomem, nostack)) };
+        unsafe {
+            core::arch::asm!("rdrand {v}", "setc {ok}", v = out(reg) value, ok = out(reg_byte) ok, options(nomem, nostack))
+        };
         if ok == 1 {
             return Some(value);
         }
@@ -32,7 +38,9 @@ pub fn random_u64() -> Option<u64> {
     for _ in 0..100 {
         let (value, ok): (u64, u8);
         // SAFETY: as above, for rdseed.
-        unsafe { core::arch::asm!("rdseed {v}", "setc {ok}", v = out(reg) value, ok = out(reg_byte) ok, options(nomem, nostack)) };
+        unsafe {
+            core::arch::asm!("rdseed {v}", "setc {ok}", v = out(reg) value, ok = out(reg_byte) ok, options(nomem, nostack))
+        };
         if ok == 1 {
             return Some(value);
         }

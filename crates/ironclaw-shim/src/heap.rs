@@ -22,7 +22,9 @@ unsafe impl lock_api::RawMutex for FlagLock {
     }
 
     fn try_lock(&self) -> bool {
-        self.0.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok()
+        self.0
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
     }
 
     unsafe fn unlock(&self) {
@@ -31,7 +33,8 @@ unsafe impl lock_api::RawMutex for FlagLock {
 }
 
 #[global_allocator]
-static ALLOCATOR: talc::TalcLock<FlagLock, talc::source::Manual> = talc::TalcLock::new(talc::source::Manual);
+static ALLOCATOR: talc::TalcLock<FlagLock, talc::source::Manual> =
+    talc::TalcLock::new(talc::source::Manual);
 
 /// Hands `[start, end)` to the allocator. Returns false if talc refused the range.
 ///

@@ -17,8 +17,9 @@ use core::ptr;
 
 use ironclaw_abi::output::{self, RECORD_HEADER};
 use ironclaw_abi::{
-    call as calls, layout, port, status, ExitKind, RequestHeader, ResponseHeader, DATA_CAPACITY, DATA_OFFSET,
-    HEADER_SIZE, REQUEST_HEADER_OFFSET, REQUEST_MAGIC, RESPONSE_HEADER_OFFSET, RESPONSE_MAGIC, RESPONSE_VALUES,
+    call as calls, layout, port, status, ExitKind, RequestHeader, ResponseHeader, DATA_CAPACITY,
+    DATA_OFFSET, HEADER_SIZE, REQUEST_HEADER_OFFSET, REQUEST_MAGIC, RESPONSE_HEADER_OFFSET,
+    RESPONSE_MAGIC, RESPONSE_VALUES,
 };
 
 /// Why a host answer was refused.
@@ -53,7 +54,10 @@ struct ChannelCell(UnsafeCell<Channel>);
 // reference to the channel at the same time (see `with`).
 unsafe impl Sync for ChannelCell {}
 
-static CHANNEL: ChannelCell = ChannelCell(UnsafeCell::new(Channel { pending: 0, last_record: None }));
+static CHANNEL: ChannelCell = ChannelCell(UnsafeCell::new(Channel {
+    pending: 0,
+    last_record: None,
+}));
 
 fn with<R>(f: impl FnOnce(&mut Channel) -> R) -> R {
     // SAFETY: single-threaded, and `f` never re-enters `with` (the functions below call it
@@ -68,7 +72,10 @@ fn buf() -> *mut u8 {
 /// Copies `bytes` into the shared buffer at `offset`.
 fn put(offset: usize, bytes: &[u8]) {
     debug_assert!(offset + bytes.len() <= layout::SHARED_BUF_SIZE as usize);
-    if offset.checked_add(bytes.len()).is_none_or(|end| end > layout::SHARED_BUF_SIZE as usize) {
+    if offset
+        .checked_add(bytes.len())
+        .is_none_or(|end| end > layout::SHARED_BUF_SIZE as usize)
+    {
         return;
     }
     // SAFETY: the range was checked against the buffer, which is identity-mapped, writable
@@ -78,7 +85,10 @@ fn put(offset: usize, bytes: &[u8]) {
 
 /// Copies `out.len()` bytes out of the shared buffer at `offset`.
 fn get(offset: usize, out: &mut [u8]) {
-    if offset.checked_add(out.len()).is_none_or(|end| end > layout::SHARED_BUF_SIZE as usize) {
+    if offset
+        .checked_add(out.len())
+        .is_none_or(|end| end > layout::SHARED_BUF_SIZE as usize)
+    {
         return;
     }
     // SAFETY: as in `put`, for reading.
@@ -111,7 +121,10 @@ pub fn write_output(stream: u8, mut bytes: &[u8]) {
                 return true;
             }
             let n = bytes.len().min(room - RECORD_HEADER);
-            put(DATA_OFFSET + ch.pending, &output::encode_header(stream, n as u32));
+            put(
+                DATA_OFFSET + ch.pending,
+                &output::encode_header(stream, n as u32),
+            );
             put(DATA_OFFSET + ch.pending + RECORD_HEADER, &bytes[..n]);
             ch.last_record = Some((ch.pending, stream));
             ch.pending += RECORD_HEADER + n;
@@ -137,7 +150,12 @@ pub fn flush() {
 /// Sends call `number` with `args` and `payload` (carrying pending output along), and
 /// copies at most `out.len()` response bytes into `out`. The response is validated before
 /// anything of it is used.
-pub fn call(number: u32, args: [u64; 4], payload: &[u8], out: &mut [u8]) -> Result<Response, HostError> {
+pub fn call(
+    number: u32,
+    args: [u64; 4],
+    payload: &[u8],
+    out: &mut [u8],
+) -> Result<Response, HostError> {
     if payload.len() > DATA_CAPACITY {
         return Err(HostError::RequestTooLarge { len: payload.len() });
     }
@@ -171,12 +189,19 @@ pub fn call(number: u32, args: [u64; 4], payload: &[u8], out: &mut [u8]) -> Resu
     let allowed = out.len().min(DATA_CAPACITY);
     let len = response.payload_len as usize;
     if len > allowed {
-        return Err(HostError::BadLength { claimed: response.payload_len, allowed });
+        return Err(HostError::BadLength {
+            claimed: response.payload_len,
+            allowed,
+        });
     }
     get(DATA_OFFSET, &mut out[..len]);
     // Poison the response magic so a host that answers nothing next time is caught.
     put(RESPONSE_HEADER_OFFSET, &[0; 4]);
-    Ok(Response { status: response.status, values: response.values, len })
+    Ok(Response {
+        status: response.status,
+        values: response.values,
+        len,
+    })
 }
 
 /// Reads stdin into `out`: returns the number of bytes (0 = end of input).
@@ -185,7 +210,12 @@ pub fn read_stdin(out: &mut [u8]) -> Result<usize, HostError> {
     if want == 0 {
         return Ok(0);
     }
-    let r = call(calls::READ_STDIN, [want as u64, 0, 0, 0], &[], &mut out[..want])?;
+    let r = call(
+        calls::READ_STDIN,
+        [want as u64, 0, 0, 0],
+        &[],
+        &mut out[..want],
+    )?;
     if r.status != status::OK || r.values[0] == 1 {
         // Error or end of input (values[0] = 1): the module sees end of file.
         return Ok(0);
@@ -198,7 +228,12 @@ pub fn exit(kind: ExitKind, code: u32, timings: [u64; 2], message: &[u8]) -> ! {
     let message = &message[..message.len().min(4096)];
     loop {
         // The host never resumes after EXIT; if a hostile one does, ask again.
-        let _ = call(calls::EXIT, [kind as u64, u64::from(code), timings[0], timings[1]], message, &mut []);
+        let _ = call(
+            calls::EXIT,
+            [kind as u64, u64::from(code), timings[0], timings[1]],
+            message,
+            &mut [],
+        );
     }
 }
 

@@ -39,14 +39,24 @@ pub extern "C" fn _start() -> ! {
     // SAFETY: `validate` checked the heap lies inside guest memory, above the shim image and
     // clear of the module and inputs; nothing else uses it; this is the first allocation.
     if !unsafe { heap::init(info.heap_start, info.heap_end) } {
-        hostcall::exit(ExitKind::ShimError, 0, [0, 0], b"heap range refused by the allocator")
+        hostcall::exit(
+            ExitKind::ShimError,
+            0,
+            [0, 0],
+            b"heap range refused by the allocator",
+        )
     }
     let boot = match boot::load(info) {
         Ok(b) => b,
         Err(msg) => hostcall::exit(ExitKind::ShimError, 0, [0, 0], msg.as_bytes()),
     };
     let o = runner::run(boot, boot_tsc);
-    hostcall::exit(o.kind, o.code, [o.compile_ticks, o.run_ticks], o.message.as_bytes())
+    hostcall::exit(
+        o.kind,
+        o.code,
+        [o.compile_ticks, o.run_ticks],
+        o.message.as_bytes(),
+    )
 }
 
 fn alloc_free_message(e: ironclaw_abi::boot::BootError) -> &'static [u8] {
@@ -80,11 +90,18 @@ impl core::fmt::Write for MessageBuf {
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
     use core::fmt::Write;
-    let mut m = MessageBuf { buf: [0; 512], len: 0 };
+    let mut m = MessageBuf {
+        buf: [0; 512],
+        len: 0,
+    };
     let _ = write!(m, "shim panic: {}", info.message());
     let msg = &m.buf[..m.len];
     // The no_std default allocation-error handler panics with this text: the guest heap is
     // exhausted, which is a memory limit, not a shim bug.
-    let kind = if msg.windows(20).any(|w| w == b"memory allocation of") { ExitKind::MemoryLimit } else { ExitKind::ShimError };
+    let kind = if msg.windows(20).any(|w| w == b"memory allocation of") {
+        ExitKind::MemoryLimit
+    } else {
+        ExitKind::ShimError
+    };
     hostcall::exit(kind, 0, [0, 0], msg)
 }

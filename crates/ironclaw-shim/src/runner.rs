@@ -8,8 +8,8 @@ use alloc::vec::Vec;
 
 use ironclaw_abi::ExitKind;
 use wasmi::TrapCode;
-use wasmi_core::LimiterError;
 use wasmi::{Config, Engine, ExternType, FuncType, Linker, Module, Store, Val};
+use wasmi_core::LimiterError;
 
 use crate::boot::Boot;
 use crate::wasi::{self, Clock};
@@ -32,7 +32,12 @@ pub struct Limiter {
 }
 
 impl wasmi::ResourceLimiter for Limiter {
-    fn memory_growing(&mut self, current: usize, desired: usize, _max: Option<usize>) -> Result<bool, LimiterError> {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> Result<bool, LimiterError> {
         if desired > self.max_memory {
             self.denied = Some(format!(
                 "Wasm memory growth from {current} to {desired} bytes exceeds the cap of {} bytes",
@@ -43,7 +48,12 @@ impl wasmi::ResourceLimiter for Limiter {
         Ok(true)
     }
 
-    fn table_growing(&mut self, current: usize, desired: usize, _max: Option<usize>) -> Result<bool, LimiterError> {
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> Result<bool, LimiterError> {
         if desired > self.max_table {
             self.denied = Some(format!(
                 "Wasm table growth from {current} to {desired} elements exceeds the cap of {} elements",
@@ -77,7 +87,13 @@ pub struct Outcome {
 }
 
 fn outcome(kind: ExitKind, code: u32, message: String) -> Outcome {
-    Outcome { kind, code, message, compile_ticks: 0, run_ticks: 0 }
+    Outcome {
+        kind,
+        code,
+        message,
+        compile_ticks: 0,
+        run_ticks: 0,
+    }
 }
 
 /// Checks every import before linking, so an unsupported one is named precisely.
@@ -92,12 +108,18 @@ fn check_imports(module: &Module, linker: &mut Linker<State>) -> Result<(), Stri
                 return Err(format!("import `{m}::{name}` is not a function"));
             };
             define_stub(linker, name, ty.clone())?;
-        } else if m == crate::ironclaw_calls::MODULE && crate::ironclaw_calls::PROVIDED.contains(&name) {
+        } else if m == crate::ironclaw_calls::MODULE
+            && crate::ironclaw_calls::PROVIDED.contains(&name)
+        {
             continue;
         } else if m == wasi::MODULE {
-            return Err(format!("import `{m}::{name}` is not a WASI preview 1 function"));
+            return Err(format!(
+                "import `{m}::{name}` is not a WASI preview 1 function"
+            ));
         } else if m == crate::ironclaw_calls::MODULE {
-            return Err(format!("import `{m}::{name}` is not an IronClaw call this shim provides"));
+            return Err(format!(
+                "import `{m}::{name}` is not an IronClaw call this shim provides"
+            ));
         } else {
             return Err(format!(
                 "import `{m}::{name}` is neither WASI preview 1 (`{}`) nor IronClaw (`{}`)",
@@ -112,7 +134,10 @@ fn check_imports(module: &Module, linker: &mut Linker<State>) -> Result<(), Stri
 /// Defines a stub for a WASI function this shim does not implement, returning its errno.
 fn define_stub(linker: &mut Linker<State>, name: &str, ty: FuncType) -> Result<(), String> {
     if ty.results() != [wasmi::ValType::I32] {
-        return Err(format!("import `{}::{name}` has a type that is not WASI's", wasi::MODULE));
+        return Err(format!(
+            "import `{}::{name}` has a type that is not WASI's",
+            wasi::MODULE
+        ));
     }
     let static_name: &'static str = wasi::ALL.iter().copied().find(|n| *n == name).unwrap_or("");
     linker
@@ -139,7 +164,9 @@ fn classify(e: &wasmi::Error, limiter: &Limiter, fuel_limited: bool) -> Outcome 
         return outcome(ExitKind::MemoryLimit, 0, denied.clone());
     }
     match e.as_trap_code() {
-        Some(TrapCode::OutOfFuel) if fuel_limited => outcome(ExitKind::FuelExhausted, 0, format!("{e}")),
+        Some(TrapCode::OutOfFuel) if fuel_limited => {
+            outcome(ExitKind::FuelExhausted, 0, format!("{e}"))
+        }
         Some(TrapCode::GrowthOperationLimited) => outcome(ExitKind::MemoryLimit, 0, format!("{e}")),
         _ => outcome(ExitKind::Trap, 0, format!("{e}")),
     }
@@ -164,7 +191,11 @@ pub fn run(boot: Boot, boot_tsc: u64) -> Outcome {
     let state = State {
         args: boot.args,
         env: boot.env,
-        clock: Clock { tsc_khz: info.tsc_khz, boot_tsc, realtime_at_boot_ns: info.realtime_ns },
+        clock: Clock {
+            tsc_khz: info.tsc_khz,
+            boot_tsc,
+            realtime_at_boot_ns: info.realtime_ns,
+        },
         limiter: Limiter {
             max_memory: usize::try_from(info.max_wasm_memory).unwrap_or(usize::MAX),
             max_table: usize::try_from(info.max_table_elements).unwrap_or(usize::MAX),
@@ -179,8 +210,14 @@ pub fn run(boot: Boot, boot_tsc: u64) -> Outcome {
         }
     }
     let mut linker = Linker::<State>::new(&engine);
-    if let Err(e) = wasi::define(&mut linker).and_then(|_| crate::ironclaw_calls::define(&mut linker)) {
-        return outcome(ExitKind::ShimError, 0, format!("defining host functions: {e}"));
+    if let Err(e) =
+        wasi::define(&mut linker).and_then(|_| crate::ironclaw_calls::define(&mut linker))
+    {
+        return outcome(
+            ExitKind::ShimError,
+            0,
+            format!("defining host functions: {e}"),
+        );
     }
     if let Err(message) = check_imports(&module, &mut linker) {
         return outcome(ExitKind::LinkError, 0, message);
@@ -206,7 +243,13 @@ pub fn run(boot: Boot, boot_tsc: u64) -> Outcome {
     };
     let start = match instance.get_typed_func::<(), ()>(&store, "_start") {
         Ok(f) => f,
-        Err(_) => return finish(outcome(ExitKind::LinkError, 0, String::from("module exports no `_start: [] -> []` function"))),
+        Err(_) => {
+            return finish(outcome(
+                ExitKind::LinkError,
+                0,
+                String::from("module exports no `_start: [] -> []` function"),
+            ))
+        }
     };
     let result = start.call(&mut store, ());
     finish(match result {

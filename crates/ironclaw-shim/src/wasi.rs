@@ -33,21 +33,70 @@ pub const ENOTCAPABLE: i32 = 76;
 
 /// Every function of WASI preview 1 (witx `wasi_snapshot_preview1`).
 pub const ALL: &[&str] = &[
-    "args_get", "args_sizes_get", "environ_get", "environ_sizes_get", "clock_res_get", "clock_time_get",
-    "fd_advise", "fd_allocate", "fd_close", "fd_datasync", "fd_fdstat_get", "fd_fdstat_set_flags",
-    "fd_fdstat_set_rights", "fd_filestat_get", "fd_filestat_set_size", "fd_filestat_set_times", "fd_pread",
-    "fd_prestat_get", "fd_prestat_dir_name", "fd_pwrite", "fd_read", "fd_readdir", "fd_renumber", "fd_seek",
-    "fd_sync", "fd_tell", "fd_write", "path_create_directory", "path_filestat_get", "path_filestat_set_times",
-    "path_link", "path_open", "path_readlink", "path_remove_directory", "path_rename", "path_symlink",
-    "path_unlink_file", "poll_oneoff", "proc_exit", "proc_raise", "sched_yield", "random_get", "sock_accept",
-    "sock_recv", "sock_send", "sock_shutdown",
+    "args_get",
+    "args_sizes_get",
+    "environ_get",
+    "environ_sizes_get",
+    "clock_res_get",
+    "clock_time_get",
+    "fd_advise",
+    "fd_allocate",
+    "fd_close",
+    "fd_datasync",
+    "fd_fdstat_get",
+    "fd_fdstat_set_flags",
+    "fd_fdstat_set_rights",
+    "fd_filestat_get",
+    "fd_filestat_set_size",
+    "fd_filestat_set_times",
+    "fd_pread",
+    "fd_prestat_get",
+    "fd_prestat_dir_name",
+    "fd_pwrite",
+    "fd_read",
+    "fd_readdir",
+    "fd_renumber",
+    "fd_seek",
+    "fd_sync",
+    "fd_tell",
+    "fd_write",
+    "path_create_directory",
+    "path_filestat_get",
+    "path_filestat_set_times",
+    "path_link",
+    "path_open",
+    "path_readlink",
+    "path_remove_directory",
+    "path_rename",
+    "path_symlink",
+    "path_unlink_file",
+    "poll_oneoff",
+    "proc_exit",
+    "proc_raise",
+    "sched_yield",
+    "random_get",
+    "sock_accept",
+    "sock_recv",
+    "sock_send",
+    "sock_shutdown",
 ];
 
 /// The functions implemented for real (the rest are stubs).
 pub const IMPLEMENTED: &[&str] = &[
-    "args_get", "args_sizes_get", "environ_get", "environ_sizes_get", "clock_res_get", "clock_time_get",
-    "fd_fdstat_get", "fd_prestat_get", "fd_prestat_dir_name", "fd_read", "fd_write", "proc_exit",
-    "sched_yield", "random_get",
+    "args_get",
+    "args_sizes_get",
+    "environ_get",
+    "environ_sizes_get",
+    "clock_res_get",
+    "clock_time_get",
+    "fd_fdstat_get",
+    "fd_prestat_get",
+    "fd_prestat_dir_name",
+    "fd_read",
+    "fd_write",
+    "proc_exit",
+    "sched_yield",
+    "random_get",
 ];
 
 /// The errno a stubbed function returns. `first_arg` is its first parameter (an fd for
@@ -140,123 +189,183 @@ fn write_strings(mem: &mut [u8], strings: &[Vec<u8>], ptrs: i32, buf: i32) -> Re
 
 /// Defines the implemented functions in `linker`.
 pub fn define(linker: &mut Linker<State>) -> Result<(), wasmi::errors::LinkerError> {
-    linker.func_wrap(MODULE, "args_sizes_get", |mut c: Caller<'_, State>, argc: i32, size: i32| -> i32 {
-        let Some(m) = memory(&c) else { return EFAULT };
-        let (n, bytes) = sizes(&c.data().args);
-        let mem = m.data_mut(&mut c);
-        errno(put_u32(mem, argc, n).and_then(|_| put_u32(mem, size, bytes)))
-    })?;
-    linker.func_wrap(MODULE, "args_get", |mut c: Caller<'_, State>, ptrs: i32, buf: i32| -> i32 {
-        let Some(m) = memory(&c) else { return EFAULT };
-        let (mem, state) = m.data_and_store_mut(&mut c);
-        errno(write_strings(mem, &state.args, ptrs, buf))
-    })?;
-    linker.func_wrap(MODULE, "environ_sizes_get", |mut c: Caller<'_, State>, count: i32, size: i32| -> i32 {
-        let Some(m) = memory(&c) else { return EFAULT };
-        let (n, bytes) = sizes(&c.data().env);
-        let mem = m.data_mut(&mut c);
-        errno(put_u32(mem, count, n).and_then(|_| put_u32(mem, size, bytes)))
-    })?;
-    linker.func_wrap(MODULE, "environ_get", |mut c: Caller<'_, State>, ptrs: i32, buf: i32| -> i32 {
-        let Some(m) = memory(&c) else { return EFAULT };
-        let (mem, state) = m.data_and_store_mut(&mut c);
-        errno(write_strings(mem, &state.env, ptrs, buf))
-    })?;
-    linker.func_wrap(MODULE, "clock_res_get", |mut c: Caller<'_, State>, id: i32, out: i32| -> i32 {
-        if !(0..=3).contains(&id) {
-            return EINVAL;
-        }
-        let Some(res) = c.data().clock.resolution_ns() else { return ENOTSUP };
-        let Some(m) = memory(&c) else { return EFAULT };
-        errno(put_u64(m.data_mut(&mut c), out, res))
-    })?;
-    linker.func_wrap(MODULE, "clock_time_get", |mut c: Caller<'_, State>, id: i32, _precision: i64, out: i32| -> i32 {
-        let clock = &c.data().clock;
-        let now = match id {
-            0 => clock.realtime_ns(),
-            1..=3 => clock.monotonic_ns(),
-            _ => return EINVAL,
-        };
-        let Some(now) = now else { return ENOTSUP };
-        let Some(m) = memory(&c) else { return EFAULT };
-        errno(put_u64(m.data_mut(&mut c), out, now))
-    })?;
-    linker.func_wrap(MODULE, "fd_write", |mut c: Caller<'_, State>, fd: i32, iovs: i32, count: i32, written: i32| -> i32 {
-        let stream = match fd {
-            1 => output::STDOUT,
-            2 => output::STDERR,
-            _ => return EBADF,
-        };
-        let Some(m) = memory(&c) else { return EFAULT };
-        let mem = m.data_mut(&mut c);
-        let list = match iovecs(mem, iovs, count) {
-            Ok(l) => l,
-            Err(e) => return e,
-        };
-        let mut total: u32 = 0;
-        for r in list {
-            total = total.saturating_add(r.len() as u32);
-            crate::hostcall::write_output(stream, &mem[r]);
-        }
-        errno(put_u32(mem, written, total))
-    })?;
-    linker.func_wrap(MODULE, "fd_read", |mut c: Caller<'_, State>, fd: i32, iovs: i32, count: i32, read: i32| -> i32 {
-        if fd != 0 {
-            return EBADF;
-        }
-        let Some(m) = memory(&c) else { return EFAULT };
-        let mem = m.data_mut(&mut c);
-        let list = match iovecs(mem, iovs, count) {
-            Ok(l) => l,
-            Err(e) => return e,
-        };
-        // One host round trip fills the first non-empty buffer (a short read, as POSIX allows).
-        let n = match list.into_iter().find(|r| !r.is_empty()) {
-            Some(r) => match crate::hostcall::read_stdin(&mut mem[r]) {
-                Ok(n) => n,
-                Err(e) => crate::hostcall::refused(e),
-            },
-            None => 0,
-        };
-        errno(put_u32(mem, read, n as u32))
-    })?;
-    linker.func_wrap(MODULE, "fd_fdstat_get", |mut c: Caller<'_, State>, fd: i32, out: i32| -> i32 {
-        const CHARACTER_DEVICE: u8 = 2;
-        const RIGHT_FD_READ: u64 = 1 << 1;
-        const RIGHT_FD_WRITE: u64 = 1 << 6;
-        const RIGHT_POLL: u64 = 1 << 27;
-        let rights = match fd {
-            0 => RIGHT_FD_READ | RIGHT_POLL,
-            1 | 2 => RIGHT_FD_WRITE | RIGHT_POLL,
-            _ => return EBADF,
-        };
-        let Some(m) = memory(&c) else { return EFAULT };
-        let mem = m.data_mut(&mut c);
-        let Some(r) = range(mem, out, 24) else { return EFAULT };
-        let stat = &mut mem[r];
-        stat.fill(0);
-        stat[0] = CHARACTER_DEVICE;
-        stat[8..16].copy_from_slice(&rights.to_le_bytes());
+    linker.func_wrap(
+        MODULE,
+        "args_sizes_get",
+        |mut c: Caller<'_, State>, argc: i32, size: i32| -> i32 {
+            let Some(m) = memory(&c) else { return EFAULT };
+            let (n, bytes) = sizes(&c.data().args);
+            let mem = m.data_mut(&mut c);
+            errno(put_u32(mem, argc, n).and_then(|_| put_u32(mem, size, bytes)))
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "args_get",
+        |mut c: Caller<'_, State>, ptrs: i32, buf: i32| -> i32 {
+            let Some(m) = memory(&c) else { return EFAULT };
+            let (mem, state) = m.data_and_store_mut(&mut c);
+            errno(write_strings(mem, &state.args, ptrs, buf))
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "environ_sizes_get",
+        |mut c: Caller<'_, State>, count: i32, size: i32| -> i32 {
+            let Some(m) = memory(&c) else { return EFAULT };
+            let (n, bytes) = sizes(&c.data().env);
+            let mem = m.data_mut(&mut c);
+            errno(put_u32(mem, count, n).and_then(|_| put_u32(mem, size, bytes)))
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "environ_get",
+        |mut c: Caller<'_, State>, ptrs: i32, buf: i32| -> i32 {
+            let Some(m) = memory(&c) else { return EFAULT };
+            let (mem, state) = m.data_and_store_mut(&mut c);
+            errno(write_strings(mem, &state.env, ptrs, buf))
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "clock_res_get",
+        |mut c: Caller<'_, State>, id: i32, out: i32| -> i32 {
+            if !(0..=3).contains(&id) {
+                return EINVAL;
+            }
+            let Some(res) = c.data().clock.resolution_ns() else {
+                return ENOTSUP;
+            };
+            let Some(m) = memory(&c) else { return EFAULT };
+            errno(put_u64(m.data_mut(&mut c), out, res))
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "clock_time_get",
+        |mut c: Caller<'_, State>, id: i32, _precision: i64, out: i32| -> i32 {
+            let clock = &c.data().clock;
+            let now = match id {
+                0 => clock.realtime_ns(),
+                1..=3 => clock.monotonic_ns(),
+                _ => return EINVAL,
+            };
+            let Some(now) = now else { return ENOTSUP };
+            let Some(m) = memory(&c) else { return EFAULT };
+            errno(put_u64(m.data_mut(&mut c), out, now))
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "fd_write",
+        |mut c: Caller<'_, State>, fd: i32, iovs: i32, count: i32, written: i32| -> i32 {
+            let stream = match fd {
+                1 => output::STDOUT,
+                2 => output::STDERR,
+                _ => return EBADF,
+            };
+            let Some(m) = memory(&c) else { return EFAULT };
+            let mem = m.data_mut(&mut c);
+            let list = match iovecs(mem, iovs, count) {
+                Ok(l) => l,
+                Err(e) => return e,
+            };
+            let mut total: u32 = 0;
+            for r in list {
+                total = total.saturating_add(r.len() as u32);
+                crate::hostcall::write_output(stream, &mem[r]);
+            }
+            errno(put_u32(mem, written, total))
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "fd_read",
+        |mut c: Caller<'_, State>, fd: i32, iovs: i32, count: i32, read: i32| -> i32 {
+            if fd != 0 {
+                return EBADF;
+            }
+            let Some(m) = memory(&c) else { return EFAULT };
+            let mem = m.data_mut(&mut c);
+            let list = match iovecs(mem, iovs, count) {
+                Ok(l) => l,
+                Err(e) => return e,
+            };
+            // One host round trip fills the first non-empty buffer (a short read, as POSIX allows).
+            let n = match list.into_iter().find(|r| !r.is_empty()) {
+                Some(r) => match crate::hostcall::read_stdin(&mut mem[r]) {
+                    Ok(n) => n,
+                    Err(e) => crate::hostcall::refused(e),
+                },
+                None => 0,
+            };
+            errno(put_u32(mem, read, n as u32))
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "fd_fdstat_get",
+        |mut c: Caller<'_, State>, fd: i32, out: i32| -> i32 {
+            const CHARACTER_DEVICE: u8 = 2;
+            const RIGHT_FD_READ: u64 = 1 << 1;
+            const RIGHT_FD_WRITE: u64 = 1 << 6;
+            const RIGHT_POLL: u64 = 1 << 27;
+            let rights = match fd {
+                0 => RIGHT_FD_READ | RIGHT_POLL,
+                1 | 2 => RIGHT_FD_WRITE | RIGHT_POLL,
+                _ => return EBADF,
+            };
+            let Some(m) = memory(&c) else { return EFAULT };
+            let mem = m.data_mut(&mut c);
+            let Some(r) = range(mem, out, 24) else {
+                return EFAULT;
+            };
+            let stat = &mut mem[r];
+            stat.fill(0);
+            stat[0] = CHARACTER_DEVICE;
+            stat[8..16].copy_from_slice(&rights.to_le_bytes());
+            ESUCCESS
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "fd_prestat_get",
+        |_: Caller<'_, State>, _fd: i32, _out: i32| -> i32 { EBADF },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "fd_prestat_dir_name",
+        |_: Caller<'_, State>, _fd: i32, _p: i32, _l: i32| -> i32 { EBADF },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "random_get",
+        |mut c: Caller<'_, State>, buf: i32, len: i32| -> i32 {
+            let Some(m) = memory(&c) else { return EFAULT };
+            let mem = m.data_mut(&mut c);
+            let Some(r) = range(mem, buf, u64::from(len as u32)) else {
+                return EFAULT;
+            };
+            for chunk in mem[r].chunks_mut(8) {
+                let Some(v) = crate::cpu::random_u64() else {
+                    return EIO;
+                };
+                chunk.copy_from_slice(&v.to_le_bytes()[..chunk.len()]);
+            }
+            ESUCCESS
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "proc_exit",
+        |_: Caller<'_, State>, code: i32| -> Result<(), wasmi::Error> {
+            Err(wasmi::Error::i32_exit(code))
+        },
+    )?;
+    linker.func_wrap(MODULE, "sched_yield", |_: Caller<'_, State>| -> i32 {
         ESUCCESS
     })?;
-    linker.func_wrap(MODULE, "fd_prestat_get", |_: Caller<'_, State>, _fd: i32, _out: i32| -> i32 { EBADF })?;
-    linker.func_wrap(MODULE, "fd_prestat_dir_name", |_: Caller<'_, State>, _fd: i32, _p: i32, _l: i32| -> i32 {
-        EBADF
-    })?;
-    linker.func_wrap(MODULE, "random_get", |mut c: Caller<'_, State>, buf: i32, len: i32| -> i32 {
-        let Some(m) = memory(&c) else { return EFAULT };
-        let mem = m.data_mut(&mut c);
-        let Some(r) = range(mem, buf, u64::from(len as u32)) else { return EFAULT };
-        for chunk in mem[r].chunks_mut(8) {
-            let Some(v) = crate::cpu::random_u64() else { return EIO };
-            chunk.copy_from_slice(&v.to_le_bytes()[..chunk.len()]);
-        }
-        ESUCCESS
-    })?;
-    linker.func_wrap(MODULE, "proc_exit", |_: Caller<'_, State>, code: i32| -> Result<(), wasmi::Error> {
-        Err(wasmi::Error::i32_exit(code))
-    })?;
-    linker.func_wrap(MODULE, "sched_yield", |_: Caller<'_, State>| -> i32 { ESUCCESS })?;
     Ok(())
 }
 
@@ -281,7 +390,8 @@ impl Clock {
     }
 
     pub fn realtime_ns(&self) -> Option<u64> {
-        self.elapsed_ns().map(|e| self.realtime_at_boot_ns.saturating_add(e))
+        self.elapsed_ns()
+            .map(|e| self.realtime_at_boot_ns.saturating_add(e))
     }
 
     pub fn resolution_ns(&self) -> Option<u64> {

@@ -69,7 +69,11 @@ pub fn nested_build(
     cmd.env("CARGO_ENCODED_RUSTFLAGS", flags.join("\u{1f}"));
     let status = cmd.status()?;
     if !status.success() {
-        return Err(format!("nested build of {} for {target} failed: {status}", manifest.display()).into());
+        return Err(format!(
+            "nested build of {} for {target} failed: {status}",
+            manifest.display()
+        )
+        .into());
     }
     Ok(target_dir.to_path_buf())
 }
@@ -90,10 +94,16 @@ pub fn flatten_shim(elf_path: &Path) -> Result<(Vec<u8>, u64), BoxError> {
         if ph.p_type(endian) != PT_LOAD || ph.p_memsz(endian) == 0 {
             continue;
         }
-        let bytes = ph.data(endian, &*data).map_err(|_| "segment outside the ELF file")?;
+        let bytes = ph
+            .data(endian, &*data)
+            .map_err(|_| "segment outside the ELF file")?;
         segments.push((ph.p_vaddr(endian), ph.p_memsz(endian), bytes.to_vec()));
     }
-    let base = segments.iter().map(|s| s.0).min().ok_or("shim ELF has no PT_LOAD segment")?;
+    let base = segments
+        .iter()
+        .map(|s| s.0)
+        .min()
+        .ok_or("shim ELF has no PT_LOAD segment")?;
     if base != ironclaw_abi::layout::SHIM_BASE {
         return Err(format!(
             "shim is linked at {base:#x}, the ABI says SHIM_BASE = {:#x} (crates/ironclaw-shim/link.ld)",

@@ -19,20 +19,33 @@ fn floor() -> (Duration, Duration) {
     let p = ironclaw_abi::port::HYPERCALL.to_le_bytes();
     let code = [0x66, 0xBA, p[0], p[1], 0xEE];
     let start = Instant::now();
-    let mut vm = Vm::create(LaunchConfig::default().memory_bytes(), layout::SHIM_BASE).expect("create VM");
-    vm.write(layout::SHIM_BASE, &code, "floor guest").expect("write guest");
+    let mut vm =
+        Vm::create(LaunchConfig::default().memory_bytes(), layout::SHIM_BASE).expect("create VM");
+    vm.write(layout::SHIM_BASE, &code, "floor guest")
+        .expect("write guest");
     let exit = vm.run().expect("run");
     let first_exit = start.elapsed();
-    assert!(matches!(exit, ironclaw::vmm::Exit::Hypercall), "floor guest: {exit:?}");
+    assert!(
+        matches!(exit, ironclaw::vmm::Exit::Hypercall),
+        "floor guest: {exit:?}"
+    );
     drop(vm);
     (first_exit, start.elapsed())
 }
 
 fn launch(module: &[u8], args: &[&str], stdin: &[u8]) -> Timings {
-    let inputs = LaunchInputs { args: args.iter().map(|s| s.to_string()).collect(), env: vec![] };
+    let inputs = LaunchInputs {
+        args: args.iter().map(|s| s.to_string()).collect(),
+        env: vec![],
+    };
     let (mut i, mut o, mut e) = (Cursor::new(stdin.to_vec()), Vec::new(), Vec::new());
-    let io = RunIo { stdin: &mut i, stdout: &mut o, stderr: &mut e };
-    let report = ironclaw::run(module, &inputs, &LaunchConfig::default(), io, None).expect("launch");
+    let io = RunIo {
+        stdin: &mut i,
+        stdout: &mut o,
+        stderr: &mut e,
+    };
+    let report =
+        ironclaw::run(module, &inputs, &LaunchConfig::default(), io, None).expect("launch");
     assert_eq!(report.exit_code, 0);
     assert!(!o.is_empty(), "module printed nothing");
     report.timings
@@ -48,10 +61,14 @@ fn us(d: Duration) -> String {
 }
 
 fn main() {
-    let n: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(200);
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
     let dir = std::path::Path::new(ironclaw::shim::EXAMPLES_DIR);
     let hello = std::fs::read(dir.join("hello.wasm")).expect("hello.wasm (built by build.rs)");
-    let hmac = std::fs::read(dir.join("hmac-stdin.wasm")).expect("hmac-stdin.wasm (built by build.rs)");
+    let hmac =
+        std::fs::read(dir.join("hmac-stdin.wasm")).expect("hmac-stdin.wasm (built by build.rs)");
     // Warm-up: opens /dev/kvm, caches CPUID and the shim digest, faults in the binary.
     for _ in 0..5 {
         floor();
@@ -73,9 +90,22 @@ fn main() {
     let _ = writeln!(out, "iterations: {n} (medians, microseconds)\n");
     let _ = writeln!(out, "| workload | first output | exit | total (torn down) | first output / floor | total / floor total |");
     let _ = writeln!(out, "|---|---|---|---|---|---|");
-    let _ = writeln!(out, "| KVM floor (create VM + vCPU, run to first exit) | {} | {} | {} | 1.00 | 1.00 |", us(floor_exit), us(floor_exit), us(floor_total));
-    for (name, t) in [("trivial module (hello.wat)", &runs[0]), ("Rust HMAC example (hmac-stdin.wasm)", &runs[1])] {
-        let first = median(t.iter().map(|t| t.first_output.unwrap_or(t.to_exit)).collect());
+    let _ = writeln!(
+        out,
+        "| KVM floor (create VM + vCPU, run to first exit) | {} | {} | {} | 1.00 | 1.00 |",
+        us(floor_exit),
+        us(floor_exit),
+        us(floor_total)
+    );
+    for (name, t) in [
+        ("trivial module (hello.wat)", &runs[0]),
+        ("Rust HMAC example (hmac-stdin.wasm)", &runs[1]),
+    ] {
+        let first = median(
+            t.iter()
+                .map(|t| t.first_output.unwrap_or(t.to_exit))
+                .collect(),
+        );
         let exit = median(t.iter().map(|t| t.to_exit).collect());
         let total = median(t.iter().map(|t| t.total).collect());
         let _ = writeln!(
@@ -89,9 +119,15 @@ fn main() {
         );
     }
     let _ = writeln!(out, "\nbreakdown (medians, microseconds):\n");
-    let _ = writeln!(out, "| workload | VM create | load | measure | shim start | compile | run | teardown |");
+    let _ = writeln!(
+        out,
+        "| workload | VM create | load | measure | shim start | compile | run | teardown |"
+    );
     let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
-    for (name, t) in [("trivial module", &runs[0]), ("Rust HMAC example", &runs[1])] {
+    for (name, t) in [
+        ("trivial module", &runs[0]),
+        ("Rust HMAC example", &runs[1]),
+    ] {
         let m = |f: fn(&Timings) -> Duration| us(median(t.iter().map(f).collect()));
         let _ = writeln!(
             out,

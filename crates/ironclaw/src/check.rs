@@ -59,5 +59,9 @@ pub fn detect_backend() -> Backend {
 pub fn check() -> CheckReport {
     let usable = crate::vmm::probe().map_err(|e| e.to_string());
     let api_version = kvm_ioctls::Kvm::new().ok().map(|k| k.get_api_version());
-    CheckReport { backend: detect_backend(), usable, api_version }
+    CheckReport {
+        backend: detect_backend(),
+        usable,
+        api_version,
+    }
 }

@@ -48,7 +48,11 @@ pub enum ConfigError {
     #[error("memory: {0} MiB is not an even number between {min} and {max}", min = layout::MIN_MEMORY_MIB, max = layout::MAX_MEMORY_MIB)]
     Memory(u64),
     #[error("max Wasm memory: {requested} bytes does not fit in a {memory_mib} MiB guest (at most {available} bytes after the shim, module and heap overhead)")]
-    WasmMemory { requested: u64, memory_mib: u64, available: u64 },
+    WasmMemory {
+        requested: u64,
+        memory_mib: u64,
+        available: u64,
+    },
     #[error("timeout: must be between 1 ms and 1 day, got {0:?}")]
     Timeout(Duration),
     #[error("max hypercalls: must be at least 1")]
@@ -70,7 +74,7 @@ impl LaunchConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.memory_mib < layout::MIN_MEMORY_MIB
             || self.memory_mib > layout::MAX_MEMORY_MIB
-            || self.memory_mib % 2 != 0
+            || !self.memory_mib.is_multiple_of(2)
         {
             return Err(ConfigError::Memory(self.memory_mib));
         }
@@ -90,7 +94,10 @@ impl LaunchConfig {
         }
         let max_tables = 10_000_000;
         if self.max_table_elements > max_tables {
-            return Err(ConfigError::TableElements { got: self.max_table_elements, max: max_tables });
+            return Err(ConfigError::TableElements {
+                got: self.max_table_elements,
+                max: max_tables,
+            });
         }
         Ok(())
     }

@@ -99,10 +99,14 @@ impl LaunchError {
             Self::GuestFault(_) | Self::UnexpectedExit(_) => GUEST_FAULT,
             Self::OutputLimit { .. } => OUTPUT,
             Self::ExitFlood { .. } => PROTOCOL,
-            Self::Dispatch(DispatchError::Protocol(_)) | Self::Dispatch(DispatchError::Memory { .. }) => PROTOCOL,
-            Self::Config(_) | Self::Inputs(_) | Self::Vmm(_) | Self::Watchdog(_) | Self::Shim { .. } | Self::Dispatch(_) => {
-                INTERNAL
-            }
+            Self::Dispatch(DispatchError::Protocol(_))
+            | Self::Dispatch(DispatchError::Memory { .. }) => PROTOCOL,
+            Self::Config(_)
+            | Self::Inputs(_)
+            | Self::Vmm(_)
+            | Self::Watchdog(_)
+            | Self::Shim { .. }
+            | Self::Dispatch(_) => INTERNAL,
         }
     }
 }
@@ -160,7 +164,9 @@ fn strings_blob(strings: &[String], what: &str) -> Result<Vec<u8>, LaunchError> 
     let mut blob = Vec::new();
     for s in strings {
         if s.as_bytes().contains(&0) {
-            return Err(LaunchError::Inputs(format!("{what} entry {s:?} contains a NUL byte")));
+            return Err(LaunchError::Inputs(format!(
+                "{what} entry {s:?} contains a NUL byte"
+            )));
         }
         blob.extend_from_slice(s.as_bytes());
         blob.push(0);
@@ -181,7 +187,10 @@ pub struct GuestImage<'a> {
 impl GuestImage<'static> {
     /// The embedded IronClaw shim.
     pub fn shim() -> Self {
-        Self { bytes: crate::shim::SHIM_IMAGE, entry: crate::shim::SHIM_ENTRY }
+        Self {
+            bytes: crate::shim::SHIM_IMAGE,
+            entry: crate::shim::SHIM_ENTRY,
+        }
     }
 }
 
@@ -209,9 +218,13 @@ pub fn run_image<'a>(
 ) -> Result<RunReport, LaunchError> {
     let start = Instant::now();
     config.validate()?;
-    let entry_ok = guest.entry >= l::SHIM_BASE && guest.entry < l::SHIM_BASE + guest.bytes.len() as u64;
+    let entry_ok =
+        guest.entry >= l::SHIM_BASE && guest.entry < l::SHIM_BASE + guest.bytes.len() as u64;
     if !entry_ok {
-        return Err(LaunchError::Inputs(format!("guest entry point {:#x} is outside the image", guest.entry)));
+        return Err(LaunchError::Inputs(format!(
+            "guest entry point {:#x} is outside the image",
+            guest.entry
+        )));
     }
     let args = strings_blob(&inputs.args, "argument")?;
     let env = strings_blob(&inputs.env, "environment")?;
@@ -220,7 +233,12 @@ pub fn run_image<'a>(
     let image = guest.bytes;
     let memory = config.memory_bytes();
     let page = l::PAGE_SIZE;
-    let too_big = || LaunchError::Inputs(format!("module and inputs do not fit in {} MiB of guest memory", config.memory_mib));
+    let too_big = || {
+        LaunchError::Inputs(format!(
+            "module and inputs do not fit in {} MiB of guest memory",
+            config.memory_mib
+        ))
+    };
     let image_end = align_up(l::SHIM_BASE + image.len() as u64, page).ok_or_else(too_big)?;
     let module_addr = image_end;
     let args_addr = align_up(module_addr + module.len() as u64, page).ok_or_else(too_big)?;
@@ -284,7 +302,9 @@ pub fn run_image<'a>(
             Exit::Unexpected(reason) => break Err(LaunchError::UnexpectedExit(reason)),
         }
         if watchdog.expired() {
-            break Err(LaunchError::Timeout { limit: config.timeout });
+            break Err(LaunchError::Timeout {
+                limit: config.timeout,
+            });
         }
     };
     let t_exit = Instant::now();
@@ -295,11 +315,11 @@ pub fn run_image<'a>(
 
     let guest = outcome?;
     let ticks = |t: u64| {
-        if tsc_khz == 0 {
-            Duration::ZERO
-        } else {
-            Duration::from_nanos(t.saturating_mul(1_000_000) / tsc_khz)
-        }
+        Duration::from_nanos(
+            t.saturating_mul(1_000_000)
+                .checked_div(tsc_khz)
+                .unwrap_or(0),
+        )
     };
     let compile = ticks(guest.compile_ticks);
     let run_time = ticks(guest.run_ticks);
@@ -325,7 +345,9 @@ pub fn run_image<'a>(
             hypercalls: dispatcher.calls(),
         }),
         ExitKind::Trap => Err(LaunchError::Trap { message }),
-        ExitKind::FuelExhausted => Err(LaunchError::FuelExhausted { fuel: config.fuel.unwrap_or(u64::MAX) }),
+        ExitKind::FuelExhausted => Err(LaunchError::FuelExhausted {
+            fuel: config.fuel.unwrap_or(u64::MAX),
+        }),
         ExitKind::MemoryLimit => Err(LaunchError::MemoryLimit { message }),
         ExitKind::InvalidModule => Err(LaunchError::InvalidModule { message }),
         ExitKind::LinkError => Err(LaunchError::Link { message }),

@@ -18,5 +18,7 @@ pub mod shim;
 pub mod vmm;
 
 pub use config::LaunchConfig;
-pub use launch::{exit_code, run, run_image, GuestImage, LaunchError, LaunchInputs, RunReport, Timings};
+pub use launch::{
+    exit_code, run, run_image, GuestImage, LaunchError, LaunchInputs, RunReport, Timings,
+};
 pub use measurement::LaunchMeasurement;

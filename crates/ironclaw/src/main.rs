@@ -12,7 +12,11 @@ use ironclaw::hypercall::RunIo;
 use ironclaw::{exit_code, LaunchConfig, LaunchInputs, LaunchMeasurement};
 
 #[derive(Parser)]
-#[command(name = "ironclaw", version, about = "Run a measured WebAssembly module in a KVM micro-VM with no guest OS")]
+#[command(
+    name = "ironclaw",
+    version,
+    about = "Run a measured WebAssembly module in a KVM micro-VM with no guest OS"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -147,15 +151,26 @@ fn main() -> ExitCode {
             };
             let config = run.limits.config();
             if run.print_measurement {
-                eprintln!("measurement: {}", LaunchMeasurement::of_launch(&bytes, &config));
+                eprintln!(
+                    "measurement: {}",
+                    LaunchMeasurement::of_launch(&bytes, &config)
+                );
             }
-            let name = run.module.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = run
+                .module
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             let mut args = vec![name];
             args.extend(run.args);
             let inputs = LaunchInputs { args, env: run.env };
             let (stdin, stdout, stderr) = (std::io::stdin(), std::io::stdout(), std::io::stderr());
             let (mut i, mut o, mut e) = (stdin.lock(), stdout.lock(), stderr.lock());
-            let io = RunIo { stdin: &mut i, stdout: &mut o, stderr: &mut e };
+            let io = RunIo {
+                stdin: &mut i,
+                stdout: &mut o,
+                stderr: &mut e,
+            };
             let result = ironclaw::run(&bytes, &inputs, &config, io, None);
             drop((i, o, e));
             match result {

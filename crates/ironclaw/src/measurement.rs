@@ -66,11 +66,23 @@ pub fn encode_config(config: &LaunchConfig) -> Vec<u8> {
 impl LaunchMeasurement {
     /// Computes the measurement of a launch of `module` with the embedded shim.
     pub fn of_launch(module: &[u8], config: &LaunchConfig) -> Self {
-        Self::compute(ironclaw_abi::layout::SHIM_BASE, crate::shim::SHIM_ENTRY, crate::shim::SHIM_IMAGE, module, config)
+        Self::compute(
+            ironclaw_abi::layout::SHIM_BASE,
+            crate::shim::SHIM_ENTRY,
+            crate::shim::SHIM_IMAGE,
+            module,
+            config,
+        )
     }
 
     /// Computes the measurement from explicit artifacts (for verifiers and tests).
-    pub fn compute(shim_base: u64, shim_entry: u64, shim_image: &[u8], module: &[u8], config: &LaunchConfig) -> Self {
+    pub fn compute(
+        shim_base: u64,
+        shim_entry: u64,
+        shim_image: &[u8],
+        module: &[u8],
+        config: &LaunchConfig,
+    ) -> Self {
         let mut h = Sha384::new();
         item(&mut h, MEASUREMENT_TAG);
         item(&mut h, &MEASUREMENT_VERSION.to_le_bytes());

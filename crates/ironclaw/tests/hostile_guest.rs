@@ -21,17 +21,32 @@ fn memory() -> GuestMemoryMmap {
 }
 
 fn write_request(mem: &GuestMemoryMmap, h: RequestHeader, data: &[u8]) {
-    mem.write_slice(&h.encode(), GuestAddress(layout::SHARED_BUF_ADDR)).unwrap();
-    mem.write_slice(data, GuestAddress(layout::SHARED_BUF_ADDR + DATA_OFFSET as u64)).unwrap();
+    mem.write_slice(&h.encode(), GuestAddress(layout::SHARED_BUF_ADDR))
+        .unwrap();
+    mem.write_slice(
+        data,
+        GuestAddress(layout::SHARED_BUF_ADDR + DATA_OFFSET as u64),
+    )
+    .unwrap();
 }
 
 fn header(call: u32, output_len: u32, payload_len: u32, args: [u64; 4]) -> RequestHeader {
-    RequestHeader { magic: REQUEST_MAGIC, call, output_len, payload_len, args }
+    RequestHeader {
+        magic: REQUEST_MAGIC,
+        call,
+        output_len,
+        payload_len,
+        args,
+    }
 }
 
 fn response(mem: &GuestMemoryMmap) -> ResponseHeader {
     let mut raw = [0u8; 64];
-    mem.read_slice(&mut raw, GuestAddress(layout::SHARED_BUF_ADDR + RESPONSE_HEADER_OFFSET as u64)).unwrap();
+    mem.read_slice(
+        &mut raw,
+        GuestAddress(layout::SHARED_BUF_ADDR + RESPONSE_HEADER_OFFSET as u64),
+    )
+    .unwrap();
     ResponseHeader::decode(&raw)
 }
 
@@ -43,10 +58,18 @@ struct Io {
 
 impl Io {
     fn new() -> Self {
-        Self { stdin: Cursor::new(b"input bytes".to_vec()), stdout: vec![], stderr: vec![] }
+        Self {
+            stdin: Cursor::new(b"input bytes".to_vec()),
+            stdout: vec![],
+            stderr: vec![],
+        }
     }
     fn run_io(&mut self) -> RunIo<'_> {
-        RunIo { stdin: &mut self.stdin, stdout: &mut self.stdout, stderr: &mut self.stderr }
+        RunIo {
+            stdin: &mut self.stdin,
+            stdout: &mut self.stdout,
+            stderr: &mut self.stderr,
+        }
     }
 }
 
@@ -55,7 +78,12 @@ fn lengths_past_the_buffer_are_refused_without_touching_output() {
     let mem = memory();
     let mut io = Io::new();
     let mut d = Dispatcher::new(io.run_io(), 1 << 20, 100);
-    for (out_len, payload_len) in [(u32::MAX, 0), (0, u32::MAX), (DATA_CAPACITY as u32, 1), (u32::MAX / 2 + 1, u32::MAX / 2 + 1)] {
+    for (out_len, payload_len) in [
+        (u32::MAX, 0),
+        (0, u32::MAX),
+        (DATA_CAPACITY as u32, 1),
+        (u32::MAX / 2 + 1, u32::MAX / 2 + 1),
+    ] {
         write_request(&mem, header(call::FLUSH, out_len, payload_len, [0; 4]), &[]);
         match d.handle(&mem) {
             Err(DispatchError::Protocol(RequestError::DataTooLong { .. })) => {}
@@ -76,9 +104,17 @@ fn a_record_claiming_more_than_its_area_is_refused_and_nothing_is_written() {
     data.extend_from_slice(b"good");
     data.extend_from_slice(&encode_header(2, 1000));
     data.extend_from_slice(b"tail");
-    write_request(&mem, header(call::FLUSH, data.len() as u32, 0, [0; 4]), &data);
+    write_request(
+        &mem,
+        header(call::FLUSH, data.len() as u32, 0, [0; 4]),
+        &data,
+    );
     match d.handle(&mem) {
-        Err(DispatchError::Protocol(RequestError::Output(RecordError::TruncatedBody { offset: 12, len: 1000, .. }))) => {}
+        Err(DispatchError::Protocol(RequestError::Output(RecordError::TruncatedBody {
+            offset: 12,
+            len: 1000,
+            ..
+        }))) => {}
         other => panic!("expected TruncatedBody, got {other:?}"),
     }
     // A bad stream number.
@@ -86,10 +122,15 @@ fn a_record_claiming_more_than_its_area_is_refused_and_nothing_is_written() {
     write_request(&mem, header(call::FLUSH, 8, 0, [0; 4]), &data);
     assert!(matches!(
         d.handle(&mem),
-        Err(DispatchError::Protocol(RequestError::Output(RecordError::BadStream { stream: 7, .. })))
+        Err(DispatchError::Protocol(RequestError::Output(
+            RecordError::BadStream { stream: 7, .. }
+        )))
     ));
     drop(d);
-    assert!(io.stdout.is_empty() && io.stderr.is_empty(), "validated before any byte is written");
+    assert!(
+        io.stdout.is_empty() && io.stderr.is_empty(),
+        "validated before any byte is written"
+    );
 }
 
 #[test]
@@ -112,17 +153,38 @@ fn bad_scalars_are_refused() {
     let mut io = Io::new();
     let mut d = Dispatcher::new(io.run_io(), 1 << 20, 100);
     write_request(&mem, header(call::EXIT, 0, 0, [77, 0, 0, 0]), &[]);
-    assert!(matches!(d.handle(&mem), Err(DispatchError::Protocol(RequestError::BadExitKind(77)))));
+    assert!(matches!(
+        d.handle(&mem),
+        Err(DispatchError::Protocol(RequestError::BadExitKind(77)))
+    ));
     write_request(&mem, header(call::EXIT, 0, 0, [0, 1 << 40, 0, 0]), &[]);
-    assert!(matches!(d.handle(&mem), Err(DispatchError::Protocol(RequestError::BadExitCode(_)))));
-    write_request(&mem, header(call::READ_STDIN, 0, 0, [DATA_CAPACITY as u64 + 1, 0, 0, 0]), &[]);
-    assert!(matches!(d.handle(&mem), Err(DispatchError::Protocol(RequestError::BadReadLength(_)))));
+    assert!(matches!(
+        d.handle(&mem),
+        Err(DispatchError::Protocol(RequestError::BadExitCode(_)))
+    ));
+    write_request(
+        &mem,
+        header(call::READ_STDIN, 0, 0, [DATA_CAPACITY as u64 + 1, 0, 0, 0]),
+        &[],
+    );
+    assert!(matches!(
+        d.handle(&mem),
+        Err(DispatchError::Protocol(RequestError::BadReadLength(_)))
+    ));
     write_request(&mem, header(call::EXIT, 0, 5000, [0; 4]), &[b'x'; 5000]);
-    assert!(matches!(d.handle(&mem), Err(DispatchError::Protocol(RequestError::MessageTooLong { len: 5000 }))));
+    assert!(matches!(
+        d.handle(&mem),
+        Err(DispatchError::Protocol(RequestError::MessageTooLong {
+            len: 5000
+        }))
+    ));
     let mut bad = header(call::FLUSH, 0, 0, [0; 4]);
     bad.magic = 0;
     write_request(&mem, bad, &[]);
-    assert!(matches!(d.handle(&mem), Err(DispatchError::Protocol(RequestError::BadMagic { found: 0 }))));
+    assert!(matches!(
+        d.handle(&mem),
+        Err(DispatchError::Protocol(RequestError::BadMagic { found: 0 }))
+    ));
 }
 
 #[test]
@@ -135,7 +197,11 @@ fn stdin_reads_never_exceed_what_the_guest_asked_for() {
     let r = response(&mem);
     assert_eq!((r.status, r.payload_len, r.values[0]), (status::OK, 5, 0));
     let mut got = [0u8; 5];
-    mem.read_slice(&mut got, GuestAddress(layout::SHARED_BUF_ADDR + DATA_OFFSET as u64)).unwrap();
+    mem.read_slice(
+        &mut got,
+        GuestAddress(layout::SHARED_BUF_ADDR + DATA_OFFSET as u64),
+    )
+    .unwrap();
     assert_eq!(&got, b"input");
 }
 
@@ -148,7 +214,10 @@ fn an_exit_flood_is_cut_off_at_the_limit() {
     for _ in 0..50 {
         assert_eq!(d.handle(&mem).unwrap(), Step::Continue);
     }
-    assert!(matches!(d.handle(&mem), Err(DispatchError::ExitFlood { limit: 50 })));
+    assert!(matches!(
+        d.handle(&mem),
+        Err(DispatchError::ExitFlood { limit: 50 })
+    ));
 }
 
 /// `mov dword [SHARED_BUF], "ICRQ"; mov dword [SHARED_BUF+4], CALL; mov dx, HYPERCALL;
@@ -171,23 +240,47 @@ fn hostile_guest_images_are_stopped_with_precise_errors() {
     if !claw_testsupport::require_kvm("hostile_guest_images_are_stopped_with_precise_errors") {
         return;
     }
-    let config = LaunchConfig { max_hypercalls: 500, ..Default::default() };
+    let config = LaunchConfig {
+        max_hypercalls: 500,
+        ..Default::default()
+    };
     for call in [call::FLUSH, 0xDEAD] {
         let ran = launch_image(&raw_image(flood_image(call)), b"", &[], b"", &config);
         let e = ran.result.expect_err("flood must be stopped");
-        assert!(matches!(e, LaunchError::ExitFlood { limit: 500 }), "call {call:#x}: {e}");
+        assert!(
+            matches!(e, LaunchError::ExitFlood { limit: 500 }),
+            "call {call:#x}: {e}"
+        );
         assert_eq!(e.exit_code(), exit_code::PROTOCOL);
     }
     // A zeroed buffer (no magic) and `out`: a protocol violation, not a crash.
     let mut code = vec![0x66, 0xBA];
     code.extend_from_slice(&ironclaw_abi::port::HYPERCALL.to_le_bytes());
     code.push(0xEE);
-    let ran = launch_image(&raw_image(Box::leak(code.into_boxed_slice())), b"", &[], b"", &config);
+    let ran = launch_image(
+        &raw_image(Box::leak(code.into_boxed_slice())),
+        b"",
+        &[],
+        b"",
+        &config,
+    );
     let e = ran.result.expect_err("garbage request");
-    assert!(matches!(&e, LaunchError::Dispatch(DispatchError::Protocol(RequestError::BadMagic { .. }))), "{e}");
+    assert!(
+        matches!(
+            &e,
+            LaunchError::Dispatch(DispatchError::Protocol(RequestError::BadMagic { .. }))
+        ),
+        "{e}"
+    );
     assert_eq!(e.exit_code(), exit_code::PROTOCOL);
     // `out` to a port other than the hypercall port is not allowed at CPL3: #GP, reported.
-    let ran = launch_image(&raw_image(&[0x66, 0xBA, 0x80, 0x00, 0xEE]), b"", &[], b"", &config);
+    let ran = launch_image(
+        &raw_image(&[0x66, 0xBA, 0x80, 0x00, 0xEE]),
+        b"",
+        &[],
+        b"",
+        &config,
+    );
     match ran.result {
         Err(LaunchError::GuestFault(f)) => assert_eq!(f.vector, 13),
         other => panic!("expected #GP, got {other:?}"),

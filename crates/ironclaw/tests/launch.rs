@@ -18,7 +18,11 @@ fn kvm(test: &str) -> bool {
 fn native_hmac_hex(key: &[u8], message: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
     mac.update(message);
-    mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[test]
@@ -29,12 +33,23 @@ fn rust_example_output_in_the_enclave_equals_native_hmac() {
     let module = example_bytes("hmac-stdin.wasm");
     // Longer than one stdin read round trip would need to be, and binary.
     let message: Vec<u8> = (0..300_000u32).map(|i| (i * 7 + 3) as u8).collect();
-    for (key, msg) in [("k3y", &b"hello enclave"[..]), ("another key", &message[..]), ("empty", &b""[..])] {
+    for (key, msg) in [
+        ("k3y", &b"hello enclave"[..]),
+        ("another key", &message[..]),
+        ("empty", &b""[..]),
+    ] {
         let ran = launch(&module, &["hmac-stdin", key], msg, &LaunchConfig::default());
         let report = ran.result.unwrap_or_else(|e| panic!("launch failed: {e}"));
         assert_eq!(report.exit_code, 0);
-        assert_eq!(String::from_utf8(ran.stdout).unwrap(), format!("{}\n", native_hmac_hex(key.as_bytes(), msg)));
-        assert!(ran.stderr.is_empty(), "stderr: {}", String::from_utf8_lossy(&ran.stderr));
+        assert_eq!(
+            String::from_utf8(ran.stdout).unwrap(),
+            format!("{}\n", native_hmac_hex(key.as_bytes(), msg))
+        );
+        assert!(
+            ran.stderr.is_empty(),
+            "stderr: {}",
+            String::from_utf8_lossy(&ran.stderr)
+        );
     }
 }
 
@@ -43,7 +58,12 @@ fn rust_example_without_key_exits_2_with_usage_on_stderr() {
     if !kvm("rust_example_without_key_exits_2_with_usage_on_stderr") {
         return;
     }
-    let ran = launch(&example_bytes("hmac-stdin.wasm"), &["hmac-stdin"], b"", &LaunchConfig::default());
+    let ran = launch(
+        &example_bytes("hmac-stdin.wasm"),
+        &["hmac-stdin"],
+        b"",
+        &LaunchConfig::default(),
+    );
     assert_eq!(ran.result.unwrap().exit_code, 2);
     assert!(String::from_utf8_lossy(&ran.stderr).contains("usage: hmac-stdin KEY"));
     assert!(ran.stdout.is_empty());
@@ -54,10 +74,20 @@ fn trivial_module_prints_and_proc_exit_code_passes_through() {
     if !kvm("trivial_module_prints_and_proc_exit_code_passes_through") {
         return;
     }
-    let ran = launch(&example_bytes("hello.wasm"), &["hello"], b"", &LaunchConfig::default());
+    let ran = launch(
+        &example_bytes("hello.wasm"),
+        &["hello"],
+        b"",
+        &LaunchConfig::default(),
+    );
     assert_eq!(ran.result.unwrap().exit_code, 0);
     assert_eq!(ran.stdout, b"hello from wasm\n");
-    let ran = launch(&example_bytes("exit-code.wasm"), &["x"], b"", &LaunchConfig::default());
+    let ran = launch(
+        &example_bytes("exit-code.wasm"),
+        &["x"],
+        b"",
+        &LaunchConfig::default(),
+    );
     assert_eq!(ran.result.unwrap().exit_code, 42);
 }
 
@@ -78,51 +108,102 @@ fn every_misbehaving_workload_ends_with_its_own_error_and_exit_code() {
     let mut codes = BTreeSet::new();
 
     let e = failing("trap.wasm", &LaunchConfig::default());
-    assert!(matches!(&e, LaunchError::Trap { message } if message.contains("unreachable")), "{e}");
+    assert!(
+        matches!(&e, LaunchError::Trap { message } if message.contains("unreachable")),
+        "{e}"
+    );
     assert_eq!(e.exit_code(), exit_code::TRAP);
     codes.insert(e.exit_code());
 
-    let fuel = LaunchConfig { fuel: Some(1_000_000), ..Default::default() };
+    let fuel = LaunchConfig {
+        fuel: Some(1_000_000),
+        ..Default::default()
+    };
     let e = failing("infinite-loop.wasm", &fuel);
-    assert!(matches!(e, LaunchError::FuelExhausted { fuel: 1_000_000 }), "{e}");
+    assert!(
+        matches!(e, LaunchError::FuelExhausted { fuel: 1_000_000 }),
+        "{e}"
+    );
     assert!(e.to_string().contains("fuel"));
     assert_eq!(e.exit_code(), exit_code::FUEL);
     codes.insert(e.exit_code());
 
-    let timeout = LaunchConfig { timeout: Duration::from_millis(300), ..Default::default() };
+    let timeout = LaunchConfig {
+        timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
     let started = Instant::now();
     let e = failing("infinite-loop.wasm", &timeout);
     let took = started.elapsed();
     assert!(matches!(e, LaunchError::Timeout { .. }), "{e}");
-    assert!(took >= Duration::from_millis(300) && took < Duration::from_secs(3), "took {took:?}");
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(3),
+        "took {took:?}"
+    );
     assert_eq!(e.exit_code(), exit_code::TIMEOUT);
     codes.insert(e.exit_code());
 
-    let e = failing("memory-bomb.wasm", &LaunchConfig { max_wasm_memory_bytes: 4 << 20, ..Default::default() });
-    assert!(matches!(&e, LaunchError::MemoryLimit { message } if message.contains("cap of 4194304 bytes")), "{e}");
+    let e = failing(
+        "memory-bomb.wasm",
+        &LaunchConfig {
+            max_wasm_memory_bytes: 4 << 20,
+            ..Default::default()
+        },
+    );
+    assert!(
+        matches!(&e, LaunchError::MemoryLimit { message } if message.contains("cap of 4194304 bytes")),
+        "{e}"
+    );
     assert_eq!(e.exit_code(), exit_code::MEMORY);
     codes.insert(e.exit_code());
 
     let e = failing("unknown-import.wasm", &LaunchConfig::default());
-    assert!(matches!(&e, LaunchError::Link { message } if message.contains("env::launch_missiles")), "{e}");
+    assert!(
+        matches!(&e, LaunchError::Link { message } if message.contains("env::launch_missiles")),
+        "{e}"
+    );
     assert_eq!(e.exit_code(), exit_code::LINK);
     codes.insert(e.exit_code());
 
     let e = failing("invalid.invalid.wasm", &LaunchConfig::default());
-    assert!(matches!(&e, LaunchError::InvalidModule { message } if message.contains("magic")), "{e}");
+    assert!(
+        matches!(&e, LaunchError::InvalidModule { message } if message.contains("magic")),
+        "{e}"
+    );
     assert_eq!(e.exit_code(), exit_code::INVALID_MODULE);
     codes.insert(e.exit_code());
 
     let limit = 100_000;
-    let ran = launch(&example_bytes("output-flood.wasm"), &["flood"], b"", &LaunchConfig { max_output_bytes: limit, ..Default::default() });
+    let ran = launch(
+        &example_bytes("output-flood.wasm"),
+        &["flood"],
+        b"",
+        &LaunchConfig {
+            max_output_bytes: limit,
+            ..Default::default()
+        },
+    );
     let e = ran.result.expect_err("output flood must fail");
-    assert!(matches!(e, LaunchError::OutputLimit { limit: 100_000 }), "{e}");
-    assert_eq!(ran.stdout.len() as u64, limit, "exactly the allowed bytes reach stdout");
+    assert!(
+        matches!(e, LaunchError::OutputLimit { limit: 100_000 }),
+        "{e}"
+    );
+    assert_eq!(
+        ran.stdout.len() as u64,
+        limit,
+        "exactly the allowed bytes reach stdout"
+    );
     assert_eq!(e.exit_code(), exit_code::OUTPUT);
     codes.insert(e.exit_code());
 
     // ud2 at CPL3: the guest's #UD is reported precisely.
-    let ran = launch_image(&raw_image(&[0x0F, 0x0B]), b"", &[], b"", &LaunchConfig::default());
+    let ran = launch_image(
+        &raw_image(&[0x0F, 0x0B]),
+        b"",
+        &[],
+        b"",
+        &LaunchConfig::default(),
+    );
     let e = ran.result.expect_err("ud2 must fault");
     match &e {
         LaunchError::GuestFault(f) => {
@@ -144,17 +225,34 @@ fn guest_page_faults_report_the_address() {
         return;
     }
     // mov byte [0], al — a null write.
-    let ran = launch_image(&raw_image(&[0x88, 0x04, 0x25, 0, 0, 0, 0]), b"", &[], b"", &LaunchConfig::default());
+    let ran = launch_image(
+        &raw_image(&[0x88, 0x04, 0x25, 0, 0, 0, 0]),
+        b"",
+        &[],
+        b"",
+        &LaunchConfig::default(),
+    );
     match ran.result {
         Err(LaunchError::GuestFault(f)) => {
             assert_eq!((f.vector, f.address), (14, 0));
-            assert_eq!(f.error_code & 0b110, 0b110, "user-mode write: {:#x}", f.error_code);
+            assert_eq!(
+                f.error_code & 0b110,
+                0b110,
+                "user-mode write: {:#x}",
+                f.error_code
+            );
             assert!(f.to_string().contains("null pointer"));
         }
         other => panic!("expected #PF, got {other:?}"),
     }
     // call $ — recursion until the stack guard: reported as a shim stack overflow.
-    let ran = launch_image(&raw_image(&[0xE8, 0xFB, 0xFF, 0xFF, 0xFF]), b"", &[], b"", &LaunchConfig::default());
+    let ran = launch_image(
+        &raw_image(&[0xE8, 0xFB, 0xFF, 0xFF, 0xFF]),
+        b"",
+        &[],
+        b"",
+        &LaunchConfig::default(),
+    );
     match ran.result {
         Err(LaunchError::GuestFault(f)) => {
             assert_eq!(f.vector, 14);
@@ -170,7 +268,10 @@ fn guest_page_faults_report_the_address() {
     }));
     let ran = launch_image(&raw_image(code), b"", &[], b"", &LaunchConfig::default());
     match ran.result {
-        Err(LaunchError::GuestFault(f)) => assert_eq!((f.vector, f.address, f.error_code & 1), (14, u64::from(boot), 1)),
+        Err(LaunchError::GuestFault(f)) => assert_eq!(
+            (f.vector, f.address, f.error_code & 1),
+            (14, u64::from(boot), 1)
+        ),
         other => panic!("expected a protection #PF, got {other:?}"),
     }
 }
@@ -182,19 +283,57 @@ fn wasi_environment_and_arguments_reach_the_module() {
     }
     // The HMAC example reads argv[1]; a key with spaces and UTF-8 must arrive intact.
     let key = "schlüssel mit leerzeichen";
-    let ran = launch(&example_bytes("hmac-stdin.wasm"), &["hmac-stdin", key], b"m", &LaunchConfig::default());
+    let ran = launch(
+        &example_bytes("hmac-stdin.wasm"),
+        &["hmac-stdin", key],
+        b"m",
+        &LaunchConfig::default(),
+    );
     assert_eq!(ran.result.unwrap().exit_code, 0);
-    assert_eq!(String::from_utf8(ran.stdout).unwrap(), format!("{}\n", native_hmac_hex(key.as_bytes(), b"m")));
+    assert_eq!(
+        String::from_utf8(ran.stdout).unwrap(),
+        format!("{}\n", native_hmac_hex(key.as_bytes(), b"m"))
+    );
 }
 
 #[test]
 fn bad_configuration_is_refused_before_any_vm_exists() {
     for (config, field) in [
-        (LaunchConfig { memory_mib: 3, ..Default::default() }, "memory"),
-        (LaunchConfig { memory_mib: 4096, ..Default::default() }, "memory"),
-        (LaunchConfig { max_wasm_memory_bytes: 1 << 30, ..Default::default() }, "max Wasm memory"),
-        (LaunchConfig { timeout: Duration::ZERO, ..Default::default() }, "timeout"),
-        (LaunchConfig { max_hypercalls: 0, ..Default::default() }, "max hypercalls"),
+        (
+            LaunchConfig {
+                memory_mib: 3,
+                ..Default::default()
+            },
+            "memory",
+        ),
+        (
+            LaunchConfig {
+                memory_mib: 4096,
+                ..Default::default()
+            },
+            "memory",
+        ),
+        (
+            LaunchConfig {
+                max_wasm_memory_bytes: 1 << 30,
+                ..Default::default()
+            },
+            "max Wasm memory",
+        ),
+        (
+            LaunchConfig {
+                timeout: Duration::ZERO,
+                ..Default::default()
+            },
+            "timeout",
+        ),
+        (
+            LaunchConfig {
+                max_hypercalls: 0,
+                ..Default::default()
+            },
+            "max hypercalls",
+        ),
     ] {
         let ran = launch(b"\0asm\x01\0\0\0", &["x"], b"", &config);
         let e = ran.result.expect_err("must be refused");

@@ -47,8 +47,18 @@ fn by_the_documentation(module: &[u8], c: &LaunchConfig) -> [u8; 48] {
 #[test]
 fn measurement_follows_the_documented_layout() {
     let module = example_bytes("hmac-stdin.wasm");
-    for c in [LaunchConfig::default(), LaunchConfig { fuel: Some(5), debug: true, ..Default::default() }] {
-        assert_eq!(LaunchMeasurement::of_launch(&module, &c).0, by_the_documentation(&module, &c));
+    for c in [
+        LaunchConfig::default(),
+        LaunchConfig {
+            fuel: Some(5),
+            debug: true,
+            ..Default::default()
+        },
+    ] {
+        assert_eq!(
+            LaunchMeasurement::of_launch(&module, &c).0,
+            by_the_documentation(&module, &c)
+        );
     }
 }
 
@@ -57,25 +67,60 @@ fn one_byte_of_module_or_any_parameter_changes_the_measurement() {
     let module = example_bytes("hmac-stdin.wasm");
     let base = LaunchConfig::default();
     let m0 = LaunchMeasurement::of_launch(&module, &base);
-    assert_eq!(m0, LaunchMeasurement::of_launch(&module.clone(), &base.clone()), "deterministic");
+    assert_eq!(
+        m0,
+        LaunchMeasurement::of_launch(&module.clone(), &base.clone()),
+        "deterministic"
+    );
     for at in [0, module.len() / 2, module.len() - 1] {
         let mut changed = module.clone();
         changed[at] ^= 0x01;
-        assert_ne!(LaunchMeasurement::of_launch(&changed, &base), m0, "byte {at}");
+        assert_ne!(
+            LaunchMeasurement::of_launch(&changed, &base),
+            m0,
+            "byte {at}"
+        );
     }
     let mut longer = module.clone();
     longer.push(0);
     assert_ne!(LaunchMeasurement::of_launch(&longer, &base), m0);
     let variants = [
-        LaunchConfig { memory_mib: 66, ..base.clone() },
-        LaunchConfig { fuel: Some(1_000), ..base.clone() },
-        LaunchConfig { fuel: Some(1_001), ..base.clone() },
-        LaunchConfig { timeout: Duration::from_secs(11), ..base.clone() },
-        LaunchConfig { max_output_bytes: base.max_output_bytes + 1, ..base.clone() },
-        LaunchConfig { max_wasm_memory_bytes: base.max_wasm_memory_bytes - 65536, ..base.clone() },
-        LaunchConfig { max_table_elements: base.max_table_elements + 1, ..base.clone() },
-        LaunchConfig { max_hypercalls: base.max_hypercalls + 1, ..base.clone() },
-        LaunchConfig { debug: true, ..base.clone() },
+        LaunchConfig {
+            memory_mib: 66,
+            ..base.clone()
+        },
+        LaunchConfig {
+            fuel: Some(1_000),
+            ..base.clone()
+        },
+        LaunchConfig {
+            fuel: Some(1_001),
+            ..base.clone()
+        },
+        LaunchConfig {
+            timeout: Duration::from_secs(11),
+            ..base.clone()
+        },
+        LaunchConfig {
+            max_output_bytes: base.max_output_bytes + 1,
+            ..base.clone()
+        },
+        LaunchConfig {
+            max_wasm_memory_bytes: base.max_wasm_memory_bytes - 65536,
+            ..base.clone()
+        },
+        LaunchConfig {
+            max_table_elements: base.max_table_elements + 1,
+            ..base.clone()
+        },
+        LaunchConfig {
+            max_hypercalls: base.max_hypercalls + 1,
+            ..base.clone()
+        },
+        LaunchConfig {
+            debug: true,
+            ..base.clone()
+        },
     ];
     let mut seen = vec![m0];
     for v in &variants {
@@ -86,7 +131,10 @@ fn one_byte_of_module_or_any_parameter_changes_the_measurement() {
 }
 
 fn ironclaw(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_ironclaw")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_ironclaw"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 #[test]
@@ -97,19 +145,53 @@ fn cli_measure_and_print_measurement_agree_with_the_library() {
     let out = ironclaw(&["measure", path]);
     assert!(out.status.success());
     let printed = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(printed.trim(), LaunchMeasurement::of_launch(&module, &LaunchConfig::default()).to_hex());
-    let out = ironclaw(&["measure", "--memory", "128", "--fuel", "100000", "--debug", path]);
-    let expected = LaunchConfig { memory_mib: 128, fuel: Some(100_000), debug: true, ..Default::default() };
-    assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), LaunchMeasurement::of_launch(&module, &expected).to_hex());
+    assert_eq!(
+        printed.trim(),
+        LaunchMeasurement::of_launch(&module, &LaunchConfig::default()).to_hex()
+    );
+    let out = ironclaw(&[
+        "measure", "--memory", "128", "--fuel", "100000", "--debug", path,
+    ]);
+    let expected = LaunchConfig {
+        memory_mib: 128,
+        fuel: Some(100_000),
+        debug: true,
+        ..Default::default()
+    };
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        LaunchMeasurement::of_launch(&module, &expected).to_hex()
+    );
 
-    if !claw_testsupport::require_kvm("cli_measure_and_print_measurement_agree_with_the_library (run part)") {
+    if !claw_testsupport::require_kvm(
+        "cli_measure_and_print_measurement_agree_with_the_library (run part)",
+    ) {
         return;
     }
-    let out = ironclaw(&["run", "--print-measurement", "--memory", "128", "--fuel", "100000", "--debug", path]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = ironclaw(&[
+        "run",
+        "--print-measurement",
+        "--memory",
+        "128",
+        "--fuel",
+        "100000",
+        "--debug",
+        path,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(out.stdout, b"hello from wasm\n");
     let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(stderr.contains(&format!("measurement: {}", LaunchMeasurement::of_launch(&module, &expected).to_hex())), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "measurement: {}",
+            LaunchMeasurement::of_launch(&module, &expected).to_hex()
+        )),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -122,7 +204,10 @@ fn cli_exit_codes_and_messages() {
     assert_eq!(out.status.code(), Some(ironclaw::exit_code::TRAP));
     assert!(String::from_utf8_lossy(&out.stderr).contains("wasm trap"));
     let code = example("exit-code.wasm");
-    assert_eq!(ironclaw(&["run", code.to_str().unwrap()]).status.code(), Some(42));
+    assert_eq!(
+        ironclaw(&["run", code.to_str().unwrap()]).status.code(),
+        Some(42)
+    );
     let lp = example("infinite-loop.wasm");
     let out = ironclaw(&["run", "--fuel", "100000", lp.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(ironclaw::exit_code::FUEL));
@@ -137,5 +222,10 @@ fn cli_exit_codes_and_messages() {
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("kvm: usable"), "{text}");
-    assert!(["kvm_pvm", "kvm_intel", "kvm_amd"].iter().any(|b| text.contains(b)), "{text}");
+    assert!(
+        ["kvm_pvm", "kvm_intel", "kvm_amd"]
+            .iter()
+            .any(|b| text.contains(b)),
+        "{text}"
+    );
 }

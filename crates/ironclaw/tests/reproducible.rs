@@ -27,18 +27,36 @@ fn copy_tree(from: &Path, to: &Path) {
 
 #[test]
 fn a_second_build_from_another_directory_gives_the_same_shim_bytes() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().parent().unwrap();
-    let tmp = tempfile::Builder::new().prefix("ironclaw-repro-").tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap();
+    let tmp = tempfile::Builder::new()
+        .prefix("ironclaw-repro-")
+        .tempdir()
+        .unwrap();
     for krate in ["crates/ironclaw-shim", "crates/ironclaw-abi"] {
         copy_tree(&root.join(krate), &tmp.path().join(krate));
     }
     let manifest = tmp.path().join("crates/ironclaw-shim/Cargo.toml");
-    let target = guest_build::nested_build(tmp.path(), &manifest, "x86_64-unknown-none", &tmp.path().join("target"), guest_build::SHIM_FLAGS)
-        .expect("second shim build");
-    let (image, entry) = guest_build::flatten_shim(&target.join("x86_64-unknown-none/release/ironclaw-shim")).unwrap();
+    let target = guest_build::nested_build(
+        tmp.path(),
+        &manifest,
+        "x86_64-unknown-none",
+        &tmp.path().join("target"),
+        guest_build::SHIM_FLAGS,
+    )
+    .expect("second shim build");
+    let (image, entry) =
+        guest_build::flatten_shim(&target.join("x86_64-unknown-none/release/ironclaw-shim"))
+            .unwrap();
     assert_eq!(entry, ironclaw::shim::SHIM_ENTRY);
     assert_eq!(image.len(), ironclaw::shim::SHIM_IMAGE.len());
-    assert!(image == ironclaw::shim::SHIM_IMAGE, "shim bytes differ between two builds of the same source");
+    assert!(
+        image == ironclaw::shim::SHIM_IMAGE,
+        "shim bytes differ between two builds of the same source"
+    );
     assert_eq!(
         ironclaw::measurement::image_digest(&image),
         ironclaw::measurement::image_digest(ironclaw::shim::SHIM_IMAGE)

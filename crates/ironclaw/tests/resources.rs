@@ -46,9 +46,15 @@ fn two_hundred_launches_leak_no_fd_thread_or_memory() {
         }
     }
     let (fd1, th1, rss1) = (fds(), threads(), rss_kib());
-    assert_eq!(fd1, fd0, "file descriptors: {fd0} before, {fd1} after 200 launches");
+    assert_eq!(
+        fd1, fd0,
+        "file descriptors: {fd0} before, {fd1} after 200 launches"
+    );
     assert_eq!(th1, th0, "threads: {th0} before, {th1} after 200 launches");
     // Each launch maps 64 MiB of guest RAM: a leaked mapping would add at least the pages
     // the guest touched (several MiB) per launch. Allow 8 MiB of allocator noise in total.
-    assert!(rss1 <= rss0 + 8 * 1024, "VmRSS grew from {rss0} KiB to {rss1} KiB over 200 launches");
+    assert!(
+        rss1 <= rss0 + 8 * 1024,
+        "VmRSS grew from {rss0} KiB to {rss1} KiB over 200 launches"
+    );
 }

@@ -43,13 +43,19 @@ pub enum DispatchError {
     #[error("hypercall protocol violation: {0}")]
     Protocol(#[from] RequestError),
     #[error("guest memory access at {addr:#x} failed: {source}")]
-    Memory { addr: u64, source: vm_memory::GuestMemoryError },
+    Memory {
+        addr: u64,
+        source: vm_memory::GuestMemoryError,
+    },
     #[error("output limit: the module wrote more than {limit} bytes")]
     OutputLimit { limit: u64 },
     #[error("exit flood: the guest made more than {limit} hypercalls")]
     ExitFlood { limit: u64 },
     #[error("writing the module's {stream}: {source}")]
-    Output { stream: &'static str, source: std::io::Error },
+    Output {
+        stream: &'static str,
+        source: std::io::Error,
+    },
     #[error("reading the module's stdin: {0}")]
     Input(std::io::Error),
 }
@@ -127,7 +133,9 @@ impl<'a> Dispatcher<'a> {
     pub fn handle(&mut self, mem: &GuestMemoryMmap) -> Result<Step, DispatchError> {
         self.calls += 1;
         if self.calls > self.max_calls {
-            return Err(DispatchError::ExitFlood { limit: self.max_calls });
+            return Err(DispatchError::ExitFlood {
+                limit: self.max_calls,
+            });
         }
         let mut header = [0u8; HEADER_SIZE];
         read(mem, REQUEST_HEADER_OFFSET, &mut header)?;
@@ -141,11 +149,22 @@ impl<'a> Dispatcher<'a> {
         result
     }
 
-    fn perform(&mut self, mem: &GuestMemoryMmap, header: &[u8; HEADER_SIZE], data: &[u8]) -> Result<Step, DispatchError> {
+    fn perform(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        header: &[u8; HEADER_SIZE],
+        data: &[u8],
+    ) -> Result<Step, DispatchError> {
         let request = untrusted_guest_request::parse_request(header, data)?;
         self.write_output(&request)?;
         match request.call {
-            Call::Exit { kind, code, message, compile_ticks, run_ticks } => Ok(Step::Exit(GuestExit {
+            Call::Exit {
+                kind,
+                code,
+                message,
+                compile_ticks,
+                run_ticks,
+            } => Ok(Step::Exit(GuestExit {
                 kind,
                 code,
                 message: String::from_utf8_lossy(message).into_owned(),
@@ -169,10 +188,17 @@ impl<'a> Dispatcher<'a> {
                 respond(mem, status::OK, [u64::from(n == 0), 0], slice)?;
                 Ok(Step::Continue)
             }
-            Call::IronClaw { number, args, payload } => {
+            Call::IronClaw {
+                number,
+                args,
+                payload,
+            } => {
                 let answer = match self.extension.as_mut() {
                     Some(ext) => ext.call(number, args, payload),
-                    None => ExtensionResponse { status: status::UNKNOWN_CALL, ..Default::default() },
+                    None => ExtensionResponse {
+                        status: status::UNKNOWN_CALL,
+                        ..Default::default()
+                    },
                 };
                 if answer.payload.len() > DATA_CAPACITY {
                     respond(mem, status::BAD_REQUEST, [0; RESPONSE_VALUES], &[])?;
@@ -198,21 +224,39 @@ impl<'a> Dispatcher<'a> {
         }
         let mut allowed = self.max_output.saturating_sub(self.output_written);
         for record in request.output() {
-            let take = record.bytes.len().min(usize::try_from(allowed).unwrap_or(usize::MAX));
+            let take = record
+                .bytes
+                .len()
+                .min(usize::try_from(allowed).unwrap_or(usize::MAX));
             let bytes = record.bytes.get(..take).unwrap_or(&[]);
             let (sink, stream): (&mut dyn Write, _) = if record.stream == output::STDOUT {
                 (&mut *self.io.stdout, "stdout")
             } else {
                 (&mut *self.io.stderr, "stderr")
             };
-            sink.write_all(bytes).map_err(|source| DispatchError::Output { stream, source })?;
+            sink.write_all(bytes)
+                .map_err(|source| DispatchError::Output { stream, source })?;
             allowed -= take as u64;
         }
-        self.io.stdout.flush().map_err(|source| DispatchError::Output { stream: "stdout", source })?;
-        self.io.stderr.flush().map_err(|source| DispatchError::Output { stream: "stderr", source })?;
+        self.io
+            .stdout
+            .flush()
+            .map_err(|source| DispatchError::Output {
+                stream: "stdout",
+                source,
+            })?;
+        self.io
+            .stderr
+            .flush()
+            .map_err(|source| DispatchError::Output {
+                stream: "stderr",
+                source,
+            })?;
         self.output_written = self.output_written.saturating_add(total);
         if self.output_written > self.max_output {
-            return Err(DispatchError::OutputLimit { limit: self.max_output });
+            return Err(DispatchError::OutputLimit {
+                limit: self.max_output,
+            });
         }
         Ok(())
     }
@@ -220,10 +264,18 @@ impl<'a> Dispatcher<'a> {
 
 fn read(mem: &GuestMemoryMmap, offset: usize, buf: &mut [u8]) -> Result<(), DispatchError> {
     mem.read_slice(buf, addr(offset))
-        .map_err(|source| DispatchError::Memory { addr: addr(offset).0, source })
+        .map_err(|source| DispatchError::Memory {
+            addr: addr(offset).0,
+            source,
+        })
 }
 
-fn respond(mem: &GuestMemoryMmap, status: u32, values: [u64; RESPONSE_VALUES], payload: &[u8]) -> Result<(), DispatchError> {
+fn respond(
+    mem: &GuestMemoryMmap,
+    status: u32,
+    values: [u64; RESPONSE_VALUES],
+    payload: &[u8],
+) -> Result<(), DispatchError> {
     let header = ResponseHeader {
         magic: RESPONSE_MAGIC,
         status,
@@ -232,7 +284,13 @@ fn respond(mem: &GuestMemoryMmap, status: u32, values: [u64; RESPONSE_VALUES], p
         values,
     };
     mem.write_slice(payload, addr(DATA_OFFSET))
-        .map_err(|source| DispatchError::Memory { addr: addr(DATA_OFFSET).0, source })?;
+        .map_err(|source| DispatchError::Memory {
+            addr: addr(DATA_OFFSET).0,
+            source,
+        })?;
     mem.write_slice(&header.encode(), addr(RESPONSE_HEADER_OFFSET))
-        .map_err(|source| DispatchError::Memory { addr: addr(RESPONSE_HEADER_OFFSET).0, source })
+        .map_err(|source| DispatchError::Memory {
+            addr: addr(RESPONSE_HEADER_OFFSET).0,
+            source,
+        })
 }

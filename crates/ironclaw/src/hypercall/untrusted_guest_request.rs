@@ -42,13 +42,23 @@ pub enum RequestError {
 pub enum Call<'a> {
     /// The run is over.
     /// `compile_ticks`/`run_ticks` are the shim's own guest-TSC timings, informational only.
-    Exit { kind: ExitKind, code: u32, message: &'a [u8], compile_ticks: u64, run_ticks: u64 },
+    Exit {
+        kind: ExitKind,
+        code: u32,
+        message: &'a [u8],
+        compile_ticks: u64,
+        run_ticks: u64,
+    },
     /// Only output.
     Flush,
     /// Read at most `max` bytes of stdin (1..=DATA_CAPACITY).
     ReadStdin { max: usize },
     /// A call in IronClaw's own range (0x100..=0x1FF): the dispatcher's extension decides.
-    IronClaw { number: u32, args: [u64; 4], payload: &'a [u8] },
+    IronClaw {
+        number: u32,
+        args: [u64; 4],
+        payload: &'a [u8],
+    },
     /// Any other number: answered with `UNKNOWN_CALL`, no side effects.
     Unknown { number: u32 },
 }
@@ -83,7 +93,10 @@ pub fn data_len(header: &[u8; HEADER_SIZE]) -> Result<(RequestHeader, usize), Re
     }
     let total = u64::from(h.output_len) + u64::from(h.payload_len);
     if total > DATA_CAPACITY as u64 {
-        return Err(RequestError::DataTooLong { output_len: h.output_len, payload_len: h.payload_len });
+        return Err(RequestError::DataTooLong {
+            output_len: h.output_len,
+            payload_len: h.payload_len,
+        });
     }
     // total <= DATA_CAPACITY, which fits usize.
     Ok((h, total as usize))
@@ -91,11 +104,15 @@ pub fn data_len(header: &[u8; HEADER_SIZE]) -> Result<(RequestHeader, usize), Re
 
 /// Parses and validates a whole request: `header` is the 64-byte request header, `data` the
 /// bytes copied from the start of the data area (at least what the header announces).
-pub fn parse_request<'a>(header: &[u8; HEADER_SIZE], data: &'a [u8]) -> Result<GuestRequest<'a>, RequestError> {
+pub fn parse_request<'a>(
+    header: &[u8; HEADER_SIZE],
+    data: &'a [u8],
+) -> Result<GuestRequest<'a>, RequestError> {
     let (h, needed) = data_len(header)?;
-    let used = data
-        .get(..needed)
-        .ok_or(RequestError::DataShort { needed, available: data.len() })?;
+    let used = data.get(..needed).ok_or(RequestError::DataShort {
+        needed,
+        available: data.len(),
+    })?;
     let (output_area, payload) = used.split_at(h.output_len as usize);
     for record in output::records(output_area) {
         record.map_err(RequestError::Output)?;
@@ -104,7 +121,10 @@ pub fn parse_request<'a>(header: &[u8; HEADER_SIZE], data: &'a [u8]) -> Result<G
         if payload.is_empty() {
             Ok(())
         } else {
-            Err(RequestError::UnexpectedPayload { call, len: h.payload_len })
+            Err(RequestError::UnexpectedPayload {
+                call,
+                len: h.payload_len,
+            })
         }
     };
     let call = match h.call {
@@ -113,11 +133,18 @@ pub fn parse_request<'a>(header: &[u8; HEADER_SIZE], data: &'a [u8]) -> Result<G
                 .ok()
                 .and_then(ExitKind::from_u32)
                 .ok_or(RequestError::BadExitKind(h.args[0]))?;
-            let code = u32::try_from(h.args[1]).map_err(|_| RequestError::BadExitCode(h.args[1]))?;
+            let code =
+                u32::try_from(h.args[1]).map_err(|_| RequestError::BadExitCode(h.args[1]))?;
             if payload.len() > MAX_EXIT_MESSAGE {
                 return Err(RequestError::MessageTooLong { len: payload.len() });
             }
-            Call::Exit { kind, code, message: payload, compile_ticks: h.args[2], run_ticks: h.args[3] }
+            Call::Exit {
+                kind,
+                code,
+                message: payload,
+                compile_ticks: h.args[2],
+                run_ticks: h.args[3],
+            }
         }
         call::FLUSH => {
             no_payload(h.call)?;
@@ -131,10 +158,17 @@ pub fn parse_request<'a>(header: &[u8; HEADER_SIZE], data: &'a [u8]) -> Result<G
             }
             Call::ReadStdin { max: max as usize }
         }
-        n @ call::IRONCLAW_FIRST..=call::IRONCLAW_LAST => Call::IronClaw { number: n, args: h.args, payload },
+        n @ call::IRONCLAW_FIRST..=call::IRONCLAW_LAST => Call::IronClaw {
+            number: n,
+            args: h.args,
+            payload,
+        },
         n => Call::Unknown { number: n },
     };
-    Ok(GuestRequest { output: output_area, call })
+    Ok(GuestRequest {
+        output: output_area,
+        call,
+    })
 }
 
 #[cfg(test)]
@@ -143,7 +177,14 @@ mod tests {
     use ironclaw_abi::output::encode_header;
 
     fn header(call: u32, output_len: u32, payload_len: u32, args: [u64; 4]) -> [u8; HEADER_SIZE] {
-        RequestHeader { magic: REQUEST_MAGIC, call, output_len, payload_len, args }.encode()
+        RequestHeader {
+            magic: REQUEST_MAGIC,
+            call,
+            output_len,
+            payload_len,
+            args,
+        }
+        .encode()
     }
 
     #[test]
@@ -153,16 +194,31 @@ mod tests {
         data.extend_from_slice(b"bye");
         let h = header(call::EXIT, 10, 3, [0, 7, 0, 0]);
         let req = parse_request(&h, &data).unwrap();
-        assert_eq!(req.call, Call::Exit { kind: ExitKind::Exited, code: 7, message: b"bye", compile_ticks: 0, run_ticks: 0 });
+        assert_eq!(
+            req.call,
+            Call::Exit {
+                kind: ExitKind::Exited,
+                code: 7,
+                message: b"bye",
+                compile_ticks: 0,
+                run_ticks: 0
+            }
+        );
         assert_eq!(req.output().next().unwrap().bytes, b"hi");
     }
 
     #[test]
     fn lengths_past_the_buffer_are_refused() {
         let h = header(call::FLUSH, u32::MAX, u32::MAX, [0; 4]);
-        assert!(matches!(parse_request(&h, &[]), Err(RequestError::DataTooLong { .. })));
+        assert!(matches!(
+            parse_request(&h, &[]),
+            Err(RequestError::DataTooLong { .. })
+        ));
         let h = header(call::FLUSH, DATA_CAPACITY as u32, 1, [0; 4]);
-        assert!(matches!(parse_request(&h, &[]), Err(RequestError::DataTooLong { .. })));
+        assert!(matches!(
+            parse_request(&h, &[]),
+            Err(RequestError::DataTooLong { .. })
+        ));
     }
 
     #[test]
@@ -171,7 +227,11 @@ mod tests {
         let h = header(call::FLUSH, 8, 0, [0; 4]);
         assert!(matches!(
             parse_request(&h, &data),
-            Err(RequestError::Output(RecordError::TruncatedBody { offset: 0, len: 100, .. }))
+            Err(RequestError::Output(RecordError::TruncatedBody {
+                offset: 0,
+                len: 100,
+                ..
+            }))
         ));
     }
 
@@ -179,20 +239,34 @@ mod tests {
     fn bad_magic_bad_exit_kind_and_bad_read_are_refused() {
         let mut h = header(call::FLUSH, 0, 0, [0; 4]);
         h[0] ^= 1;
-        assert!(matches!(parse_request(&h, &[]), Err(RequestError::BadMagic { .. })));
+        assert!(matches!(
+            parse_request(&h, &[]),
+            Err(RequestError::BadMagic { .. })
+        ));
         let h = header(call::EXIT, 0, 0, [99, 0, 0, 0]);
         assert_eq!(parse_request(&h, &[]), Err(RequestError::BadExitKind(99)));
         let h = header(call::READ_STDIN, 0, 0, [0, 0, 0, 0]);
         assert_eq!(parse_request(&h, &[]), Err(RequestError::BadReadLength(0)));
         let h = header(call::READ_STDIN, 0, 0, [u64::MAX, 0, 0, 0]);
-        assert_eq!(parse_request(&h, &[]), Err(RequestError::BadReadLength(u64::MAX)));
+        assert_eq!(
+            parse_request(&h, &[]),
+            Err(RequestError::BadReadLength(u64::MAX))
+        );
     }
 
     #[test]
     fn unknown_numbers_are_not_errors_but_unknown_calls() {
         let h = header(0xFFFF_FFFF, 0, 0, [0; 4]);
-        assert_eq!(parse_request(&h, &[]).unwrap().call, Call::Unknown { number: 0xFFFF_FFFF });
+        assert_eq!(
+            parse_request(&h, &[]).unwrap().call,
+            Call::Unknown {
+                number: 0xFFFF_FFFF
+            }
+        );
         let h = header(0, 0, 0, [0; 4]);
-        assert_eq!(parse_request(&h, &[]).unwrap().call, Call::Unknown { number: 0 });
+        assert_eq!(
+            parse_request(&h, &[]).unwrap().call,
+            Call::Unknown { number: 0 }
+        );
     }
 }

@@ -143,7 +143,11 @@ pub fn system_area(memory_size: u64) -> Vec<u8> {
     put_u64(&mut m, l::PD_ADDR, l::PT_LOW_ADDR | table);
     let big_pages = memory_size / (2 << 20);
     for i in 1..big_pages.min(512) {
-        put_u64(&mut m, l::PD_ADDR + i * 8, (i << 21) | P | RW | US | A | D | PS);
+        put_u64(
+            &mut m,
+            l::PD_ADDR + i * 8,
+            (i << 21) | P | RW | US | A | D | PS,
+        );
     }
     for i in 0..512u64 {
         let addr = i * l::PAGE_SIZE;
@@ -246,7 +250,13 @@ mod tests {
     #[test]
     fn system_pages_are_supervisor_only_and_boot_block_read_only() {
         let m = system_area(64 << 20);
-        for addr in [l::PML4_ADDR, l::GDT_ADDR, l::IDT_ADDR, l::FAULT_STUBS_ADDR, l::CPL0_STACK_BOTTOM] {
+        for addr in [
+            l::PML4_ADDR,
+            l::GDT_ADDR,
+            l::IDT_ADDR,
+            l::FAULT_STUBS_ADDR,
+            l::CPL0_STACK_BOTTOM,
+        ] {
             let e = entry(&m, l::PT_LOW_ADDR + addr / l::PAGE_SIZE * 8);
             assert_eq!(e & (P | US), P, "page {addr:#x}");
         }

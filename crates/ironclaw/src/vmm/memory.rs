@@ -25,9 +25,14 @@ impl GuestRam {
     /// Maps `size` bytes (a multiple of 2 MiB), 2 MiB aligned, read-write, private.
     pub fn new(size: usize) -> io::Result<Self> {
         if size == 0 || !size.is_multiple_of(HUGE) {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "guest RAM size must be a non-zero multiple of 2 MiB"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "guest RAM size must be a non-zero multiple of 2 MiB",
+            ));
         }
-        let reserve = size.checked_add(HUGE).ok_or_else(|| io::Error::other("guest RAM size overflows"))?;
+        let reserve = size
+            .checked_add(HUGE)
+            .ok_or_else(|| io::Error::other("guest RAM size overflows"))?;
         // SAFETY: a fresh anonymous private mapping with no fixed address; it aliases nothing.
         let raw = unsafe {
             libc::mmap(
@@ -59,7 +64,10 @@ impl GuestRam {
             // Advice only: failure (THP disabled) leaves ordinary pages, which still work.
             libc::madvise(aligned as *mut libc::c_void, size, libc::MADV_HUGEPAGE);
         }
-        Ok(Self { addr: aligned as *mut u8, size })
+        Ok(Self {
+            addr: aligned as *mut u8,
+            size,
+        })
     }
 
     /// Start of the mapping.

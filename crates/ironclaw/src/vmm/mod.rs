@@ -23,11 +23,18 @@ pub enum VmmError {
     #[error("KVM is not usable: opening /dev/kvm failed: {0}")]
     Open(kvm_ioctls::Error),
     #[error("KVM {op} failed: {source}")]
-    Kvm { op: &'static str, source: kvm_ioctls::Error },
+    Kvm {
+        op: &'static str,
+        source: kvm_ioctls::Error,
+    },
     #[error("allocating {bytes} bytes of guest memory failed: {reason}")]
     Memory { bytes: u64, reason: String },
     #[error("writing guest memory at {addr:#x} ({what}) failed: {reason}")]
-    Write { addr: u64, what: &'static str, reason: String },
+    Write {
+        addr: u64,
+        what: &'static str,
+        reason: String,
+    },
 }
 
 fn kvm_err(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmmError {
@@ -81,7 +88,13 @@ pub struct GuestFault {
 
 impl std::fmt::Display for GuestFault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "vector {} ({}) at rip {:#x}", self.vector, layout::vector_name(self.vector), self.rip)?;
+        write!(
+            f,
+            "vector {} ({}) at rip {:#x}",
+            self.vector,
+            layout::vector_name(self.vector),
+            self.rip
+        )?;
         if self.vector == 14 {
             write!(f, ", address {:#x}", self.address)?;
             if (l::STACK_GUARD_BOTTOM..l::SHIM_STACK_BOTTOM).contains(&self.address) {
@@ -117,7 +130,10 @@ impl Vm {
             bytes: memory_size,
             reason: "larger than the address space".into(),
         })?;
-        let mem_err = |reason: String| VmmError::Memory { bytes: memory_size, reason };
+        let mem_err = |reason: String| VmmError::Memory {
+            bytes: memory_size,
+            reason,
+        };
         let ram = memory::GuestRam::new(size).map_err(|e| mem_err(e.to_string()))?;
         // SAFETY: `ram` is a live private mapping of exactly `size` bytes, read-write, and it
         // outlives this non-owning view (field order in `Vm`).
@@ -130,8 +146,10 @@ impl Vm {
             )
         }
         .map_err(|e| mem_err(e.to_string()))?;
-        let region = GuestRegionMmap::new(region, GuestAddress(0)).ok_or_else(|| mem_err("region overflows".into()))?;
-        let mem = GuestMemoryMmap::from_regions(vec![region]).map_err(|e| mem_err(e.to_string()))?;
+        let region = GuestRegionMmap::new(region, GuestAddress(0))
+            .ok_or_else(|| mem_err("region overflows".into()))?;
+        let mem =
+            GuestMemoryMmap::from_regions(vec![region]).map_err(|e| mem_err(e.to_string()))?;
         let host = ram.as_ptr();
         let region = kvm_userspace_memory_region {
             slot: 0,
@@ -143,11 +161,19 @@ impl Vm {
         // SAFETY: `host` is the start of a live anonymous mapping of exactly `memory_size`
         // bytes owned by `ram`, which outlives the VM (field order in `Vm` drops the VM
         // first), and the slot does not overlap any other.
-        unsafe { vm.set_user_memory_region(region) }.map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
+        unsafe { vm.set_user_memory_region(region) }
+            .map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
         let vcpu = vm.create_vcpu(0).map_err(kvm_err("KVM_CREATE_VCPU"))?;
-        vcpu.set_cpuid2(&handle.cpuid).map_err(kvm_err("KVM_SET_CPUID2"))?;
+        vcpu.set_cpuid2(&handle.cpuid)
+            .map_err(kvm_err("KVM_SET_CPUID2"))?;
         let tsc_khz = vcpu.get_tsc_khz().map(u64::from).unwrap_or(0);
-        let vm = Self { vcpu, _vm: vm, mem, _ram: ram, tsc_khz };
+        let vm = Self {
+            vcpu,
+            _vm: vm,
+            mem,
+            _ram: ram,
+            tsc_khz,
+        };
         vm.write(0, &layout::system_area(memory_size), "system structures")?;
         vm.setup_cpu(entry)?;
         Ok(vm)
@@ -167,7 +193,11 @@ impl Vm {
     pub fn write(&self, addr: u64, bytes: &[u8], what: &'static str) -> Result<(), VmmError> {
         self.mem
             .write_slice(bytes, GuestAddress(addr))
-            .map_err(|e| VmmError::Write { addr, what, reason: e.to_string() })
+            .map_err(|e| VmmError::Write {
+                addr,
+                what,
+                reason: e.to_string(),
+            })
     }
 
     fn setup_cpu(&self, entry: u64) -> Result<(), VmmError> {
@@ -234,7 +264,9 @@ impl Vm {
         sregs.cr4 = CR4_PAE;
         sregs.cr3 = l::PML4_ADDR;
         sregs.efer = EFER_LME | EFER_LMA | EFER_NXE;
-        self.vcpu.set_sregs(&sregs).map_err(kvm_err("KVM_SET_SREGS"))?;
+        self.vcpu
+            .set_sregs(&sregs)
+            .map_err(kvm_err("KVM_SET_SREGS"))?;
         let regs = kvm_bindings::kvm_regs {
             rip: entry,
             rsp: l::SHIM_STACK_TOP - 8,
@@ -248,24 +280,36 @@ impl Vm {
     /// Runs the vCPU until the next exit that needs the host.
     pub fn run(&mut self) -> Result<Exit, VmmError> {
         let exit = match self.vcpu.run() {
-            Ok(VcpuExit::IoOut(port, _)) if port == ironclaw_abi::port::HYPERCALL => return Ok(Exit::Hypercall),
+            Ok(VcpuExit::IoOut(port, _)) if port == ironclaw_abi::port::HYPERCALL => {
+                return Ok(Exit::Hypercall)
+            }
             Ok(VcpuExit::IoOut(port, _)) if port == ironclaw_abi::port::FAULT => None,
-            Ok(VcpuExit::IoOut(port, data)) => {
-                Some(format!("write of {} bytes to unexpected I/O port {port:#x}", data.len()))
-            }
+            Ok(VcpuExit::IoOut(port, data)) => Some(format!(
+                "write of {} bytes to unexpected I/O port {port:#x}",
+                data.len()
+            )),
             Ok(VcpuExit::IoIn(port, _)) => Some(format!("read from unexpected I/O port {port:#x}")),
-            Ok(VcpuExit::MmioRead(addr, _)) | Ok(VcpuExit::MmioWrite(addr, _)) => {
-                Some(format!("access to unbacked guest-physical address {addr:#x}"))
-            }
+            Ok(VcpuExit::MmioRead(addr, _)) | Ok(VcpuExit::MmioWrite(addr, _)) => Some(format!(
+                "access to unbacked guest-physical address {addr:#x}"
+            )),
             Ok(VcpuExit::Shutdown) => Some("triple fault (the CPU shut the VM down)".into()),
             Ok(VcpuExit::Hlt) => Some("hlt".into()),
-            Ok(VcpuExit::InternalError) => Some("KVM internal error (instruction the backend cannot run)".into()),
-            Ok(VcpuExit::FailEntry(reason, cpu)) => {
-                Some(format!("VM entry failed: hardware reason {reason:#x} on cpu {cpu}"))
+            Ok(VcpuExit::InternalError) => {
+                Some("KVM internal error (instruction the backend cannot run)".into())
             }
+            Ok(VcpuExit::FailEntry(reason, cpu)) => Some(format!(
+                "VM entry failed: hardware reason {reason:#x} on cpu {cpu}"
+            )),
             Ok(other) => Some(format!("unexpected exit {other:?}")),
-            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => return Ok(Exit::Interrupted),
-            Err(e) => return Err(VmmError::Kvm { op: "KVM_RUN", source: e }),
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                return Ok(Exit::Interrupted)
+            }
+            Err(e) => {
+                return Err(VmmError::Kvm {
+                    op: "KVM_RUN",
+                    source: e,
+                })
+            }
         };
         if let Some(reason) = exit {
             return Ok(Exit::Unexpected(reason));

@@ -77,7 +77,10 @@ impl Watchdog {
         }
         let dog = Self { timer, deadline };
         let spec = libc::itimerspec {
-            it_interval: libc::timespec { tv_sec: 0, tv_nsec: 1_000_000 },
+            it_interval: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 1_000_000,
+            },
             it_value: libc::timespec {
                 tv_sec: limit.as_secs() as libc::time_t,
                 tv_nsec: libc::c_long::from(limit.subsec_nanos() as i32),

@@ -30,15 +30,35 @@ pub fn launch(module: &[u8], args: &[&str], stdin: &[u8], config: &LaunchConfig)
 }
 
 /// Launches with an explicit guest image.
-pub fn launch_image(image: &GuestImage<'_>, module: &[u8], args: &[&str], stdin: &[u8], config: &LaunchConfig) -> Ran {
-    let inputs = LaunchInputs { args: args.iter().map(|s| s.to_string()).collect(), env: vec![] };
+pub fn launch_image(
+    image: &GuestImage<'_>,
+    module: &[u8],
+    args: &[&str],
+    stdin: &[u8],
+    config: &LaunchConfig,
+) -> Ran {
+    let inputs = LaunchInputs {
+        args: args.iter().map(|s| s.to_string()).collect(),
+        env: vec![],
+    };
     let (mut i, mut stdout, mut stderr) = (Cursor::new(stdin.to_vec()), Vec::new(), Vec::new());
-    let io = RunIo { stdin: &mut i, stdout: &mut stdout, stderr: &mut stderr };
+    let io = RunIo {
+        stdin: &mut i,
+        stdout: &mut stdout,
+        stderr: &mut stderr,
+    };
     let result = ironclaw::run_image(image, module, &inputs, config, io, None);
-    Ran { result, stdout, stderr }
+    Ran {
+        result,
+        stdout,
+        stderr,
+    }
 }
 
 /// A guest image made of raw machine code placed at SHIM_BASE, entered at its first byte.
 pub fn raw_image(code: &'static [u8]) -> GuestImage<'static> {
-    GuestImage { bytes: code, entry: ironclaw_abi::layout::SHIM_BASE }
+    GuestImage {
+        bytes: code,
+        entry: ironclaw_abi::layout::SHIM_BASE,
+    }
 }
