@@ -203,6 +203,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
         console,
         preserve_fds: opts.preserve_fds,
         session_keyring,
+        container_id: &opts.id,
     };
     // SAFETY: checked above that this process is single-threaded. The closure runs only in
     // the child, which never returns into this function (spawn_init _exits).

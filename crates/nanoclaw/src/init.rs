@@ -39,6 +39,8 @@ pub enum InitError {
     Process(#[from] ProcessError),
     #[error(transparent)]
     Console(#[from] crate::console::ConsoleError),
+    #[error(transparent)]
+    Hook(#[from] crate::hooks::HookError),
     /// Security profile steps (issue 4): paths, sysctl, capabilities, seccomp, AppArmor.
     #[error(transparent)]
     Security(#[from] crate::security::SecurityError),
@@ -70,6 +72,8 @@ pub struct InitContext<'a> {
     /// Join a new session keyring with this name (runc's default, so containers do not share
     /// the caller's keys); `None` with `--no-new-keyring`.
     pub session_keyring: Option<std::ffi::CString>,
+    /// The container id, for the state JSON of createContainer/startContainer hooks.
+    pub container_id: &'a str,
 }
 
 /// Child entry point after clone. Never returns to the runtime's code: the caller `_exit`s
@@ -183,6 +187,26 @@ fn setup_and_exec(ctx: &InitContext<'_>) -> Result<Never, InitError> {
     // The seccomp filter is compiled now and loaded last; a NOTIFY agent is connected now,
     // while linux.seccomp.listenerPath on the host is still reachable.
     let mut seccomp = crate::security::prepare_seccomp(&plan.spec)?;
+    // Lifecycle (issue 3): createContainer hooks, inside the container's namespaces and before
+    // pivot_root, so their paths still resolve in the runtime's filesystem (spec). The host's
+    // /proc is still mounted here: `self` names our pid as the host sees it.
+    let host_pid: Option<i32> = std::fs::read_link("/proc/self")
+        .ok()
+        .and_then(|p| p.to_str().and_then(|s| s.parse().ok()));
+    let hook_state = |status: &str| {
+        crate::hooks::state_json(
+            plan.spec.version(),
+            ctx.container_id,
+            status,
+            host_pid,
+            &plan.bundle,
+            plan.spec.annotations().as_ref(),
+        )
+    };
+    if let Some(hooks) = plan.spec.hooks() {
+        let kind = crate::hooks::HookKind::CreateContainer;
+        crate::hooks::run_hooks(kind, Some(hooks), &hook_state("creating"))?;
+    }
     mounter.pivot()?;
     rootfs::finish_root(plan)?;
     // Lifecycle step (issue 3): the terminal, from the container's own devpts, while still root.
@@ -256,6 +280,12 @@ fn setup_and_exec(ctx: &InitContext<'_>) -> Result<Never, InitError> {
             Err(nix::Error::EINTR) => continue,
             Err(e) => return Err(sys("read exec fifo")(e)),
         }
+    }
+    // Lifecycle (issue 3): startContainer hooks, in the container (paths resolve inside it),
+    // after `start` and before the workload runs. A failure ends the init: the container stops.
+    if let Some(hooks) = plan.spec.hooks() {
+        let kind = crate::hooks::HookKind::StartContainer;
+        crate::hooks::run_hooks(kind, Some(hooks), &hook_state("created"))?;
     }
     // AppArmor's exec transition, then the seccomp filter: the last step before execve.
     crate::security::apply_apparmor(&plan.spec)?;

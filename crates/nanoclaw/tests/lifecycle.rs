@@ -449,6 +449,8 @@ fn hooks_get_the_state_and_their_failures_follow_the_spec() {
         spec["hooks"] = json!({
             "prestart": [hook(&format!("cat > {o}/prestart"))],
             "createRuntime": [hook(&format!("cat > {o}/createRuntime; echo $HOOK > {o}/env"))],
+            "createContainer": [hook(&format!("cat > {o}/createContainer; readlink /proc/self/ns/mnt > {o}/createContainer.mnt"))],
+            "startContainer": [hook("cat > /tmp/startContainer")],
             "poststart": [hook(&format!("cat > {o}/poststart")), hook("exit 1"), hook(&format!("touch {o}/after-failed-poststart"))],
             "poststop": [hook("exit 2"), hook(&format!("cat > {o}/poststop"))],
         });
@@ -480,6 +482,21 @@ fn hooks_get_the_state_and_their_failures_follow_the_spec() {
         !out.path().join("poststart").exists(),
         "poststart ran before start"
     );
+    // createContainer ran in the container's mount namespace (before pivot_root, so it could
+    // still write to the host path), with the same state.
+    let init_mnt = std::fs::read_link(format!("/proc/{}/ns/mnt", pid.as_i64().unwrap())).unwrap();
+    let hook_mnt = std::fs::read_to_string(out.path().join("createContainer.mnt")).unwrap();
+    assert_eq!(
+        hook_mnt.trim(),
+        init_mnt.to_string_lossy(),
+        "createContainer not in the container's mount namespace"
+    );
+    assert_ne!(init_mnt, std::fs::read_link("/proc/self/ns/mnt").unwrap());
+    assert_eq!(read("createContainer")["pid"], pid);
+    assert!(
+        !f.rootfs().join("tmp/startContainer").exists(),
+        "startContainer ran before start"
+    );
 
     // A failing poststart hook is a warning: start succeeds and the next hook still runs.
     let started = f.run(&rt, &["start", &id]);
@@ -489,6 +506,17 @@ fn hooks_get_the_state_and_their_failures_follow_the_spec() {
         String::from_utf8_lossy(&started.stderr)
     );
     assert_eq!(read("poststart")["status"], "running");
+    // startContainer ran inside the container: its /tmp is the rootfs's.
+    assert!(wait_until(Duration::from_secs(5), || f
+        .rootfs()
+        .join("tmp/startContainer")
+        .exists()));
+    std::thread::sleep(Duration::from_millis(100));
+    let sc: Value =
+        serde_json::from_slice(&std::fs::read(f.rootfs().join("tmp/startContainer")).unwrap())
+            .unwrap();
+    assert_eq!(sc["id"], json!(id));
+    assert_eq!(sc["pid"], pid);
     assert!(out.path().join("after-failed-poststart").exists());
     assert!(String::from_utf8_lossy(&started.stderr).contains("hooks.poststart[1]"));
 
