@@ -258,3 +258,28 @@ pub fn apply_apparmor(spec: &Spec) -> Result<(), SecurityError> {
     };
     std::fs::write(attr, format!("exec {profile}")).map_err(err)
 }
+
+/// What `nanoclaw spec` adds to runc's template: `linux.seccomp` = the default profile (Docker's
+/// coverage, capability-conditional rules evaluated against the template's bounding set) and
+/// `/sys/devices/virtual/powercap` in maskedPaths (energy counters leak secrets: PLATYPUS,
+/// CVE-2020-8694; runc >= 1.2 and Docker mask it too).
+pub fn harden_template(spec: &mut serde_json::Value) {
+    let bounding: Vec<oci_spec::runtime::Capability> = spec
+        .pointer("/process/capabilities/bounding")
+        .cloned()
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default();
+    let profile = nanoclaw_seccomp::profile::default_profile(&bounding);
+    let Some(linux) = spec.get_mut("linux").and_then(serde_json::Value::as_object_mut) else {
+        return;
+    };
+    if let Ok(seccomp) = serde_json::to_value(profile) {
+        linux.insert("seccomp".into(), seccomp);
+    }
+    if let Some(masked) = linux
+        .get_mut("maskedPaths")
+        .and_then(serde_json::Value::as_array_mut)
+    {
+        masked.push("/sys/devices/virtual/powercap".into());
+    }
+}

@@ -23,7 +23,7 @@ pub enum TemplateError {
 /// runc's default spec (runc 1.1 `spec`), terminal off.
 pub fn default_spec() -> Value {
     let caps = json!(["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]);
-    json!({
+    let mut spec = json!({
         "ociVersion": "1.0.2-dev",
         "process": {
             "terminal": false,
@@ -72,7 +72,11 @@ pub fn default_spec() -> Value {
                 "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"
             ]
         }
-    })
+    });
+    // Security profile (issue 4): the Docker-equivalent seccomp profile for these capabilities,
+    // and runc >= 1.2's extra masked path.
+    crate::security::harden_template(&mut spec);
+    spec
 }
 
 /// `runc spec --rootless`: a user namespace mapping root to the caller's uid/gid, no network
