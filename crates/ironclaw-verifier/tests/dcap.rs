@@ -219,8 +219,8 @@ fn flipping_signed_bytes_fails() {
         // (384) and QE report signature (64), all at stride 3.
         let sig_start = body_end + 4;
         let positions = (0..body_end)
-            .step_by(5)
-            .chain((sig_start..sig_start + 64 + 64 + 384 + 64).step_by(3));
+            .step_by(common::stride(5))
+            .chain((sig_start..sig_start + 64 + 64 + 384 + 64).step_by(common::stride(3)));
         for pos in positions {
             let mut bad = s.quote.clone();
             bad[pos] ^= 0x40;

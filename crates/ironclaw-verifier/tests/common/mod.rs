@@ -66,3 +66,13 @@ pub fn opts(
         collateral,
     }
 }
+
+/// Stride for byte-flip sweeps: `default`, or 1 when IRONCLAW_VERIFIER_FULL_FLIP=1
+/// (every byte; slower, for a thorough local run).
+pub fn stride(default: usize) -> usize {
+    if std::env::var("IRONCLAW_VERIFIER_FULL_FLIP").as_deref() == Ok("1") {
+        1
+    } else {
+        default
+    }
+}
