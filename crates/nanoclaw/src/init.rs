@@ -170,6 +170,9 @@ fn setup_and_exec(ctx: &InitContext<'_>) -> Result<Never, InitError> {
     // 3. UTS names.
     namespaces::set_uts(plan.hostname.as_deref(), plan.domainname.as_deref())
         .map_err(sys("sethostname/setdomainname"))?;
+    if plan.namespaces.creates(nix::sched::CloneFlags::CLONE_NEWNET) {
+        namespaces::loopback_up().map_err(sys("bring up lo in the new network namespace"))?;
+    }
 
     // 4. Root filesystem.
     let mut mounter = RootfsMounter::new(plan, in_userns);
@@ -246,6 +249,18 @@ fn setup_and_exec(ctx: &InitContext<'_>) -> Result<Never, InitError> {
             source,
         })
     })?;
+    // The cwd must lie inside the new root (CVE-2024-21626: a cwd reached through a leaked fd
+    // of the host). The kernel marks a cwd outside the root "(unreachable)", which getcwd
+    // reports as ENOENT.
+    match nix::unistd::getcwd() {
+        Ok(cwd) if cwd.is_absolute() => {}
+        Ok(_) | Err(_) => {
+            return Err(InitError::Process(ProcessError::Sys {
+                field: "process.cwd".into(),
+                source: nix::Error::ENOENT,
+            }))
+        }
+    }
     if plan.process.no_new_privileges {
         nix::sys::prctl::set_no_new_privs().map_err(sys("prctl(PR_SET_NO_NEW_PRIVS)"))?;
     }

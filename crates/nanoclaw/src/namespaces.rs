@@ -315,6 +315,30 @@ pub fn set_uts(hostname: Option<&str>, domainname: Option<&str>) -> Result<(), n
     Ok(())
 }
 
+/// Brings `lo` up in a network namespace the container created (runc's "loopback" network):
+/// a fresh namespace has its loopback device down, and workloads expect 127.0.0.1 to work.
+pub fn loopback_up() -> Result<(), nix::Error> {
+    use std::os::fd::AsRawFd;
+    let sock = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    // SAFETY: ifreq is plain data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we own, on our own socket.
+    unsafe {
+        nix::Error::result(libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req))?;
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        nix::Error::result(libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req))?;
+    }
+    Ok(())
+}
+
 /// True when the runtime will write gid_map itself without privilege, which requires
 /// denying setgroups in the new user namespace.
 pub fn setgroups_denied(plan: &Plan) -> bool {
