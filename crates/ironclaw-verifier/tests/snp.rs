@@ -377,3 +377,28 @@ fn report_containers_are_unwrapped() {
         })
     ));
 }
+
+#[test]
+fn a_supplied_root_must_be_the_pinned_one() {
+    let Some(dir) = common::fixtures("a_supplied_root_must_be_the_pinned_one") else {
+        return;
+    };
+    let s = samples(&dir).remove(0);
+    let ark = ironclaw_verifier::snp::builtin_arks()
+        .expect("arks")
+        .into_iter()
+        .find(|(p, _)| p.name() == "Milan")
+        .expect("milan")
+        .1;
+    let mut forged = ark.der().to_vec();
+    let n = forged.len();
+    forged[n - 10] ^= 0x01; // inside the signature: still parses, same subject
+    let mut opts = s.opts.clone();
+    opts.certs.push(("forged-ark.der".into(), forged));
+    match verify(TeeKind::Snp, &s.report, &opts) {
+        Err(VerifyError::UntrustedRoot { reason }) => {
+            assert!(reason.contains("ARK-Milan"), "{reason}")
+        }
+        other => panic!("expected UntrustedRoot, got {other:?}"),
+    }
+}
