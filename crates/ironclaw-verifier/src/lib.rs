@@ -18,6 +18,8 @@
 //!   `certs` files, each a public JWK (or a JWK Set / array of JWKs).
 //! - [`x509`]: certificate parsing, chains, validity.
 
+#![forbid(unsafe_code)]
+
 pub mod dcap;
 pub mod error;
 pub mod input;
