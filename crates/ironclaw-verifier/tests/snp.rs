@@ -402,3 +402,28 @@ fn a_supplied_root_must_be_the_pinned_one() {
         other => panic!("expected UntrustedRoot, got {other:?}"),
     }
 }
+
+#[test]
+fn builtin_intermediates_chain_to_their_ark() {
+    let arks = ironclaw_verifier::snp::builtin_arks().expect("arks");
+    let inters = ironclaw_verifier::snp::builtin_intermediates().expect("intermediates");
+    assert_eq!(inters.len(), 6);
+    for product in ["Milan", "Genoa", "Turin"] {
+        let ark = &arks
+            .iter()
+            .find(|(p, _)| p.name() == product)
+            .expect("ark")
+            .1;
+        for cn in [
+            format!("CN=SEV-{product}"),
+            format!("CN=SEV-VLEK-{product}"),
+        ] {
+            let c = inters
+                .iter()
+                .find(|c| c.subject().contains(&cn))
+                .unwrap_or_else(|| panic!("{cn} built in"));
+            c.verify_signed_by(ark)
+                .unwrap_or_else(|e| panic!("{cn}: {e}"));
+        }
+    }
+}

@@ -21,9 +21,14 @@ use crate::x509::Cert;
 use crate::VerifyOptions;
 use report::{Product, Report, SigningKey, REPORT_LEN, SIGNED_LEN};
 
-/// The built-in ARK and ASK/ASVK certificates (for tests and tools).
+/// The built-in ARKs (for tests and tools).
 pub fn builtin_arks() -> Result<Vec<(Product, Cert)>, VerifyError> {
     roots::arks()
+}
+
+/// The built-in ASKs and ASVKs (for tests and tools).
+pub fn builtin_intermediates() -> Result<Vec<Cert>, VerifyError> {
+    roots::intermediates()
 }
 
 /// Length of the MSG_REPORT_RSP header (status, report_size, reserved) before the report.

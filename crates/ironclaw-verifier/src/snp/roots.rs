@@ -14,12 +14,17 @@ const ARKS: [(Product, &[u8]); 3] = [
     (Product::Turin, include_bytes!("roots/ark_turin.pem")),
 ];
 
-/// ASKs (VCEK issuers) and ASVKs (VLEK issuers).
-const INTERMEDIATES: [&[u8]; 4] = [
+/// ASKs (VCEK issuers) and ASVKs (VLEK issuers). The Genoa and Turin ASVKs are
+/// AMD's KDS certificates as published in confidential-containers/trustee
+/// (`deps/verifier/src/snp/{genoa,turin}_ask_ark_asvk.pem`); each verifies under
+/// the pinned ARK of its product (test `builtin_intermediates_chain_to_their_ark`).
+const INTERMEDIATES: [&[u8]; 6] = [
     include_bytes!("roots/ask_milan.pem"),
     include_bytes!("roots/ask_genoa.pem"),
     include_bytes!("roots/ask_turin.pem"),
     include_bytes!("roots/asvk_milan.pem"),
+    include_bytes!("roots/asvk_genoa.pem"),
+    include_bytes!("roots/asvk_turin.pem"),
 ];
 
 /// The pinned ARKs.
