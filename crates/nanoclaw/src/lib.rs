@@ -34,6 +34,7 @@
 //! | [`sysctl`] | both | linux.sysctl: namespaced keys only; written beneath the container's /proc/sys |
 //! | [`personality`] | both | linux.personality |
 //! | [`check`] | runtime | `nanoclaw check`: the host's isolation features |
+//! | [`sealed_exe`] | runtime | re-exec from a sealed memfd copy of the binary (CVE-2019-5736) |
 //!
 //! Syscall trust boundary: everything in `spec` runs before the first syscall that changes
 //! host state; `container` and `namespaces::spawn_init` are the only code that creates host
@@ -61,6 +62,7 @@ pub mod ops;
 pub mod personality;
 pub mod process;
 pub mod rootfs;
+pub mod sealed_exe;
 pub mod security;
 pub mod signal;
 pub mod spec;

@@ -131,6 +131,9 @@ enum Command {
     },
     /// Print the OCI features document of this runtime.
     Features,
+    /// Print which isolation features this host has and what nanoclaw uses; exit 1 when a
+    /// required one is missing.
+    Check,
     /// Freeze every process of a running container.
     Pause { id: String },
     /// Thaw a paused container.
@@ -205,6 +208,16 @@ fn main() {
                 &log_cfg,
                 &format!("--rootless {r:?}: expected true, false or auto"),
             );
+        }
+    }
+    // CVE-2019-5736: commands that put a process into a container run from a sealed memfd
+    // copy of this binary, never from the file on the host (see sealed_exe).
+    if matches!(
+        cli.command,
+        Command::Run { .. } | Command::Create { .. } | Command::Exec { .. }
+    ) {
+        if let Err(e) = nanoclaw::sealed_exe::ensure() {
+            fail(&log_cfg, &e.to_string());
         }
     }
     let result: Result<i32, String> = match cli.command {
@@ -299,6 +312,11 @@ fn main() {
             Err(e) => Err(e.to_string()),
         },
         Command::Features => Ok(print_and(0, &nanoclaw::features::features_json())),
+        Command::Check => {
+            let features = nanoclaw::check::probe();
+            let code = i32::from(!nanoclaw::check::missing_required(&features).is_empty());
+            Ok(print_and(code, &nanoclaw::check::render(&features)))
+        }
         Command::Pause { id } => nanoclaw::ops::pause(&root, &id)
             .map(|_| 0)
             .map_err(|e| e.to_string()),
