@@ -95,7 +95,11 @@ pub fn verify(bytes: &[u8], opts: &VerifyOptions) -> Result<AttestationResult, V
         SigningKey::Vcek => "SEV-VCEK",
         SigningKey::Vlek => "SEV-VLEK",
     };
-    let leaves: Vec<&Cert> = supplied.iter().filter(|c| c.p384_key().is_ok()).collect();
+    // Candidate signing keys: every supplied P-384 certificate, those named for the
+    // report's SIGNING_KEY first (so their error is the one reported if all fail).
+    let role_cn = format!("CN={role}");
+    let mut leaves: Vec<&Cert> = supplied.iter().filter(|c| c.p384_key().is_ok()).collect();
+    leaves.sort_by_key(|c| !c.subject().contains(&role_cn));
     if leaves.is_empty() {
         return Err(VerifyError::MissingCert {
             what: format!(
