@@ -121,9 +121,16 @@ struct CloneArgs {
 /// address space with only the calling thread, so locks held by other threads would never be
 /// released. The `nanoclaw` binary is single-threaded; `container::create` checks it.
 unsafe fn clone3(flags: u64) -> Result<i32, nix::Error> {
+    // With CLONE_PARENT the kernel takes the exit signal from the parent's thread group and
+    // refuses (EINVAL) a nonzero exit_signal in clone_args.
+    let exit_signal = if flags & libc::CLONE_PARENT as u64 != 0 {
+        0
+    } else {
+        libc::SIGCHLD as u64
+    };
     let args = CloneArgs {
         flags,
-        exit_signal: libc::SIGCHLD as u64,
+        exit_signal,
         ..Default::default()
     };
     // SAFETY: args is a valid clone_args of the size passed; stack 0 means the child runs on
