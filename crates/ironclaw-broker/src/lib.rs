@@ -1,1 +1,205 @@
-//! IronClaw key broker: the Confidential Containers KBS protocol, policy, encrypted store.
+//! IronClaw key broker: the Confidential Containers KBS protocol, policy,
+//! encrypted store, audit log.
+//!
+//! The untrusted boundary is the network: [`http`] parses bytes from any TCP
+//! peer, [`kbs`] interprets KBS payloads, [`evidence`] parses and verifies TEE
+//! evidence. The admin socket ([`admin`]) is trusted (0600 in a 0700 directory).
+//!
+//! | module | role |
+//! |---|---|
+//! | [`http`] | HTTPS server (rustls, synchronous, bounded threads), request parsing |
+//! | [`kbs`] | `/kbs/v0/auth`, `/attest`, `/resource/...` |
+//! | [`session`] | sessions, single-use nonces, expiry |
+//! | [`evidence`] | evidence of every kind → [`evidence::Claims`] |
+//! | [`policy`] | default-deny release rules |
+//! | [`store`] | redb store, secrets AES-256-GCM at rest |
+//! | [`token`] | the attestation token (JWT ES256) |
+//! | [`audit`] | JSON-lines audit log |
+//! | [`admin`] | admin socket and the `secret` / `policy` commands |
+//! | [`client`] | a small HTTPS client for the KBS API (tests, benchmark, the host's forwarder) |
+//! | [`tls`] | certificate loading / first-start self-signed certificate |
+
+pub mod admin;
+pub mod audit;
+pub mod client;
+pub mod error;
+pub mod evidence;
+pub mod http;
+pub mod kbs;
+pub mod policy;
+pub mod session;
+pub mod statedir;
+pub mod store;
+pub mod tls;
+pub mod token;
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard, RwLock};
+use std::time::Duration;
+
+use getrandom::SysRng;
+use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey};
+use rand_core::UnwrapErr;
+
+use crate::audit::AuditLog;
+use crate::policy::Policy;
+use crate::session::Sessions;
+use crate::statedir::{StateDir, StateError};
+use crate::store::{Store, StoreError};
+
+/// The OS CSPRNG (panics only if the kernel cannot give randomness, where no
+/// key can be made anyway).
+pub fn rng() -> UnwrapErr<SysRng> {
+    UnwrapErr(SysRng)
+}
+
+/// Broker settings.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// Session lifetime.
+    pub session_ttl: Duration,
+    /// Most sessions held at once.
+    pub max_sessions: usize,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            session_ttl: Duration::from_secs(300),
+            max_sessions: 10_000,
+        }
+    }
+}
+
+/// Errors opening a broker.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// State directory.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// Store.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Key file content.
+    #[error("{path}: {reason}")]
+    Key {
+        /// File.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Audit log.
+    #[error("{path}: {source}")]
+    Audit {
+        /// File.
+        path: String,
+        /// Error.
+        source: std::io::Error,
+    },
+}
+
+/// A broker: state, sessions, policy.
+pub struct Broker {
+    state: StateDir,
+    store: Store,
+    policy: RwLock<Policy>,
+    sessions: Mutex<Sessions>,
+    token_key: p256::ecdsa::SigningKey,
+    audit: AuditLog,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("state", &self.state.root())
+            .finish()
+    }
+}
+
+/// Opens the store of `state` (used by the broker and by admin commands run
+/// while no broker is running).
+pub fn open_store(state: &StateDir) -> Result<Store, BrokerError> {
+    let key = state.key32("store.key")?;
+    Ok(Store::open(&state.path("store.redb"), &key)?)
+}
+
+impl Broker {
+    /// Opens the broker state at `dir`, creating keys on first use.
+    pub fn open(dir: &Path, config: BrokerConfig) -> Result<Self, BrokerError> {
+        let state = StateDir::open(dir)?;
+        let store = open_store(&state)?;
+        let policy = store.policy()?;
+        let pem = state.load_or_create("token.key", || {
+            let k = p256::SecretKey::generate_from_rng(&mut rng());
+            k.to_pkcs8_pem(Default::default())
+                .map(|p| p.as_bytes().to_vec())
+                .unwrap_or_default()
+        })?;
+        let key_err = |reason: String| BrokerError::Key {
+            path: state.path("token.key").display().to_string(),
+            reason,
+        };
+        let pem = std::str::from_utf8(&pem).map_err(|e| key_err(e.to_string()))?;
+        let token_key =
+            p256::ecdsa::SigningKey::from_pkcs8_pem(pem).map_err(|e| key_err(e.to_string()))?;
+        let audit_path = state.path("audit.jsonl");
+        let audit = AuditLog::open(&audit_path).map_err(|source| BrokerError::Audit {
+            path: audit_path.display().to_string(),
+            source,
+        })?;
+        Ok(Broker {
+            state,
+            store,
+            policy: RwLock::new(policy),
+            sessions: Mutex::new(Sessions::new(config.session_ttl, config.max_sessions)),
+            token_key,
+            audit,
+        })
+    }
+
+    /// The state directory.
+    pub fn state(&self) -> &StateDir {
+        &self.state
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The token-verifying key (to check tokens this broker issued).
+    pub fn token_verifying_key(&self) -> p256::ecdsa::VerifyingKey {
+        *self.token_key.verifying_key()
+    }
+
+    /// The current policy.
+    pub fn policy(&self) -> Policy {
+        match self.policy.read() {
+            Ok(p) => p.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Replaces the policy (stored first, then applied).
+    pub fn set_policy(&self, policy: Policy) -> Result<(), StoreError> {
+        self.store.set_policy(&policy)?;
+        match self.policy.write() {
+            Ok(mut p) => *p = policy,
+            Err(poisoned) => *poisoned.into_inner() = policy,
+        }
+        Ok(())
+    }
+
+    fn sessions(&self) -> MutexGuard<'_, Sessions> {
+        match self.sessions.lock() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    fn session_ttl(&self) -> Duration {
+        self.sessions().ttl()
+    }
+}
+
+use p256::elliptic_curve::Generate as _;

@@ -1,0 +1,401 @@
+//! The HTTPS server: untrusted bytes from any TCP peer.
+//!
+//! Synchronous: one thread per connection, at most [`MAX_CONNECTIONS`] at once
+//! (more are closed right after accept), read/write timeouts against slow peers,
+//! HTTP/1.1 keep-alive. Request heads are parsed by httparse; bodies must carry
+//! a Content-Length (chunked bodies are refused with 411). Every malformed
+//! request gets a 4xx with a JSON `ErrorInformation` body, then the connection
+//! is closed; nothing a peer sends can panic the server.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::ApiError;
+use crate::kbs::{ApiRequest, ApiResponse};
+use crate::Broker;
+
+/// Largest request head.
+pub const MAX_HEAD: usize = 16 * 1024;
+/// Largest request body (evidence with certificate chains and DCAP collateral).
+pub const MAX_BODY: usize = 4 * 1024 * 1024;
+/// Most connections served at once.
+pub const MAX_CONNECTIONS: usize = 256;
+/// Idle / slow-peer timeout.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_HEADERS: usize = 64;
+
+/// What reading one request produced.
+enum ReadOutcome {
+    Request(ApiRequest, bool),
+    Closed,
+    Bad(ApiError),
+}
+
+fn find_head_end(buf: &[u8]) -> Option<usize> {
+    buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4)
+}
+
+/// Parses one request from `stream`, with `buf` holding bytes already read.
+fn read_request<S: Read>(stream: &mut S, buf: &mut Vec<u8>) -> io::Result<ReadOutcome> {
+    let mut chunk = [0u8; 8192];
+    let head_end = loop {
+        if let Some(end) = find_head_end(buf) {
+            break end;
+        }
+        if buf.len() > MAX_HEAD {
+            return Ok(ReadOutcome::Bad(ApiError::HeadersTooLarge));
+        }
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Ok(if buf.is_empty() {
+                ReadOutcome::Closed
+            } else {
+                ReadOutcome::Bad(ApiError::InvalidRequest(
+                    "connection closed inside the request head".into(),
+                ))
+            });
+        }
+        buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
+    };
+    if head_end > MAX_HEAD {
+        return Ok(ReadOutcome::Bad(ApiError::HeadersTooLarge));
+    }
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    match parsed.parse(buf.get(..head_end).unwrap_or_default()) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => {
+            return Ok(ReadOutcome::Bad(ApiError::InvalidRequest(
+                "incomplete request head".into(),
+            )))
+        }
+        Err(httparse::Error::TooManyHeaders) => {
+            return Ok(ReadOutcome::Bad(ApiError::HeadersTooLarge))
+        }
+        Err(e) => {
+            return Ok(ReadOutcome::Bad(ApiError::InvalidRequest(format!(
+                "malformed request head: {e}"
+            ))))
+        }
+    }
+    let method = parsed.method.unwrap_or("").to_string();
+    let path = parsed.path.unwrap_or("").to_string();
+    let mut content_length: Option<usize> = None;
+    let mut session = None;
+    let mut close = parsed.version == Some(0);
+    for h in parsed.headers.iter() {
+        let name = h.name.to_ascii_lowercase();
+        let value = std::str::from_utf8(h.value).unwrap_or("");
+        match name.as_str() {
+            "content-length" => {
+                let n: usize = match value.trim().parse() {
+                    Ok(n) => n,
+                    Err(_) => {
+                        return Ok(ReadOutcome::Bad(ApiError::InvalidRequest(
+                            "Content-Length is not a number".into(),
+                        )))
+                    }
+                };
+                if content_length.is_some_and(|c| c != n) {
+                    return Ok(ReadOutcome::Bad(ApiError::InvalidRequest(
+                        "conflicting Content-Length headers".into(),
+                    )));
+                }
+                content_length = Some(n);
+            }
+            "transfer-encoding" => return Ok(ReadOutcome::Bad(ApiError::LengthRequired)),
+            "cookie" => {
+                if let Some(v) = ironclaw_enclave::kbs_client::session_from_cookie_header(value) {
+                    session = Some(v.to_string());
+                }
+            }
+            "connection" => close = close || value.eq_ignore_ascii_case("close"),
+            _ => {}
+        }
+    }
+    let len = content_length.unwrap_or(0);
+    if len > MAX_BODY {
+        return Ok(ReadOutcome::Bad(ApiError::PayloadTooLarge(len)));
+    }
+    let total = head_end
+        .checked_add(len)
+        .ok_or(io::ErrorKind::InvalidData)?;
+    while buf.len() < total {
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Ok(ReadOutcome::Bad(ApiError::InvalidRequest(format!(
+                "connection closed after {} of {len} body bytes",
+                buf.len() - head_end
+            ))));
+        }
+        buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
+    }
+    let body = buf.get(head_end..total).unwrap_or_default().to_vec();
+    buf.drain(..total);
+    Ok(ReadOutcome::Request(
+        ApiRequest {
+            method,
+            path,
+            session,
+            body,
+            peer: None,
+        },
+        close,
+    ))
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        411 => "Length Required",
+        413 => "Payload Too Large",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        _ => "Internal Server Error",
+    }
+}
+
+fn write_response<S: Write>(stream: &mut S, resp: &ApiResponse, close: bool) -> io::Result<()> {
+    let mut head = format!(
+        "HTTP/1.1 {} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        resp.status,
+        reason(resp.status),
+        resp.body.len()
+    );
+    if let Some(c) = &resp.set_cookie {
+        head.push_str(&format!("Set-Cookie: {c}\r\n"));
+    }
+    head.push_str(if close {
+        "Connection: close\r\n\r\n"
+    } else {
+        "Connection: keep-alive\r\n\r\n"
+    });
+    let mut out = head.into_bytes();
+    out.extend_from_slice(&resp.body);
+    stream.write_all(&out)?;
+    stream.flush()
+}
+
+/// Serves requests on one (already TLS-wrapped) stream until it closes.
+pub fn serve_stream<S: Read + Write>(
+    broker: &Broker,
+    stream: &mut S,
+    peer: Option<String>,
+) -> io::Result<()> {
+    let mut buf = Vec::new();
+    loop {
+        match read_request(stream, &mut buf)? {
+            ReadOutcome::Closed => return Ok(()),
+            ReadOutcome::Bad(e) => {
+                let resp: ApiResponse = e.into();
+                return write_response(stream, &resp, true);
+            }
+            ReadOutcome::Request(mut req, close) => {
+                req.peer = peer.clone();
+                let resp = broker.handle(&req);
+                write_response(stream, &resp, close)?;
+                if close {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+fn handle_connection(
+    broker: &Broker,
+    tls: Arc<rustls::ServerConfig>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+) {
+    let _ = tcp.set_read_timeout(Some(IO_TIMEOUT));
+    let _ = tcp.set_write_timeout(Some(IO_TIMEOUT));
+    let _ = tcp.set_nodelay(true);
+    let Ok(conn) = rustls::ServerConnection::new(tls) else {
+        return;
+    };
+    let mut stream = rustls::StreamOwned::new(conn, tcp);
+    // I/O errors here are the peer's doing (reset, timeout, bad TLS): drop the connection.
+    let _ = serve_stream(broker, &mut stream, Some(peer.to_string()));
+    stream.conn.send_close_notify();
+    let _ = stream.flush();
+}
+
+/// Accepts connections on `listener` until `stop` is set (checked after each accept).
+pub fn serve(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    broker: Arc<Broker>,
+    stop: Arc<AtomicBool>,
+) {
+    let active = Arc::new(AtomicUsize::new(0));
+    for conn in listener.incoming() {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let Ok(tcp) = conn else { continue };
+        let Ok(peer) = tcp.peer_addr() else { continue };
+        if active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+            active.fetch_sub(1, Ordering::SeqCst);
+            continue; // dropped: closes the socket
+        }
+        let (broker, tls, active) = (broker.clone(), tls.clone(), active.clone());
+        let spawned = std::thread::Builder::new()
+            .name("kbs-conn".into())
+            .spawn(move || {
+                handle_connection(&broker, tls, tcp, peer);
+                active.fetch_sub(1, Ordering::SeqCst);
+            });
+        if spawned.is_err() {
+            // Thread creation failed: the closure (and its counter decrement) was dropped with it.
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(bytes: &[u8]) -> ReadOutcome {
+        let mut cur = io::Cursor::new(bytes.to_vec());
+        read_request(&mut cur, &mut Vec::new()).unwrap()
+    }
+
+    #[test]
+    fn parses_a_request_with_cookie_and_body() {
+        match parse(b"POST /kbs/v0/attest HTTP/1.1\r\nCookie: kbs-session-id=abc\r\nContent-Length: 2\r\n\r\n{}") {
+            ReadOutcome::Request(r, close) => {
+                assert_eq!(r.method, "POST");
+                assert_eq!(r.session.as_deref(), Some("abc"));
+                assert_eq!(r.body, b"{}");
+                assert!(!close);
+            }
+            _ => panic!("expected a request"),
+        }
+    }
+
+    #[test]
+    fn malformed_heads_are_4xx() {
+        for (input, status) in [
+            (&b"GARBAGE\x00\r\n\r\n"[..], 400),
+            (
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                411,
+            ),
+            (b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n", 400),
+            (
+                b"POST / HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n",
+                413,
+            ),
+            (b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nab", 400),
+        ] {
+            match parse(input) {
+                ReadOutcome::Bad(e) => assert_eq!(e.status(), status, "{input:?}"),
+                _ => panic!("accepted {input:?}"),
+            }
+        }
+    }
+}
+
+/// A running broker: HTTPS listener and admin socket.
+#[derive(Debug)]
+pub struct ServerHandle {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    tcp: Option<(TcpListener, std::thread::JoinHandle<()>)>,
+    admin: Option<(
+        std::path::PathBuf,
+        std::os::unix::net::UnixListener,
+        std::thread::JoinHandle<()>,
+    )>,
+}
+
+/// Wakes a thread blocked in `accept` on (a clone of) `fd`'s listening socket.
+fn wake_accept(fd: std::os::fd::BorrowedFd<'_>) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `fd` is a listening socket this handle owns (a clone of the
+    // listener's descriptor), open for the duration of the call; shutdown(2)
+    // only changes socket state: a blocked accept returns EINVAL.
+    unsafe {
+        libc::shutdown(fd.as_raw_fd(), libc::SHUT_RDWR);
+    }
+}
+
+impl ServerHandle {
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `https://ADDR`.
+    pub fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    /// Waits until the listener stops (it runs until [`ServerHandle::shutdown`]).
+    pub fn join(mut self) {
+        if let Some((_, t)) = self.tcp.take() {
+            let _ = t.join();
+        }
+    }
+
+    /// Stops accepting, stops the admin socket, and waits for both threads.
+    /// Connections still open finish on their own (idle timeout).
+    pub fn shutdown(mut self) {
+        self.stop_threads();
+    }
+
+    fn stop_threads(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        use std::os::fd::AsFd;
+        if let Some((waker, t)) = self.tcp.take() {
+            wake_accept(waker.as_fd());
+            let _ = t.join();
+        }
+        if let Some((path, waker, t)) = self.admin.take() {
+            wake_accept(waker.as_fd());
+            let _ = t.join();
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        if self.tcp.is_some() || self.admin.is_some() {
+            self.stop_threads();
+        }
+    }
+}
+
+/// Binds `listen` (e.g. `127.0.0.1:8443`, port 0 for any) and the admin socket,
+/// and serves both on background threads.
+pub fn start(
+    broker: Arc<Broker>,
+    listen: &str,
+    tls: Arc<rustls::ServerConfig>,
+) -> io::Result<ServerHandle> {
+    let listener = TcpListener::bind(listen)?;
+    let addr = listener.local_addr()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let admin = crate::admin::spawn_admin_socket(broker.clone(), stop.clone())?;
+    let s = stop.clone();
+    let waker = listener.try_clone()?;
+    let tcp = std::thread::Builder::new()
+        .name("kbs-accept".into())
+        .spawn(move || serve(listener, tls, broker, s))?;
+    Ok(ServerHandle {
+        addr,
+        stop,
+        tcp: Some((waker, tcp)),
+        admin: Some(admin),
+    })
+}

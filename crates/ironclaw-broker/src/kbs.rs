@@ -1,0 +1,277 @@
+//! The KBS protocol endpoints (RCAR), independent of the transport.
+//!
+//! - `POST /kbs/v0/auth` (`Request`) → `Challenge` + `Set-Cookie: kbs-session-id`
+//! - `POST /kbs/v0/attest` (`Attestation`, cookie) → `{"token": "<JWT>"}`
+//! - `GET /kbs/v0/resource/<repository>/<type>/<tag>` (cookie) → `Response` (JWE)
+//!
+//! Everything arriving here is untrusted network input.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ironclaw_enclave::jwe;
+use ironclaw_enclave::kbs_client::check_component;
+use ironclaw_enclave::runtime_data::runtime_data_digest;
+use ironclaw_enclave::tee::AuthRequest;
+use kbs_types::{Attestation, Challenge};
+use serde_json::{json, Value};
+
+use crate::audit::AuditEvent;
+use crate::error::ApiError;
+use crate::session::SessionState;
+use crate::Broker;
+
+/// A transport-independent request.
+#[derive(Debug, Clone, Default)]
+pub struct ApiRequest {
+    /// `GET`, `POST`, ...
+    pub method: String,
+    /// Request target (path only).
+    pub path: String,
+    /// `kbs-session-id` cookie value.
+    pub session: Option<String>,
+    /// Body.
+    pub body: Vec<u8>,
+    /// Peer address for the audit log.
+    pub peer: Option<String>,
+}
+
+/// A transport-independent response.
+#[derive(Debug, Clone)]
+pub struct ApiResponse {
+    /// HTTP status.
+    pub status: u16,
+    /// JSON body.
+    pub body: Vec<u8>,
+    /// `Set-Cookie` value.
+    pub set_cookie: Option<String>,
+}
+
+impl ApiResponse {
+    fn json(v: &impl serde::Serialize) -> Self {
+        ApiResponse {
+            status: 200,
+            body: serde_json::to_vec(v).unwrap_or_default(),
+            set_cookie: None,
+        }
+    }
+}
+
+impl From<ApiError> for ApiResponse {
+    fn from(e: ApiError) -> Self {
+        ApiResponse {
+            status: e.status(),
+            body: e.body(),
+            set_cookie: None,
+        }
+    }
+}
+
+/// Largest `/auth` body.
+pub const MAX_AUTH_BODY: usize = 64 * 1024;
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Broker {
+    /// Routes one request.
+    pub fn handle(&self, req: &ApiRequest) -> ApiResponse {
+        let path = req.path.split('?').next().unwrap_or("");
+        let mut ev = AuditEvent {
+            peer: req.peer.clone(),
+            session: req.session.clone(),
+            ..Default::default()
+        };
+        let result = match (req.method.as_str(), path) {
+            ("POST", "/kbs/v0/auth") => {
+                ev.endpoint = "auth";
+                self.auth(req, &mut ev)
+            }
+            ("POST", "/kbs/v0/attest") => {
+                ev.endpoint = "attest";
+                self.attest(req, &mut ev)
+            }
+            ("GET", p) if p.starts_with("/kbs/v0/resource/") => {
+                ev.endpoint = "resource";
+                self.resource(req, &p["/kbs/v0/resource/".len()..], &mut ev)
+            }
+            (_, "/kbs/v0/auth" | "/kbs/v0/attest") => {
+                Err(ApiError::MethodNotAllowed(req.method.clone()))
+            }
+            (_, p) if p.starts_with("/kbs/v0/resource/") => {
+                Err(ApiError::MethodNotAllowed(req.method.clone()))
+            }
+            (_, p) => Err(ApiError::NotFound(p.chars().take(200).collect())),
+        };
+        match result {
+            Ok(resp) => resp,
+            Err(e) => {
+                if !ev.endpoint.is_empty() {
+                    ev.event = "refusal";
+                    ev.error = Some(e.name().into());
+                    ev.reason = Some(e.to_string());
+                    self.audit.record(ev);
+                }
+                e.into()
+            }
+        }
+    }
+
+    fn auth(&self, req: &ApiRequest, ev: &mut AuditEvent) -> Result<ApiResponse, ApiError> {
+        if req.body.len() > MAX_AUTH_BODY {
+            return Err(ApiError::PayloadTooLarge(req.body.len()));
+        }
+        let request: AuthRequest = serde_json::from_slice(&req.body)
+            .map_err(|e| ApiError::InvalidRequest(format!("body is not a KBS Request: {e}")))?;
+        ev.tee = Some(request.tee.name().into());
+        let major = request.version.split('.').next().unwrap_or("");
+        if major != "0" || request.version.split('.').count() != 3 {
+            return Err(ApiError::UnsupportedVersion(
+                request.version.chars().take(64).collect(),
+            ));
+        }
+        let (id, nonce) = self.sessions().create(request.tee)?;
+        ev.session = Some(id.clone());
+        ev.event = "challenge";
+        self.audit.record(ev.clone());
+        let challenge = Challenge {
+            nonce,
+            extra_params: Value::Object(serde_json::Map::new()),
+        };
+        let mut resp = ApiResponse::json(&challenge);
+        resp.set_cookie = Some(format!(
+            "kbs-session-id={id}; Path=/kbs/v0; Max-Age={}; Secure; HttpOnly",
+            self.session_ttl().as_secs()
+        ));
+        Ok(resp)
+    }
+
+    fn attest(&self, req: &ApiRequest, ev: &mut AuditEvent) -> Result<ApiResponse, ApiError> {
+        let id = req.session.as_deref().ok_or(ApiError::MissingCookie)?;
+        // Consume the nonce first, whatever the body holds: one attempt per challenge.
+        let (tee, nonce) = {
+            let mut sessions = self.sessions();
+            let s = sessions.get_mut(id)?;
+            ev.tee = Some(s.tee.name().into());
+            match s.state {
+                SessionState::Challenged => s.state = SessionState::Verifying,
+                _ => return Err(ApiError::NonceReused),
+            }
+            (s.tee, s.nonce.clone())
+        };
+        let outcome = self.verify_attestation(&req.body, tee, &nonce, ev);
+        let mut sessions = self.sessions();
+        let s = sessions.get_mut(id)?;
+        match outcome {
+            Ok((claims, tee_pubkey, token)) => {
+                ev.event = "attested";
+                self.audit.record(ev.clone());
+                s.state = SessionState::Attested {
+                    claims: Box::new(claims),
+                    tee_pubkey,
+                };
+                let mut resp = ApiResponse::json(&json!({ "token": token }));
+                resp.set_cookie = None;
+                Ok(resp)
+            }
+            Err(e) => {
+                s.state = SessionState::Failed;
+                Err(e)
+            }
+        }
+    }
+
+    fn verify_attestation(
+        &self,
+        body: &[u8],
+        tee: ironclaw_enclave::tee::TeeKind,
+        nonce: &str,
+        ev: &mut AuditEvent,
+    ) -> Result<(crate::evidence::Claims, p256::PublicKey, String), ApiError> {
+        let att: Attestation = serde_json::from_slice(body)
+            .map_err(|e| ApiError::InvalidRequest(format!("body is not a KBS Attestation: {e}")))?;
+        if att.runtime_data.nonce != nonce {
+            return Err(ApiError::NonceMismatch);
+        }
+        let key = jwe::parse_tee_pubkey(&att.runtime_data.tee_pubkey)
+            .map_err(|e| ApiError::MalformedTeePubKey(e.to_string()))?;
+        if !att.tee_evidence.additional_evidence.is_empty() {
+            return Err(ApiError::InvalidRequest(
+                "additional_evidence is not supported".into(),
+            ));
+        }
+        let digest = runtime_data_digest(
+            nonce,
+            &att.runtime_data.tee_pubkey,
+            &att.tee_evidence.additional_evidence,
+        );
+        let policy = self.policy();
+        let claims =
+            crate::evidence::verify(tee, &att.tee_evidence.primary_evidence, &digest, &policy)?;
+        ev.measurement = claims.measurement.as_deref().map(hex::encode);
+        policy
+            .admits(&claims)
+            .map_err(|d| ApiError::PolicyDeny(d.0))?;
+        let now = unix_now();
+        let token = crate::token::sign(
+            &self.token_key,
+            &json!({
+                "iss": "ironclaw-broker",
+                "iat": now,
+                "exp": now + self.session_ttl().as_secs(),
+                "tee": claims.tee,
+                "measurement": ev.measurement,
+                "debug": claims.debug,
+                "tcb_status": claims.tcb,
+                "tee-pubkey": att.runtime_data.tee_pubkey,
+            }),
+        );
+        Ok((claims, key, token))
+    }
+
+    fn resource(
+        &self,
+        req: &ApiRequest,
+        rest: &str,
+        ev: &mut AuditEvent,
+    ) -> Result<ApiResponse, ApiError> {
+        let parts: Vec<&str> = rest.split('/').collect();
+        if parts.len() != 3 {
+            return Err(ApiError::InvalidRequest(
+                "resource path must be /kbs/v0/resource/<repository>/<type>/<tag>".into(),
+            ));
+        }
+        for c in &parts {
+            check_component(c).map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
+        }
+        let resource = parts.join("/");
+        ev.resource = Some(resource.clone());
+        let id = req.session.as_deref().ok_or(ApiError::MissingCookie)?;
+        let (claims, key) = {
+            let mut sessions = self.sessions();
+            let s = sessions.get_mut(id)?;
+            ev.tee = Some(s.tee.name().into());
+            match &s.state {
+                SessionState::Attested { claims, tee_pubkey } => ((**claims).clone(), *tee_pubkey),
+                _ => return Err(ApiError::NotAttested),
+            }
+        };
+        ev.measurement = claims.measurement.as_deref().map(hex::encode);
+        self.policy()
+            .grants(&claims, &resource)
+            .map_err(|d| ApiError::ResourceNotGranted(d.0))?;
+        let secret = self
+            .store
+            .get_secret(&resource)
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .ok_or_else(|| ApiError::ResourceNotFound(resource.clone()))?;
+        let jwe = jwe::encrypt(&key, &secret, &mut crate::rng())
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        ev.event = "release";
+        self.audit.record(ev.clone());
+        Ok(ApiResponse::json(&jwe))
+    }
+}
