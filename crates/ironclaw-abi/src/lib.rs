@@ -123,6 +123,23 @@ pub mod call {
     pub const IRONCLAW_FIRST: u32 = 0x0100;
     /// Last number of the range owned by IronClaw's own calls (issue 7).
     pub const IRONCLAW_LAST: u32 = 0x01FF;
+    /// Attestation evidence for this enclave. Payload = report_data (exactly 64 bytes).
+    /// Response payload = the `kvm` evidence: a tagged COSE_Sign1 signed by the host's
+    /// platform key over the launch measurement the host computed (see
+    /// `ironclaw_verifier::kvm`). `UNAVAILABLE` when the host has no platform key.
+    pub const ATTEST: u32 = 0x0100;
+    /// Sealing key request (SEV-SNP `MSG_KEY_REQ` shape). `args[0]` = key version (1),
+    /// `args[1]` = guest field select (bit 0: launch measurement; must be exactly 1). No
+    /// payload. Response payload = the 32-byte key derived from the platform sealing root
+    /// and the host-computed measurement. The shim does the AEAD itself.
+    pub const SEAL_KEY: u32 = 0x0101;
+    /// Forward one KBS HTTP request to the broker the host was given. `args[0]` = method
+    /// (1 = GET, 2 = POST). Payload = `path_len: u32 LE | path | cookie_len: u32 LE |
+    /// cookie | body` (path starts with `/kbs/v0/`). Response `values[0]` = HTTP status,
+    /// payload = `set_cookie_len: u32 LE | set_cookie | body`. The bodies are protected end
+    /// to end (evidence binds the enclave's key; the resource is a JWE to it): the host only
+    /// moves bytes. `UNAVAILABLE` when no broker is configured or it cannot be reached.
+    pub const KBS_HTTP: u32 = 0x0102;
 }
 
 /// Status the host writes into [`ResponseHeader::status`].
