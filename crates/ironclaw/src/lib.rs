@@ -9,11 +9,14 @@
 //! - [`vmm`] — KVM VM, vCPU, memory, page tables, GDT/IDT, watchdog.
 //! - [`check`] — is KVM usable, which backend.
 
+pub mod attest;
 pub mod check;
 pub mod config;
 pub mod hypercall;
 pub mod launch;
 pub mod measurement;
+pub mod platform_key;
+pub mod sealing;
 pub mod shim;
 pub mod vmm;
 

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+mod cli_broker;
 mod cli_verify;
 
 use clap::{Args, Parser, Subcommand};
@@ -37,6 +38,11 @@ enum Command {
     /// Verify attestation evidence (SEV-SNP report, TDX/SGX quote, Nitro document,
     /// kvm evidence); exit 0 only when it verifies.
     Verify(cli_verify::VerifyArgs),
+    /// Print the host's platform public key (signs kvm evidence), generating it on first use.
+    PlatformKey(cli_broker::PlatformKeyArgs),
+    /// The key broker (KBS protocol): serve, secrets, policy.
+    #[command(subcommand)]
+    Broker(cli_broker::BrokerCommand),
 }
 
 #[derive(Args)]
@@ -95,6 +101,16 @@ struct RunArgs {
     /// Print the launch time breakdown to stderr after the run.
     #[arg(long)]
     timings: bool,
+    /// Key broker the module's get_secret calls go to (https://HOST:PORT).
+    #[arg(long, value_name = "URL")]
+    broker: Option<String>,
+    /// The broker's TLS certificate (PEM) to trust; required with --broker.
+    #[arg(long, value_name = "FILE", requires = "broker")]
+    broker_cert: Option<PathBuf>,
+    /// IronClaw state directory holding the platform key and sealing root
+    /// (default: $IRONCLAW_STATE_DIR or /var/lib/ironclaw).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
     /// The module (wasm32-wasip1).
     module: PathBuf,
     /// Arguments passed to the module (argv[1..]).
@@ -113,6 +129,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Verify(args) => cli_verify::run(args),
+        Command::PlatformKey(args) => cli_broker::platform_key(args),
+        Command::Broker(cmd) => cli_broker::broker(cmd),
         Command::Check => {
             let r = ironclaw::check::check();
             println!("backend: {}", r.backend.name());
@@ -171,7 +189,17 @@ fn main() -> ExitCode {
                 stdout: &mut o,
                 stderr: &mut e,
             };
-            let result = ironclaw::run(&bytes, &inputs, &config, io, None);
+            let mut services = match cli_broker::enclave_services(
+                &bytes,
+                &config,
+                run.state_dir,
+                run.broker.as_deref(),
+                run.broker_cert.as_deref(),
+            ) {
+                Ok(s) => s,
+                Err(c) => return c,
+            };
+            let result = ironclaw::run(&bytes, &inputs, &config, io, Some(&mut services));
             drop((i, o, e));
             match result {
                 Ok(report) => {

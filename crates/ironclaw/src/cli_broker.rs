@@ -1,0 +1,251 @@
+//! `ironclaw platform-key` and `ironclaw broker ...`: argument parsing only; the
+//! work is in `ironclaw::platform_key` and the `ironclaw-broker` crate.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use clap::{Args, Subcommand};
+use ironclaw_broker::admin::{self, AdminRequest};
+use ironclaw_broker::{Broker, BrokerConfig};
+
+#[derive(Args)]
+pub struct PlatformKeyArgs {
+    /// IronClaw state directory (default: $IRONCLAW_STATE_DIR or /var/lib/ironclaw).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Output format: a public JWK (what `broker policy` trusts) or SPKI PEM.
+    #[arg(long, default_value = "jwk", value_parser = ["jwk", "pem"])]
+    format: String,
+}
+
+#[derive(Subcommand)]
+pub enum BrokerCommand {
+    /// Serve the KBS API over HTTPS.
+    Serve {
+        /// Address to listen on, e.g. 127.0.0.1:8443.
+        #[arg(long)]
+        listen: String,
+        /// Broker state directory (store, keys, audit log, admin socket).
+        #[arg(long)]
+        state: PathBuf,
+        /// TLS certificate (PEM); a self-signed one is generated in STATE if not given.
+        #[arg(long, requires = "key")]
+        cert: Option<PathBuf>,
+        /// TLS private key (PEM).
+        #[arg(long, requires = "cert")]
+        key: Option<PathBuf>,
+        /// Session lifetime in seconds.
+        #[arg(long, default_value_t = 300)]
+        session_ttl: u64,
+    },
+    /// Manage secrets (works while the broker runs).
+    #[command(subcommand)]
+    Secret(SecretCommand),
+    /// Manage the release policy (works while the broker runs).
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Subcommand)]
+pub enum SecretCommand {
+    /// Store a secret at repository/type/tag.
+    Put {
+        #[arg(long)]
+        state: PathBuf,
+        path: String,
+        /// The value as text.
+        #[arg(long, conflicts_with = "file", required_unless_present = "file")]
+        value: Option<String>,
+        /// Read the value from a file.
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// List secret paths.
+    List {
+        #[arg(long)]
+        state: PathBuf,
+    },
+    /// Delete a secret.
+    Delete {
+        #[arg(long)]
+        state: PathBuf,
+        path: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum PolicyCommand {
+    /// Replace the policy with FILE (JSON).
+    Set {
+        #[arg(long)]
+        state: PathBuf,
+        file: PathBuf,
+    },
+    /// Print the policy.
+    Show {
+        #[arg(long)]
+        state: PathBuf,
+    },
+}
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("ironclaw: {msg}");
+    ExitCode::from(1)
+}
+
+pub fn platform_key(args: PlatformKeyArgs) -> ExitCode {
+    let dir = args
+        .state_dir
+        .unwrap_or_else(ironclaw::platform_key::state_dir);
+    match ironclaw::platform_key::PlatformKey::load_or_create(&dir) {
+        Ok(k) if args.format == "pem" => {
+            print!("{}", k.public_pem());
+            ExitCode::SUCCESS
+        }
+        Ok(k) => {
+            println!("{}", k.public_jwk());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+fn admin_call(state: &std::path::Path, req: AdminRequest) -> Result<admin::AdminReply, ExitCode> {
+    match admin::call(state, req) {
+        Ok(r) if r.ok => Ok(r),
+        Ok(r) => Err(fail(r.error.unwrap_or_default())),
+        Err(e) => Err(fail(e)),
+    }
+}
+
+pub fn broker(cmd: BrokerCommand) -> ExitCode {
+    match cmd {
+        BrokerCommand::Serve {
+            listen,
+            state,
+            cert,
+            key,
+            session_ttl,
+        } => {
+            let config = BrokerConfig {
+                session_ttl: Duration::from_secs(session_ttl),
+                ..Default::default()
+            };
+            let broker = match Broker::open(&state, config) {
+                Ok(b) => Arc::new(b),
+                Err(e) => return fail(e),
+            };
+            let tls = match ironclaw_broker::tls::server_config(
+                broker.state(),
+                cert.as_deref(),
+                key.as_deref(),
+            ) {
+                Ok(t) => t,
+                Err(e) => return fail(e),
+            };
+            let server = match ironclaw_broker::http::start(broker, &listen, tls) {
+                Ok(s) => s,
+                Err(e) => return fail(format!("listening on {listen}: {e}")),
+            };
+            eprintln!(
+                "ironclaw broker: serving the KBS API on {} (state {})",
+                server.url(),
+                state.display()
+            );
+            server.join();
+            ExitCode::SUCCESS
+        }
+        BrokerCommand::Secret(SecretCommand::Put {
+            state,
+            path,
+            value,
+            file,
+        }) => {
+            let bytes = match (value, file) {
+                (Some(v), _) => v.into_bytes(),
+                (None, Some(f)) => match std::fs::read(&f) {
+                    Ok(b) => b,
+                    Err(e) => return fail(format!("{}: {e}", f.display())),
+                },
+                (None, None) => return fail("give --value or --file"),
+            };
+            let value_b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
+            match admin_call(&state, AdminRequest::SecretPut { path, value_b64 }) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(c) => c,
+            }
+        }
+        BrokerCommand::Secret(SecretCommand::List { state }) => {
+            match admin_call(&state, AdminRequest::SecretList) {
+                Ok(r) => {
+                    for s in r.secrets.unwrap_or_default() {
+                        println!("{s}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(c) => c,
+            }
+        }
+        BrokerCommand::Secret(SecretCommand::Delete { state, path }) => {
+            match admin_call(&state, AdminRequest::SecretDelete { path: path.clone() }) {
+                Ok(r) if r.existed == Some(false) => fail(format!("no secret at {path}")),
+                Ok(_) => ExitCode::SUCCESS,
+                Err(c) => c,
+            }
+        }
+        BrokerCommand::Policy(PolicyCommand::Set { state, file }) => {
+            let text = match std::fs::read(&file) {
+                Ok(t) => t,
+                Err(e) => return fail(format!("{}: {e}", file.display())),
+            };
+            let policy: serde_json::Value = match serde_json::from_slice(&text) {
+                Ok(p) => p,
+                Err(e) => return fail(format!("{}: not JSON: {e}", file.display())),
+            };
+            match admin_call(&state, AdminRequest::PolicySet { policy }) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(c) => c,
+            }
+        }
+        BrokerCommand::Policy(PolicyCommand::Show { state }) => {
+            match admin_call(&state, AdminRequest::PolicyShow) {
+                Ok(r) => {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&r.policy.unwrap_or_default())
+                            .unwrap_or_default()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(c) => c,
+            }
+        }
+    }
+}
+
+/// The IronClaw calls offered to a run: attestation and sealing with the keys of
+/// the state directory, and the KBS relay when a broker is given.
+pub fn enclave_services(
+    module: &[u8],
+    config: &ironclaw::LaunchConfig,
+    state_dir: Option<PathBuf>,
+    broker: Option<&str>,
+    broker_cert: Option<&std::path::Path>,
+) -> Result<ironclaw::attest::EnclaveServices, ExitCode> {
+    let dir = state_dir.unwrap_or_else(ironclaw::platform_key::state_dir);
+    let services = ironclaw::attest::EnclaveServices::new(module, config).with_state_dir(dir);
+    let Some(url) = broker else {
+        return Ok(services);
+    };
+    let Some(cert) = broker_cert else {
+        return Err(fail(
+            "--broker needs --broker-cert (the broker's certificate, e.g. STATE/tls.crt)",
+        ));
+    };
+    let roots = ironclaw_broker::tls::load_certs(cert).map_err(fail)?;
+    let client = ironclaw_broker::client::KbsHttpClient::new(url, &roots).map_err(fail)?;
+    Ok(services.with_broker(client))
+}
