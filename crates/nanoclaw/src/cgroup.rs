@@ -228,6 +228,16 @@ pub fn remove(state_dir: &Path) -> Result<(), CgroupStepError> {
     Ok(())
 }
 
+/// Thaws the container's cgroup if it is frozen (before killing a paused container); best
+/// effort: a container without a cgroup record has nothing to thaw.
+pub fn thaw(state_dir: &Path) {
+    if let Ok(Some(mgr)) = load(state_dir) {
+        if mgr.freezer_state().ok() == Some(nanoclaw_cgroups::FreezerState::Frozen) {
+            let _ = mgr.thaw();
+        }
+    }
+}
+
 /// Removes a cgroup held by an unwinding `create`: kill, then destroy.
 pub fn unwind(mgr: &dyn CgroupManager) {
     let _ = mgr.thaw();

@@ -410,6 +410,8 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), ContainerError> 
     match (status, force) {
         (Status::Stopped, _) => {}
         (Status::Created, _) | (_, true) => {
+            // A frozen (paused) init cannot die until thawed.
+            crate::cgroup::thaw(dir.path());
             if let Some(p) = st.pid {
                 kill_and_reap(Pid::from_raw(p), st.init_start_time);
             }
