@@ -182,10 +182,12 @@ fn cpu_quota_holds_a_busy_loop_near_20_percent() {
     let share = (st.cpu.usage.total - u0) as f64 / 1e9 / secs;
     let _ = child.kill();
     let _ = child.wait();
-    // Unlimited, the loop would use ~100% of a core. The quota caps it at 20%; the lower bound
-    // only allows for a busy 2-core machine.
+    // Unlimited, the loop would use ~100% of a core. The quota caps it at 20% (the upper bound
+    // is the test); the lower bound only checks it ran, allowing for a heavily loaded 2-core
+    // machine where a runnable task may get less than its quota.
+    eprintln!("cpu quota 20%: busy loop used {:.1}% of a core", share * 100.0);
     assert!(
-        (0.10..=0.25).contains(&share),
+        (0.05..=0.25).contains(&share),
         "busy loop used {:.1}% of a core",
         share * 100.0
     );
