@@ -68,13 +68,21 @@ impl VerifyOptions {
 }
 
 /// Verify `evidence` of the given kind. The evidence may be raw bytes, hex text
-/// or base64 text.
+/// or base64 text. `opts.certs` are used by snp (VCEK/VLEK, ASK/ASVK, ARK), tdx/sgx
+/// (PCK chain when the quote carries none) and kvm (trusted platform keys as JWK);
+/// a Nitro document carries its own chain and ignores them.
 pub fn verify(
     kind: TeeKind,
     evidence: &[u8],
     opts: &VerifyOptions,
 ) -> Result<AttestationResult, VerifyError> {
     let (bytes, _) = input::decode_evidence(evidence);
+    if opts.collateral.is_some() && !matches!(kind, TeeKind::Tdx | TeeKind::Sgx) {
+        return Err(VerifyError::Input {
+            what: "collateral".to_string(),
+            reason: format!("DCAP collateral applies to tdx and sgx evidence, not {kind}"),
+        });
+    }
     match kind {
         TeeKind::Snp => snp::verify(&bytes, opts),
         TeeKind::Tdx => dcap::verify(&bytes, opts, TeeKind::Tdx),

@@ -205,3 +205,15 @@ fn garbage_is_refused_with_a_field() {
         assert!(matches!(e, VerifyError::Malformed { .. }), "{e:?}");
     }
 }
+
+#[test]
+fn collateral_is_refused_for_non_dcap_kinds() {
+    let mut o = VerifyOptions::at(VerifyTime::from_unix(1_700_000_000));
+    o.collateral = Some(b"{}".to_vec());
+    for kind in [TeeKind::Nitro, TeeKind::Snp, TeeKind::Kvm] {
+        match verify(kind, b"\x84", &o) {
+            Err(VerifyError::Input { what, .. }) => assert_eq!(what, "collateral"),
+            other => panic!("{kind}: {other:?}"),
+        }
+    }
+}
