@@ -244,6 +244,13 @@ impl Drop for Containerd {
         let _ = self.daemon.wait();
         // The shim's per-namespace runtime root; empty once every task was deleted.
         let _ = std::fs::remove_dir(self.runtime_root());
+        // ctr's default cgroups path is /<namespace>/<id>: the runtime removes <id> on delete,
+        // the (then empty) namespace directory stays in every hierarchy, as with runc.
+        if let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") {
+            for h in hierarchies.flatten() {
+                let _ = std::fs::remove_dir(h.path().join(&self.namespace));
+            }
+        }
         // containerd's overlay snapshots and shim state may still be mounted under its root.
         if let Ok(mounts) = std::fs::read_to_string("/proc/self/mountinfo") {
             let prefix = self.dir.path().to_string_lossy().into_owned();

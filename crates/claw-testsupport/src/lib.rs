@@ -43,7 +43,10 @@ pub fn require_kvm(test: &str) -> bool {
 pub fn require_tool(test: &str, tool: &str) -> bool {
     let ok = which(tool).is_some();
     if !ok {
-        skip(test, &format!("needs `{tool}` on PATH (scripts/install-deps installs it)"));
+        skip(
+            test,
+            &format!("needs `{tool}` on PATH (scripts/install-deps installs it)"),
+        );
     }
     ok
 }
@@ -87,7 +90,9 @@ pub fn populate_busybox_rootfs(root: &Path) -> std::io::Result<()> {
         .or_else(|| Some(PathBuf::from("/bin/busybox")))
         .filter(|p| p.is_file())
         .ok_or_else(|| std::io::Error::other("busybox-static is not installed"))?;
-    for d in ["bin", "dev", "proc", "sys", "tmp", "etc", "root", "run", "mnt"] {
+    for d in [
+        "bin", "dev", "proc", "sys", "tmp", "etc", "root", "run", "mnt",
+    ] {
         std::fs::create_dir_all(root.join(d))?;
     }
     std::fs::copy(&busybox, root.join("bin/busybox"))?;
@@ -98,7 +103,10 @@ pub fn populate_busybox_rootfs(root: &Path) -> std::io::Result<()> {
             std::os::unix::fs::symlink("busybox", &link)?;
         }
     }
-    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n")?;
+    std::fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
+    )?;
     std::fs::write(root.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n")?;
     Ok(())
 }

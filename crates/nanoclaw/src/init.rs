@@ -105,13 +105,7 @@ fn setup_and_exec(ctx: &InitContext<'_>) -> Result<Never, InitError> {
     // 0. Drop every inherited fd we do not need (the state dir lock, the parent's end of the
     //    sync socket, anything the runtime's caller leaked): a held flock would block the
     //    next command on this container, and the fewer host fds, the smaller the exposure.
-    let mut keep: Vec<RawFd> = vec![
-        0,
-        1,
-        2,
-        ctx.sync.as_raw_fd(),
-        ctx.exec_fifo.as_raw_fd(),
-    ];
+    let mut keep: Vec<RawFd> = vec![0, 1, 2, ctx.sync.as_raw_fd(), ctx.exec_fifo.as_raw_fd()];
     keep.extend(ctx.joins.iter().map(|j| j.fd.as_raw_fd()));
     keep.extend(ctx.console.as_ref().map(|c| c.as_raw_fd()));
     // --preserve-fds N: the caller's fds 3..3+N go to the workload.
@@ -136,7 +130,11 @@ fn setup_and_exec(ctx: &InitContext<'_>) -> Result<Never, InitError> {
     namespaces::join(ctx.joins)?;
     // A new cgroup namespace now, not at clone time: the parent has moved us into the
     // container's cgroup, so that cgroup becomes the namespace's root ("/" inside).
-    if plan.namespaces.create.contains(nix::sched::CloneFlags::CLONE_NEWCGROUP) {
+    if plan
+        .namespaces
+        .create
+        .contains(nix::sched::CloneFlags::CLONE_NEWCGROUP)
+    {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
             .map_err(sys("unshare(CLONE_NEWCGROUP)"))?;
     }
@@ -170,7 +168,10 @@ fn setup_and_exec(ctx: &InitContext<'_>) -> Result<Never, InitError> {
     // 3. UTS names.
     namespaces::set_uts(plan.hostname.as_deref(), plan.domainname.as_deref())
         .map_err(sys("sethostname/setdomainname"))?;
-    if plan.namespaces.creates(nix::sched::CloneFlags::CLONE_NEWNET) {
+    if plan
+        .namespaces
+        .creates(nix::sched::CloneFlags::CLONE_NEWNET)
+    {
         namespaces::loopback_up().map_err(sys("bring up lo in the new network namespace"))?;
     }
 
