@@ -42,8 +42,8 @@
 //! `init`, `rootfs`, `devices` and `process` run only in the cloned child, inside the new
 //! namespaces.
 
-pub mod cgroup;
 pub mod capabilities;
+pub mod cgroup;
 pub mod check;
 pub mod console;
 pub mod container;
