@@ -43,6 +43,8 @@ fn main() -> Result<(), BoxError> {
         "crates/ironclaw-shim/build.rs",
         "crates/ironclaw-abi/src",
         "crates/ironclaw-abi/Cargo.toml",
+        "crates/ironclaw-enclave/src",
+        "crates/ironclaw-enclave/Cargo.toml",
         "crates/ironclaw/build",
         "examples/wasm",
     ] {
@@ -59,9 +61,17 @@ fn main() -> Result<(), BoxError> {
     .join("x86_64-unknown-none/release/ironclaw-shim");
     let (image, entry) = flatten_shim(&shim_elf)?;
     std::fs::write(out_dir.join("shim.bin"), &image)?;
+    let digest: [u8; 48] = {
+        use sha2::Digest;
+        sha2::Sha384::digest(&image).into()
+    };
     std::fs::write(
         out_dir.join("shim_meta.rs"),
-        format!("/// Entry point of the shim image.\npub const SHIM_ENTRY: u64 = {entry:#x};\n"),
+        format!(
+            "/// Entry point of the shim image.\npub const SHIM_ENTRY: u64 = {entry:#x};\n\
+             /// SHA-384 of [`SHIM_IMAGE`], computed at build time (item 4 of the measurement).\n\
+             pub const SHIM_DIGEST: [u8; 48] = {digest:?};\n"
+        ),
     )?;
 
     let examples_out = guest_target.join("examples");

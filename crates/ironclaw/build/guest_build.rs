@@ -8,7 +8,15 @@ use std::process::Command;
 pub type BoxError = Box<dyn std::error::Error>;
 
 /// Flags every nested build gets besides the remapping (the shim adds static relocation).
-pub const SHIM_FLAGS: &[&str] = &["-Crelocation-model=static"];
+pub const SHIM_FLAGS: &[&str] = &[
+    "-Crelocation-model=static",
+    // ironclaw-enclave's RustCrypto dependencies (AES-GCM, SHA-2) pick SIMD backends on
+    // x86_64 that the soft-float x86_64-unknown-none target cannot lower: use their
+    // portable backends.
+    "--cfg=aes_backend=\"soft\"",
+    "--cfg=polyval_backend=\"soft\"",
+    "--cfg=sha2_backend=\"soft\"",
+];
 
 /// Runs `cargo build --release --locked --target <target>` for `manifest` with a clean
 /// environment and returns its target directory.

@@ -7,7 +7,7 @@
 //! | 1 | domain-separation tag | `ironclaw.launch-measurement` (ASCII) |
 //! | 2 | layout version | `1u32` LE |
 //! | 3 | shim load address, entry point | `u64` LE each (16 bytes) |
-//! | 4 | shim image digest | SHA-384 of the flat image loaded at the load address (48 bytes; hashing the 1.2 MB image once per process instead of once per launch keeps it off the launch path, and binds it just the same) |
+//! | 4 | shim image digest | SHA-384 of the flat image loaded at the load address (48 bytes; computed at build time, which keeps hashing the 1.2 MB image off the launch path and binds it just the same) |
 //! | 5 | Wasm module | the module bytes as given |
 //! | 6 | launch configuration | ABI version `u32`, memory bytes `u64`, fuel `u64` (`u64::MAX` = unlimited), timeout ms `u64`, max output `u64`, max Wasm memory `u64`, max table elements `u64`, max hypercalls `u64`, debug `u8` — all LE (61 bytes) |
 //!
@@ -26,15 +26,13 @@ pub const MEASUREMENT_VERSION: u32 = 1;
 /// Domain-separation tag (item 1).
 pub const MEASUREMENT_TAG: &[u8] = b"ironclaw.launch-measurement";
 
-/// SHA-384 of a guest image; the embedded shim's is computed once per process.
+/// SHA-384 of a guest image; the embedded shim's was computed at build time
+/// (`shim::SHIM_DIGEST`; tests/measurement.rs recomputes it).
 pub fn image_digest(image: &[u8]) -> [u8; 48] {
-    static SHIM: std::sync::OnceLock<[u8; 48]> = std::sync::OnceLock::new();
-    let digest = |bytes: &[u8]| -> [u8; 48] { Sha384::digest(bytes).into() };
-    let shim = crate::shim::SHIM_IMAGE;
-    if std::ptr::eq(image, shim) {
-        *SHIM.get_or_init(|| digest(shim))
+    if std::ptr::eq(image, crate::shim::SHIM_IMAGE) {
+        crate::shim::SHIM_DIGEST
     } else {
-        digest(image)
+        Sha384::digest(image).into()
     }
 }
 
