@@ -540,3 +540,48 @@ fn create_start_delete_lifecycle() {
         "init {pid} still alive"
     );
 }
+
+#[test]
+fn joins_pid_namespace_by_path() {
+    if !root("joins_pid_namespace_by_path") {
+        return;
+    }
+    if !claw_testsupport::require_tool("joins_pid_namespace_by_path", "unshare") {
+        return;
+    }
+    // `unshare --pid --fork` makes `sleep` PID 1 of a new pid namespace.
+    let mut holder = std::process::Command::new("unshare")
+        .args(["--pid", "--fork", "sleep", "30"])
+        .spawn()
+        .unwrap();
+    let children = format!("/proc/{}/task/{}/children", holder.id(), holder.id());
+    let mut sleeper = None;
+    for _ in 0..500 {
+        sleeper = std::fs::read_to_string(&children)
+            .ok()
+            .and_then(|s| s.split_whitespace().next().map(str::to_string));
+        if sleeper.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let sleeper = sleeper.expect("sleep in the new pid namespace");
+    let mut spec = sh("echo $$; cat /proc/1/comm");
+    for ns in spec["linux"]["namespaces"].as_array_mut().unwrap() {
+        if ns["type"] == "pid" {
+            ns["path"] = json!(format!("/proc/{sleeper}/ns/pid"));
+        }
+    }
+    let ran = run_spec(&spec);
+    if let Ok(p) = sleeper.parse::<i32>() {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), nix::sys::signal::SIGKILL);
+    }
+    let _ = holder.kill();
+    let _ = holder.wait();
+    let out = ran.ok();
+    let mut lines = out.lines();
+    let pid: u32 = lines.next().unwrap().parse().unwrap();
+    // Joined, not created: the namespace's PID 1 is the holder's sleep, not our process.
+    assert!(pid > 1, "{out}");
+    assert_eq!(lines.next(), Some("sleep"), "{out}");
+}
