@@ -402,16 +402,11 @@ impl<'a> RootfsMounter<'a> {
         // Open the rootfs as a real directory (O_PATH is enough for fchdir).
         nix::unistd::fchdir(root).map_err(sys("fchdir rootfs"))?;
         nix::unistd::pivot_root(".", ".").map_err(sys("pivot_root"))?;
-        // The old root is now mounted on top of the new one at "."; make it a slave so the
-        // detach below cannot propagate back to the host, then drop it.
-        mount(
-            None::<&str>,
-            ".",
-            None::<&str>,
-            MsFlags::MS_SLAVE | MsFlags::MS_REC,
-            None::<&str>,
-        )
-        .map_err(sys("make old root rslave"))?;
+        // The old root is now mounted on top of the new one at "."; detach it. umount2
+        // resolves "." to that topmost mount. The whole tree was made rslave in `prepare`,
+        // so the detach cannot propagate to the host. (No `mount(".", MS_SLAVE|MS_REC)` here
+        // as runc does: mount(2) resolves "." to the new root *under* the old one and would
+        // reset the propagation that mounts[].options asked for.)
         umount2(".", MntFlags::MNT_DETACH).map_err(sys("detach old root"))?;
         nix::unistd::chdir("/").map_err(sys("chdir /"))?;
         Ok(())

@@ -585,3 +585,63 @@ fn joins_pid_namespace_by_path() {
     assert!(pid > 1, "{out}");
     assert_eq!(lines.next(), Some("sleep"), "{out}");
 }
+
+#[test]
+fn mount_options_and_propagation_flags() {
+    if !root("mount_options_and_propagation_flags") {
+        return;
+    }
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    // Fields 5 (mount point), 6 (per-mount options) and the optional fields (shared:N, ...).
+    let mut spec = sh(
+        "awk '$5 == \"/a\" || $5 == \"/b\" || $5 == \"/\" || $5 == \"/t\" \
+                       { opt = \"\"; for (i = 7; $i != \"-\"; i++) opt = opt \" \" $i; \
+                         print $5, $6, (opt == \"\" ? \"none\" : opt) }' /proc/self/mountinfo",
+    );
+    spec["root"]["readonly"] = json!(false);
+    // Non-recursive: only / becomes shared; each mount keeps its own propagation.
+    spec["linux"]["rootfsPropagation"] = json!("shared");
+    let mounts = spec["mounts"].as_array_mut().unwrap();
+    mounts.push(
+        json!({"destination": "/a", "type": "bind", "source": a.path(),
+                       "options": ["rbind", "nosuid", "nodev", "noexec", "ro", "shared"]}),
+    );
+    mounts.push(
+        json!({"destination": "/b", "type": "bind", "source": b.path(),
+                       "options": ["bind", "private"]}),
+    );
+    mounts.push(
+        json!({"destination": "/t", "type": "tmpfs", "source": "tmpfs",
+                       "options": ["nosuid", "noexec", "relatime", "unbindable"]}),
+    );
+    let out = run_spec(&spec).ok();
+    let line = |mp: &str| -> String {
+        out.lines()
+            .find(|l| l.split(' ').next() == Some(mp))
+            .unwrap_or_else(|| panic!("{mp} not mounted: {out}"))
+            .to_string()
+    };
+    let root_line = line("/");
+    assert!(
+        root_line.contains("shared:"),
+        "rootfsPropagation shared: {root_line}"
+    );
+    let a_line = line("/a");
+    for opt in ["ro", "nosuid", "nodev", "noexec"] {
+        assert!(
+            a_line.split([' ', ',']).any(|o| o == opt),
+            "/a lacks {opt}: {a_line}"
+        );
+    }
+    assert!(a_line.contains("shared:"), "{a_line}");
+    let b_line = line("/b");
+    assert!(b_line.split([' ', ',']).any(|o| o == "rw"), "{b_line}");
+    assert!(b_line.ends_with(" none"), "private: {b_line}");
+    let t_line = line("/t");
+    assert!(t_line.contains("unbindable"), "{t_line}");
+    assert!(
+        t_line.contains("noexec") && t_line.contains("relatime"),
+        "{t_line}"
+    );
+}
