@@ -303,9 +303,37 @@ impl EnclaveKey {
         }
     }
 
-    /// Decrypts a resource `Response` addressed to this key.
+    /// Decrypts a resource `Response` addressed to this key, with the AAD
+    /// recomputed from the parsed header (only correct when the sender serialized
+    /// the header the same way: prefer [`EnclaveKey::decrypt_wire`]).
     pub fn decrypt(&self, response: &Response) -> Result<Vec<u8>, JweError> {
-        decrypt_with(&self.secret, response)
+        let aad = response
+            .protected
+            .generate_aad()
+            .map_err(|_| JweError::Decrypt)?;
+        decrypt_with(&self.secret, response, &aad)
+    }
+
+    /// Decrypts a `Response` as received (JSON bytes). The AAD is the `protected`
+    /// member exactly as sent (RFC 7516 5.2 step 14), not a re-serialization: JSON
+    /// member order differs between serializers.
+    pub fn decrypt_wire(&self, body: &[u8]) -> Result<Vec<u8>, JweError> {
+        let bad = |reason: String| JweError::BadField {
+            what: "response",
+            field: "protected",
+            reason,
+        };
+        let value: Value =
+            serde_json::from_slice(body).map_err(|e| bad(format!("not JSON: {e}")))?;
+        let aad = value
+            .get("protected")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad("missing or not a string".into()))?
+            .as_bytes()
+            .to_vec();
+        let response: Response =
+            serde_json::from_value(value).map_err(|e| bad(format!("not a KBS Response: {e}")))?;
+        decrypt_with(&self.secret, &response, &aad)
     }
 }
 
@@ -323,7 +351,7 @@ fn str_member<'a>(
         })
 }
 
-fn decrypt_with(secret: &SecretKey, response: &Response) -> Result<Vec<u8>, JweError> {
+fn decrypt_with(secret: &SecretKey, response: &Response, aad: &[u8]) -> Result<Vec<u8>, JweError> {
     let h = &response.protected;
     if h.alg != ALG {
         return Err(JweError::UnsupportedValue {
@@ -415,8 +443,7 @@ fn decrypt_with(secret: &SecretKey, response: &Response) -> Result<Vec<u8>, JweE
     kw.unwrap_key(&response.encrypted_key, cek.as_mut())
         .map_err(|_| JweError::KeyUnwrap)?;
 
-    let aad = h.generate_aad().map_err(|_| JweError::Decrypt)?;
-    gcm_decrypt(cek.as_ref(), &iv, &aad, &response.ciphertext, &tag)
+    gcm_decrypt(cek.as_ref(), &iv, aad, &response.ciphertext, &tag)
 }
 
 /// AES-256-GCM decryption with a detached tag (the JWE content layer).

@@ -17,7 +17,7 @@
 use alloc::{format, string::String, vec::Vec};
 
 use kbs_types::{
-    Attestation, Challenge, CompositeEvidence, ErrorInformation, Response, RuntimeData, TeePubKey,
+    Attestation, Challenge, CompositeEvidence, ErrorInformation, RuntimeData, TeePubKey,
 };
 use rand_core::CryptoRng;
 use serde_json::Value;
@@ -124,6 +124,17 @@ fn refused(step: &'static str, status: u16, body: &[u8]) -> KbsClientError {
         error_type,
         detail,
     }
+}
+
+/// The `primary_evidence` for IronClaw `kvm` evidence (a COSE_Sign1 from the host).
+pub fn kvm_primary_evidence(cose_sign1: &[u8]) -> Value {
+    use base64::Engine;
+    let mut m = serde_json::Map::new();
+    m.insert(
+        "cose_sign1".into(),
+        Value::String(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(cose_sign1)),
+    );
+    Value::Object(m)
 }
 
 /// Extracts the `kbs-session-id` value from a `Set-Cookie` (or `Cookie`) header value.
@@ -344,11 +355,7 @@ impl KbsClient {
         if status != 200 {
             return Err(refused("resource", status, body));
         }
-        let resp: Response =
-            serde_json::from_slice(body).map_err(|e| KbsClientError::BadReply {
-                step: "resource",
-                reason: format!("not a KBS Response (JWE): {e}"),
-            })?;
-        Ok(self.key.decrypt(&resp)?)
+        // The AAD is the `protected` member as sent, so the body is decrypted as received.
+        Ok(self.key.decrypt_wire(body)?)
     }
 }

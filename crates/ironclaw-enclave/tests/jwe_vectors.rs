@@ -206,3 +206,49 @@ fn malformed_jwks_are_refused_with_the_field() {
     }
     assert!(jwe::parse_tee_pubkey(&good).is_ok());
 }
+
+/// The AAD is the `protected` member as sent: a sender whose JSON serializer orders the
+/// header members differently (insertion order, as serde_json's `preserve_order` does)
+/// must still decrypt; re-serializing the parsed header would give other bytes.
+#[test]
+fn decrypt_wire_uses_the_header_bytes_as_sent() {
+    use aes_gcm::{aead::AeadInOut, Aes256Gcm, KeyInit};
+    use aes_kw::KwAes256;
+    use p256::elliptic_curve::Generate;
+
+    let key = EnclaveKey::generate(&mut rng());
+    let recipient = jwe::parse_tee_pubkey(&key.tee_pubkey()).unwrap();
+    let eph = SecretKey::generate_from_rng(&mut rng());
+    let z = ecdh::diffie_hellman(eph.to_nonzero_scalar(), recipient.as_affine());
+    let kek = jwe::concat_kdf_256(z.raw_secret_bytes().as_slice(), "ECDH-ES+A256KW", &[], &[]);
+    let cek = [9u8; 32];
+    let mut wrapped = [0u8; 40];
+    KwAes256::new_from_slice(kek.as_ref())
+        .unwrap()
+        .wrap_key(&cek, &mut wrapped)
+        .unwrap();
+    let sec1 = eph.public_key().to_sec1_bytes();
+    let header = format!(
+        r#"{{"enc":"A256GCM","alg":"ECDH-ES+A256KW","epk":{{"kty":"EC","crv":"P-256","x":"{}","y":"{}"}}}}"#,
+        B64.encode(&sec1[1..33]),
+        B64.encode(&sec1[33..])
+    );
+    let protected = B64.encode(header.as_bytes());
+    let iv = [1u8; 12];
+    let mut ct = b"wire order".to_vec();
+    let tag = Aes256Gcm::new_from_slice(&cek)
+        .unwrap()
+        .encrypt_inout_detached(&iv.into(), protected.as_bytes(), ct.as_mut_slice().into())
+        .unwrap();
+    let body = serde_json::json!({
+        "protected": protected,
+        "encrypted_key": B64.encode(wrapped),
+        "iv": B64.encode(iv),
+        "ciphertext": B64.encode(&ct),
+        "tag": B64.encode(tag),
+    })
+    .to_string();
+    assert_eq!(key.decrypt_wire(body.as_bytes()).unwrap(), b"wire order");
+    let parsed: Response = serde_json::from_str(&body).unwrap();
+    assert_eq!(key.decrypt(&parsed), Err(JweError::Decrypt));
+}

@@ -1,28 +1,307 @@
-//! IronClaw's own calls for the module (import module `"ironclaw"`): attestation, sealing,
-//! secrets — owned by issue 7 (the attestation engineer), built on
-//! [`crate::hostcall::call`] with call numbers from `ironclaw_abi::call::IRONCLAW_FIRST ..=
-//! IRONCLAW_LAST`.
+//! IronClaw's own calls for the module (import module `"ironclaw"`): attestation,
+//! secrets, sealing (issue 7), built on [`crate::hostcall::call`] with the call
+//! numbers `ironclaw_abi::call::{ATTEST, SEAL_KEY, KBS_HTTP}`.
 //!
-//! How to add a call:
-//! 1. give it a number in that range in `ironclaw_abi::call` and document args/payload/
-//!    response there;
-//! 2. define it here with `linker.func_wrap(MODULE, "name", ...)`, range-check every module
-//!    pointer like `wasi.rs` does, and validate the host's answer as hostile input;
-//! 3. add its name to [`PROVIDED`] so the import check accepts it;
-//! 4. handle the number on the host in an `ironclaw::hypercall::IronClawCalls`
-//!    implementation (the host validates the payload as hostile input too).
+//! Module-facing signatures (all `i32`, results >= 0 are byte counts written to `out`):
+//!
+//! | import | arguments | does |
+//! |---|---|---|
+//! | `attest` | `data, data_len (<= 64), out, out_cap` | kvm evidence (COSE_Sign1) binding `data` (zero-padded to 64) |
+//! | `get_secret` | `path, path_len, out, out_cap` | KBS auth → attest → resource for `repository/type/tag`; the secret |
+//! | `seal` | `data, data_len, out, out_cap` | a sealed blob bound to this enclave's launch measurement |
+//! | `unseal` | `blob, blob_len, out, out_cap` | the data, if this enclave (same measurement, same host) sealed it |
+//!
+//! Negative results: [`E_FAULT`] .. [`E_INVALID`] (documented on each constant;
+//! `crates/ironclaw-guest` maps them to an error enum). When the broker refuses,
+//! its reason is written to the module's stderr.
+//!
+//! Trust: the host is the adversary here. Everything the host returns is copied
+//! out of the shared buffer by `hostcall` and parsed by `ironclaw_enclave`
+//! (challenge, token, JWE) before use; the secret arrives JWE-encrypted to a key
+//! generated here from RDRAND, which never leaves the enclave. The sealing key is
+//! derived by the host (as SEV-SNP's firmware derives it) and the AEAD is done here.
 
-use wasmi::Linker;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
 
+use ironclaw_abi::{call, status};
+use ironclaw_enclave::kbs_client::{self, KbsClient, KbsClientError};
+use ironclaw_enclave::seal::{self, KeyRequest, NONCE_LEN};
+use ironclaw_enclave::tee::TeeKind;
+use wasmi::{Caller, Extern, Linker, Memory};
+
+use crate::hostcall;
 use crate::runner::State;
 
 /// Import module name of IronClaw's calls.
 pub const MODULE: &str = "ironclaw";
 
-/// Names this shim defines under [`MODULE`]. None yet: issue 7 adds them.
-pub const PROVIDED: &[&str] = &[];
+/// Names this shim defines under [`MODULE`].
+pub const PROVIDED: &[&str] = &["attest", "get_secret", "seal", "unseal"];
+
+/// A pointer/length from the module is outside its memory.
+pub const E_FAULT: i32 = -1;
+/// `out_cap` is too small for the result.
+pub const E_TOO_SMALL: i32 = -2;
+/// The host offers no such service (no platform key, no broker given, no RDRAND).
+pub const E_UNAVAILABLE: i32 = -3;
+/// The broker refused (policy, evidence); the reason went to stderr.
+pub const E_REFUSED: i32 = -4;
+/// The host or broker answered something invalid (tampered JWE, bad reply).
+pub const E_PROTOCOL: i32 = -5;
+/// The blob does not unseal here (another measurement or host, or modified).
+pub const E_AUTH: i32 = -6;
+/// Invalid argument (path syntax, blob format, data too long).
+pub const E_INVALID: i32 = -7;
+
+const REPLY_CAP: usize = 64 * 1024;
+const MAX_INPUT: usize = 1024 * 1024;
+
+/// RDRAND as a `rand_core` RNG (randomness never comes from the host).
+struct RdRand;
+
+#[derive(Debug)]
+struct NoEntropy;
+
+impl core::fmt::Display for NoEntropy {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("RDRAND/RDSEED failed")
+    }
+}
+
+impl core::error::Error for NoEntropy {}
+
+impl rand_core::TryRng for RdRand {
+    type Error = NoEntropy;
+    fn try_next_u32(&mut self) -> Result<u32, NoEntropy> {
+        crate::cpu::random_u64().map(|v| v as u32).ok_or(NoEntropy)
+    }
+    fn try_next_u64(&mut self) -> Result<u64, NoEntropy> {
+        crate::cpu::random_u64().ok_or(NoEntropy)
+    }
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), NoEntropy> {
+        for chunk in dst.chunks_mut(8) {
+            let v = crate::cpu::random_u64().ok_or(NoEntropy)?;
+            chunk.copy_from_slice(&v.to_le_bytes()[..chunk.len()]);
+        }
+        Ok(())
+    }
+}
+
+impl rand_core::TryCryptoRng for RdRand {}
+
+/// An RNG for the crypto APIs, once RDRAND was seen to work.
+fn rng() -> Result<rand_core::UnwrapErr<RdRand>, i32> {
+    crate::cpu::random_u64().ok_or(E_UNAVAILABLE)?;
+    Ok(rand_core::UnwrapErr(RdRand))
+}
+
+fn stderr(msg: &str) {
+    hostcall::write_output(ironclaw_abi::output::STDERR, msg.as_bytes());
+}
+
+fn memory(caller: &Caller<'_, State>) -> Option<Memory> {
+    caller.get_export("memory").and_then(Extern::into_memory)
+}
+
+fn range(len_total: usize, ptr: i32, len: i32) -> Option<core::ops::Range<usize>> {
+    let start = ptr as u32 as usize;
+    let end = start.checked_add(len as u32 as usize)?;
+    (end <= len_total).then_some(start..end)
+}
+
+/// Copies the module's input `ptr..ptr+len` out of its memory.
+fn input(c: &Caller<'_, State>, ptr: i32, len: i32) -> Result<Vec<u8>, i32> {
+    let m = memory(c).ok_or(E_FAULT)?;
+    let mem = m.data(c);
+    if len as u32 as usize > MAX_INPUT {
+        return Err(E_INVALID);
+    }
+    let r = range(mem.len(), ptr, len).ok_or(E_FAULT)?;
+    Ok(mem[r].to_vec())
+}
+
+/// Writes `data` to the module's `out..out+cap`; returns the length.
+fn output(c: &mut Caller<'_, State>, out: i32, cap: i32, data: &[u8]) -> i32 {
+    let Some(m) = memory(c) else { return E_FAULT };
+    let mem = m.data_mut(c);
+    let Some(r) = range(mem.len(), out, cap) else {
+        return E_FAULT;
+    };
+    if data.len() > r.len() {
+        return E_TOO_SMALL;
+    }
+    mem[r.start..r.start + data.len()].copy_from_slice(data);
+    i32::try_from(data.len()).unwrap_or(E_TOO_SMALL)
+}
+
+fn finish(c: &mut Caller<'_, State>, out: i32, cap: i32, r: Result<Vec<u8>, i32>) -> i32 {
+    match r {
+        Ok(data) => output(c, out, cap, &data),
+        Err(e) => e,
+    }
+}
+
+/// One IronClaw hypercall; the host's status mapped to an error code.
+fn host(number: u32, args: [u64; 4], payload: &[u8]) -> Result<(Vec<u8>, [u64; 2]), i32> {
+    let mut out = vec![0u8; REPLY_CAP];
+    let r = hostcall::call(number, args, payload, &mut out).map_err(|_| E_PROTOCOL)?;
+    match r.status {
+        status::OK => {
+            out.truncate(r.len);
+            Ok((out, r.values))
+        }
+        status::BAD_REQUEST => Err(E_INVALID),
+        _ => Err(E_UNAVAILABLE),
+    }
+}
+
+fn attest(report_data: &[u8]) -> Result<Vec<u8>, i32> {
+    if report_data.len() > 64 {
+        return Err(E_INVALID);
+    }
+    let mut rd = [0u8; 64];
+    rd[..report_data.len()].copy_from_slice(report_data);
+    host(call::ATTEST, [0; 4], &rd).map(|(evidence, _)| evidence)
+}
+
+/// One KBS request relayed by the host: (status, Set-Cookie, body).
+fn kbs_http(
+    post: bool,
+    path: &str,
+    cookie: &str,
+    body: &[u8],
+) -> Result<(u16, String, Vec<u8>), i32> {
+    let mut p = Vec::with_capacity(8 + path.len() + cookie.len() + body.len());
+    p.extend_from_slice(&(path.len() as u32).to_le_bytes());
+    p.extend_from_slice(path.as_bytes());
+    p.extend_from_slice(&(cookie.len() as u32).to_le_bytes());
+    p.extend_from_slice(cookie.as_bytes());
+    p.extend_from_slice(body);
+    let (reply, values) = host(call::KBS_HTTP, [if post { 2 } else { 1 }, 0, 0, 0], &p)?;
+    // Hostile reply: check every length before slicing.
+    let len_bytes: [u8; 4] = reply
+        .get(..4)
+        .and_then(|s| s.try_into().ok())
+        .ok_or(E_PROTOCOL)?;
+    let len = u32::from_le_bytes(len_bytes) as usize;
+    let end = 4usize.checked_add(len).ok_or(E_PROTOCOL)?;
+    let set_cookie = reply.get(4..end).ok_or(E_PROTOCOL)?;
+    let set_cookie = String::from_utf8(set_cookie.to_vec()).map_err(|_| E_PROTOCOL)?;
+    let status = u16::try_from(values[0]).map_err(|_| E_PROTOCOL)?;
+    Ok((
+        status,
+        set_cookie,
+        reply.get(end..).unwrap_or_default().to_vec(),
+    ))
+}
+
+fn kbs_error(step: &str, e: KbsClientError) -> i32 {
+    match e {
+        KbsClientError::Refused { .. } => {
+            stderr(&alloc::format!("ironclaw: get_secret: {e}\n"));
+            E_REFUSED
+        }
+        KbsClientError::BadPath { .. } => E_INVALID,
+        other => {
+            stderr(&alloc::format!("ironclaw: get_secret: {step}: {other}\n"));
+            E_PROTOCOL
+        }
+    }
+}
+
+fn get_secret(path: &[u8]) -> Result<Vec<u8>, i32> {
+    let path = core::str::from_utf8(path).map_err(|_| E_INVALID)?;
+    let mut parts = path.split('/');
+    let (Some(repo), Some(kind), Some(tag), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(E_INVALID);
+    };
+    let resource = kbs_client::resource_path(repo, kind, tag).map_err(|_| E_INVALID)?;
+    let mut rng = rng()?;
+    let mut kbs = KbsClient::new(TeeKind::KVM, &mut rng);
+
+    let body = kbs.auth_request().map_err(|e| kbs_error("auth", e))?;
+    let (st, set_cookie, reply) = kbs_http(true, "/kbs/v0/auth", "", &body)?;
+    let report_data = kbs
+        .on_auth_response(st, Some(&set_cookie), &reply)
+        .map_err(|e| kbs_error("auth", e))?;
+
+    let evidence = attest(&report_data)?;
+    let body = kbs
+        .attest_request(kbs_client::kvm_primary_evidence(&evidence))
+        .map_err(|e| kbs_error("attest", e))?;
+    let cookie = kbs.cookie_header().unwrap_or_default();
+    let (st, _, reply) = kbs_http(true, "/kbs/v0/attest", &cookie, &body)?;
+    kbs.on_attest_response(st, &reply)
+        .map_err(|e| kbs_error("attest", e))?;
+
+    let (st, _, reply) = kbs_http(false, &resource, &cookie, &[])?;
+    kbs.on_resource_response(st, &reply)
+        .map_err(|e| kbs_error("resource", e))
+}
+
+fn seal_key(req: KeyRequest) -> Result<[u8; 32], i32> {
+    let (key, _) = host(
+        call::SEAL_KEY,
+        [u64::from(req.key_version), req.field_select, 0, 0],
+        &[],
+    )?;
+    key.as_slice().try_into().map_err(|_| E_PROTOCOL)
+}
+
+fn seal_data(data: &[u8]) -> Result<Vec<u8>, i32> {
+    let req = KeyRequest::MEASUREMENT_BOUND;
+    let key = seal_key(req)?;
+    let mut nonce = [0u8; NONCE_LEN];
+    rand_core::Rng::fill_bytes(&mut rng()?, &mut nonce);
+    seal::seal(&key, req, &nonce, data).map_err(|_| E_INVALID)
+}
+
+fn unseal_blob(blob: &[u8]) -> Result<Vec<u8>, i32> {
+    let req = seal::key_request(blob).map_err(|_| E_INVALID)?;
+    let key = seal_key(req)?;
+    seal::unseal(&key, blob).map_err(|e| match e {
+        seal::SealError::Authentication => E_AUTH,
+        _ => E_INVALID,
+    })
+}
 
 /// Defines IronClaw's calls in `linker`.
-pub fn define(_linker: &mut Linker<State>) -> Result<(), wasmi::errors::LinkerError> {
+pub fn define(linker: &mut Linker<State>) -> Result<(), wasmi::errors::LinkerError> {
+    linker.func_wrap(
+        MODULE,
+        "attest",
+        |mut c: Caller<'_, State>, p: i32, l: i32, out: i32, cap: i32| -> i32 {
+            let r = input(&c, p, l).and_then(|d| attest(&d));
+            finish(&mut c, out, cap, r)
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "get_secret",
+        |mut c: Caller<'_, State>, p: i32, l: i32, out: i32, cap: i32| -> i32 {
+            let r = input(&c, p, l).and_then(|d| get_secret(&d));
+            finish(&mut c, out, cap, r)
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "seal",
+        |mut c: Caller<'_, State>, p: i32, l: i32, out: i32, cap: i32| -> i32 {
+            let r = input(&c, p, l).and_then(|d| seal_data(&d));
+            finish(&mut c, out, cap, r)
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "unseal",
+        |mut c: Caller<'_, State>, p: i32, l: i32, out: i32, cap: i32| -> i32 {
+            let r = input(&c, p, l).and_then(|d| unseal_blob(&d));
+            finish(&mut c, out, cap, r)
+        },
+    )?;
     Ok(())
 }
