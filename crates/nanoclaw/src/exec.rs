@@ -254,30 +254,82 @@ pub struct NsFd {
     pub fd: OwnedFd,
 }
 
-/// Opens `/proc/<pid>/ns/<name>` for every namespace (pid included, returned separately) in
-/// which `pid` differs from this process. Same-namespace entries are skipped: setns into one's
-/// own user namespace is EINVAL, and the others would be no-ops.
-pub fn open_namespaces(pid: i32) -> Result<(Option<OwnedFd>, Vec<NsFd>), ExecError> {
+/// The namespaces of the container's init to join: the pid namespace (joined by the runtime,
+/// for its children) and the others (joined by the child).
+pub struct Namespaces {
+    pub pid: Option<OwnedFd>,
+    pub others: Vec<NsFd>,
+}
+
+/// Opens the init's namespaces through a `/proc/<pid>` directory fd after checking, through
+/// that same fd, that the process has the recorded start time: if the init died and its pid
+/// was reused, the check fails (or the fd refers to the dead process and every open fails), so
+/// exec can never enter an unrelated process's namespaces. Namespaces this process already
+/// shares are skipped: setns into one's own user namespace is EINVAL, the others are no-ops.
+pub fn open_namespaces(pid: i32, start_time: u64, id: &str) -> Result<Namespaces, ExecError> {
+    use nix::fcntl::{openat, OFlag};
+    use nix::sys::stat::Mode;
+    let gone = || ExecError::NotRunning {
+        id: id.to_string(),
+        status: "stopped",
+    };
+    let proc_dir = nix::fcntl::open(
+        format!("/proc/{pid}").as_str(),
+        OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|_| gone())?;
+    let stat = openat(
+        &proc_dir,
+        "stat",
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|_| gone())?;
+    let mut text = String::new();
+    std::fs::File::from(stat)
+        .read_to_string(&mut text)
+        .map_err(|_| gone())?;
+    // Field 22 (start time) counts from after the last ')' (comm may contain anything).
+    let started = text
+        .rfind(')')
+        .and_then(|i| text.get(i + 1..))
+        .and_then(|rest| rest.split_whitespace().nth(19))
+        .and_then(|v| v.parse::<u64>().ok());
+    if started != Some(start_time) {
+        return Err(gone());
+    }
     let open = |name: &str| -> Result<Option<OwnedFd>, ExecError> {
-        let theirs = PathBuf::from(format!("/proc/{pid}/ns/{name}"));
-        let ours = PathBuf::from(format!("/proc/self/ns/{name}"));
-        let err = |source| ExecError::Namespace {
-            path: theirs.clone(),
+        let rel = format!("ns/{name}");
+        let err = |source: std::io::Error| ExecError::Namespace {
+            path: PathBuf::from(format!("/proc/{pid}/{rel}")),
             source,
         };
-        let f = std::fs::File::open(&theirs).map_err(err)?;
+        let fd = openat(
+            &proc_dir,
+            rel.as_str(),
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| err(e.into()))?;
+        let f = std::fs::File::from(fd);
         let their_ino = f.metadata().map_err(err)?.ino();
-        let our_ino = std::fs::metadata(&ours).map(|m| m.ino()).ok();
+        let our_ino = std::fs::metadata(format!("/proc/self/ns/{name}"))
+            .map(|m| m.ino())
+            .ok();
         Ok((our_ino != Some(their_ino)).then(|| OwnedFd::from(f)))
     };
     let pid_ns = open("pid")?;
-    let mut out = Vec::new();
+    let mut others = Vec::new();
     for (name, flag) in JOIN_ORDER {
         if let Some(fd) = open(name)? {
-            out.push(NsFd { name, flag, fd });
+            others.push(NsFd { name, flag, fd });
         }
     }
-    Ok((pid_ns, out))
+    Ok(Namespaces {
+        pid: pid_ns,
+        others,
+    })
 }
 
 /// Everything the child needs, prepared by the runtime before the fork.
@@ -294,7 +346,7 @@ pub struct Prepared {
 
 /// `exec`: validates the request against the container, then runs the process in it.
 pub fn exec(root: &Path, id: &str, req: &ExecRequest) -> Result<ExecOutcome, ExecError> {
-    let (init_pid, prepared) = {
+    let (namespaces, join, prepared) = {
         // The lock is held while the container is checked and the process planned, and released
         // before the process runs: a long foreground exec must not block `kill` or `delete`.
         let dir =
@@ -339,8 +391,17 @@ pub fn exec(root: &Path, id: &str, req: &ExecRequest) -> Result<ExecOutcome, Exe
         let setgroups_denied = std::fs::read_to_string(format!("/proc/{init_pid}/setgroups"))
             .map(|s| s.trim() == "deny")
             .unwrap_or(false);
+        let namespaces = open_namespaces(init_pid, st.init_start_time, id)?;
+        // The container's cgroup from its record; without one (rootless), the init's cgroups.
+        let cgroup =
+            crate::cgroup::load(dir.path()).map_err(|e| ExecError::Cgroup(e.to_string()))?;
+        let join: Box<dyn Fn(i32) -> Result<(), String>> = match cgroup {
+            Some(mgr) => Box::new(move |pid| mgr.add_process(pid).map_err(|e| e.to_string())),
+            None => Box::new(move |pid| join_cgroups_of(init_pid, pid)),
+        };
         (
-            init_pid,
+            namespaces,
+            join,
             Prepared {
                 plan: plan.process,
                 spec: plan.spec,
@@ -353,11 +414,11 @@ pub fn exec(root: &Path, id: &str, req: &ExecRequest) -> Result<ExecOutcome, Exe
         )
     };
     exec_in(
-        init_pid,
+        namespaces,
         prepared,
         req.detach,
         req.pid_file.as_deref(),
-        &|pid| join_cgroups_of(init_pid, pid),
+        &*join,
     )
 }
 
@@ -382,16 +443,19 @@ pub fn plan_process(
     crate::spec::validate(bundle, spec, euid).map_err(|e| ExecError::Plan(e.to_string()))
 }
 
-/// Runs the exec: `init_pid` is the container's init, `join_cgroup` moves a pid into the
-/// container's cgroup (every hierarchy).
+/// Runs the exec: `namespaces` are the init's, `join_cgroup` moves a pid into the container's
+/// cgroup (every hierarchy).
 pub fn exec_in(
-    init_pid: i32,
+    namespaces: Namespaces,
     prepared: Prepared,
     detach: bool,
     pid_file: Option<&Path>,
     join_cgroup: &dyn Fn(i32) -> Result<(), String>,
 ) -> Result<ExecOutcome, ExecError> {
-    let (pid_ns, joins) = open_namespaces(init_pid)?;
+    let Namespaces {
+        pid: pid_ns,
+        others: joins,
+    } = namespaces;
     if let Some(fd) = &pid_ns {
         nix::sched::setns(fd.as_fd(), CloneFlags::CLONE_NEWPID).map_err(sys("setns(pid)"))?;
     }
