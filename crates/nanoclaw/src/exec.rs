@@ -146,7 +146,13 @@ pub fn load_process_file(path: &Path) -> Result<Process, ExecError> {
             path: path.to_path_buf(),
         });
     }
-    let de = &mut serde_json::Deserializer::from_slice(&bytes);
+    parse_process_json(path, &bytes)
+}
+
+/// Parses the bytes of a `--process` file (`path` only names it in errors). Untrusted input:
+/// fuzzed by the `nanoclaw_lifecycle_inputs` target.
+pub fn parse_process_json(path: &Path, bytes: &[u8]) -> Result<Process, ExecError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize::<_, Process>(de).map_err(|e| ExecError::ProcessJson {
         path: path.to_path_buf(),
         field: e.path().to_string(),
