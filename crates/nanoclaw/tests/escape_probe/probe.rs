@@ -1,0 +1,132 @@
+//! escape-probe: issues, from inside a container, the syscalls busybox cannot, and prints what
+//! the kernel answered — `<name>: ok` or `<name>: errno=<n>` — one line per attempt.
+//!
+//! Built by the escape tests with plain `rustc -C target-feature=+crt-static` (std only, no
+//! crates), so the static binary runs in a busybox rootfs. Never run it on the host: a probe
+//! that succeeds really does what it says (loads nothing harmful, but e.g. a session keyring is
+//! created).
+
+use std::ffi::CString;
+
+extern "C" {
+    fn syscall(n: i64, ...) -> i64;
+    fn __errno_location() -> *mut i32;
+}
+
+// x86_64 syscall numbers.
+const SYS_SOCKET: i64 = 41;
+const SYS_PTRACE: i64 = 101;
+const SYS_MOUNT: i64 = 165;
+const SYS_INIT_MODULE: i64 = 175;
+const SYS_KEXEC_LOAD: i64 = 246;
+const SYS_ADD_KEY: i64 = 248;
+const SYS_KEYCTL: i64 = 250;
+const SYS_UNSHARE: i64 = 272;
+const SYS_FINIT_MODULE: i64 = 313;
+const SYS_BPF: i64 = 321;
+const SYS_OPEN_BY_HANDLE_AT: i64 = 304;
+
+fn errno() -> i32 {
+    // SAFETY: __errno_location returns this thread's errno slot, valid for the thread's life.
+    unsafe { *__errno_location() }
+}
+
+fn report(name: &str, ret: i64) {
+    if ret < 0 {
+        println!("{name}: errno={}", errno());
+    } else {
+        println!("{name}: ok");
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut it = args.iter();
+    while let Some(what) = it.next() {
+        let c = |s: &str| CString::new(s).unwrap_or_default();
+        let ret = match what.as_str() {
+            // SAFETY (all arms): raw syscalls with integer arguments or pointers to live,
+            // NUL-terminated CStrings / zeroed buffers that outlive the call.
+            "mount" => {
+                let (src, dst, ty) = (c("none"), c("/tmp"), c("tmpfs"));
+                unsafe {
+                    syscall(
+                        SYS_MOUNT,
+                        src.as_ptr(),
+                        dst.as_ptr(),
+                        ty.as_ptr(),
+                        0i64,
+                        0i64,
+                    )
+                }
+            }
+            "unshare-user" => unsafe { syscall(SYS_UNSHARE, 0x1000_0000i64) },
+            "unshare-mnt" => unsafe { syscall(SYS_UNSHARE, 0x0002_0000i64) },
+            // KEYCTL_GET_KEYRING_ID(KEY_SPEC_SESSION_KEYRING, create=1)
+            "keyctl" => unsafe { syscall(SYS_KEYCTL, 0i64, -3i64, 1i64) },
+            "add_key" => {
+                let (ty, desc, payload) = (c("user"), c("probe"), c("secret"));
+                unsafe {
+                    syscall(
+                        SYS_ADD_KEY,
+                        ty.as_ptr(),
+                        desc.as_ptr(),
+                        payload.as_ptr(),
+                        6i64,
+                        -3i64,
+                    )
+                }
+            }
+            "init_module" => {
+                let image = [0u8; 64];
+                let params = c("");
+                unsafe {
+                    syscall(
+                        SYS_INIT_MODULE,
+                        image.as_ptr(),
+                        image.len() as i64,
+                        params.as_ptr(),
+                    )
+                }
+            }
+            "finit_module" => {
+                let params = c("");
+                unsafe { syscall(SYS_FINIT_MODULE, 0i64, params.as_ptr(), 0i64) }
+            }
+            // BPF_PROG_LOAD with an empty attr: refused before the attr is even looked at.
+            "bpf" => {
+                let attr = [0u8; 128];
+                unsafe { syscall(SYS_BPF, 5i64, attr.as_ptr(), attr.len() as i64) }
+            }
+            "kexec_load" => unsafe { syscall(SYS_KEXEC_LOAD, 0i64, 0i64, 0i64, 0i64) },
+            "open_by_handle_at" => {
+                let handle = [0u8; 16];
+                unsafe { syscall(SYS_OPEN_BY_HANDLE_AT, -100i64, handle.as_ptr(), 0i64) }
+            }
+            // AF_INET, SOCK_RAW, IPPROTO_ICMP / AF_PACKET, SOCK_RAW, ETH_P_ALL
+            "raw-socket" => unsafe { syscall(SYS_SOCKET, 2i64, 3i64, 1i64) },
+            "packet-socket" => unsafe { syscall(SYS_SOCKET, 17i64, 3i64, 0x0300i64) },
+            "ptrace" => {
+                let pid: i64 = it.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+                // PTRACE_ATTACH
+                unsafe { syscall(SYS_PTRACE, 16i64, pid, 0i64, 0i64) }
+            }
+            "threads" => {
+                let handles: Vec<_> = (0..4u64)
+                    .map(|i| std::thread::spawn(move || (0..100_000u64).fold(i, |a, b| a ^ b)))
+                    .collect();
+                let ok = handles.into_iter().all(|h| h.join().is_ok());
+                if ok {
+                    0
+                } else {
+                    -1
+                }
+            }
+            other => {
+                println!("{other}: unknown probe");
+                continue;
+            }
+        };
+        report(what, ret);
+    }
+}
