@@ -46,6 +46,20 @@ impl V1Manager {
             .then_some(d)
     }
 
+    /// For `set`: when no v1 hierarchy has the controller (`v1`), delegates `v2` down to the
+    /// container's cgroup2 directory — only now, when a limit needs it, so a hybrid host's
+    /// cgroup2 hierarchy is left as it was otherwise (a controller enabled there can no longer be
+    /// moved to a v1 mount) — and returns that directory.
+    fn delegated(&self, v1: &str, v2: &str) -> Result<Option<&Path>> {
+        if self.dir(v1).is_some() {
+            return Ok(None);
+        }
+        match &self.paths.unified {
+            Some(h) if v2::delegate(h, v2)? => Ok(self.unified_with(v2)),
+            _ => Ok(None),
+        }
+    }
+
     fn unavailable(field: &str, controller: &str) -> CgroupError {
         CgroupError::ControllerUnavailable {
             field: field.to_string(),
@@ -338,7 +352,7 @@ impl CgroupManager for V1Manager {
             })?;
         }
         if let Some(u) = &self.paths.unified {
-            v2::create_dir(u)?;
+            v2::create_dir(u, false)?;
         }
         Ok(())
     }
@@ -355,7 +369,7 @@ impl CgroupManager for V1Manager {
 
     fn set(&self, r: &LinuxResources) -> Result<()> {
         if let Some(m) = r.memory() {
-            match (self.dir("memory"), self.unified_with("memory")) {
+            match (self.dir("memory"), self.delegated("memory", "memory")?) {
                 (Some(d), _) => set_memory(d, m)?,
                 (None, Some(u)) => v2::set_memory(u, m)?,
                 (None, None) => {
@@ -366,34 +380,34 @@ impl CgroupManager for V1Manager {
             }
         }
         if let Some(c) = r.cpu() {
-            match (self.dir("cpu"), self.unified_with("cpu")) {
+            match (self.dir("cpu"), self.delegated("cpu", "cpu")?) {
                 (Some(d), _) => set_cpu(d, c)?,
                 (None, Some(u)) => v2::set_cpu(u, c)?,
                 (None, None) => {}
             }
             let wants_set = c.cpus().as_ref().is_some_and(|s| !s.is_empty())
                 || c.mems().as_ref().is_some_and(|s| !s.is_empty());
-            match (self.dir("cpuset"), self.unified_with("cpuset")) {
+            match (self.dir("cpuset"), self.delegated("cpuset", "cpuset")?) {
                 (Some(d), _) | (None, Some(d)) => v2::set_cpuset(d, c)?, // same file names in v1 and v2
                 (None, None) if wants_set => return Err(Self::unavailable("cpu.cpus", "cpuset")),
                 (None, None) => {}
             }
         }
         if let Some(p) = r.pids() {
-            match (self.dir("pids"), self.unified_with("pids")) {
+            match (self.dir("pids"), self.delegated("pids", "pids")?) {
                 (Some(d), _) | (None, Some(d)) => v2::set_pids(d, p.limit())?, // pids.max in both
                 (None, None) => return Err(Self::unavailable("pids", "pids")),
             }
         }
         if let Some(b) = r.block_io() {
-            match (self.dir("blkio"), self.unified_with("io")) {
+            match (self.dir("blkio"), self.delegated("blkio", "io")?) {
                 (Some(d), _) => set_blkio(d, b)?,
                 (None, Some(u)) => v2::set_io(u, b)?,
                 (None, None) => {}
             }
         }
         if let Some(h) = r.hugepage_limits().as_ref().filter(|h| !h.is_empty()) {
-            match (self.dir("hugetlb"), self.unified_with("hugetlb")) {
+            match (self.dir("hugetlb"), self.delegated("hugetlb", "hugetlb")?) {
                 (Some(d), _) => {
                     for l in h {
                         write_num(
@@ -433,7 +447,7 @@ impl CgroupManager for V1Manager {
             }
         }
         if let Some(rd) = r.rdma().as_ref().filter(|m| !m.is_empty()) {
-            match (self.dir("rdma"), self.unified_with("rdma")) {
+            match (self.dir("rdma"), self.delegated("rdma", "rdma")?) {
                 (Some(d), _) | (None, Some(d)) => v2::set_rdma(d, rd)?,
                 (None, None) => return Err(Self::unavailable("rdma", "rdma")),
             }
@@ -442,6 +456,16 @@ impl CgroupManager for V1Manager {
             let d = self
                 .unified()
                 .ok_or_else(|| Self::unavailable("unified", "cgroup2"))?;
+            if let Some(h) = &self.paths.unified {
+                for k in u.keys() {
+                    match k.split_once('.') {
+                        Some(("cgroup", _)) | None => {}
+                        Some((ctrl, _)) => {
+                            v2::delegate(h, ctrl)?;
+                        }
+                    }
+                }
+            }
             v2::set_unified(d, u)?;
         }
         Ok(())

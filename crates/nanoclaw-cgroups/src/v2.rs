@@ -38,7 +38,10 @@ impl V2Manager {
 /// root to the leaf's parent gets the controllers it has written to `cgroup.subtree_control`
 /// (one by one if the batch is refused, as runc does; a controller that cannot be delegated
 /// shows up later as a missing interface file, with a clear error).
-pub(crate) fn create_dir(h: &HierarchyDir) -> Result<()> {
+pub(crate) fn create_dir(h: &HierarchyDir, delegate_all: bool) -> Result<()> {
+    if !delegate_all {
+        return fs::mkdir_all(&h.mountpoint, &h.dir, |_| Ok(()));
+    }
     if h.dir != h.mountpoint {
         enable_controllers(&h.mountpoint)?;
     }
@@ -49,6 +52,36 @@ pub(crate) fn create_dir(h: &HierarchyDir) -> Result<()> {
             enable_controllers(d)
         }
     })
+}
+
+/// Delegates one controller from the mount root down to the parent of `h.dir` (each level's
+/// `cgroup.subtree_control`). `Ok(false)` when the hierarchy does not offer it at all.
+pub(crate) fn delegate(h: &HierarchyDir, controller: &str) -> Result<bool> {
+    let root_has = fs::read(&h.mountpoint, "cgroup.controllers")?
+        .split_whitespace()
+        .any(|c| c == controller);
+    if !root_has {
+        return Ok(false);
+    }
+    let Some(parent) = h.dir.parent() else {
+        return Ok(false);
+    };
+    let Ok(rel) = parent.strip_prefix(&h.mountpoint) else {
+        return Ok(false);
+    };
+    let mut cur = h.mountpoint.clone();
+    let mut levels = vec![cur.clone()];
+    for c in rel.components() {
+        cur.push(c);
+        levels.push(cur.clone());
+    }
+    for d in levels {
+        let enabled = fs::read(&d, "cgroup.subtree_control")?;
+        if !enabled.split_whitespace().any(|c| c == controller) {
+            fs::write(&d, "cgroup.subtree_control", format!("+{controller}"))?;
+        }
+    }
+    Ok(true)
 }
 
 fn enable_controllers(dir: &Path) -> Result<()> {
@@ -375,7 +408,7 @@ impl CgroupManager for V2Manager {
 
     fn create(&self) -> Result<()> {
         match &self.dir {
-            Some(h) => create_dir(h),
+            Some(h) => create_dir(h, true),
             None => Ok(()),
         }
     }

@@ -185,7 +185,10 @@ fn cpu_quota_holds_a_busy_loop_near_20_percent() {
     // Unlimited, the loop would use ~100% of a core. The quota caps it at 20% (the upper bound
     // is the test); the lower bound only checks it ran, allowing for a heavily loaded 2-core
     // machine where a runnable task may get less than its quota.
-    eprintln!("cpu quota 20%: busy loop used {:.1}% of a core", share * 100.0);
+    eprintln!(
+        "cpu quota 20%: busy loop used {:.1}% of a core",
+        share * 100.0
+    );
     assert!(
         (0.05..=0.25).contains(&share),
         "busy loop used {:.1}% of a core",
@@ -242,8 +245,10 @@ fn v2_bpf_device_filter_denies_open() {
             dir: u.mountpoint.join(name("bpf")),
         }),
     };
+    // Created by hand: V2Manager::create delegates every controller (right on a pure v2 host),
+    // which on this hybrid host would enable hugetlb on cgroup2 for nothing.
+    std::fs::create_dir(&paths.unified.as_ref().unwrap().dir).unwrap();
     let cg = TestCgroup { mgr: open(paths) };
-    cg.mgr.create().unwrap();
     let json = r#"{"devices":[{"allow":false,"access":"rwm"},{"allow":true,"type":"c","major":1,"minor":5,"access":"r"},{"allow":true,"type":"c","major":1,"minor":3,"access":"rw"}]}"#;
     cg.mgr
         .set(&resources(json))
@@ -431,6 +436,13 @@ fn hugetlb_limit_lands_where_the_controller_is() {
         "{}",
         file.display()
     );
+    // On a hybrid host the controller was delegated on cgroup2 for this limit only: undo it, so
+    // the host stays as it was (a controller enabled on cgroup2 cannot be mounted on v1 later).
+    if p.v1_dir("hugetlb").is_none() {
+        let u = p.unified.clone().unwrap();
+        drop(cg);
+        let _ = std::fs::write(u.mountpoint.join("cgroup.subtree_control"), "-hugetlb");
+    }
 }
 
 #[test]
