@@ -46,6 +46,9 @@ jq '.process.args = ["/bin/sleep", "100000"]' "$WORK/bundle/config.json" > "$WOR
 
 crun_layout() { # crun needs hugetlb on v1 on this host
   if [ ! -d /sys/fs/cgroup/hugetlb ]; then
+    # A controller still enabled on cgroup2 cannot be mounted on v1 (best effort; it is only
+    # enabled there while some container has a hugetlb limit).
+    echo -hugetlb > /sys/fs/cgroup/unified/cgroup.subtree_control 2>/dev/null || true
     mkdir -p /sys/fs/cgroup/hugetlb && mount -t cgroup -o hugetlb cgroup /sys/fs/cgroup/hugetlb
     HUGETLB_MOUNTED=1
   fi
