@@ -84,6 +84,8 @@ pub struct CreateOptions {
     pub preserve_fds: u32,
     /// --no-new-keyring: the container keeps the caller's session keyring.
     pub no_new_keyring: bool,
+    /// --no-pivot: MS_MOVE + chroot instead of pivot_root (rootfs on ramfs).
+    pub no_pivot: bool,
 }
 
 /// A created container: the init is blocked on the exec fifo.
@@ -204,6 +206,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
         preserve_fds: opts.preserve_fds,
         session_keyring,
         container_id: &opts.id,
+        no_pivot: opts.no_pivot,
     };
     // SAFETY: checked above that this process is single-threaded. The closure runs only in
     // the child, which never returns into this function (spawn_init _exits).

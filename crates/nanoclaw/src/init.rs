@@ -74,6 +74,8 @@ pub struct InitContext<'a> {
     pub session_keyring: Option<std::ffi::CString>,
     /// The container id, for the state JSON of createContainer/startContainer hooks.
     pub container_id: &'a str,
+    /// `--no-pivot`: move the rootfs onto / and chroot instead of pivot_root.
+    pub no_pivot: bool,
 }
 
 /// Child entry point after clone. Never returns to the runtime's code: the caller `_exit`s
@@ -211,7 +213,11 @@ fn setup_and_exec(ctx: &InitContext<'_>) -> Result<Never, InitError> {
         let kind = crate::hooks::HookKind::CreateContainer;
         crate::hooks::run_hooks(kind, Some(hooks), &hook_state("creating"))?;
     }
-    mounter.pivot()?;
+    if ctx.no_pivot {
+        mounter.move_root()?;
+    } else {
+        mounter.pivot()?;
+    }
     rootfs::finish_root(plan)?;
     // Lifecycle step (issue 3): the terminal, from the container's own devpts, while still root.
     if let Some(sock) = &ctx.console {

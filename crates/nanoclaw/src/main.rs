@@ -63,7 +63,7 @@ enum Command {
         /// Pass this many extra fds (3, 4, ...) to the container process.
         #[arg(long = "preserve-fds", default_value_t = 0)]
         preserve_fds: u32,
-        /// Do not use pivot_root (not supported: refused with an error).
+        /// Move the rootfs onto / and chroot instead of pivot_root (a rootfs on ramfs).
         #[arg(long = "no-pivot")]
         no_pivot: bool,
         /// Keep the caller's session keyring instead of a new one.
@@ -86,7 +86,7 @@ enum Command {
         /// Pass this many extra fds (3, 4, ...) to the container process.
         #[arg(long = "preserve-fds", default_value_t = 0)]
         preserve_fds: u32,
-        /// Do not use pivot_root (not supported: refused with an error).
+        /// Move the rootfs onto / and chroot instead of pivot_root (a rootfs on ramfs).
         #[arg(long = "no-pivot")]
         no_pivot: bool,
         /// Keep the caller's session keyring instead of a new one.
@@ -400,9 +400,6 @@ fn create_options(
     no_pivot: bool,
     no_new_keyring: bool,
 ) -> Result<nanoclaw::CreateOptions, String> {
-    if no_pivot {
-        return Err("--no-pivot: not supported; nanoclaw always uses pivot_root (a rootfs on ramfs/initramfs cannot be used)".into());
-    }
     Ok(nanoclaw::CreateOptions {
         root,
         id,
@@ -411,6 +408,7 @@ fn create_options(
         console_socket,
         preserve_fds,
         no_new_keyring,
+        no_pivot,
     })
 }
 

@@ -411,6 +411,37 @@ impl<'a> RootfsMounter<'a> {
         nix::unistd::chdir("/").map_err(sys("chdir /"))?;
         Ok(())
     }
+
+    /// `--no-pivot` (issue 3): for a rootfs pivot_root cannot leave (ramfs/initramfs). Every
+    /// mount outside the rootfs is detached first, so the host's tree is not reachable from the
+    /// container's mount namespace even through a chroot escape; then the rootfs mount is moved
+    /// onto `/` and the process chroots into it. Weaker than pivot_root (a process with
+    /// CAP_SYS_CHROOT can still leave a chroot into what remains), as with runc.
+    pub fn move_root(self) -> Result<(), RootfsError> {
+        let rootfs = self.plan.rootfs.clone();
+        let info = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| {
+            sys("read /proc/self/mountinfo")(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
+        })?;
+        let mut outside: Vec<PathBuf> = info
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .map(PathBuf::from)
+            .filter(|m| !m.starts_with(&rootfs) && m != Path::new("/") && !rootfs.starts_with(m))
+            .collect();
+        // Deepest first; a mount that cannot be detached (busy, locked) stays hidden by the
+        // chroot.
+        outside.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
+        for m in outside {
+            let _ = umount2(m.as_path(), MntFlags::MNT_DETACH);
+        }
+        let root = self.root_fd()?;
+        nix::unistd::fchdir(root).map_err(sys("fchdir rootfs"))?;
+        mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+            .map_err(sys("--no-pivot: move the rootfs onto /"))?;
+        nix::unistd::chroot(".").map_err(sys("--no-pivot: chroot"))?;
+        nix::unistd::chdir("/").map_err(sys("chdir /"))?;
+        Ok(())
+    }
 }
 
 /// Remounts a bind mount with `flags`, keeping flags the kernel locked (a mount inherited

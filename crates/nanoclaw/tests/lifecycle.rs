@@ -660,3 +660,30 @@ fn sigkill_at_any_point_of_create_start_delete_is_cleaned_by_delete_force() {
         assert_eq!(f.status(&rt, &id), "absent", "{point}");
     }
 }
+
+#[test]
+fn no_pivot_runs_in_the_rootfs_like_runc() {
+    if !require_root("no_pivot_runs_in_the_rootfs_like_runc") {
+        return;
+    }
+    let f = Fixture::new(&[
+        "sh",
+        "-c",
+        "ls /bin/busybox && cat /etc/group | head -1 && exit 4",
+    ]);
+    let b = f.bundle.path().to_string_lossy().into_owned();
+    for rt in [runc(), nanoclaw()] {
+        let id = unique_name("nopivot");
+        let out = f.run(&rt, &["run", "--no-pivot", "--bundle", &b, &id]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(4),
+            "{}: {stdout} {}",
+            rt.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(stdout, "/bin/busybox\nroot:x:0:\n", "{}", rt.display());
+    }
+    assert!(processes_rooted_at(f.rootfs()).is_empty());
+}
