@@ -185,6 +185,80 @@ pub fn receive_master(socket: &UnixStream) -> Result<OwnedFd, ConsoleError> {
     got.ok_or(ConsoleError::NoFd)
 }
 
+/// `nanoclaw run` of a process.terminal container without `--console-socket` (what runc does
+/// in the foreground): the runtime itself receives the pty master and relays it to its own
+/// stdin/stdout, with its terminal in raw mode and the pty sized like it. Dropping the relay
+/// restores the terminal and waits briefly for the container's last output.
+pub struct Relay {
+    saved: Option<nix::sys::termios::Termios>,
+    output: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Relay {
+    pub fn start(master: OwnedFd) -> Result<Self, ConsoleError> {
+        use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
+        let stdin = std::io::stdin();
+        let saved = tcgetattr(&stdin).ok();
+        if let Some(t) = &saved {
+            let mut raw = t.clone();
+            cfmakeraw(&mut raw);
+            let _ = tcsetattr(&stdin, SetArg::TCSANOW, &raw);
+            let mut ws = Winsize {
+                ws_row: 0,
+                ws_col: 0,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            };
+            nix::ioctl_read_bad!(get_winsize, libc::TIOCGWINSZ, Winsize);
+            // SAFETY: stdin is a tty (tcgetattr succeeded); TIOCGWINSZ writes one winsize into
+            // `ws`, TIOCSWINSZ reads it; both fds are open.
+            if unsafe { get_winsize(0, &mut ws) }.is_ok() {
+                let _ = unsafe { set_winsize(master.as_raw_fd(), &ws) };
+            }
+        }
+        let mut to_pty = std::fs::File::from(master.try_clone().map_err(|e| {
+            ConsoleError::Receive(nix::Error::from_raw(
+                e.raw_os_error().unwrap_or(libc::EBADF),
+            ))
+        })?);
+        let mut from_pty = std::fs::File::from(master);
+        // stdin → pty: never joined (a read on our stdin cannot be interrupted); it ends with the
+        // process.
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut std::io::stdin().lock(), &mut to_pty);
+        });
+        // pty → stdout: ends with EIO once the container's last holder of the slave is gone.
+        let output = std::thread::spawn(move || {
+            let _ = std::io::copy(&mut from_pty, &mut std::io::stdout().lock());
+        });
+        Ok(Self {
+            saved,
+            output: Some(output),
+        })
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if let Some(h) = self.output.take() {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+            while !h.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            if h.is_finished() {
+                let _ = h.join();
+            }
+        }
+        if let Some(t) = &self.saved {
+            let _ = nix::sys::termios::tcsetattr(
+                std::io::stdin(),
+                nix::sys::termios::SetArg::TCSANOW,
+                t,
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

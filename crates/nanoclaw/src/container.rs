@@ -511,7 +511,44 @@ pub fn run(opts: &CreateOptions) -> Result<i32, ContainerError> {
 }
 
 fn run_blocked(opts: &CreateOptions, set: &SigSet) -> Result<i32, ContainerError> {
-    let created = create(opts)?;
+    // A terminal without --console-socket: like runc in the foreground, receive the pty master
+    // ourselves (on a socket in a private temporary directory) and relay it to our stdio.
+    let (created, relay) = match create(opts) {
+        Err(ContainerError::TerminalNeedsSocket) => {
+            let dir = tempfile_dir()?;
+            let path = dir.join("console.sock");
+            let listener = std::os::unix::net::UnixListener::bind(&path).map_err(|source| {
+                ContainerError::Io {
+                    what: format!("console socket {}", path.display()),
+                    source,
+                }
+            })?;
+            let mut with_socket = opts.clone();
+            with_socket.console_socket = Some(path.clone());
+            let created = create(&with_socket);
+            let _ = std::fs::remove_file(&path);
+            let _ = std::fs::remove_dir(&dir);
+            let created = created?;
+            let relay = listener
+                .accept()
+                .map_err(|source| ContainerError::Io {
+                    what: "console socket accept".into(),
+                    source,
+                })
+                .and_then(|(conn, _)| Ok(crate::console::receive_master(&conn)?))
+                .and_then(|master| Ok(crate::console::Relay::start(master)?));
+            match relay {
+                Ok(r) => (created, Some(r)),
+                Err(e) => {
+                    kill_and_reap(created.pid, created.state.init_start_time);
+                    let _ = crate::cgroup::remove(created.state_dir.path());
+                    let _ = created.state_dir.remove();
+                    return Err(e);
+                }
+            }
+        }
+        other => (other?, None),
+    };
     let pid = created.pid;
     if let Err(e) = start_locked(&created.state_dir) {
         kill_and_reap(pid, created.state.init_start_time);
@@ -522,12 +559,36 @@ fn run_blocked(opts: &CreateOptions, set: &SigSet) -> Result<i32, ContainerError
     // Release the lock while the workload runs, so other commands (state, kill) can act.
     drop(created.state_dir);
     let code = wait_forwarding(pid, set);
+    drop(relay);
     // Delete: the init is reaped; with a new pid namespace every other process of the
     // container died with it.
     // Cgroup step (issue 5): `delete` also removes the cgroup (and kills leftovers when the
     // container shares the host pid namespace).
     delete(&opts.root, &opts.id, true)?;
     Ok(code)
+}
+
+/// A fresh 0700 directory under $TMPDIR (or /tmp) for the relay's console socket.
+fn tempfile_dir() -> Result<PathBuf, ContainerError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let base = std::env::temp_dir();
+    for n in 0..100u32 {
+        let dir = base.join(format!("nanoclaw-console-{}-{n}", std::process::id()));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(source) => {
+                return Err(ContainerError::Io {
+                    what: format!("mkdir {}", dir.display()),
+                    source,
+                })
+            }
+        }
+    }
+    Err(ContainerError::Io {
+        what: "console socket directory".into(),
+        source: std::io::Error::from(std::io::ErrorKind::AlreadyExists),
+    })
 }
 
 fn wait_forwarding(pid: Pid, set: &SigSet) -> i32 {

@@ -687,3 +687,40 @@ fn no_pivot_runs_in_the_rootfs_like_runc() {
     }
     assert!(processes_rooted_at(f.rootfs()).is_empty());
 }
+
+/// `run` of a process.terminal container without --console-socket, in the foreground, relays
+/// the pty through the runtime's own terminal (as `runc run` does).
+#[test]
+fn foreground_run_with_a_terminal_relays_it_like_runc() {
+    if !require_root("foreground_run_with_a_terminal_relays_it_like_runc")
+        || !claw_testsupport::require_tool(
+            "foreground_run_with_a_terminal_relays_it_like_runc",
+            "script",
+        )
+    {
+        return;
+    }
+    let f = Fixture::new(&["sh"]);
+    f.write_config(|spec| {
+        spec["process"]["args"] = json!(["sh"]);
+        spec["process"]["terminal"] = json!(true);
+    });
+    for rt in [runc(), nanoclaw()] {
+        let name = rt.file_name().unwrap().to_string_lossy().into_owned();
+        let cmdline = format!(
+            "stty cols 91 rows 27; {} --root {} run --bundle {} {}",
+            rt.display(),
+            f.root.path().join(&name).display(),
+            f.bundle.path().display(),
+            unique_name("tty")
+        );
+        let (code, screen) =
+            claw_testsupport::engines::run_in_pty(&cmdline, "tty; stty size; exit 5\n");
+        assert_eq!(code, Some(5), "{name}: {screen}");
+        assert!(screen.contains("/dev/pts/"), "{name}: {screen}");
+        assert!(
+            screen.contains("27 91"),
+            "{name}: the pty has the caller's size: {screen}"
+        );
+    }
+}
