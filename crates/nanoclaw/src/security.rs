@@ -58,6 +58,13 @@ pub enum SecurityError {
     },
 }
 
+thread_local! {
+    /// The filter [`validate`] compiled, with the profile it came from. libseccomp contexts are
+    /// not `Send`; the runtime is single-threaded and the init is a fork-like copy of it.
+    static COMPILED: std::cell::RefCell<Option<(oci_spec::runtime::LinuxSeccomp, nanoclaw_seccomp::CompiledFilter)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 const APPARMOR_ENABLED: &str = "/sys/module/apparmor/parameters/enabled";
 const SELINUX_FS: &str = "/sys/fs/selinux/enforce";
 const RESCTRL_INFO: &str = "/sys/fs/resctrl/info";
@@ -74,7 +81,10 @@ pub fn validate(spec: &Spec, ns: &NamespacePlan) -> Result<(), SecurityError> {
 
     let linux = spec.linux().as_ref();
     if let Some(seccomp) = linux.and_then(|l| l.seccomp().as_ref()) {
-        nanoclaw_seccomp::compile(seccomp)?;
+        let filter = nanoclaw_seccomp::compile(seccomp)?;
+        // Kept for the init: it is a copy of this thread after clone, so it loads this filter
+        // instead of compiling the same profile a second time.
+        COMPILED.with(|c| *c.borrow_mut() = Some((seccomp.clone(), filter)));
     }
     sysctl::validate(linux.and_then(|l| l.sysctl().as_ref()), ns)?;
     masked_paths::validate(
@@ -182,7 +192,14 @@ pub fn prepare_seccomp(spec: &Spec) -> Result<Option<SeccompStep>, SecurityError
     let Some(seccomp) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) else {
         return Ok(None);
     };
-    let filter = nanoclaw_seccomp::compile(seccomp)?;
+    let cached = COMPILED
+        .with(|c| c.borrow_mut().take())
+        .filter(|(source, _)| source == seccomp)
+        .map(|(_, filter)| filter);
+    let filter = match cached {
+        Some(filter) => filter,
+        None => nanoclaw_seccomp::compile(seccomp)?,
+    };
     let mut agent = None;
     let mut host_pid = 0;
     if let (true, Some(path)) = (filter.uses_notify(), filter.listener_path()) {
@@ -270,7 +287,10 @@ pub fn harden_template(spec: &mut serde_json::Value) {
         .and_then(|v| serde_json::from_value(v).ok())
         .unwrap_or_default();
     let profile = nanoclaw_seccomp::profile::default_profile(&bounding);
-    let Some(linux) = spec.get_mut("linux").and_then(serde_json::Value::as_object_mut) else {
+    let Some(linux) = spec
+        .get_mut("linux")
+        .and_then(serde_json::Value::as_object_mut)
+    else {
         return;
     };
     if let Ok(seccomp) = serde_json::to_value(profile) {
