@@ -214,19 +214,17 @@ pub fn spawn_admin_socket(
 pub fn call(state: &Path, req: AdminRequest) -> Result<AdminReply, BrokerError> {
     let sock = socket_path(state);
     if let Ok(mut s) = UnixStream::connect(&sock) {
-        let io = |e: std::io::Error| BrokerError::Audit {
+        let err = |reason: String| BrokerError::Admin {
             path: sock.display().to_string(),
-            source: e,
+            reason,
         };
         s.write_all(&serde_json::to_vec(&req).unwrap_or_default())
-            .map_err(io)?;
-        s.shutdown(std::net::Shutdown::Write).map_err(io)?;
+            .map_err(|e| err(e.to_string()))?;
+        s.shutdown(std::net::Shutdown::Write)
+            .map_err(|e| err(e.to_string()))?;
         let mut out = Vec::new();
-        s.read_to_end(&mut out).map_err(io)?;
-        return serde_json::from_slice(&out).map_err(|e| BrokerError::Key {
-            path: sock.display().to_string(),
-            reason: format!("bad reply: {e}"),
-        });
+        s.read_to_end(&mut out).map_err(|e| err(e.to_string()))?;
+        return serde_json::from_slice(&out).map_err(|e| err(format!("bad reply: {e}")));
     }
     let dir = StateDir::open(state)?;
     let store = crate::open_store(&dir)?;

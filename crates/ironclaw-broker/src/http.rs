@@ -147,6 +147,18 @@ fn read_request<S: Read>(stream: &mut S, buf: &mut Vec<u8>) -> io::Result<ReadOu
     ))
 }
 
+/// Parses one request from `bytes` (the fuzzing entry point of the request parser):
+/// `Ok(None)` for no request, `Ok(Some((request, close)))`, or the 4xx it answers.
+pub fn parse_request(bytes: &[u8]) -> Result<Option<(ApiRequest, bool)>, ApiError> {
+    let mut cursor = io::Cursor::new(bytes);
+    match read_request(&mut cursor, &mut Vec::new()) {
+        Ok(ReadOutcome::Request(r, close)) => Ok(Some((r, close))),
+        Ok(ReadOutcome::Closed) => Ok(None),
+        Ok(ReadOutcome::Bad(e)) => Err(e),
+        Err(e) => Err(ApiError::InvalidRequest(e.to_string())),
+    }
+}
+
 fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
@@ -247,15 +259,16 @@ pub fn serve(
             active.fetch_sub(1, Ordering::SeqCst);
             continue; // dropped: closes the socket
         }
-        let (broker, tls, active) = (broker.clone(), tls.clone(), active.clone());
+        let (b, t, a) = (broker.clone(), tls.clone(), active.clone());
         let spawned = std::thread::Builder::new()
             .name("kbs-conn".into())
             .spawn(move || {
-                handle_connection(&broker, tls, tcp, peer);
-                active.fetch_sub(1, Ordering::SeqCst);
+                handle_connection(&b, t, tcp, peer);
+                a.fetch_sub(1, Ordering::SeqCst);
             });
         if spawned.is_err() {
-            // Thread creation failed: the closure (and its counter decrement) was dropped with it.
+            // No thread: the connection was dropped (closed) with the closure.
+            active.fetch_sub(1, Ordering::SeqCst);
         }
     }
 }

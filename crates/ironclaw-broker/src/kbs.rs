@@ -173,9 +173,7 @@ impl Broker {
                     claims: Box::new(claims),
                     tee_pubkey,
                 };
-                let mut resp = ApiResponse::json(&json!({ "token": token }));
-                resp.set_cookie = None;
-                Ok(resp)
+                Ok(ApiResponse::json(&json!({ "token": token })))
             }
             Err(e) => {
                 s.state = SessionState::Failed;

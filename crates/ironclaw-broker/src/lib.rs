@@ -88,6 +88,14 @@ pub enum BrokerError {
         /// What is wrong.
         reason: String,
     },
+    /// The admin socket of a running broker.
+    #[error("admin socket {path}: {reason}")]
+    Admin {
+        /// Socket path.
+        path: String,
+        /// What failed.
+        reason: String,
+    },
     /// Audit log.
     #[error("{path}: {source}")]
     Audit {
