@@ -29,6 +29,9 @@ pub struct EnclaveServices {
     state_dir: Option<std::path::PathBuf>,
     /// Why the last call was refused (for the host's error output and tests).
     pub last_error: Option<String>,
+    /// Host-side duration of every call, in order (`attest`, `seal_key`,
+    /// `kbs POST /kbs/v0/auth`, ...): the attestation benchmark's breakdown.
+    pub timings: Vec<(String, std::time::Duration)>,
 }
 
 impl std::fmt::Debug for EnclaveServices {
@@ -80,6 +83,7 @@ impl EnclaveServices {
             broker: None,
             state_dir: None,
             last_error: None,
+            timings: Vec::new(),
         }
     }
 
@@ -227,7 +231,24 @@ impl IronClawCalls for EnclaveServices {
             );
         }
         match EnclaveCall::parse(number, args, payload) {
-            Ok(c) => self.answer(c),
+            Ok(c) => {
+                let label = match &c {
+                    EnclaveCall::Attest { .. } => "attest".to_string(),
+                    EnclaveCall::SealKey { .. } => "seal_key".to_string(),
+                    EnclaveCall::KbsHttp { method, path, .. } => {
+                        let p = if path.starts_with("/kbs/v0/resource/") {
+                            "/kbs/v0/resource"
+                        } else {
+                            path
+                        };
+                        format!("kbs {} {p}", method.as_str())
+                    }
+                };
+                let start = std::time::Instant::now();
+                let r = self.answer(c);
+                self.timings.push((label, start.elapsed()));
+                r
+            }
             Err(EnclaveCallError::UnknownCall(n)) => self.refuse(
                 status::UNKNOWN_CALL,
                 format!("unknown IronClaw call {n:#x}"),
