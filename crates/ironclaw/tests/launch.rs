@@ -342,3 +342,20 @@ fn bad_configuration_is_refused_before_any_vm_exists() {
         assert_eq!(e.exit_code(), exit_code::INTERNAL);
     }
 }
+
+#[test]
+fn a_timeout_shorter_than_vm_creation_still_stops_the_run() {
+    if !kvm("a_timeout_shorter_than_vm_creation_still_stops_the_run") {
+        return;
+    }
+    // 1 ms is usually spent before the vCPU first runs: the watchdog must fire at once
+    // rather than be armed with zero (which would disarm it and hang on the loop).
+    let config = LaunchConfig {
+        timeout: Duration::from_millis(1),
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let e = failing("infinite-loop.wasm", &config);
+    assert!(matches!(e, LaunchError::Timeout { .. }), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}

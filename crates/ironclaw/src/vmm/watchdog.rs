@@ -60,6 +60,9 @@ pub struct Watchdog {
 impl Watchdog {
     /// Arms a timer that signals the calling thread after `limit`.
     pub fn arm(limit: Duration) -> Result<Self, WatchdogError> {
+        // A zero it_value would disarm the timer: a deadline already reached (a 1 ms timeout
+        // spent creating the VM) must still fire, at once.
+        let limit = limit.max(Duration::from_micros(1));
         install_handler()?;
         let deadline = Instant::now() + limit;
         // SAFETY: zeroed sigevent is valid; we fill in the documented fields for
