@@ -26,7 +26,7 @@ cleanup() {
   for rt in "$NANOCLAW" "$RUNC" "$CRUN"; do
     "$rt" --root "$WORK/root-$(basename "$rt")" delete --force upd >/dev/null 2>&1 || true
   done
-  if [ "$HUGETLB_MOUNTED" = 1 ]; then umount /sys/fs/cgroup/hugetlb && rmdir /sys/fs/cgroup/hugetlb || true; fi
+  if [ "$HUGETLB_MOUNTED" = 1 ]; then umount /sys/fs/cgroup/hugetlb || true; fi
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -45,7 +45,7 @@ cp -a "$WORK/bundle" "$WORK/bundle-sleep"
 jq '.process.args = ["/bin/sleep", "100000"]' "$WORK/bundle/config.json" > "$WORK/bundle-sleep/config.json"
 
 crun_layout() { # crun needs hugetlb on v1 on this host
-  if [ ! -d /sys/fs/cgroup/hugetlb ]; then
+  if ! mountpoint -q /sys/fs/cgroup/hugetlb; then
     # A controller still enabled on cgroup2 cannot be mounted on v1 (best effort; it is only
     # enabled there while some container has a hugetlb limit).
     echo -hugetlb > /sys/fs/cgroup/unified/cgroup.subtree_control 2>/dev/null || true
