@@ -1,0 +1,31 @@
+//! nanoclaw lifecycle inputs that come from the caller rather than config.json: an `exec
+//! --process` file (then merged into a config process as `exec` does), `kill` signal names,
+//! `--log-format` / `--format` values and the records nanoclaw keeps in its state dir. Any bytes
+//! must give a value or an error naming the field, never a panic.
+#![no_main]
+
+use std::path::Path;
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(p) = nanoclaw::exec::parse_process_json(Path::new("process.json"), data) {
+        let req = nanoclaw::exec::ExecRequest {
+            args: vec!["sh".into()],
+            env: p.env().clone().unwrap_or_default(),
+            cwd: Some(p.cwd().clone()),
+            ..Default::default()
+        };
+        let _ = nanoclaw::exec::build_process(&req, Some(&p));
+    }
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = nanoclaw::signal::parse_signal(text);
+        let _ = nanoclaw::exec::parse_user(text);
+        let _ = text.parse::<nanoclaw::logging::LogFormat>();
+        let _ = text.parse::<nanoclaw::list::OutputFormat>();
+        let _ = nanoclaw::list::filter_ps_table(text, &[1, 2, 3]);
+    }
+    let _ = serde_json::from_slice::<nanoclaw::state::State>(data);
+    let _ = serde_json::from_slice::<oci_spec::runtime::Hooks>(data)
+        .map(|h| nanoclaw::hooks::validate(&h));
+});
