@@ -221,7 +221,9 @@ pub fn remove(state_dir: &Path) -> Result<(), CgroupStepError> {
         return Ok(());
     };
     // A frozen cgroup cannot die: thaw first (a paused container being deleted with --force).
-    let _ = mgr.thaw();
+    if mgr.freezer_state().ok() == Some(nanoclaw_cgroups::FreezerState::Frozen) {
+        let _ = mgr.thaw();
+    }
     mgr.kill_all()?;
     mgr.destroy()?;
     let _ = std::fs::remove_file(record_path(state_dir));
