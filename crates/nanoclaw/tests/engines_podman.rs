@@ -65,7 +65,8 @@ fn interactive_tty(runtime: &Path) {
     assert!(screen.contains("/dev/pts/"), "{screen}");
 }
 
-/// `run -d`, then `exec` (plain and with a terminal) into the running container, `stop`
+/// `run -d`, then `exec` (plain and with a terminal) into the running container, `pause` and
+/// `unpause`, `stop`
 /// (SIGTERM, then SIGKILL for a PID 1 that ignores it) and `rm`: afterwards the runtime has
 /// no trace of the container.
 fn detached_exec_stop_rm(runtime: &Path) {
@@ -113,6 +114,11 @@ fn detached_exec_stop_rm(runtime: &Path) {
             .trim()
             .to_string()
     };
+    assert_eq!(status(&c.name), "running");
+    // pause/unpause go through the runtime's freezer.
+    run_ok(podman(runtime).args(["pause", &c.name]));
+    assert_eq!(status(&c.name), "paused");
+    run_ok(podman(runtime).args(["unpause", &c.name]));
     assert_eq!(status(&c.name), "running");
     run_ok(podman(runtime).args(["stop", "--time", "1", &c.name]));
     assert_eq!(status(&c.name), "exited");
