@@ -224,13 +224,24 @@ impl Relay {
         let mut from_pty = std::fs::File::from(master);
         // stdin → pty: never joined (a read on our stdin cannot be interrupted); it ends with the
         // process.
-        std::thread::spawn(move || {
-            let _ = std::io::copy(&mut std::io::stdin().lock(), &mut to_pty);
-        });
+        let spawn_err = |e: std::io::Error| {
+            ConsoleError::Receive(nix::Error::from_raw(
+                e.raw_os_error().unwrap_or(libc::EAGAIN),
+            ))
+        };
+        std::thread::Builder::new()
+            .name("pty-in".into())
+            .spawn(move || {
+                let _ = std::io::copy(&mut std::io::stdin().lock(), &mut to_pty);
+            })
+            .map_err(spawn_err)?;
         // pty → stdout: ends with EIO once the container's last holder of the slave is gone.
-        let output = std::thread::spawn(move || {
-            let _ = std::io::copy(&mut from_pty, &mut std::io::stdout().lock());
-        });
+        let output = std::thread::Builder::new()
+            .name("pty-out".into())
+            .spawn(move || {
+                let _ = std::io::copy(&mut from_pty, &mut std::io::stdout().lock());
+            })
+            .map_err(spawn_err)?;
         Ok(Self {
             saved,
             output: Some(output),

@@ -352,7 +352,7 @@ pub struct Prepared {
 
 /// `exec`: validates the request against the container, then runs the process in it.
 pub fn exec(root: &Path, id: &str, req: &ExecRequest) -> Result<ExecOutcome, ExecError> {
-    let (namespaces, join, prepared) = {
+    let (namespaces, join, relay, prepared) = {
         // The lock is held while the container is checked and the process planned, and released
         // before the process runs: a long foreground exec must not block `kill` or `delete`.
         let dir =
@@ -382,7 +382,17 @@ pub fn exec(root: &Path, id: &str, req: &ExecRequest) -> Result<ExecOutcome, Exe
             let clamp = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
             (clamp(b.height()), clamp(b.width()))
         });
+        // In the foreground without a socket, the runtime relays the pty itself (as runc does).
+        let mut relay = None;
         let console = match (terminal, &req.console_socket) {
+            (true, None) if !req.detach => {
+                let (ours, theirs) = UnixStream::pair().map_err(|source| ExecError::Sys {
+                    what: "socketpair for the terminal relay",
+                    source: nix::Error::from_raw(source.raw_os_error().unwrap_or(libc::EIO)),
+                })?;
+                relay = Some(ours);
+                Some((theirs, size))
+            }
             (true, None) => return Err(ExecError::TtyNeedsSocket),
             (false, Some(_)) => return Err(ExecError::SocketWithoutTty),
             (true, Some(path)) => Some((console::connect(path)?, size)),
@@ -408,6 +418,7 @@ pub fn exec(root: &Path, id: &str, req: &ExecRequest) -> Result<ExecOutcome, Exe
         (
             namespaces,
             join,
+            relay,
             Prepared {
                 plan: plan.process,
                 spec: plan.spec,
@@ -422,6 +433,7 @@ pub fn exec(root: &Path, id: &str, req: &ExecRequest) -> Result<ExecOutcome, Exe
     exec_in(
         namespaces,
         prepared,
+        relay,
         req.detach,
         req.pid_file.as_deref(),
         &*join,
@@ -454,6 +466,7 @@ pub fn plan_process(
 pub fn exec_in(
     namespaces: Namespaces,
     prepared: Prepared,
+    relay: Option<UnixStream>,
     detach: bool,
     pid_file: Option<&Path>,
     join_cgroup: &dyn Fn(i32) -> Result<(), String>,
@@ -462,6 +475,17 @@ pub fn exec_in(
         pid: pid_ns,
         others: joins,
     } = namespaces;
+    // Our own pid namespace, to return to after the fork: while pid_for_children differs from
+    // our own, the kernel refuses to create threads (the terminal relay needs two).
+    let own_pid_ns = match &pid_ns {
+        Some(_) => Some(std::fs::File::open("/proc/self/ns/pid").map_err(|source| {
+            ExecError::Namespace {
+                path: PathBuf::from("/proc/self/ns/pid"),
+                source,
+            }
+        })?),
+        None => None,
+    };
     if let Some(fd) = &pid_ns {
         nix::sched::setns(fd.as_fd(), CloneFlags::CLONE_NEWPID).map_err(sys("setns(pid)"))?;
     }
@@ -473,6 +497,7 @@ pub fn exec_in(
     match unsafe { nix::unistd::fork() }.map_err(sys("fork"))? {
         ForkResult::Child => {
             drop(go_w);
+            drop(relay);
             drop(err_r);
             let code = match child(go_r, &joins, prepared) {
                 Ok(never) => match never {},
@@ -494,6 +519,10 @@ pub fn exec_in(
             drop(go_r);
             drop(err_w);
             drop(prepared);
+            if let Some(own) = &own_pid_ns {
+                nix::sched::setns(own.as_fd(), CloneFlags::CLONE_NEWPID)
+                    .map_err(sys("setns(pid) back to the runtime's"))?;
+            }
             let started = parent_start(pid, go_w, err_r, join_cgroup);
             if let Err(e) = started {
                 let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
@@ -506,6 +535,19 @@ pub fn exec_in(
             if detach {
                 return Ok(ExecOutcome::Detached { pid: pid.as_raw() });
             }
+            let _relay = match relay {
+                Some(sock) => {
+                    match console::receive_master(&sock).and_then(console::Relay::start) {
+                        Ok(r) => Some(r),
+                        Err(e) => {
+                            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+                            let _ = waitpid(pid, None);
+                            return Err(e.into());
+                        }
+                    }
+                }
+                None => None,
+            };
             Ok(ExecOutcome::Exited {
                 code: wait_forwarding_signals(pid)?,
             })

@@ -724,3 +724,39 @@ fn foreground_run_with_a_terminal_relays_it_like_runc() {
         );
     }
 }
+
+/// `exec -t` in the foreground without --console-socket: the same relay, for an exec'd process.
+#[test]
+fn foreground_exec_with_a_terminal_relays_it_like_runc() {
+    if !require_root("foreground_exec_with_a_terminal_relays_it_like_runc")
+        || !claw_testsupport::require_tool(
+            "foreground_exec_with_a_terminal_relays_it_like_runc",
+            "script",
+        )
+    {
+        return;
+    }
+    let f = Fixture::new(&["sleep", "100"]);
+    let b = f.bundle.path().to_string_lossy().into_owned();
+    for rt in [runc(), nanoclaw()] {
+        let name = rt.file_name().unwrap().to_string_lossy().into_owned();
+        let id = unique_name("exectty");
+        let started = f.run(&rt, &["run", "--detach", "--bundle", &b, &id]);
+        assert!(
+            started.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&started.stderr)
+        );
+        let cmdline = format!(
+            "stty cols 100 rows 30; {} --root {} exec -t {id} sh",
+            rt.display(),
+            f.root.path().join(&name).display(),
+        );
+        let (code, screen) =
+            claw_testsupport::engines::run_in_pty(&cmdline, "tty; stty size; exit 6\n");
+        assert_eq!(code, Some(6), "{name}: {screen}");
+        assert!(screen.contains("/dev/pts/"), "{name}: {screen}");
+        assert!(screen.contains("30 100"), "{name}: {screen}");
+        assert!(f.run(&rt, &["delete", "--force", &id]).status.success());
+    }
+}
