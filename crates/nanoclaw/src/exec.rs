@@ -71,7 +71,7 @@ pub enum ExecError {
     BadCwd(PathBuf),
     #[error("container {id:?} is {status}: cannot exec in a {status} container")]
     NotRunning { id: String, status: &'static str },
-    #[error("--tty without --console-socket: a terminal can only be handed over a console socket")]
+    #[error("--tty --detach without --console-socket: the pty master of a detached process needs a console socket")]
     TtyNeedsSocket,
     #[error("--console-socket given but the process has no terminal (process.terminal / --tty)")]
     SocketWithoutTty,
