@@ -145,7 +145,10 @@ fn ctr_failure_message(runtime: &Path) {
 }
 
 fn runc() -> PathBuf {
-    which("runc").expect("runc is installed by scripts/install-deps")
+    // Debian installs runc in /usr/sbin, which a CI PATH may lack.
+    which("runc")
+        .or_else(|| Some(PathBuf::from("/usr/sbin/runc")).filter(|p| p.is_file()))
+        .expect("runc is installed by scripts/install-deps")
 }
 
 mod runc {

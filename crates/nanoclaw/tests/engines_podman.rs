@@ -132,7 +132,10 @@ fn detached_exec_stop_rm(runtime: &Path) {
 }
 
 fn runc() -> PathBuf {
-    which("runc").expect("runc is installed by scripts/install-deps")
+    // Debian installs runc in /usr/sbin, which a CI PATH may lack.
+    which("runc")
+        .or_else(|| Some(PathBuf::from("/usr/sbin/runc")).filter(|p| p.is_file()))
+        .expect("runc is installed by scripts/install-deps")
 }
 
 mod runc {

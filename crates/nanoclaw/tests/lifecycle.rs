@@ -140,7 +140,10 @@ fn nanoclaw() -> PathBuf {
 }
 
 fn runc() -> PathBuf {
-    which("runc").expect("runc is installed by scripts/install-deps")
+    // Debian installs runc in /usr/sbin, which a CI PATH may lack.
+    which("runc")
+        .or_else(|| Some(PathBuf::from("/usr/sbin/runc")).filter(|p| p.is_file()))
+        .expect("runc is installed by scripts/install-deps")
 }
 
 /// One step of the comparison: what runc's and nanoclaw's behaviour must agree on.
