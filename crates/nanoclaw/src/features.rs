@@ -17,8 +17,9 @@ use crate::hooks::HookKind;
 pub const OCI_VERSION_MIN: &str = "1.0.0";
 pub const OCI_VERSION_MAX: &str = "1.2.1";
 
-/// Mount options (mount(8) names) understood for `mounts[].options`, besides filesystem-specific
-/// `data` options passed through to mount(2).
+/// Mount options (mount(8) names) that `spec.rs` maps to mount flags or propagation for
+/// `mounts[].options`; anything else is passed to mount(2) as filesystem data (`mode=755`).
+/// `remount` is refused in a container mount, so it is not listed.
 pub const MOUNT_OPTIONS: &[&str] = &[
     "async",
     "atime",
@@ -28,7 +29,6 @@ pub const MOUNT_OPTIONS: &[&str] = &[
     "diratime",
     "dirsync",
     "exec",
-    "iversion",
     "lazytime",
     "loud",
     "mand",
@@ -36,17 +36,14 @@ pub const MOUNT_OPTIONS: &[&str] = &[
     "nodev",
     "nodiratime",
     "noexec",
-    "noiversion",
     "nolazytime",
     "nomand",
     "norelatime",
     "nostrictatime",
     "nosuid",
-    "nosymfollow",
     "private",
     "rbind",
     "relatime",
-    "remount",
     "ro",
     "rprivate",
     "rshared",
@@ -58,7 +55,6 @@ pub const MOUNT_OPTIONS: &[&str] = &[
     "slave",
     "strictatime",
     "suid",
-    "symfollow",
     "sync",
     "unbindable",
 ];
