@@ -313,3 +313,28 @@ pub fn build_busybox_oci_tar(work: &Path) -> std::io::Result<PathBuf> {
     }
     Ok(tar)
 }
+
+/// Cgroup directories (any hierarchy under /sys/fs/cgroup, up to 4 levels deep) whose name
+/// contains `needle`: what a deleted container must not leave behind.
+pub fn cgroup_dirs_named(needle: &str) -> Vec<PathBuf> {
+    fn walk(dir: &Path, needle: &str, depth: u32, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let p = e.path();
+            if e.file_name().to_string_lossy().contains(needle) {
+                out.push(p.clone());
+            }
+            if depth > 0 {
+                walk(&p, needle, depth - 1, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(Path::new("/sys/fs/cgroup"), needle, 4, &mut out);
+    out
+}

@@ -7,7 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use claw_testsupport::engines::{podman, run, run_in_pty, run_ok, PodmanContainer, PODMAN_ULIMITS};
+use claw_testsupport::engines::{
+    cgroup_dirs_named, podman, run, run_in_pty, run_ok, PodmanContainer, PODMAN_ULIMITS,
+};
 use claw_testsupport::{require_root, require_tool, which, BusyboxRootfs};
 
 fn ready(test: &str) -> bool {
@@ -129,6 +131,8 @@ fn detached_exec_stop_rm(runtime: &Path) {
         !listed.lines().any(|l| l == id),
         "{id} still listed by the runtime:\n{listed}"
     );
+    let left = cgroup_dirs_named(&id);
+    assert!(left.is_empty(), "cgroups left after podman rm: {left:?}");
 }
 
 fn runc() -> PathBuf {

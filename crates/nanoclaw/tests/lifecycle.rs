@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use claw_testsupport::engines::{unique_name, wait_until};
+use claw_testsupport::engines::{cgroup_dirs_named, unique_name, wait_until};
 use claw_testsupport::{require_root, which, BusyboxRootfs};
 use serde_json::{json, Value};
 
@@ -577,30 +577,6 @@ fn processes_rooted_at(rootfs: &Path) -> Vec<i32> {
         .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
         .filter(|pid| std::fs::read_link(format!("/proc/{pid}/root")).is_ok_and(|r| r == canon))
         .collect()
-}
-
-/// Cgroup directories (any hierarchy, any depth up to 4) whose name contains `id`.
-fn cgroup_dirs_named(id: &str) -> Vec<PathBuf> {
-    fn walk(dir: &Path, id: &str, depth: u32, out: &mut Vec<PathBuf>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            if !e.file_type().is_ok_and(|t| t.is_dir()) {
-                continue;
-            }
-            if e.file_name().to_string_lossy().contains(id) {
-                out.push(p.clone());
-            }
-            if depth > 0 {
-                walk(&p, id, depth - 1, out);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(Path::new("/sys/fs/cgroup"), id, 4, &mut out);
-    out
 }
 
 #[test]
