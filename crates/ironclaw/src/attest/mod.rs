@@ -20,7 +20,11 @@ pub use untrusted_enclave_call::{EnclaveCall, EnclaveCallError, HttpMethod};
 
 /// The services one launch offers its enclave.
 pub struct EnclaveServices {
-    measurement: [u8; 48],
+    /// The module and configuration as launched; the measurement is computed from
+    /// them on the first call that needs it (most runs make no IronClaw call).
+    module: Vec<u8>,
+    config: LaunchConfig,
+    measurement: Option<[u8; 48]>,
     debug: bool,
     launch_config: BTreeMap<String, LaunchValue>,
     platform: Option<PlatformKey>,
@@ -37,7 +41,7 @@ pub struct EnclaveServices {
 impl std::fmt::Debug for EnclaveServices {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EnclaveServices")
-            .field("measurement", &hex_str(&self.measurement))
+            .field("measurement", &self.measurement.map(|m| hex_str(&m)))
             .finish()
     }
 }
@@ -73,9 +77,10 @@ impl EnclaveServices {
     /// Services for `module` launched with `config`: the measurement is computed
     /// here, by the host, over exactly what it loads.
     pub fn new(module: &[u8], config: &LaunchConfig) -> Self {
-        let LaunchMeasurement(measurement) = LaunchMeasurement::of_launch(module, config);
         EnclaveServices {
-            measurement,
+            module: module.to_vec(),
+            config: config.clone(),
+            measurement: None,
             debug: config.debug,
             launch_config: launch_config_claims(config),
             platform: None,
@@ -97,6 +102,16 @@ impl EnclaveServices {
     pub fn with_sealing_root(mut self, root: SealingRoot) -> Self {
         self.sealing = Some(root);
         self
+    }
+
+    /// The launch measurement, computed by the host over exactly what it loads.
+    fn measurement(&mut self) -> [u8; 48] {
+        if let Some(m) = self.measurement {
+            return m;
+        }
+        let LaunchMeasurement(m) = LaunchMeasurement::of_launch(&self.module, &self.config);
+        self.measurement = Some(m);
+        m
     }
 
     /// Enables attestation and sealing with the keys in `dir` (the platform key and
@@ -139,6 +154,7 @@ impl EnclaveServices {
                 if let Err(e) = self.load_keys(true) {
                     return self.refuse(status::UNAVAILABLE, format!("attest: {e}"));
                 }
+                let measurement = self.measurement();
                 let Some(key) = &self.platform else {
                     return self.refuse(
                         status::UNAVAILABLE,
@@ -146,7 +162,7 @@ impl EnclaveServices {
                     );
                 };
                 let claims = KvmClaims {
-                    measurement: self.measurement,
+                    measurement,
                     report_data,
                     debug: self.debug,
                     launch_config: self.launch_config.clone(),
@@ -167,13 +183,14 @@ impl EnclaveServices {
                 if let Err(e) = self.load_keys(false) {
                     return self.refuse(status::UNAVAILABLE, format!("seal: {e}"));
                 }
+                let measurement = self.measurement();
                 let Some(root) = &self.sealing else {
                     return self.refuse(
                         status::UNAVAILABLE,
                         "seal: no sealing root on this host".into(),
                     );
                 };
-                match root.derive(&self.measurement, key_version, field_select) {
+                match root.derive(&measurement, key_version, field_select) {
                     Ok(k) => ExtensionResponse {
                         status: status::OK,
                         values: [0; 2],
