@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsFd;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
@@ -125,6 +125,22 @@ impl StateDir {
             .mode(0o711)
             .create(root)
             .map_err(|e| io(root, e))?;
+        // The default rootless --root may be under a shared /tmp: refuse a root directory
+        // someone else owns (or a symlink to one) instead of writing state into it.
+        let meta = std::fs::symlink_metadata(root).map_err(|e| io(root, e))?;
+        let euid = nix::unistd::geteuid().as_raw();
+        if !meta.is_dir() || (meta.uid() != euid && meta.uid() != 0) {
+            return Err(io(
+                root,
+                std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    format!(
+                        "--root is not a directory owned by uid {euid} (owner {})",
+                        meta.uid()
+                    ),
+                ),
+            ));
+        }
         let dir = root.join(id);
         match std::fs::DirBuilder::new().mode(0o711).create(&dir) {
             Ok(()) => {}
