@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use claw_testsupport::engines::{run, run_ok, unique_name, wait_until, Containerd};
+use claw_testsupport::engines::{run, run_in_pty, run_ok, unique_name, wait_until, Containerd};
 use claw_testsupport::{require_root, require_tool, which};
 
 const IMAGE: &str = "claw.test/busybox:latest";
@@ -20,6 +20,7 @@ fn ready(test: &str) -> bool {
         && require_tool(test, "containerd")
         && require_tool(test, "ctr")
         && require_tool(test, "umoci")
+        && require_tool(test, "script")
 }
 
 fn task_status(ctd: &Containerd, id: &str) -> Option<String> {
@@ -63,6 +64,19 @@ fn ctr_lifecycle(runtime: &Path) {
     );
     assert!(stdout.contains("hi-pid=1"), "{stdout}");
 
+    // A terminal for the task itself (create --console-socket).
+    let tty_id = unique_name("tty");
+    let (code, screen) = run_in_pty(
+        &format!(
+            "ctr --address {} --namespace {} run -t --rm --runc-binary {rt} {IMAGE} {tty_id} sh",
+            ctd.socket().display(),
+            ctd.namespace
+        ),
+        "tty; exit 3\n",
+    );
+    assert_eq!(code, Some(3), "{screen}");
+    assert!(screen.contains("/dev/pts/"), "{screen}");
+
     // A long-running task: exec into it, ps, pause/resume, kill, delete.
     let id = unique_name("long");
     run_ok(ctd.ctr().args([
@@ -87,6 +101,19 @@ fn ctr_lifecycle(runtime: &Path) {
     let ps = run_ok(ctd.ctr().args(["task", "ps", &id]));
     assert!(ps.lines().count() >= 2, "ctr task ps shows the init: {ps}");
 
+    // A terminal for an exec'd process: the shim passes --tty --console-socket.
+    let ctr_prefix = format!(
+        "ctr --address {} --namespace {}",
+        ctd.socket().display(),
+        ctd.namespace
+    );
+    let (code, screen) = run_in_pty(
+        &format!("{ctr_prefix} task exec -t --exec-id e3 {id} sh"),
+        "tty; exit 4\n",
+    );
+    assert_eq!(code, Some(4), "{screen}");
+    assert!(screen.contains("/dev/pts/"), "{screen}");
+
     run_ok(ctd.ctr().args(["task", "pause", &id]));
     assert_eq!(task_status(&ctd, &id).as_deref(), Some("PAUSED"));
     run_ok(ctd.ctr().args(["task", "resume", &id]));
@@ -104,7 +131,7 @@ fn ctr_lifecycle(runtime: &Path) {
 
     // Nothing left in the runtime's state directory for either container.
     let root = ctd.runtime_root();
-    for c in [&oneshot, &id] {
+    for c in [&oneshot, &tty_id, &id] {
         assert!(
             !root.join(c).exists(),
             "{} left behind",
