@@ -1,0 +1,125 @@
+//! `ironclaw platform-key` and `ironclaw broker ...` as a user runs them.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Output, Stdio};
+
+fn ironclaw(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ironclaw"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn platform_key_is_made_once_0600_and_printed_as_jwk_or_pem() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let a = ironclaw(&["platform-key", "--state-dir", d]);
+    assert!(a.status.success());
+    let jwk: serde_json::Value = serde_json::from_slice(&a.stdout).unwrap();
+    assert_eq!(
+        (jwk["kty"].as_str(), jwk["crv"].as_str()),
+        (Some("EC"), Some("P-384"))
+    );
+    let b = ironclaw(&["platform-key", "--state-dir", d]);
+    assert_eq!(a.stdout, b.stdout, "the key persists");
+    let mode = std::fs::metadata(dir.path().join("platform-key.pem"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let pem = ironclaw(&["platform-key", "--state-dir", d, "--format", "pem"]);
+    assert!(String::from_utf8_lossy(&pem.stdout).starts_with("-----BEGIN PUBLIC KEY-----"));
+}
+
+#[test]
+fn secrets_and_policy_with_and_without_a_running_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("broker");
+    let s = state.to_str().unwrap();
+    // No broker running: the store is opened directly.
+    assert!(ironclaw(&[
+        "broker",
+        "secret",
+        "put",
+        "--state",
+        s,
+        "default/key/a",
+        "--value",
+        "x"
+    ])
+    .status
+    .success());
+    let bad = ironclaw(&[
+        "broker", "secret", "put", "--state", s, "../key/a", "--value", "x",
+    ]);
+    assert_eq!(bad.status.code(), Some(1));
+    let policy = dir.path().join("policy.json");
+    std::fs::write(
+        &policy,
+        r#"{"rules":[{"resources":["a/b/c"],"tee":["vmware"]}]}"#,
+    )
+    .unwrap();
+    let out = ironclaw(&[
+        "broker",
+        "policy",
+        "set",
+        "--state",
+        s,
+        policy.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("rules[0].tee"));
+
+    // A running broker: the same commands go through its admin socket.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ironclaw"))
+        .args(["broker", "serve", "--listen", "127.0.0.1:0", "--state", s])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(
+        line.contains("serving the KBS API on https://127.0.0.1:"),
+        "{line}"
+    );
+    std::fs::write(&policy, r#"{"allow_sample":true,"rules":[{"resources":["a/b/*"],"tee":["sample"],"measurements":["*"]}]}"#)
+        .unwrap();
+    let set = ironclaw(&[
+        "broker",
+        "policy",
+        "set",
+        "--state",
+        s,
+        policy.to_str().unwrap(),
+    ]);
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    assert!(
+        ironclaw(&["broker", "secret", "put", "--state", s, "a/b/c", "--value", "y"])
+            .status
+            .success()
+    );
+    let list = ironclaw(&["broker", "secret", "list", "--state", s]);
+    assert_eq!(
+        String::from_utf8_lossy(&list.stdout),
+        "a/b/c\ndefault/key/a\n"
+    );
+    let show = ironclaw(&["broker", "policy", "show", "--state", s]);
+    assert!(String::from_utf8_lossy(&show.stdout).contains("\"allow_sample\": true"));
+    assert!(
+        ironclaw(&["broker", "secret", "delete", "--state", s, "a/b/c"])
+            .status
+            .success()
+    );
+    let again = ironclaw(&["broker", "secret", "delete", "--state", s, "a/b/c"]);
+    assert_eq!(again.status.code(), Some(1));
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
