@@ -27,15 +27,24 @@ mod tempdir {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&sel, rest)) = data.split_first() else { return };
+    let Some((&sel, rest)) = data.split_first() else {
+        return;
+    };
     let (path, body) = match sel % 4 {
         0 => ("/kbs/v0/auth".to_string(), rest.to_vec()),
         1 => ("/kbs/v0/attest".to_string(), rest.to_vec()),
-        2 => (format!("/kbs/v0/resource/{}", String::from_utf8_lossy(rest)), Vec::new()),
+        2 => (
+            format!("/kbs/v0/resource/{}", String::from_utf8_lossy(rest)),
+            Vec::new(),
+        ),
         _ => (String::from_utf8_lossy(rest).into_owned(), Vec::new()),
     };
     let req = ApiRequest {
-        method: if sel % 4 == 2 { "GET".into() } else { "POST".into() },
+        method: if sel % 4 == 2 {
+            "GET".into()
+        } else {
+            "POST".into()
+        },
         path,
         session: (sel & 0x80 != 0).then(|| "AAAA".to_string()),
         body,

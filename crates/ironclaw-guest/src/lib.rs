@@ -83,7 +83,9 @@ const MAX_OUT: usize = 1 << 20;
 
 #[allow(unused_variables)]
 fn invoke(f: Option<RawCall>, input: &[u8]) -> Result<Vec<u8>, Error> {
-    let Some(f) = f else { return Err(Error::Unavailable) };
+    let Some(f) = f else {
+        return Err(Error::Unavailable);
+    };
     let len = i32::try_from(input.len()).map_err(|_| Error::Invalid)?;
     let mut cap = 4096usize;
     loop {

@@ -31,7 +31,10 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
     if s.len() % 2 != 0 {
         return None;
     }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 fn fail(what: &str, e: ironclaw_guest::Error) -> ! {
@@ -53,7 +56,8 @@ fn main() {
                 std::process::exit(2);
             };
             let key = ironclaw_guest::get_secret(path).unwrap_or_else(|e| fail("get_secret", e));
-            let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap_or_else(|_| std::process::exit(1));
+            let mut mac =
+                Hmac::<Sha256>::new_from_slice(&key).unwrap_or_else(|_| std::process::exit(1));
             mac.update(&stdin_bytes());
             let _ = writeln!(out, "{}", hex(&mac.finalize().into_bytes()));
         }
