@@ -274,7 +274,10 @@ fn cpu_quota_holds_a_busy_container_near_20_percent() {
     let share = (s["cpu"]["usage"]["total"].as_u64().unwrap() - u0) as f64
         / 1e9
         / t0.elapsed().as_secs_f64();
-    eprintln!("cpu quota 20%: busy container used {:.1}% of a core", share * 100.0);
+    eprintln!(
+        "cpu quota 20%: busy container used {:.1}% of a core",
+        share * 100.0
+    );
     assert!(
         (0.05..=0.25).contains(&share),
         "container used {:.1}% of a core",
