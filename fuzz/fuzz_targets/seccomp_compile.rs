@@ -29,13 +29,20 @@ fuzz_target!(|data: &[u8]| {
                 .syscalls()
                 .iter()
                 .flatten()
-                .map(|r| r.names().len().saturating_mul(r.args().as_ref().map_or(1, |a| a.len().max(1))))
+                .map(|r| {
+                    r.names()
+                        .len()
+                        .saturating_mul(r.args().as_ref().map_or(1, |a| a.len().max(1)))
+                })
                 .sum();
             assert!(filter.rule_count() <= names);
         }
         Err(e) => {
             let msg = e.to_string();
-            assert!(msg.starts_with("linux.seccomp"), "error without its field: {msg}");
+            assert!(
+                msg.starts_with("linux.seccomp"),
+                "error without its field: {msg}"
+            );
         }
     }
 });
