@@ -163,6 +163,11 @@ impl Vm {
         // first), and the slot does not overlap any other.
         unsafe { vm.set_user_memory_region(region) }
             .map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
+        // KVM on Intel wants a TSS address for its real-mode emulation (the KVM API document
+        // calls it required on Intel hosts); the guest never runs in real mode, so where the
+        // backend refuses it (AMD ignores it; PVM) that is not an error. Three pages just
+        // below 4 GiB, far above any guest RAM, as Firecracker places it.
+        let _ = vm.set_tss_address(0xFFFB_D000);
         let vcpu = vm.create_vcpu(0).map_err(kvm_err("KVM_CREATE_VCPU"))?;
         vcpu.set_cpuid2(&handle.cpuid)
             .map_err(kvm_err("KVM_SET_CPUID2"))?;
