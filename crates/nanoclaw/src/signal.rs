@@ -47,11 +47,9 @@ fn rt_offset(rest: &str, base: i32, dir: i32) -> Option<i32> {
     if rest.is_empty() {
         return Some(base);
     }
-    let (sign, digits) = rest.split_at(1);
-    let want = if dir > 0 { "+" } else { "-" };
-    if sign != want {
-        return None;
-    }
+    // strip_prefix, not split_at(1): the rest may start with a multi-byte character (found by
+    // the nanoclaw_lifecycle_inputs fuzz target).
+    let digits = rest.strip_prefix(if dir > 0 { '+' } else { '-' })?;
     let n: i32 = digits.parse().ok()?;
     let v = base.checked_add(dir.checked_mul(n)?)?;
     (libc::SIGRTMIN()..=libc::SIGRTMAX())
@@ -94,6 +92,11 @@ mod tests {
         assert_eq!(
             parse_signal("RTMIN-1"),
             Err(SignalError::UnknownName("RTMIN-1".into()))
+        );
+        // A multi-byte character right after the prefix.
+        assert_eq!(
+            parse_signal(" RTMIN\u{fe05}(2"),
+            Err(SignalError::UnknownName("RTMIN\u{fe05}(2".into()))
         );
     }
 }
