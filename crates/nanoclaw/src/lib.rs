@@ -54,7 +54,6 @@ pub mod features;
 pub mod hooks;
 pub mod init;
 pub mod list;
-pub mod log;
 pub mod logging;
 pub mod masked_paths;
 pub mod namespaces;
