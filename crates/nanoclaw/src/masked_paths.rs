@@ -124,8 +124,9 @@ pub fn apply(root: &Path, masked: &[String], readonly: &[String]) -> Result<(), 
                 path: path.clone(),
             });
         }
-        let locked = locked_flags(&top).map_err(|e| io("statfs", e))?;
         let t = fd_path(&top);
+        let locked = crate::rootfs::locked_flags(std::path::Path::new(&t))
+            .map_err(|e| io("statfs", e.into()))?;
         mount(
             None::<&str>,
             t.as_str(),
@@ -196,27 +197,6 @@ fn fd_path(fd: &OwnedFd) -> String {
 
 fn stat_fd(fd: &OwnedFd) -> std::io::Result<std::fs::Metadata> {
     std::fs::metadata(fd_path(fd))
-}
-
-/// The flags a remount must keep (the kernel refuses to clear them in a user namespace).
-fn locked_flags(fd: &OwnedFd) -> std::io::Result<MsFlags> {
-    let st = nix::sys::statvfs::fstatvfs(fd).map_err(std::io::Error::from)?;
-    use nix::sys::statvfs::FsFlags;
-    let f = st.flags();
-    let mut out = MsFlags::empty();
-    for (fs, ms) in [
-        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
-        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
-        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
-        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
-        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
-        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
-    ] {
-        if f.contains(fs) {
-            out |= ms;
-        }
-    }
-    Ok(out)
 }
 
 /// Opens the container's /dev/null without following a final symlink; `None` unless it is the

@@ -519,7 +519,8 @@ pub fn fd_path(fd: &OwnedFd) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
-fn locked_flags(path: &Path) -> Result<MsFlags, Errno> {
+/// The flags a remount must keep (the kernel refuses to clear them in a user namespace).
+pub(crate) fn locked_flags(path: &Path) -> Result<MsFlags, Errno> {
     use nix::sys::statvfs::{statvfs, FsFlags};
     let st = statvfs(path)?;
     let f = st.flags();
