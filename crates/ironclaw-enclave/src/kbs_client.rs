@@ -149,6 +149,62 @@ pub fn session_from_cookie_header(header: &str) -> Option<&str> {
     })
 }
 
+/// The `Max-Age` attribute of a `Set-Cookie` header value, in seconds: how long the
+/// broker says the session lives (RFC 6265 5.2.2). A zero or negative value means
+/// "already expired" and is returned as 0; a value that is not `-?DIGIT+` is ignored
+/// (`None`), as the RFC says; an absurdly large one saturates.
+pub fn max_age_from_set_cookie(header: &str) -> Option<u64> {
+    header.split(';').skip(1).map(str::trim).find_map(|av| {
+        let (k, v) = av.split_once('=')?;
+        if !k.trim().eq_ignore_ascii_case("Max-Age") {
+            return None;
+        }
+        let v = v.trim();
+        let (negative, digits) = match v.strip_prefix('-') {
+            Some(d) => (true, d),
+            None => (false, v),
+        };
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        if negative {
+            return Some(0);
+        }
+        Some(digits.bytes().fold(0u64, |acc, b| {
+            acc.saturating_mul(10).saturating_add(u64::from(b - b'0'))
+        }))
+    })
+}
+
+/// `ErrorInformation.type` names (the part after the last `:` or `/`) by which a
+/// broker says a session is gone: this broker's `SessionExpired` and
+/// `UnknownSession`, trustee's `ExpiredCookie` and `InvalidCookie`.
+pub const SESSION_GONE_ERRORS: &[&str] = &[
+    "SessionExpired",
+    "UnknownSession",
+    "ExpiredCookie",
+    "InvalidCookie",
+];
+
+impl KbsClientError {
+    /// True when the broker refused with HTTP 401 because it no longer knows the
+    /// session (expired or unknown): a new auth → attest may succeed. Any other
+    /// refusal (policy, evidence, missing resource) is final.
+    pub fn is_session_gone(&self) -> bool {
+        match self {
+            KbsClientError::Refused {
+                status: 401,
+                error_type,
+                ..
+            } => {
+                let name = error_type.rsplit([':', '/']).next().unwrap_or_default();
+                SESSION_GONE_ERRORS.contains(&name)
+            }
+            _ => false,
+        }
+    }
+}
+
 /// `/kbs/v0/resource/<repository>/<type>/<tag>`, each component checked
 /// (1..=128 bytes of `[A-Za-z0-9._-]`, not `.` or `..`).
 pub fn resource_path(repository: &str, kind: &str, tag: &str) -> Result<String, KbsClientError> {
