@@ -381,3 +381,25 @@ fn trailing_garbage_and_truncation_are_refused() {
         );
     }
 }
+
+#[test]
+fn quote_fmspc_reads_the_pck_certificates_platform() {
+    let Some(dir) = common::fixtures("quote_fmspc_reads_the_pck_certificates_platform") else {
+        return;
+    };
+    // FMSPCs as PROVENANCE.md lists them for each quote.
+    for (quote, fmspc) in [
+        ("tdx/dcap-qvl/tdx_quote.bin", "B0C06F000000"),
+        ("tdx/dcap-qvl/tdx_quote_outdated.bin", "90C06F000000"),
+        ("sgx/dcap-qvl/sgx_quote.bin", "00A067110000"),
+        ("tdx/trustee/tdx_quote_4.dat", "50806F000000"),
+        ("sgx/trustee/occlum_quote.dat", "00606A000000"),
+    ] {
+        let got = ironclaw_verifier::dcap::quote_fmspc(&common::read(&dir, quote))
+            .unwrap_or_else(|e| panic!("{quote}: {e}"));
+        assert_eq!(hex::encode_upper(got), fmspc, "{quote}");
+    }
+    // Not a quote: the structural error, not a panic.
+    let e = ironclaw_verifier::dcap::quote_fmspc(&[3, 0, 2, 0]).unwrap_err();
+    assert_eq!(e.kind(), "malformed", "{e}");
+}

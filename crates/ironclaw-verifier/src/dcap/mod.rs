@@ -198,6 +198,39 @@ pub fn verify(
     })
 }
 
+/// The FMSPC (platform family) of the quote's PCK certificate, read from the PCK
+/// chain the quote carries (certification data type 5). Nothing is verified here:
+/// this only tells a caller which TCB info / collateral applies; [`verify`] then
+/// checks the quote, the chain and that collateral.
+pub fn quote_fmspc(bytes: &[u8]) -> Result<[u8; 6], VerifyError> {
+    let (_, q, _) = quote::parse(bytes)?;
+    let auth = q.auth_data.into_v3();
+    if auth.certification_data.cert_type != CERT_TYPE_PCK_CHAIN {
+        return Err(VerifyError::MissingCert {
+            what: format!(
+                "PCK certificate (the quote's certification data is type {}, not the PCK chain)",
+                auth.certification_data.cert_type
+            ),
+        });
+    }
+    let certs = parse_bundle(
+        &auth.certification_data.body.data,
+        "quote PCK certificate chain",
+    )?;
+    let pck = certs
+        .iter()
+        .find(|c| c.subject_contains("Intel SGX PCK Certificate"))
+        .ok_or_else(|| VerifyError::MissingCert {
+            what: "PCK certificate in the quote's PCK chain".to_string(),
+        })?;
+    let ext =
+        dcap_qvl::intel::parse_pck_extension(pck.der()).map_err(|e| VerifyError::CertContent {
+            cert: pck.subject().to_string(),
+            reason: format!("Intel SGX extension: {e:#}"),
+        })?;
+    Ok(ext.fmspc)
+}
+
 fn map_qvl_error(e: anyhow::Error) -> VerifyError {
     let reason = format!("{e:#}");
     if reason.contains("No matching TCB level") {
