@@ -5,7 +5,8 @@
 //! init reports it is set up and blocked on the exec fifo. Every step registers what it made
 //! in an [`Unwind`] guard, so a failure at any point removes the init process, the state dir
 //! (and, with issue 5, the cgroup); mounts live only in the init's mount namespace and vanish
-//! with it.
+//! with it (a mount namespace joined by path keeps them: it outlives the container, as in
+//! runc).
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;

@@ -2,7 +2,8 @@
 //! workload. Each step is one call; the order is the security argument:
 //!
 //! 1. wait for the parent (uid/gid maps written, cgroup joined), then become non-dumpable
-//! 2. join namespaces given by path, become root of the user namespace
+//! 2. join namespaces given by path (a joined mount namespace is where step 4 runs), become
+//!    root of the user namespace
 //! 3. hostname/domainname
 //! 4. rootfs: mounts, devices, (masked/readonly paths), pivot_root, readonly root
 //! 5. process attributes: oomScoreAdj, rlimits, uid/gid switch (+capabilities), cwd, no_new_privs
@@ -128,8 +129,11 @@ fn setup_and_exec(ctx: &InitContext<'_>) -> Result<Never, InitError> {
     // Modes from the spec (devices, created directories) are applied exactly.
     let original_umask = nix::sys::stat::umask(Mode::empty());
 
-    // 2. Namespaces given by path (user and pid were entered before the clone).
+    // 2. Namespaces given by path (user and pid were entered before the clone). A joined
+    //    mount namespace is entered here, before the rootfs setup (step 4), which then runs
+    //    inside it; what that setup resolves by path must exist there.
     namespaces::join(ctx.joins)?;
+    namespaces::check_joined_mount(plan, ctx.joins)?;
     // A new cgroup namespace now, not at clone time: the parent has moved us into the
     // container's cgroup, so that cgroup becomes the namespace's root ("/" inside).
     if plan
@@ -143,6 +147,17 @@ fn setup_and_exec(ctx: &InitContext<'_>) -> Result<Never, InitError> {
     let in_userns = plan.namespaces.has_userns();
     if in_userns {
         process::become_ns_root()?;
+    }
+    // A user namespace joined by path may deny setgroups (one made by `unshare -r`, or by an
+    // unprivileged runtime): then only an empty additionalGids can be honoured.
+    let setgroups_denied = ctx.setgroups_denied
+        || (plan.namespaces.joins(nix::sched::CloneFlags::CLONE_NEWUSER)
+            && namespaces::setgroups_denied_here());
+    if setgroups_denied && !plan.process.additional_gids.is_empty() {
+        return Err(InitError::Sys {
+            what: "process.user.additionalGids: the joined user namespace denies setgroups",
+            source: nix::Error::EPERM,
+        });
     }
 
     // A fresh session keyring: the caller's keys are not the container's.
@@ -247,7 +262,7 @@ fn setup_and_exec(ctx: &InitContext<'_>) -> Result<Never, InitError> {
     let caps = crate::security::capability_plan(&plan.spec)?;
     caps.before_user_switch()
         .map_err(crate::security::SecurityError::from)?;
-    process::switch_user(&plan.process, ctx.setgroups_denied)?;
+    process::switch_user(&plan.process, setgroups_denied)?;
     caps.after_user_switch()
         .map_err(crate::security::SecurityError::from)?;
     nix::unistd::chdir(&plan.process.cwd).map_err(|source| {

@@ -6,10 +6,20 @@
 //! namespace only applies to children; namespaces created afterwards must be owned by the
 //! joined user namespace), so in that case a short-lived intermediate process joins them and
 //! clones the init with `CLONE_PARENT`, which keeps the runtime as the init's parent.
+//!
+//! A namespace file given by path is checked before anything is created ([`inspect_path`]:
+//! it must be on nsfs and `NS_GET_NSTYPE` must name the listed type) and again on the fd the
+//! parent opens ([`open_joins`]), so a path swapped in between is caught too. The init joins
+//! the remaining namespaces in runc's order (ipc, uts, net, pid, mount, cgroup, time; user and
+//! pid were entered before the clone): a joined mount namespace is entered after the others,
+//! then the rootfs is set up *inside it* (rslave, rootfs bind, mounts, pivot_root), as runc
+//! does. pivot_root there also moves the root of every other process of that namespace whose
+//! root was the namespace's root, and the container's mounts stay in the namespace after the
+//! container is gone: joining a mount namespace hands it to the container.
 
 use std::ffi::CString;
-use std::os::fd::{AsFd, OwnedFd};
-use std::path::PathBuf;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
 
 use nix::fcntl::{open, OFlag};
 use nix::sched::CloneFlags;
@@ -27,8 +37,26 @@ pub enum NamespaceError {
         path: PathBuf,
         source: nix::Error,
     },
+    #[error("{field}: {path}: {problem}")]
+    NotNamespace {
+        field: String,
+        path: PathBuf,
+        problem: NsFileError,
+    },
     #[error("{field}: setns: {source}")]
     Join { field: String, source: nix::Error },
+    #[error("{field}: setns into the mount namespace: {source} (joining a mount namespace needs CAP_SYS_ADMIN in the user namespace that owns it: a rootless container can only join one owned by the user namespace it joins)")]
+    JoinMountDenied { field: String, source: nix::Error },
+    #[error(
+        "root.path: {rootfs} is not a directory in the joined mount namespace ({field}): {source}"
+    )]
+    RootfsNotInJoinedMount {
+        field: String,
+        rootfs: PathBuf,
+        source: nix::Error,
+    },
+    #[error("{field}: the joined mount namespace has no procfs at /proc in which this process is visible (/proc/self/fd: {detail}); the rootfs is set up through /proc/self/fd")]
+    NoProcInJoinedMount { field: String, detail: String },
     #[error("clone3 of the container init (flags {flags:#x}): {source}")]
     Clone { flags: u64, source: nix::Error },
     #[error("intermediate process for joining user/pid namespaces failed: {0}")]
@@ -47,6 +75,90 @@ pub enum NamespaceError {
     },
 }
 
+/// Why a `linux.namespaces[].path` is not the namespace it is listed as.
+#[derive(Debug, thiserror::Error)]
+pub enum NsFileError {
+    #[error("{0}")]
+    Sys(nix::Error),
+    #[error("not a namespace file (filesystem magic {magic:#x}, nsfs expected)")]
+    NotNsfs { magic: u64 },
+    #[error("is a {found} namespace, not a {want} namespace")]
+    WrongType {
+        found: &'static str,
+        want: &'static str,
+    },
+}
+
+/// Identity of a namespace (device and inode of its nsfs file), as `readlink` shows the inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NsId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+/// The OCI `type` name of a namespace flag (for messages).
+pub fn type_name(flag: CloneFlags) -> &'static str {
+    match flag.bits() {
+        libc::CLONE_NEWNS => "mount",
+        libc::CLONE_NEWCGROUP => "cgroup",
+        libc::CLONE_NEWUTS => "uts",
+        libc::CLONE_NEWIPC => "ipc",
+        libc::CLONE_NEWUSER => "user",
+        libc::CLONE_NEWPID => "pid",
+        libc::CLONE_NEWNET => "network",
+        libc::CLONE_NEWTIME => "time",
+        _ => "unknown",
+    }
+}
+
+/// Checks an open namespace file: on nsfs, and of type `want` (`NS_GET_NSTYPE`). Returns its
+/// identity.
+pub fn inspect_fd(fd: BorrowedFd<'_>, want: CloneFlags) -> Result<NsId, NsFileError> {
+    let fs = nix::sys::statfs::fstatfs(fd).map_err(NsFileError::Sys)?;
+    if fs.filesystem_type() != nix::sys::statfs::NSFS_MAGIC {
+        return Err(NsFileError::NotNsfs {
+            magic: fs.filesystem_type().0 as u64,
+        });
+    }
+    // SAFETY: NS_GET_NSTYPE takes no argument and only reads the fd's namespace; fd is a
+    // valid open file for the duration of the call (borrowed).
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::NS_GET_NSTYPE) };
+    let found = nix::Error::result(r).map_err(NsFileError::Sys)?;
+    if found != want.bits() {
+        return Err(NsFileError::WrongType {
+            found: type_name(CloneFlags::from_bits_retain(found)),
+            want: type_name(want),
+        });
+    }
+    let st = nix::sys::stat::fstat(fd).map_err(NsFileError::Sys)?;
+    Ok(NsId {
+        dev: st.st_dev,
+        ino: st.st_ino,
+    })
+}
+
+/// Checks a namespace path (validation, before anything exists): `statfs` first, so a path
+/// that is not on nsfs (a fifo, a device) is never opened; then the type on an open fd.
+pub fn inspect_path(path: &Path, want: CloneFlags) -> Result<NsId, NsFileError> {
+    let fs = nix::sys::statfs::statfs(path).map_err(NsFileError::Sys)?;
+    if fs.filesystem_type() != nix::sys::statfs::NSFS_MAGIC {
+        return Err(NsFileError::NotNsfs {
+            magic: fs.filesystem_type().0 as u64,
+        });
+    }
+    let fd =
+        open(path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()).map_err(NsFileError::Sys)?;
+    inspect_fd(fd.as_fd(), want)
+}
+
+/// Identity of a namespace link such as `/proc/self/ns/mnt`, if it can be read.
+pub fn id_of_link(path: &Path) -> Option<NsId> {
+    nix::sys::stat::stat(path).ok().map(|st| NsId {
+        dev: st.st_dev,
+        ino: st.st_ino,
+    })
+}
+
 /// A namespace to join, opened by the parent before the clone so the child never resolves a
 /// host path.
 #[derive(Debug)]
@@ -56,44 +168,104 @@ pub struct JoinFd {
     pub field: String,
 }
 
-/// Opens every `linux.namespaces[].path` (O_CLOEXEC: they never reach the workload).
+/// Opens every `linux.namespaces[].path` (O_CLOEXEC: they never reach the workload) and
+/// checks, on the opened fd, that it still is the namespace type it is listed as.
 pub fn open_joins(plan: &Plan) -> Result<Vec<JoinFd>, NamespaceError> {
     plan.namespaces
         .join
         .iter()
         .map(|(flag, path, field)| {
-            open(
+            let fd = open(
                 path.as_path(),
-                OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+                OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK | OFlag::O_NOCTTY,
                 Mode::empty(),
             )
-            .map(|fd| JoinFd {
-                flag: *flag,
-                fd,
-                field: field.clone(),
-            })
             .map_err(|source| NamespaceError::Open {
                 field: field.clone(),
                 path: path.clone(),
                 source,
+            })?;
+            inspect_fd(fd.as_fd(), *flag).map_err(|problem| NamespaceError::NotNamespace {
+                field: field.clone(),
+                path: path.clone(),
+                problem,
+            })?;
+            Ok(JoinFd {
+                flag: *flag,
+                fd,
+                field: field.clone(),
             })
         })
         .collect()
 }
 
-/// Joins the given namespaces (in the child, after clone). User and pid were joined before
-/// the clone and are skipped here.
+/// runc's order for joining namespaces (`configs.NamespaceTypes()`); user and pid are
+/// entered before the clone (see [`spawn_init`]) and are not in this list.
+const JOIN_ORDER: [CloneFlags; 6] = [
+    CloneFlags::CLONE_NEWIPC,
+    CloneFlags::CLONE_NEWUTS,
+    CloneFlags::CLONE_NEWNET,
+    CloneFlags::CLONE_NEWNS,
+    CloneFlags::CLONE_NEWCGROUP,
+    CloneFlags::from_bits_retain(libc::CLONE_NEWTIME),
+];
+
+/// Joins the given namespaces (in the child, after clone) in [`JOIN_ORDER`]. User and pid
+/// were joined before the clone and are skipped here. A joined mount namespace sets the
+/// init's root and cwd to that namespace's root: everything the rootfs setup resolves by
+/// path from here on (root.path, bind sources, /proc) is looked up inside it.
 pub fn join(joins: &[JoinFd]) -> Result<(), NamespaceError> {
-    for j in joins {
-        if j.flag == CloneFlags::CLONE_NEWUSER || j.flag == CloneFlags::CLONE_NEWPID {
-            continue;
+    for flag in JOIN_ORDER {
+        for j in joins.iter().filter(|j| j.flag == flag) {
+            nix::sched::setns(j.fd.as_fd(), j.flag).map_err(|source| {
+                if flag == CloneFlags::CLONE_NEWNS && source == nix::Error::EPERM {
+                    NamespaceError::JoinMountDenied {
+                        field: j.field.clone(),
+                        source,
+                    }
+                } else {
+                    NamespaceError::Join {
+                        field: j.field.clone(),
+                        source,
+                    }
+                }
+            })?;
         }
-        nix::sched::setns(j.fd.as_fd(), j.flag).map_err(|source| NamespaceError::Join {
-            field: j.field.clone(),
-            source,
-        })?;
     }
     Ok(())
+}
+
+/// After joining a mount namespace (in the init): the rootfs setup needs `root.path` as a
+/// directory and a procfs at /proc whose `self` is this process (mounts target
+/// `/proc/self/fd/N`). Checked here so a namespace without them fails with an error naming
+/// the field, before anything is mounted in it.
+pub fn check_joined_mount(plan: &Plan, joins: &[JoinFd]) -> Result<(), NamespaceError> {
+    let Some(j) = joins.iter().find(|j| j.flag == CloneFlags::CLONE_NEWNS) else {
+        return Ok(());
+    };
+    let field = j.field.clone();
+    let no_proc = |detail: String| NamespaceError::NoProcInJoinedMount {
+        field: field.clone(),
+        detail,
+    };
+    let fs = nix::sys::statfs::statfs("/proc/self/fd").map_err(|e| no_proc(e.to_string()))?;
+    if fs.filesystem_type() != nix::sys::statfs::PROC_SUPER_MAGIC {
+        return Err(no_proc(format!(
+            "filesystem magic {:#x}, not procfs",
+            fs.filesystem_type().0
+        )));
+    }
+    open(
+        plan.rootfs.as_path(),
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map(drop)
+    .map_err(|source| NamespaceError::RootfsNotInJoinedMount {
+        field,
+        rootfs: plan.rootfs.clone(),
+        source,
+    })
 }
 
 /// Kernel `struct clone_args` (include/uapi/linux/sched.h), version 0 (64 bytes) plus
@@ -344,6 +516,12 @@ pub fn loopback_up() -> Result<(), nix::Error> {
         nix::Error::result(libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req))?;
     }
     Ok(())
+}
+
+/// True when this process's user namespace denies setgroups (`/proc/self/setgroups`; in the
+/// init, read before pivot_root).
+pub fn setgroups_denied_here() -> bool {
+    std::fs::read_to_string("/proc/self/setgroups").is_ok_and(|s| s.trim() == "deny")
 }
 
 /// True when the runtime will write gid_map itself without privilege, which requires

@@ -261,8 +261,30 @@ fn ns_flag(t: LinuxNamespaceType) -> CloneFlags {
     }
 }
 
+/// Refuses a mount namespace path that is the runtime's own mount namespace or that of pid 1:
+/// the rootfs setup pivot_roots the namespace it runs in, which would move the root of every
+/// process there (the host's) into the container's rootfs.
+fn refuse_host_mount_ns(f: &str, p: &Path, id: crate::namespaces::NsId) -> Result<(), SpecError> {
+    for (link, whose) in [
+        ("/proc/self/ns/mnt", "the runtime's own"),
+        ("/proc/1/ns/mnt", "pid 1's"),
+    ] {
+        if crate::namespaces::id_of_link(Path::new(link)) == Some(id) {
+            return Err(field(
+                f,
+                format!(
+                    "{} is {whose} mount namespace; setting the rootfs up there would pivot_root it",
+                    p.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Validates a parsed spec into a [`Plan`]. Pure apart from read-only `stat`s of the bundle,
-/// the rootfs and bind sources.
+/// the rootfs and bind sources, and a read-only look at namespace files (`statfs`, then an
+/// open and `NS_GET_NSTYPE` only for a file on nsfs).
 pub fn validate(bundle: &Path, spec: Spec, euid: u32) -> Result<Plan, SpecError> {
     if !spec.version().starts_with("1.") {
         return Err(field(
@@ -316,8 +338,12 @@ pub fn validate(bundle: &Path, spec: Spec, euid: u32) -> Result<Plan, SpecError>
                 if !p.is_absolute() {
                     return Err(field(format!("{f}.path"), "must be an absolute path"));
                 }
-                if let Err(e) = std::fs::metadata(p) {
-                    return Err(field(format!("{f}.path"), format!("{}: {e}", p.display())));
+                // The file must be the namespace it is listed as (nsfs, NS_GET_NSTYPE): a
+                // wrong or missing file is refused here, before anything exists.
+                let id = crate::namespaces::inspect_path(p, flag)
+                    .map_err(|e| field(format!("{f}.path"), format!("{}: {e}", p.display())))?;
+                if flag == CloneFlags::CLONE_NEWNS {
+                    refuse_host_mount_ns(&format!("{f}.path"), p, id)?;
                 }
                 join.push((flag, p.clone(), format!("{f}.path")));
             }
@@ -325,10 +351,25 @@ pub fn validate(bundle: &Path, spec: Spec, euid: u32) -> Result<Plan, SpecError>
         }
     }
     let namespaces = NamespacePlan { create, join };
-    if namespaces.joins(CloneFlags::CLONE_NEWNS) || !namespaces.creates(CloneFlags::CLONE_NEWNS) {
+    if !namespaces.joins(CloneFlags::CLONE_NEWNS) && !namespaces.creates(CloneFlags::CLONE_NEWNS) {
         return Err(field(
             "linux.namespaces",
-            "a new mount namespace (type \"mount\" without a path) is required to set up the rootfs",
+            "a new mount namespace (type \"mount\"), or one to join (with a path), is required to set up the rootfs",
+        ));
+    }
+    // A new user namespace holds no capability over an existing mount namespace (that one is
+    // owned by an ancestor user namespace): setns and every mount of the rootfs setup would be
+    // refused. Join the owning user namespace instead.
+    if namespaces.joins(CloneFlags::CLONE_NEWNS) && namespaces.creates(CloneFlags::CLONE_NEWUSER) {
+        let i = linux
+            .namespaces()
+            .iter()
+            .flatten()
+            .position(|n| n.typ() == LinuxNamespaceType::Mount)
+            .unwrap_or(0);
+        return Err(field(
+            format!("linux.namespaces[{i}].path"),
+            "a mount namespace cannot be joined from a new user namespace (it has no privilege over it); give the user namespace that owns it by path too",
         ));
     }
     if euid != 0 && !namespaces.has_userns() {

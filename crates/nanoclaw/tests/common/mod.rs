@@ -81,3 +81,45 @@ pub fn run_in(bundle: Bundle, spec: &Value) -> Ran {
 pub fn root(test: &str) -> bool {
     claw_testsupport::require_root(test)
 }
+
+/// Runs the bundle (its config already written), asserts failure with `expect` in stderr and
+/// nothing left behind: no state under --root, no mount under the bundle, no runtime process.
+pub fn refused_in(test: &str, bundle: &Bundle, expect: &str) {
+    let runtime = Runtime::new(NANOCLAW).unwrap();
+    let out = runtime.run(bundle.path(), "bad").unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{test}: accepted");
+    assert!(
+        stderr.contains(expect),
+        "{test}: stderr {stderr:?} lacks {expect:?}"
+    );
+    assert!(out.stdout.is_empty(), "{test}: the process ran");
+    assert!(
+        runtime.leftover_state().is_empty(),
+        "{test}: state left: {:?}",
+        runtime.leftover_state()
+    );
+    let mounts = claw_testsupport::bundle::mounts_under(bundle.path());
+    assert!(mounts.is_empty(), "{test}: mounts left: {mounts:?}");
+    let leaked = runtime_processes(runtime.root());
+    assert!(leaked.is_empty(), "{test}: processes left: {leaked:?}");
+}
+
+/// Pids of live processes started with this --root (the runtime and its cloned init share
+/// the runtime's command line).
+pub fn runtime_processes(root: &std::path::Path) -> Vec<i32> {
+    let needle = root.as_os_str().as_encoded_bytes();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if cmd.windows(needle.len()).any(|w| w == needle)
+            && claw_testsupport::bundle::pid_alive(pid)
+        {
+            out.push(pid);
+        }
+    }
+    out
+}
