@@ -7,12 +7,12 @@
 //! joined user namespace), so in that case a short-lived intermediate process joins them and
 //! clones the init with `CLONE_PARENT`, which keeps the runtime as the init's parent.
 //!
-//! A namespace file given by path is checked before anything is created ([`inspect_path`]:
+//! A namespace file given by path is checked before anything is created ([`open_ns`]:
 //! it must be on nsfs and `NS_GET_NSTYPE` must name the listed type) and again on the fd the
 //! parent opens ([`open_joins`]), so a path swapped in between is caught too. The init joins
 //! the remaining namespaces in runc's order (ipc, uts, net, pid, mount, cgroup, time; user and
-//! pid were entered before the clone): a joined mount namespace is entered after the others,
-//! then the rootfs is set up *inside it* (rslave, rootfs bind, mounts, pivot_root), as runc
+//! pid were entered before the clone): a joined mount namespace is entered after ipc/uts/net,
+//! and the rootfs is then set up *inside it* (rslave, rootfs bind, mounts, pivot_root), as runc
 //! does. pivot_root there also moves the root of every other process of that namespace whose
 //! root was the namespace's root, and the container's mounts stay in the namespace after the
 //! container is gone: joining a mount namespace hands it to the container.
@@ -31,12 +31,6 @@ use crate::spec::{IdMap, Plan};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NamespaceError {
-    #[error("{field}: open {path}: {source}")]
-    Open {
-        field: String,
-        path: PathBuf,
-        source: nix::Error,
-    },
     #[error("{field}: {path}: {problem}")]
     NotNamespace {
         field: String,
@@ -137,18 +131,27 @@ pub fn inspect_fd(fd: BorrowedFd<'_>, want: CloneFlags) -> Result<NsId, NsFileEr
     })
 }
 
-/// Checks a namespace path (validation, before anything exists): `statfs` first, so a path
-/// that is not on nsfs (a fifo, a device) is never opened; then the type on an open fd.
-pub fn inspect_path(path: &Path, want: CloneFlags) -> Result<NsId, NsFileError> {
-    let fs = nix::sys::statfs::statfs(path).map_err(NsFileError::Sys)?;
+/// Opens a namespace path and checks it (validation, and again when the parent opens the
+/// fds it joins). The path is opened `O_PATH` first (no open side effects: a fifo or a device
+/// is never really opened), checked to be on nsfs, and only then reopened for reading through
+/// `/proc/self/fd`, which reopens that same inode, so a path swapped in between does not count.
+pub fn open_ns(path: &Path, want: CloneFlags) -> Result<(OwnedFd, NsId), NsFileError> {
+    let opath =
+        open(path, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty()).map_err(NsFileError::Sys)?;
+    let fs = nix::sys::statfs::fstatfs(&opath).map_err(NsFileError::Sys)?;
     if fs.filesystem_type() != nix::sys::statfs::NSFS_MAGIC {
         return Err(NsFileError::NotNsfs {
             magic: fs.filesystem_type().0 as u64,
         });
     }
-    let fd =
-        open(path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()).map_err(NsFileError::Sys)?;
-    inspect_fd(fd.as_fd(), want)
+    let fd = open(
+        format!("/proc/self/fd/{}", opath.as_raw_fd()).as_str(),
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(NsFileError::Sys)?;
+    let id = inspect_fd(fd.as_fd(), want)?;
+    Ok((fd, id))
 }
 
 /// Identity of a namespace link such as `/proc/self/ns/mnt`, if it can be read.
@@ -175,17 +178,7 @@ pub fn open_joins(plan: &Plan) -> Result<Vec<JoinFd>, NamespaceError> {
         .join
         .iter()
         .map(|(flag, path, field)| {
-            let fd = open(
-                path.as_path(),
-                OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK | OFlag::O_NOCTTY,
-                Mode::empty(),
-            )
-            .map_err(|source| NamespaceError::Open {
-                field: field.clone(),
-                path: path.clone(),
-                source,
-            })?;
-            inspect_fd(fd.as_fd(), *flag).map_err(|problem| NamespaceError::NotNamespace {
+            let (fd, _) = open_ns(path, *flag).map_err(|problem| NamespaceError::NotNamespace {
                 field: field.clone(),
                 path: path.clone(),
                 problem,

@@ -283,8 +283,8 @@ fn refuse_host_mount_ns(f: &str, p: &Path, id: crate::namespaces::NsId) -> Resul
 }
 
 /// Validates a parsed spec into a [`Plan`]. Pure apart from read-only `stat`s of the bundle,
-/// the rootfs and bind sources, and a read-only look at namespace files (`statfs`, then an
-/// open and `NS_GET_NSTYPE` only for a file on nsfs).
+/// the rootfs and bind sources, and a read-only look at namespace files (`O_PATH` open and
+/// `fstatfs`, then a read open and `NS_GET_NSTYPE` only for a file on nsfs).
 pub fn validate(bundle: &Path, spec: Spec, euid: u32) -> Result<Plan, SpecError> {
     if !spec.version().starts_with("1.") {
         return Err(field(
@@ -340,7 +340,7 @@ pub fn validate(bundle: &Path, spec: Spec, euid: u32) -> Result<Plan, SpecError>
                 }
                 // The file must be the namespace it is listed as (nsfs, NS_GET_NSTYPE): a
                 // wrong or missing file is refused here, before anything exists.
-                let id = crate::namespaces::inspect_path(p, flag)
+                let (_, id) = crate::namespaces::open_ns(p, flag)
                     .map_err(|e| field(format!("{f}.path"), format!("{}: {e}", p.display())))?;
                 if flag == CloneFlags::CLONE_NEWNS {
                     refuse_host_mount_ns(&format!("{f}.path"), p, id)?;
