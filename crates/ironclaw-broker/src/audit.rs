@@ -33,6 +33,12 @@ pub struct AuditEvent {
     /// Resource path.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resource: Option<String>,
+    /// How a resource request authenticated: `cookie` or `bearer`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential: Option<&'static str>,
+    /// JWE key management algorithm of a release.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alg: Option<&'static str>,
     /// Error type for refusals.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -41,30 +47,105 @@ pub struct AuditEvent {
     pub reason: Option<String>,
 }
 
-/// Append-only JSON-lines log.
+/// Size-based rotation of the audit log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditRotation {
+    /// Rotate before a line would make the live file larger than this.
+    pub max_bytes: u64,
+    /// Rotated files kept: `audit.jsonl.1` (newest) .. `audit.jsonl.<keep>`;
+    /// the oldest is deleted on rotation (0 is taken as 1).
+    pub keep: usize,
+}
+
+impl AuditRotation {
+    /// Default size limit: 16 MiB.
+    pub const DEFAULT_MAX_BYTES: u64 = 16 * 1024 * 1024;
+    /// Default number of rotated files.
+    pub const DEFAULT_KEEP: usize = 8;
+}
+
+impl Default for AuditRotation {
+    fn default() -> Self {
+        AuditRotation {
+            max_bytes: Self::DEFAULT_MAX_BYTES,
+            keep: Self::DEFAULT_KEEP,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Live {
+    file: File,
+    /// Bytes in the live file.
+    size: u64,
+}
+
+/// Append-only JSON-lines log, rotated by size.
+///
+/// Lines are whole: each is written with one `write_all` under the lock, and a
+/// rotation happens only between lines (before a line that would cross
+/// `max_bytes`; a single line larger than the limit goes alone into a fresh
+/// file). If a rotation fails (rename, create) the line is still appended to
+/// the current file: a record is never dropped to honour the size limit.
 #[derive(Debug)]
 pub struct AuditLog {
     path: PathBuf,
-    file: Mutex<File>,
+    rotation: AuditRotation,
+    live: Mutex<Live>,
+}
+
+fn open_live(path: &Path) -> std::io::Result<Live> {
+    let file = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)?;
+    let size = file.metadata()?.len();
+    Ok(Live { file, size })
 }
 
 impl AuditLog {
-    /// Opens (creating 0600) the log.
+    /// Opens (creating 0600) the log with the default rotation.
     pub fn open(path: &Path) -> std::io::Result<Self> {
-        let file = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .open(path)?;
+        Self::open_with(path, AuditRotation::default())
+    }
+
+    /// Opens (creating 0600) the log, rotated per `rotation`.
+    pub fn open_with(path: &Path, rotation: AuditRotation) -> std::io::Result<Self> {
         Ok(AuditLog {
             path: path.to_path_buf(),
-            file: Mutex::new(file),
+            rotation,
+            live: Mutex::new(open_live(path)?),
         })
     }
 
     /// The log file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The `n`th rotated file (`audit.jsonl.<n>`, 1 = newest).
+    pub fn rotated_path(&self, n: usize) -> PathBuf {
+        let mut p = self.path.clone().into_os_string();
+        p.push(format!(".{n}"));
+        PathBuf::from(p)
+    }
+
+    /// Shifts `.1..keep-1` up by one, the live file to `.1`, and opens a fresh
+    /// live file.
+    fn rotate(&self, live: &mut Live) -> std::io::Result<()> {
+        let keep = self.rotation.keep.max(1);
+        for n in (1..keep).rev() {
+            match std::fs::rename(self.rotated_path(n), self.rotated_path(n + 1)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        std::fs::rename(&self.path, self.rotated_path(1))?;
+        // The old file stays open in `live` until the new one exists: if creating
+        // it fails, lines keep going to the (renamed) old file.
+        *live = open_live(&self.path)?;
+        Ok(())
     }
 
     /// Appends `ev` (timestamped now). A failing write is reported on stderr:
@@ -78,12 +159,28 @@ impl AuditLog {
             return;
         };
         line.push(b'\n');
-        let mut f = match self.file.lock() {
+        let mut live = match self.live.lock() {
             Ok(f) => f,
             Err(poisoned) => poisoned.into_inner(),
         };
-        if let Err(e) = f.write_all(&line) {
-            eprintln!("ironclaw-broker: audit log {}: {e}", self.path.display());
+        let len = line.len() as u64;
+        if live.size > 0 && live.size.saturating_add(len) > self.rotation.max_bytes {
+            if let Err(e) = self.rotate(&mut live) {
+                eprintln!(
+                    "ironclaw-broker: audit log {}: rotation failed, appending to the current file: {e}",
+                    self.path.display()
+                );
+            }
+        }
+        match live.file.write_all(&line) {
+            Ok(()) => live.size = live.size.saturating_add(len),
+            Err(e) => {
+                eprintln!("ironclaw-broker: audit log {}: {e}", self.path.display());
+                // A partial write still counts towards the size.
+                if let Ok(m) = live.file.metadata() {
+                    live.size = m.len();
+                }
+            }
         }
     }
 }

@@ -25,6 +25,9 @@ pub enum ClientError {
     /// The URL is not `https://HOST:PORT[/]`.
     #[error("broker URL {0:?}: expected https://HOST:PORT")]
     BadUrl(String),
+    /// A request header name or value that would break the request head.
+    #[error("request header {0:?}: invalid name, or CR/LF in its value")]
+    BadHeader(String),
     /// TLS configuration.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
@@ -140,11 +143,32 @@ impl KbsHttpClient {
         cookie: Option<&str>,
         body: &[u8],
     ) -> Result<HttpReply, ClientError> {
+        self.request_with_headers(method, path, cookie, &[], body)
+    }
+
+    /// [`KbsHttpClient::request`] with extra request headers (e.g.
+    /// `Authorization: Bearer <attestation token>`).
+    pub fn request_with_headers(
+        &mut self,
+        method: &str,
+        path: &str,
+        cookie: Option<&str>,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<HttpReply, ClientError> {
+        for (name, value) in headers {
+            if name.is_empty()
+                || name.contains(|c: char| c == ':' || c.is_ascii_whitespace() || c.is_control())
+                || value.contains(['\r', '\n'])
+            {
+                return Err(ClientError::BadHeader((*name).to_string()));
+            }
+        }
         let reused = self.conn.is_some();
-        match self.try_request(method, path, cookie, body) {
+        match self.try_request(method, path, cookie, headers, body) {
             Err(ClientError::Io { .. }) if reused => {
                 self.conn = None;
-                self.try_request(method, path, cookie, body)
+                self.try_request(method, path, cookie, headers, body)
             }
             other => other,
         }
@@ -155,6 +179,7 @@ impl KbsHttpClient {
         method: &str,
         path: &str,
         cookie: Option<&str>,
+        headers: &[(&str, &str)],
         body: &[u8],
     ) -> Result<HttpReply, ClientError> {
         let mut conn = match self.conn.take() {
@@ -171,6 +196,9 @@ impl KbsHttpClient {
         }
         if let Some(c) = cookie {
             head.push_str(&format!("Cookie: {c}\r\n"));
+        }
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
         }
         head.push_str("\r\n");
         let mut out = head.into_bytes();

@@ -4,6 +4,8 @@
 use kbs_types::ErrorInformation;
 
 use crate::evidence::EvidenceError;
+use crate::tee_key::TeeKeyError;
+use crate::token::TokenError;
 
 /// Prefix of `ErrorInformation.type`.
 pub const ERROR_TYPE_PREFIX: &str = "urn:ironclaw:kbs:error:";
@@ -32,9 +34,12 @@ pub enum ApiError {
     /// runtime-data nonce is not the session's nonce.
     #[error("runtime-data nonce is not the nonce this session was challenged with")]
     NonceMismatch,
-    /// The tee-pubkey JWK is malformed or unsupported.
-    #[error("malformed tee-pubkey: {0}")]
-    MalformedTeePubKey(String),
+    /// The tee-pubkey JWK is malformed, too weak or unsupported.
+    #[error(transparent)]
+    TeePubKey(#[from] TeeKeyError),
+    /// The Bearer attestation token is refused.
+    #[error(transparent)]
+    Token(#[from] TokenError),
     /// Evidence refused.
     #[error(transparent)]
     Evidence(#[from] EvidenceError),
@@ -79,7 +84,7 @@ impl ApiError {
         match self {
             ApiError::InvalidRequest(_)
             | ApiError::UnsupportedVersion(_)
-            | ApiError::MalformedTeePubKey(_) => 400,
+            | ApiError::TeePubKey(_) => 400,
             ApiError::Evidence(EvidenceError::Malformed(_))
             | ApiError::Evidence(EvidenceError::UnsupportedTee(_)) => 400,
             ApiError::Evidence(EvidenceError::SampleDisabled) => 403,
@@ -89,7 +94,8 @@ impl ApiError {
             | ApiError::SessionExpired
             | ApiError::NonceReused
             | ApiError::NonceMismatch
-            | ApiError::NotAttested => 401,
+            | ApiError::NotAttested
+            | ApiError::Token(_) => 401,
             ApiError::PolicyDeny(_) | ApiError::ResourceNotGranted(_) => 403,
             ApiError::ResourceNotFound(_) | ApiError::NotFound(_) => 404,
             ApiError::MethodNotAllowed(_) => 405,
@@ -111,7 +117,16 @@ impl ApiError {
             ApiError::SessionExpired => "SessionExpired",
             ApiError::NonceReused => "NonceReused",
             ApiError::NonceMismatch => "NonceMismatch",
-            ApiError::MalformedTeePubKey(_) => "MalformedTeePubKey",
+            ApiError::TeePubKey(e) if e.is_weak() => "WeakTeePubKey",
+            ApiError::TeePubKey(e) if e.is_unsupported() => "UnsupportedTeePubKey",
+            ApiError::TeePubKey(_) => "MalformedTeePubKey",
+            ApiError::Token(TokenError::Expired { .. }) => "TokenExpired",
+            ApiError::Token(TokenError::NotYetValid { .. }) => "TokenNotYetValid",
+            ApiError::Token(TokenError::BadSignature) => "TokenSignatureInvalid",
+            ApiError::Token(TokenError::UnknownKey { .. }) => "UnknownTokenKey",
+            ApiError::Token(TokenError::UnsupportedAlg(_)) => "UnsupportedTokenAlg",
+            ApiError::Token(TokenError::WrongIssuer(_)) => "WrongTokenIssuer",
+            ApiError::Token(TokenError::Malformed(_)) => "MalformedToken",
             ApiError::Evidence(EvidenceError::Malformed(_)) => "MalformedEvidence",
             ApiError::Evidence(EvidenceError::UntrustedPlatformKey(_)) => "UntrustedPlatformKey",
             ApiError::Evidence(EvidenceError::Rejected(_)) => "EvidenceRejected",

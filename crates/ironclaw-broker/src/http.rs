@@ -85,6 +85,7 @@ fn read_request<S: Read>(stream: &mut S, buf: &mut Vec<u8>) -> io::Result<ReadOu
     let path = parsed.path.unwrap_or("").to_string();
     let mut content_length: Option<usize> = None;
     let mut session = None;
+    let mut authorization: Option<String> = None;
     let mut close = parsed.version == Some(0);
     for h in parsed.headers.iter() {
         let name = h.name.to_ascii_lowercase();
@@ -110,6 +111,21 @@ fn read_request<S: Read>(stream: &mut S, buf: &mut Vec<u8>) -> io::Result<ReadOu
             "cookie" => {
                 if let Some(v) = ironclaw_enclave::kbs_client::session_from_cookie_header(value) {
                     session = Some(v.to_string());
+                }
+            }
+            "authorization" => {
+                if authorization.is_some() {
+                    return Ok(ReadOutcome::Bad(ApiError::InvalidRequest(
+                        "more than one Authorization header".into(),
+                    )));
+                }
+                match std::str::from_utf8(h.value) {
+                    Ok(v) => authorization = Some(v.to_string()),
+                    Err(_) => {
+                        return Ok(ReadOutcome::Bad(ApiError::InvalidRequest(
+                            "Authorization header is not UTF-8".into(),
+                        )))
+                    }
                 }
             }
             "connection" => close = close || value.eq_ignore_ascii_case("close"),
@@ -140,6 +156,7 @@ fn read_request<S: Read>(stream: &mut S, buf: &mut Vec<u8>) -> io::Result<ReadOu
             method,
             path,
             session,
+            authorization,
             body,
             peer: None,
         },

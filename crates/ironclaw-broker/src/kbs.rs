@@ -2,13 +2,13 @@
 //!
 //! - `POST /kbs/v0/auth` (`Request`) → `Challenge` + `Set-Cookie: kbs-session-id`
 //! - `POST /kbs/v0/attest` (`Attestation`, cookie) → `{"token": "<JWT>"}`
-//! - `GET /kbs/v0/resource/<repository>/<type>/<tag>` (cookie) → `Response` (JWE)
+//! - `GET /kbs/v0/resource/<repository>/<type>/<tag>` (cookie, or
+//!   `Authorization: Bearer <attestation token>`) → `Response` (JWE)
 //!
 //! Everything arriving here is untrusted network input.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use ironclaw_enclave::jwe;
 use ironclaw_enclave::kbs_client::check_component;
 use ironclaw_enclave::runtime_data::runtime_data_digest;
 use ironclaw_enclave::tee::AuthRequest;
@@ -18,6 +18,8 @@ use serde_json::{json, Value};
 use crate::audit::AuditEvent;
 use crate::error::ApiError;
 use crate::session::SessionState;
+use crate::tee_key::{self, TeeKey};
+use crate::token::TokenClaims;
 use crate::Broker;
 
 /// A transport-independent request.
@@ -29,6 +31,8 @@ pub struct ApiRequest {
     pub path: String,
     /// `kbs-session-id` cookie value.
     pub session: Option<String>,
+    /// `Authorization` header value, as sent.
+    pub authorization: Option<String>,
     /// Body.
     pub body: Vec<u8>,
     /// Peer address for the audit log.
@@ -188,14 +192,13 @@ impl Broker {
         tee: ironclaw_enclave::tee::TeeKind,
         nonce: &str,
         ev: &mut AuditEvent,
-    ) -> Result<(crate::evidence::Claims, p256::PublicKey, String), ApiError> {
+    ) -> Result<(crate::evidence::Claims, TeeKey, String), ApiError> {
         let att: Attestation = serde_json::from_slice(body)
             .map_err(|e| ApiError::InvalidRequest(format!("body is not a KBS Attestation: {e}")))?;
         if att.runtime_data.nonce != nonce {
             return Err(ApiError::NonceMismatch);
         }
-        let key = jwe::parse_tee_pubkey(&att.runtime_data.tee_pubkey)
-            .map_err(|e| ApiError::MalformedTeePubKey(e.to_string()))?;
+        let key = tee_key::parse(&att.runtime_data.tee_pubkey)?;
         if !att.tee_evidence.additional_evidence.is_empty() {
             return Err(ApiError::InvalidRequest(
                 "additional_evidence is not supported".into(),
@@ -213,20 +216,15 @@ impl Broker {
         policy
             .admits(&claims)
             .map_err(|d| ApiError::PolicyDeny(d.0))?;
-        let now = unix_now();
-        let token = crate::token::sign(
-            &self.token_key,
-            &json!({
-                "iss": "ironclaw-broker",
-                "iat": now,
-                "exp": now + self.session_ttl().as_secs(),
-                "tee": claims.tee,
-                "measurement": ev.measurement,
-                "debug": claims.debug,
-                "tcb_status": claims.tcb,
-                "tee-pubkey": att.runtime_data.tee_pubkey,
-            }),
+        let tee_pubkey = serde_json::to_value(&att.runtime_data.tee_pubkey)
+            .map_err(|e| ApiError::Internal(format!("tee-pubkey: {e}")))?;
+        let token_claims = TokenClaims::new(
+            &claims,
+            tee_pubkey,
+            unix_now(),
+            self.session_ttl().as_secs(),
         );
+        let token = crate::token::sign(&self.token_key, &token_claims);
         Ok((claims, key, token))
     }
 
@@ -247,14 +245,26 @@ impl Broker {
         }
         let resource = parts.join("/");
         ev.resource = Some(resource.clone());
-        let id = req.session.as_deref().ok_or(ApiError::MissingCookie)?;
-        let (claims, key) = {
-            let mut sessions = self.sessions();
-            let s = sessions.get_mut(id)?;
-            ev.tee = Some(s.tee.name().into());
-            match &s.state {
-                SessionState::Attested { claims, tee_pubkey } => ((**claims).clone(), *tee_pubkey),
-                _ => return Err(ApiError::NotAttested),
+        // A Bearer attestation token (trustee clients) takes precedence over the
+        // cookie: an invalid token is refused, never silently replaced by a session.
+        let (claims, key) = match req.authorization.as_deref() {
+            Some(header) => {
+                ev.credential = Some("bearer");
+                ev.session = None;
+                self.claims_from_bearer(header, ev)?
+            }
+            None => {
+                ev.credential = Some("cookie");
+                let id = req.session.as_deref().ok_or(ApiError::MissingCookie)?;
+                let mut sessions = self.sessions();
+                let s = sessions.get_mut(id)?;
+                ev.tee = Some(s.tee.name().into());
+                match &s.state {
+                    SessionState::Attested { claims, tee_pubkey } => {
+                        ((**claims).clone(), tee_pubkey.clone())
+                    }
+                    _ => return Err(ApiError::NotAttested),
+                }
             }
         };
         ev.measurement = claims.measurement.as_deref().map(hex::encode);
@@ -266,10 +276,53 @@ impl Broker {
             .get_secret(&resource)
             .map_err(|e| ApiError::Internal(e.to_string()))?
             .ok_or_else(|| ApiError::ResourceNotFound(resource.clone()))?;
-        let jwe = jwe::encrypt(&key, &secret, &mut crate::rng())
+        let jwe = key
+            .encrypt(&secret, &mut crate::rng())
             .map_err(|e| ApiError::Internal(e.to_string()))?;
+        ev.alg = Some(key.alg());
         ev.event = "release";
         self.audit.record(ev.clone());
         Ok(ApiResponse::json(&jwe))
     }
+
+    /// The claims and tee-pubkey of a Bearer attestation token: only what its
+    /// signature (by this broker's token key) covers is used.
+    fn claims_from_bearer(
+        &self,
+        header: &str,
+        ev: &mut AuditEvent,
+    ) -> Result<(crate::evidence::Claims, TeeKey), ApiError> {
+        let token = bearer_token(header)?;
+        let claims = crate::token::verify(self.token_key.verifying_key(), token, unix_now())?;
+        let evidence = claims.evidence_claims()?;
+        ev.tee = Some(evidence.tee.into());
+        let key = tee_key::parse_json(&claims.tee_pubkey)
+            .map_err(|e| ApiError::Token(crate::token::TokenError::Malformed(e.to_string())))?;
+        Ok((evidence, key))
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header (RFC 6750 2.1: the
+/// scheme is case-insensitive, one or more spaces before the token).
+pub fn bearer_token(header: &str) -> Result<&str, ApiError> {
+    let bad = |why: &str| {
+        ApiError::Token(crate::token::TokenError::Malformed(format!(
+            "Authorization header: {why} (expected `Bearer <attestation token>`)"
+        )))
+    };
+    let (scheme, rest) = header
+        .trim()
+        .split_once(' ')
+        .ok_or_else(|| bad("no credentials"))?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(bad(&format!(
+            "scheme {:?} is not supported",
+            scheme.chars().take(32).collect::<String>()
+        )));
+    }
+    let token = rest.trim_start_matches(' ');
+    if token.is_empty() || token.contains(|c: char| c.is_ascii_whitespace()) {
+        return Err(bad("the token is empty or contains whitespace"));
+    }
+    Ok(token)
 }

@@ -13,7 +13,8 @@
 //! | [`evidence`] | evidence of every kind → [`evidence::Claims`] |
 //! | [`policy`] | default-deny release rules |
 //! | [`store`] | redb store, secrets AES-256-GCM at rest |
-//! | [`token`] | the attestation token (JWT ES256) |
+//! | [`token`] | the attestation token (JWT ES256), also accepted as a Bearer credential |
+//! | [`tee_key`] | tee-pubkey JWKs (EC P-256, RSA) and the resource JWE |
 //! | [`audit`] | JSON-lines audit log |
 //! | [`admin`] | admin socket and the `secret` / `policy` commands |
 //! | [`client`] | a small HTTPS client for the KBS API (tests, benchmark, the host's forwarder) |
@@ -30,6 +31,7 @@ pub mod policy;
 pub mod session;
 pub mod statedir;
 pub mod store;
+pub mod tee_key;
 pub mod tls;
 pub mod token;
 
@@ -41,7 +43,7 @@ use getrandom::SysRng;
 use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use rand_core::UnwrapErr;
 
-use crate::audit::AuditLog;
+use crate::audit::{AuditLog, AuditRotation};
 use crate::policy::Policy;
 use crate::session::Sessions;
 use crate::statedir::{StateDir, StateError};
@@ -60,6 +62,8 @@ pub struct BrokerConfig {
     pub session_ttl: Duration,
     /// Most sessions held at once.
     pub max_sessions: usize,
+    /// Rotation of `STATE/audit.jsonl`.
+    pub audit: AuditRotation,
 }
 
 impl Default for BrokerConfig {
@@ -67,6 +71,7 @@ impl Default for BrokerConfig {
         BrokerConfig {
             session_ttl: Duration::from_secs(300),
             max_sessions: 10_000,
+            audit: AuditRotation::default(),
         }
     }
 }
@@ -151,9 +156,11 @@ impl Broker {
         let token_key =
             p256::ecdsa::SigningKey::from_pkcs8_pem(pem).map_err(|e| key_err(e.to_string()))?;
         let audit_path = state.path("audit.jsonl");
-        let audit = AuditLog::open(&audit_path).map_err(|source| BrokerError::Audit {
-            path: audit_path.display().to_string(),
-            source,
+        let audit = AuditLog::open_with(&audit_path, config.audit).map_err(|source| {
+            BrokerError::Audit {
+                path: audit_path.display().to_string(),
+                source,
+            }
         })?;
         Ok(Broker {
             state,

@@ -29,7 +29,7 @@ pub enum SessionState {
         /// What was verified.
         claims: Box<Claims>,
         /// The enclave's ephemeral key (resources are encrypted to it).
-        tee_pubkey: p256::PublicKey,
+        tee_pubkey: crate::tee_key::TeeKey,
     },
 }
 

@@ -38,6 +38,7 @@ fn start(dir: &Path, ttl: Duration) -> ServerHandle {
             BrokerConfig {
                 session_ttl: ttl,
                 max_sessions: 1000,
+                ..Default::default()
             },
         )
         .unwrap(),
