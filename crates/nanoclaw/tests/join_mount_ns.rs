@@ -208,6 +208,12 @@ fn exec_and_delete_in_a_joined_mount_namespace() {
         "the init is not in the held mount namespace"
     );
 
+    // The container's cgroup exists while it runs (and the leak check below can see it).
+    assert!(
+        !leftover_cgroups(runtime.root(), id).is_empty(),
+        "no cgroup found for the running container"
+    );
+
     let out = runtime
         .command(["exec", id, "sh", "-c"])
         .arg("readlink /proc/self/ns/mnt; cat /claw-marker; ls /proc | grep -c '^[0-9]'")
@@ -241,6 +247,8 @@ fn exec_and_delete_in_a_joined_mount_namespace() {
         !claw_testsupport::bundle::pid_alive(init),
         "init {init} survived delete"
     );
+    let cgroups = leftover_cgroups(runtime.root(), id);
+    assert!(cgroups.is_empty(), "cgroups left: {cgroups:?}");
     // The held namespace outlives the container.
     assert!(claw_testsupport::bundle::pid_alive(holder.pid() as i32));
     let mounts = claw_testsupport::bundle::mounts_under(bundle.path());
@@ -445,6 +453,8 @@ fn rootless_cannot_join_a_foreign_mount_namespace() {
     );
     let leaked = runtime_processes(runtime.root());
     assert!(leaked.is_empty(), "processes left: {leaked:?}");
+    let cgroups = leftover_cgroups(runtime.root(), "rl");
+    assert!(cgroups.is_empty(), "cgroups left: {cgroups:?}");
     assert_eq!(
         foreign.mountinfo(),
         before,

@@ -103,6 +103,43 @@ pub fn refused_in(test: &str, bundle: &Bundle, expect: &str) {
     assert!(mounts.is_empty(), "{test}: mounts left: {mounts:?}");
     let leaked = runtime_processes(runtime.root());
     assert!(leaked.is_empty(), "{test}: processes left: {leaked:?}");
+    let cgroups = leftover_cgroups(runtime.root(), "bad");
+    assert!(cgroups.is_empty(), "{test}: cgroups left: {cgroups:?}");
+}
+
+/// Existing cgroup directories of container `id` run with this --root (the default cgroup
+/// name, under any of this process's cgroups in any mounted hierarchy).
+pub fn leftover_cgroups(root: &std::path::Path, id: &str) -> Vec<std::path::PathBuf> {
+    let name = nanoclaw::cgroup::default_cgroups_path(&root.join(id), id);
+    let own: Vec<String> = std::fs::read_to_string("/proc/self/cgroup")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.splitn(3, ':').nth(2).map(str::to_string))
+        .collect();
+    let mut out = Vec::new();
+    for line in std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+    {
+        let Some((pre, post)) = line.split_once(" - ") else {
+            continue;
+        };
+        if !matches!(post.split(' ').next(), Some("cgroup" | "cgroup2")) {
+            continue;
+        }
+        let Some(mp) = pre.split(' ').nth(4) else {
+            continue;
+        };
+        for p in &own {
+            let dir = std::path::Path::new(mp)
+                .join(p.trim_start_matches('/'))
+                .join(&name);
+            if dir.exists() {
+                out.push(dir);
+            }
+        }
+    }
+    out
 }
 
 /// Pids of live processes started with this --root (the runtime and its cloned init share
