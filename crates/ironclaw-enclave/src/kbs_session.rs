@@ -32,7 +32,8 @@
 use alloc::{string::String, vec::Vec};
 
 use rand_core::CryptoRng;
-use serde_json::Value;
+/// The JSON value evidence is handed over as (serde_json's), for implementors of [`KbsIo`].
+pub use serde_json::Value;
 
 use crate::kbs_client::{self, KbsClient, KbsClientError};
 use crate::runtime_data::REPORT_DATA_LEN;

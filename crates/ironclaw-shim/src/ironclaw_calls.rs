@@ -7,7 +7,7 @@
 //! | import | arguments | does |
 //! |---|---|---|
 //! | `attest` | `data, data_len (<= 64), out, out_cap` | kvm evidence (COSE_Sign1) binding `data` (zero-padded to 64) |
-//! | `get_secret` | `path, path_len, out, out_cap` | KBS auth → attest → resource for `repository/type/tag`; the secret |
+//! | `get_secret` | `path, path_len, out, out_cap` | the secret at `repository/type/tag`: KBS auth → attest on the first call, then only the resource request on the same session (kept for the enclave's lifetime) |
 //! | `seal` | `data, data_len, out, out_cap` | a sealed blob bound to this enclave's launch measurement |
 //! | `unseal` | `blob, blob_len, out, out_cap` | the data, if this enclave (same measurement, same host) sealed it |
 //!
@@ -26,13 +26,14 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use ironclaw_abi::{call, status};
-use ironclaw_enclave::kbs_client::{self, KbsClient, KbsClientError};
+use ironclaw_enclave::kbs_client::{self, KbsClientError};
+use ironclaw_enclave::kbs_session::{KbsIo, Method, Reply, SessionError, Value};
 use ironclaw_enclave::seal::{self, KeyRequest, NONCE_LEN};
-use ironclaw_enclave::tee::TeeKind;
 use wasmi::{Caller, Extern, Linker, Memory};
 
 use crate::hostcall;
 use crate::runner::State;
+use crate::wasi::Clock;
 
 /// Import module name of IronClaw's calls.
 pub const MODULE: &str = "ironclaw";
@@ -166,20 +167,19 @@ fn attest(report_data: &[u8]) -> Result<Vec<u8>, i32> {
     host(call::ATTEST, [0; 4], &rd).map(|(evidence, _)| evidence)
 }
 
-/// One KBS request relayed by the host: (status, Set-Cookie, body).
-fn kbs_http(
-    post: bool,
-    path: &str,
-    cookie: &str,
-    body: &[u8],
-) -> Result<(u16, String, Vec<u8>), i32> {
+/// One KBS request relayed by the host.
+fn kbs_http(method: Method, path: &str, cookie: &str, body: &[u8]) -> Result<Reply, i32> {
     let mut p = Vec::with_capacity(8 + path.len() + cookie.len() + body.len());
     p.extend_from_slice(&(path.len() as u32).to_le_bytes());
     p.extend_from_slice(path.as_bytes());
     p.extend_from_slice(&(cookie.len() as u32).to_le_bytes());
     p.extend_from_slice(cookie.as_bytes());
     p.extend_from_slice(body);
-    let (reply, values) = host(call::KBS_HTTP, [if post { 2 } else { 1 }, 0, 0, 0], &p)?;
+    let verb = match method {
+        Method::Get => 1,
+        Method::Post => 2,
+    };
+    let (reply, values) = host(call::KBS_HTTP, [verb, 0, 0, 0], &p)?;
     // Hostile reply: check every length before slicing.
     let len_bytes: [u8; 4] = reply
         .get(..4)
@@ -190,14 +190,43 @@ fn kbs_http(
     let set_cookie = reply.get(4..end).ok_or(E_PROTOCOL)?;
     let set_cookie = String::from_utf8(set_cookie.to_vec()).map_err(|_| E_PROTOCOL)?;
     let status = u16::try_from(values[0]).map_err(|_| E_PROTOCOL)?;
-    Ok((
+    Ok(Reply {
         status,
-        set_cookie,
-        reply.get(end..).unwrap_or_default().to_vec(),
-    ))
+        set_cookie: (!set_cookie.is_empty()).then_some(set_cookie),
+        body: reply.get(end..).unwrap_or_default().to_vec(),
+    })
 }
 
-fn kbs_error(step: &str, e: KbsClientError) -> i32 {
+/// The KBS session's view of the outside: the host relay, the host's `attest`
+/// service and the guest clock (TSC; the host can skew it, which only changes when
+/// a new handshake happens, see `ironclaw_enclave::kbs_session`).
+struct ShimKbsIo<'a> {
+    clock: &'a Clock,
+}
+
+impl KbsIo for ShimKbsIo<'_> {
+    type Error = i32;
+
+    fn request(
+        &mut self,
+        method: Method,
+        path: &str,
+        cookie: Option<&str>,
+        body: &[u8],
+    ) -> Result<Reply, i32> {
+        kbs_http(method, path, cookie.unwrap_or_default(), body)
+    }
+
+    fn evidence(&mut self, report_data: &[u8; 64]) -> Result<Value, i32> {
+        attest(report_data).map(|e| kbs_client::kvm_primary_evidence(&e))
+    }
+
+    fn now_ms(&self) -> Option<u64> {
+        self.clock.monotonic_ns().map(|ns| ns / 1_000_000)
+    }
+}
+
+fn kbs_error(e: KbsClientError) -> i32 {
     match e {
         KbsClientError::Refused { .. } => {
             stderr(&alloc::format!("ironclaw: get_secret: {e}\n"));
@@ -205,13 +234,15 @@ fn kbs_error(step: &str, e: KbsClientError) -> i32 {
         }
         KbsClientError::BadPath { .. } => E_INVALID,
         other => {
-            stderr(&alloc::format!("ironclaw: get_secret: {step}: {other}\n"));
+            stderr(&alloc::format!("ironclaw: get_secret: {other}\n"));
             E_PROTOCOL
         }
     }
 }
 
-fn get_secret(path: &[u8]) -> Result<Vec<u8>, i32> {
+/// `get_secret` on the enclave's KBS session: the first call attests, later ones
+/// only fetch (a new handshake when the session expired; see `KbsSession`).
+fn get_secret(state: &mut State, path: &[u8]) -> Result<Vec<u8>, i32> {
     let path = core::str::from_utf8(path).map_err(|_| E_INVALID)?;
     let mut parts = path.split('/');
     let (Some(repo), Some(kind), Some(tag), None) =
@@ -219,28 +250,17 @@ fn get_secret(path: &[u8]) -> Result<Vec<u8>, i32> {
     else {
         return Err(E_INVALID);
     };
-    let resource = kbs_client::resource_path(repo, kind, tag).map_err(|_| E_INVALID)?;
     let mut rng = rng()?;
-    let mut kbs = KbsClient::new(TeeKind::KVM, &mut rng);
-
-    let body = kbs.auth_request().map_err(|e| kbs_error("auth", e))?;
-    let (st, set_cookie, reply) = kbs_http(true, "/kbs/v0/auth", "", &body)?;
-    let report_data = kbs
-        .on_auth_response(st, Some(&set_cookie), &reply)
-        .map_err(|e| kbs_error("auth", e))?;
-
-    let evidence = attest(&report_data)?;
-    let body = kbs
-        .attest_request(kbs_client::kvm_primary_evidence(&evidence))
-        .map_err(|e| kbs_error("attest", e))?;
-    let cookie = kbs.cookie_header().unwrap_or_default();
-    let (st, _, reply) = kbs_http(true, "/kbs/v0/attest", &cookie, &body)?;
-    kbs.on_attest_response(st, &reply)
-        .map_err(|e| kbs_error("attest", e))?;
-
-    let (st, _, reply) = kbs_http(false, &resource, &cookie, &[])?;
-    kbs.on_resource_response(st, &reply)
-        .map_err(|e| kbs_error("resource", e))
+    let mut io = ShimKbsIo {
+        clock: &state.clock,
+    };
+    state
+        .kbs
+        .get_resource(&mut io, &mut rng, repo, kind, tag)
+        .map_err(|e| match e {
+            SessionError::Kbs(e) => kbs_error(e),
+            SessionError::Io(code) => code,
+        })
 }
 
 fn seal_key(req: KeyRequest) -> Result<[u8; 32], i32> {
@@ -283,7 +303,7 @@ pub fn define(linker: &mut Linker<State>) -> Result<(), wasmi::errors::LinkerErr
         MODULE,
         "get_secret",
         |mut c: Caller<'_, State>, p: i32, l: i32, out: i32, cap: i32| -> i32 {
-            let r = input(&c, p, l).and_then(|d| get_secret(&d));
+            let r = input(&c, p, l).and_then(|d| get_secret(c.data_mut(), &d));
             finish(&mut c, out, cap, r)
         },
     )?;

@@ -20,6 +20,9 @@ pub struct State {
     pub env: Vec<Vec<u8>>,
     pub clock: Clock,
     pub limiter: Limiter,
+    /// The enclave's KBS session, reused by every `get_secret` (its ephemeral key and
+    /// cookie live here, in enclave memory, until the run ends).
+    pub kbs: ironclaw_enclave::kbs_session::KbsSession,
 }
 
 /// Memory and table caps. A denied growth ends the run with `MemoryLimit` (a trap, rather
@@ -201,6 +204,7 @@ pub fn run(boot: Boot, boot_tsc: u64) -> Outcome {
             max_table: usize::try_from(info.max_table_elements).unwrap_or(usize::MAX),
             denied: None,
         },
+        kbs: ironclaw_enclave::kbs_session::KbsSession::new(ironclaw_enclave::tee::TeeKind::KVM),
     };
     let mut store = Store::new(&engine, state);
     store.limiter(|s| &mut s.limiter);

@@ -3,6 +3,10 @@
 //! - `secret-hmac hmac REPOSITORY/TYPE/TAG < message`: fetches the secret from the key
 //!   broker (released only to this module's attested measurement) and prints
 //!   `HMAC-SHA256(key = secret, message = stdin)` as hex;
+//! - `secret-hmac hmac-lines < requests`: a small signing service; every stdin line is
+//!   `REPOSITORY/TYPE/TAG MESSAGE` and is answered, in order, with the hex HMAC of
+//!   MESSAGE under that secret. Each line calls `get_secret` again: the shim keeps the
+//!   attested session, so only the first line pays for attestation;
 //! - `secret-hmac seal < data`: prints the sealed blob as hex;
 //! - `secret-hmac unseal < hex-blob`: prints the unsealed data.
 //!
@@ -61,6 +65,25 @@ fn main() {
             mac.update(&stdin_bytes());
             let _ = writeln!(out, "{}", hex(&mac.finalize().into_bytes()));
         }
+        Some("hmac-lines") => {
+            for line in std::io::stdin().lines() {
+                let line = line.unwrap_or_else(|e| {
+                    eprintln!("reading stdin: {e}");
+                    std::process::exit(1);
+                });
+                let Some((path, message)) = line.split_once(' ') else {
+                    eprintln!("secret-hmac: expected `REPOSITORY/TYPE/TAG MESSAGE`, got {line:?}");
+                    std::process::exit(2);
+                };
+                let key =
+                    ironclaw_guest::get_secret(path).unwrap_or_else(|e| fail("get_secret", e));
+                let mut mac =
+                    Hmac::<Sha256>::new_from_slice(&key).unwrap_or_else(|_| std::process::exit(1));
+                mac.update(message.as_bytes());
+                let _ = writeln!(out, "{}", hex(&mac.finalize().into_bytes()));
+                let _ = out.flush();
+            }
+        }
         Some("seal") => {
             let blob = ironclaw_guest::seal(&stdin_bytes()).unwrap_or_else(|e| fail("seal", e));
             let _ = writeln!(out, "{}", hex(&blob));
@@ -75,7 +98,7 @@ fn main() {
             let _ = out.write_all(&data);
         }
         _ => {
-            eprintln!("usage: secret-hmac hmac PATH | seal | unseal");
+            eprintln!("usage: secret-hmac hmac PATH | hmac-lines | seal | unseal");
             std::process::exit(2);
         }
     }
