@@ -6,7 +6,9 @@
 //! - `secret-hmac hmac-lines < requests`: a small signing service; every stdin line is
 //!   `REPOSITORY/TYPE/TAG MESSAGE` and is answered, in order, with the hex HMAC of
 //!   MESSAGE under that secret. Each line calls `get_secret` again: the shim keeps the
-//!   attested session, so only the first line pays for attestation;
+//!   attested session, so only the first line pays for attestation. With
+//!   `SECRET_HMAC_TIMING=1` in the environment, the latency of each `get_secret` (guest
+//!   monotonic clock) goes to stderr as `get_secret PATH: N us`;
 //! - `secret-hmac seal < data`: prints the sealed blob as hex;
 //! - `secret-hmac unseal < hex-blob`: prints the unsealed data.
 //!
@@ -66,6 +68,7 @@ fn main() {
             let _ = writeln!(out, "{}", hex(&mac.finalize().into_bytes()));
         }
         Some("hmac-lines") => {
+            let timing = std::env::var_os("SECRET_HMAC_TIMING").is_some_and(|v| v == "1");
             for line in std::io::stdin().lines() {
                 let line = line.unwrap_or_else(|e| {
                     eprintln!("reading stdin: {e}");
@@ -75,8 +78,12 @@ fn main() {
                     eprintln!("secret-hmac: expected `REPOSITORY/TYPE/TAG MESSAGE`, got {line:?}");
                     std::process::exit(2);
                 };
+                let started = std::time::Instant::now();
                 let key =
                     ironclaw_guest::get_secret(path).unwrap_or_else(|e| fail("get_secret", e));
+                if timing {
+                    eprintln!("get_secret {path}: {} us", started.elapsed().as_micros());
+                }
                 let mut mac =
                     Hmac::<Sha256>::new_from_slice(&key).unwrap_or_else(|_| std::process::exit(1));
                 mac.update(message.as_bytes());
