@@ -130,7 +130,7 @@ impl ApiError {
             ApiError::Evidence(EvidenceError::Malformed(_)) => "MalformedEvidence",
             ApiError::Evidence(EvidenceError::UntrustedPlatformKey(_)) => "UntrustedPlatformKey",
             ApiError::Evidence(EvidenceError::Rejected(_)) => "EvidenceRejected",
-            ApiError::Evidence(EvidenceError::ReportDataMismatch) => "ReportDataMismatch",
+            ApiError::Evidence(EvidenceError::ReportDataMismatch(_)) => "ReportDataMismatch",
             ApiError::Evidence(EvidenceError::SampleDisabled) => "SampleDisabled",
             ApiError::Evidence(EvidenceError::UnsupportedTee(_)) => "UnsupportedTee",
             ApiError::PolicyDeny(_) => "PolicyDeny",

@@ -6,13 +6,23 @@
 //! | tee | primary_evidence |
 //! |---|---|
 //! | `kvm` | `{"cose_sign1": "<base64url COSE_Sign1>"}` (see `ironclaw_verifier::kvm`) |
-//! | `snp`, `tdx`, `sgx`, `nitro` | `{"evidence": "<base64 report/quote/document>", "certs": ["<base64 PEM or DER>", ...], "collateral": "<base64 DCAP collateral JSON>"}` |
+//! | `snp` | trustee's: `{"attestation_report": {<sev serde fields>}, "cert_chain": [{"cert_type": "VCEK", "data": [..]}, ..] \| null}` (see [`crate::trustee_evidence`]); the VCEK/VLEK must be in `cert_chain` (no KDS fetch) |
+//! | `tdx` | trustee's: `{"quote": "<base64>", "cc_eventlog": "<base64>" \| null}` |
+//! | `sgx` | trustee's: `{"quote": "<base64>"}` |
+//! | `snp`, `tdx`, `sgx`, `nitro` | the broker's own wrapper: `{"evidence": "<base64 report/quote/document>", "certs": ["<base64 PEM or DER>", ...], "collateral": "<base64 DCAP collateral JSON>"}` (trustee has no Nitro shape) |
 //! | `sample` | trustee's sample evidence `{"svn": "...", "report_data": "<base64>"}` |
 //!
-//! Each kind's report_data must equal the digest of the KBS runtime-data
-//! (`ironclaw_enclave::runtime_data`), zero-padded to the field's length: this is
-//! what makes evidence fresh (it binds the session's nonce) and what binds the
-//! enclave's ephemeral key.
+//! The shape is recognised by its fields (`attestation_report` / `quote` versus
+//! `evidence`). DCAP collateral comes from the wrapper's `collateral` or, for
+//! either shape, from the operator's files in `<state>/dcap-collateral/`
+//! ([`crate::collateral`]); without one the TCB status is `NotEvaluated`.
+//!
+//! Evidence is verified at the instant the broker's [`crate::clock::Clock`] gives
+//! (the wall clock unless the embedding code set another), and only then is its
+//! report_data compared: each kind's report_data must equal the digest of the KBS
+//! runtime-data (`ironclaw_enclave::runtime_data`), zero-padded to the field's
+//! length. This is what makes evidence fresh (it binds the session's nonce) and
+//! what binds the enclave's ephemeral key.
 
 use base64::{
     engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
@@ -25,7 +35,18 @@ use kbs_types::Tee;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::collateral::{CollateralStore, Lookup};
 use crate::policy::Policy;
+use crate::trustee_evidence::{self, SnpSigner};
+
+/// What verification needs besides the evidence and the policy.
+#[derive(Debug, Clone, Copy)]
+pub struct VerifyEnv<'a> {
+    /// The verification instant (certificate validity, collateral windows).
+    pub at: VerifyTime,
+    /// Operator-configured DCAP collateral.
+    pub collateral: &'a CollateralStore,
+}
 
 /// What the policy sees of verified evidence.
 #[derive(Debug, Clone)]
@@ -54,9 +75,10 @@ pub enum EvidenceError {
     /// The evidence does not verify (signature, chain, TCB).
     #[error("evidence rejected: {0}")]
     Rejected(String),
-    /// report_data does not bind this session's nonce and tee-pubkey.
-    #[error("report_data does not match the runtime-data of this session (stale or replayed evidence, or another key)")]
-    ReportDataMismatch,
+    /// report_data does not bind this session's nonce and tee-pubkey. The detail
+    /// says what was verified before the comparison and what differed.
+    #[error("report_data does not match the runtime-data of this session (stale or replayed evidence, or another key): {0}")]
+    ReportDataMismatch(String),
     /// `sample` evidence while the policy does not enable it.
     #[error("the sample TEE kind is disabled by policy")]
     SampleDisabled,
@@ -65,13 +87,15 @@ pub enum EvidenceError {
     UnsupportedTee(String),
 }
 
-fn from_verify(e: VerifyError) -> EvidenceError {
+fn from_verify(e: VerifyError, tee: &str) -> EvidenceError {
     match e.kind() {
         "input" | "malformed" | "unsupported" | "cert_parse" => {
-            EvidenceError::Malformed(e.to_string())
+            EvidenceError::Malformed(format!("{tee}: {e}"))
         }
-        "untrusted_root" => EvidenceError::UntrustedPlatformKey(e.to_string()),
-        _ => EvidenceError::Rejected(e.to_string()),
+        // Only kvm has operator-trusted keys; for hardware kinds an untrusted root
+        // is evidence that does not verify.
+        "untrusted_root" if tee == "kvm" => EvidenceError::UntrustedPlatformKey(e.to_string()),
+        _ => EvidenceError::Rejected(format!("{tee}: {e}")),
     }
 }
 
@@ -117,14 +141,15 @@ fn parse<T: for<'de> Deserialize<'de>>(v: &Value, kind: &str) -> Result<T, Evide
     T::deserialize(v).map_err(|e| EvidenceError::Malformed(format!("{kind} primary_evidence: {e}")))
 }
 
-/// Verifies `evidence` of kind `tee`, checks its report_data against `digest`.
+/// Verifies `evidence` of kind `tee` at `env.at`, then checks its report_data
+/// against `digest`.
 pub fn verify(
     tee: TeeKind,
     evidence: &Value,
     digest: &[u8; DIGEST_LEN],
     policy: &Policy,
+    env: &VerifyEnv<'_>,
 ) -> Result<Claims, EvidenceError> {
-    let now = VerifyTime::now();
     match tee {
         TeeKind::Extra(ExtraTee::Kvm) => {
             let ev: KvmEvidence = parse(evidence, "kvm")?;
@@ -132,7 +157,8 @@ pub fn verify(
                 EvidenceError::Malformed(format!("kvm cose_sign1: not base64url: {e}"))
             })?;
             let keys = policy.platform_keys();
-            let r = ironclaw_verifier::kvm::verify(&bytes, &keys, now).map_err(from_verify)?;
+            let r = ironclaw_verifier::kvm::verify(&bytes, &keys, env.at)
+                .map_err(|e| from_verify(e, "kvm"))?;
             finish("kvm", r, digest)
         }
         TeeKind::Kbs(Tee::Sample) => {
@@ -143,7 +169,11 @@ pub fn verify(
             let rd = b64_any(&ev.report_data)
                 .ok_or_else(|| EvidenceError::Malformed("sample report_data: not base64".into()))?;
             if !report_data_matches(&rd, digest) {
-                return Err(EvidenceError::ReportDataMismatch);
+                return Err(EvidenceError::ReportDataMismatch(format!(
+                    "sample report_data is {}, this session needs {} zero-padded",
+                    hex::encode(&rd),
+                    hex::encode(digest)
+                )));
             }
             Ok(Claims {
                 tee: "sample",
@@ -152,6 +182,23 @@ pub fn verify(
                 tcb: None,
                 result: None,
             })
+        }
+        TeeKind::Kbs(Tee::Snp) if trustee_evidence::is_snp_shape(evidence) => {
+            verify_trustee_snp(evidence, digest, env)
+        }
+        TeeKind::Kbs(t @ (Tee::Tdx | Tee::Sgx)) if trustee_evidence::is_dcap_shape(evidence) => {
+            let (kind, name) = if t == Tee::Tdx {
+                (ironclaw_verifier::TeeKind::Tdx, "tdx")
+            } else {
+                (ironclaw_verifier::TeeKind::Sgx, "sgx")
+            };
+            let ev = trustee_evidence::parse_dcap(evidence, name)
+                .map_err(|e| EvidenceError::Malformed(e.to_string()))?;
+            let mut opts = VerifyOptions::at(env.at);
+            opts.collateral = store_collateral(env, kind, &ev.quote);
+            let r = ironclaw_verifier::dcap::verify(&ev.quote, &opts, kind)
+                .map_err(|e| from_verify(e, name))?;
+            finish(name, r, digest)
         }
         other => {
             let (kind, name) = match other {
@@ -166,7 +213,7 @@ pub fn verify(
             let ev: HardwareEvidence = parse(evidence, name)?;
             let bytes = b64_any(&ev.evidence)
                 .ok_or_else(|| EvidenceError::Malformed(format!("{name} evidence: not base64")))?;
-            let mut opts = VerifyOptions::at(now);
+            let mut opts = VerifyOptions::at(env.at);
             for (i, c) in ev.certs.iter().enumerate() {
                 let der = b64_any(c).ok_or_else(|| {
                     EvidenceError::Malformed(format!("{name} certs[{i}]: not base64"))
@@ -177,11 +224,59 @@ pub fn verify(
                 opts.collateral = Some(b64_any(c).ok_or_else(|| {
                     EvidenceError::Malformed(format!("{name} collateral: not base64"))
                 })?);
+            } else if matches!(
+                kind,
+                ironclaw_verifier::TeeKind::Tdx | ironclaw_verifier::TeeKind::Sgx
+            ) {
+                let (raw, _) = ironclaw_verifier::input::decode_evidence(&bytes);
+                opts.collateral = store_collateral(env, kind, &raw);
             }
-            let r = ironclaw_verifier::verify(kind, &bytes, &opts).map_err(from_verify)?;
+            let r =
+                ironclaw_verifier::verify(kind, &bytes, &opts).map_err(|e| from_verify(e, name))?;
             finish(name, r, digest)
         }
     }
+}
+
+/// The operator's collateral for this quote's platform, if any. Without one the
+/// verifier checks quote, QE report and PCK chain and reports `NotEvaluated`.
+fn store_collateral(
+    env: &VerifyEnv<'_>,
+    kind: ironclaw_verifier::TeeKind,
+    quote: &[u8],
+) -> Option<Vec<u8>> {
+    // A quote whose FMSPC cannot be read gets no collateral: the verifier then
+    // names what is wrong with it.
+    let fmspc = ironclaw_verifier::dcap::quote_fmspc(quote).ok()?;
+    match env.collateral.lookup(kind, &fmspc, env.at) {
+        Lookup::Found(c) => Some(c.bytes),
+        Lookup::Missing(_) => None,
+    }
+}
+
+fn verify_trustee_snp(
+    evidence: &Value,
+    digest: &[u8; DIGEST_LEN],
+    env: &VerifyEnv<'_>,
+) -> Result<Claims, EvidenceError> {
+    let ev = trustee_evidence::parse_snp(evidence)
+        .map_err(|e| EvidenceError::Malformed(e.to_string()))?;
+    let Some((name, der)) = ev.endorsement_key else {
+        let which = ev.signer.name();
+        let why = match ev.signer {
+            SnpSigner::Other(n) => format!(" (KEY_INFO.SIGNING_KEY is {n}, not a VCEK or VLEK)"),
+            _ => String::new(),
+        };
+        return Err(EvidenceError::Malformed(format!(
+            "snp cert_chain: the report is signed by a {which}{why} and cert_chain holds no \
+             {which} certificate; this broker does not fetch it from AMD's KDS (it reaches no \
+             network), so the attester must send it in cert_chain"
+        )));
+    };
+    let mut opts = VerifyOptions::at(env.at);
+    opts.certs.push((name, der));
+    let r = ironclaw_verifier::snp::verify(&ev.report, &opts).map_err(|e| from_verify(e, "snp"))?;
+    finish("snp", r, digest)
 }
 
 fn finish(
@@ -199,7 +294,36 @@ fn finish(
     .flatten()
     .any(|b| report_data_matches(b.as_slice(), digest));
     if !bound {
-        return Err(EvidenceError::ReportDataMismatch);
+        let shown = |b: &Option<ironclaw_verifier::Bytes>| {
+            b.as_ref()
+                .map(|b| hex::encode(&b.0))
+                .unwrap_or_else(|| "absent".into())
+        };
+        let found = if r.tee == ironclaw_verifier::TeeKind::Nitro {
+            format!(
+                "user_data {} and nonce {}",
+                shown(&r.user_data),
+                shown(&r.nonce)
+            )
+        } else {
+            format!("report_data {}", shown(&r.report_data))
+        };
+        let signer = r
+            .signer_chain
+            .first()
+            .map(|c| c.subject.as_str())
+            .unwrap_or("(none)");
+        return Err(EvidenceError::ReportDataMismatch(format!(
+            "the {tee} evidence verified (signed by {signer:?}, measurement {}, TCB {:?}, at {}) \
+             but its {found} does not equal this session's digest {} zero-padded",
+            r.measurements
+                .primary()
+                .map(|m| hex::encode(&m.0))
+                .unwrap_or_else(|| "(none)".into()),
+            r.tcb.status,
+            r.verified_at,
+            hex::encode(digest)
+        )));
     }
     let tcb = if r.tee.is_hardware() {
         Some(r.tcb.status)

@@ -210,8 +210,18 @@ impl Broker {
             &att.tee_evidence.additional_evidence,
         );
         let policy = self.policy();
-        let claims =
-            crate::evidence::verify(tee, &att.tee_evidence.primary_evidence, &digest, &policy)?;
+        let collateral = self.collateral_store();
+        let env = crate::evidence::VerifyEnv {
+            at: self.evidence_clock.now(),
+            collateral: &collateral,
+        };
+        let claims = crate::evidence::verify(
+            tee,
+            &att.tee_evidence.primary_evidence,
+            &digest,
+            &policy,
+            &env,
+        )?;
         ev.measurement = claims.measurement.as_deref().map(hex::encode);
         policy
             .admits(&claims)

@@ -23,6 +23,8 @@
 pub mod admin;
 pub mod audit;
 pub mod client;
+pub mod clock;
+pub mod collateral;
 pub mod error;
 pub mod evidence;
 pub mod http;
@@ -34,6 +36,7 @@ pub mod store;
 pub mod tee_key;
 pub mod tls;
 pub mod token;
+pub mod trustee_evidence;
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard, RwLock};
@@ -119,6 +122,8 @@ pub struct Broker {
     sessions: Mutex<Sessions>,
     token_key: p256::ecdsa::SigningKey,
     audit: AuditLog,
+    /// The instant evidence is verified at (the wall clock unless set otherwise).
+    evidence_clock: std::sync::Arc<dyn clock::Clock>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -169,7 +174,22 @@ impl Broker {
             sessions: Mutex::new(Sessions::new(config.session_ttl, config.max_sessions)),
             token_key,
             audit,
+            evidence_clock: std::sync::Arc::new(clock::WallClock),
         })
+    }
+
+    /// Verifies evidence at the instant `clock` gives instead of the wall clock.
+    /// For tests with archived evidence and for operators re-checking evidence
+    /// presented at a known time; nothing reachable from the network or the CLI
+    /// calls it. Sessions and tokens keep using the system clock.
+    pub fn with_evidence_clock(mut self, clock: std::sync::Arc<dyn clock::Clock>) -> Self {
+        self.evidence_clock = clock;
+        self
+    }
+
+    /// Operator-configured DCAP collateral (`<state>/dcap-collateral/`).
+    pub fn collateral_store(&self) -> collateral::CollateralStore {
+        collateral::CollateralStore::new(&self.state.path(collateral::DIR_NAME))
     }
 
     /// The state directory.
