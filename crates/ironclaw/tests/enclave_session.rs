@@ -303,7 +303,7 @@ impl KbsIo for SampleOverHttps {
 fn the_brokers_expired_session_refusal_triggers_exactly_one_new_handshake() {
     let tmp = tempfile::tempdir().unwrap();
     let state = tmp.path().join("broker");
-    let ttl = Duration::from_millis(300);
+    let ttl = Duration::from_secs(1);
     let broker = Arc::new(
         Broker::open(
             &state,
@@ -341,7 +341,7 @@ fn the_brokers_expired_session_refusal_triggers_exactly_one_new_handshake() {
     assert_eq!((a.as_slice(), b.as_slice()), (KEY_A, KEY_B));
     assert_eq!(session.stats().handshakes, 1);
 
-    std::thread::sleep(ttl + Duration::from_millis(100));
+    std::thread::sleep(ttl + Duration::from_millis(200));
     let a = session
         .get_resource(&mut io, &mut rng, "test", "key", "a")
         .unwrap();
