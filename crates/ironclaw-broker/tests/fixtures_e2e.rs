@@ -61,6 +61,11 @@ struct Env {
 
 impl Env {
     fn new(instant: VerifyTime, collateral: &[(&str, Vec<u8>)]) -> Env {
+        Env::with_clock(Some(instant), collateral)
+    }
+
+    /// `None`: the broker as `ironclaw broker serve` opens it (wall clock).
+    fn with_clock(instant: Option<VerifyTime>, collateral: &[(&str, Vec<u8>)]) -> Env {
         let dir = tempfile::tempdir().unwrap();
         if !collateral.is_empty() {
             let cdir = dir.path().join(ironclaw_broker::collateral::DIR_NAME);
@@ -76,8 +81,11 @@ impl Env {
                 ..Default::default()
             },
         )
-        .unwrap()
-        .with_evidence_clock(Arc::new(FixedClock(instant)));
+        .unwrap();
+        let broker = match instant {
+            Some(t) => broker.with_evidence_clock(Arc::new(FixedClock(t))),
+            None => broker,
+        };
         let broker = Arc::new(broker);
         let tls = ironclaw_broker::tls::server_config(broker.state(), None, None).unwrap();
         let server = http::start(broker, "127.0.0.1:0", tls).unwrap();
@@ -516,5 +524,43 @@ fn nitro_document_verifies_then_fails_the_binding_or_the_signature_or_the_window
         wrap(&doc),
         (401, "EvidenceRejected"),
         &["expired at"],
+    );
+}
+
+// ---- Production default -----------------------------------------------------
+
+#[test]
+fn a_broker_without_an_injected_clock_verifies_at_the_wall_clock() {
+    let Some(dir) = fixtures("a_broker_without_an_injected_clock_verifies_at_the_wall_clock")
+    else {
+        return;
+    };
+    // Both were authentic at their own time; at the wall clock (after 2025-12) the
+    // Nitro leaf (3 h) and the TDX collateral (July 2025) have expired.
+    let env = Env::with_clock(
+        None,
+        &[(
+            "tdx.json",
+            read(&dir, "tdx/dcap-qvl/tdx_quote_collateral.json"),
+        )],
+    );
+    // The day the broker verifies on (a test starting just before midnight UTC
+    // could see the next day: acceptable for a date this coarse).
+    let today = VerifyTime::now().to_rfc3339()[..10].to_string();
+    let b64 = String::from_utf8(read(&dir, "nitro/blocky-nitrite/nitro_attestation.b64")).unwrap();
+    env.expect(
+        NITRO,
+        json!({"evidence": b64.split_whitespace().collect::<String>()}),
+        (401, "EvidenceRejected"),
+        &[
+            "expired at 2024-09",
+            &format!("(verification instant {today}"),
+        ],
+    );
+    env.expect(
+        TDX,
+        quote_evidence(&read(&dir, "tdx/dcap-qvl/tdx_quote.bin"), true),
+        (401, "EvidenceRejected"),
+        &["collateral", "expired: nextUpdate 2025-07-19"],
     );
 }
