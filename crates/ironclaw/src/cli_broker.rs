@@ -40,6 +40,14 @@ pub enum BrokerCommand {
         /// Session lifetime in seconds.
         #[arg(long, default_value_t = 300)]
         session_ttl: u64,
+        /// Rotate STATE/audit.jsonl before it would exceed this many bytes.
+        #[arg(long, default_value_t = ironclaw_broker::audit::AuditRotation::DEFAULT_MAX_BYTES,
+              value_parser = clap::value_parser!(u64).range(4096..))]
+        audit_max_bytes: u64,
+        /// Rotated audit files kept (audit.jsonl.1 is the newest).
+        #[arg(long, default_value_t = ironclaw_broker::audit::AuditRotation::DEFAULT_KEEP,
+              value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1000))]
+        audit_keep: usize,
     },
     /// Manage secrets (works while the broker runs).
     #[command(subcommand)]
@@ -129,9 +137,15 @@ pub fn broker(cmd: BrokerCommand) -> ExitCode {
             cert,
             key,
             session_ttl,
+            audit_max_bytes,
+            audit_keep,
         } => {
             let config = BrokerConfig {
                 session_ttl: Duration::from_secs(session_ttl),
+                audit: ironclaw_broker::audit::AuditRotation {
+                    max_bytes: audit_max_bytes,
+                    keep: audit_keep,
+                },
                 ..Default::default()
             };
             let broker = match Broker::open(&state, config) {

@@ -123,3 +123,60 @@ fn secrets_and_policy_with_and_without_a_running_broker() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[test]
+fn broker_serve_rotates_its_audit_log_as_the_flags_say() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("broker");
+    let s = state.to_str().unwrap();
+    let bad = ironclaw(&[
+        "broker",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--state",
+        s,
+        "--audit-keep",
+        "0",
+    ]);
+    assert_eq!(
+        bad.status.code(),
+        Some(2),
+        "--audit-keep 0 is a usage error"
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ironclaw"))
+        .args(["broker", "serve", "--listen", "127.0.0.1:0", "--state", s])
+        .args(["--audit-max-bytes", "4096", "--audit-keep", "2"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("https://"))
+        .unwrap_or_else(|| panic!("no URL in {line:?}"))
+        .to_string();
+    let roots = ironclaw_broker::tls::load_certs(&state.join("tls.crt")).unwrap();
+    let mut c = ironclaw_broker::client::KbsHttpClient::new(&url, &roots).unwrap();
+    // Each refused request is one ~250-byte audit line: 120 lines ≈ 30 KiB.
+    for i in 0..120 {
+        let r = c
+            .request("GET", &format!("/kbs/v0/resource/a/b/{i}"), None, b"")
+            .unwrap();
+        assert_eq!(r.status, 401);
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    for name in ["audit.jsonl", "audit.jsonl.1", "audit.jsonl.2"] {
+        let text = std::fs::read_to_string(state.join(name)).unwrap();
+        assert!(text.len() <= 4096, "{name}: {} bytes", text.len());
+        for l in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            assert_eq!(v["error"], "MissingCookie");
+        }
+    }
+    assert!(!state.join("audit.jsonl.3").exists(), "--audit-keep 2");
+}
