@@ -22,6 +22,9 @@ pub const DIR_NAME: &str = "dcap-collateral";
 /// Largest collateral file read (a real one is ~20 KiB).
 pub const MAX_FILE_LEN: u64 = 4 * 1024 * 1024;
 
+/// How a [`Lookup::Missing`] reason starts.
+pub const MISSING_PREFIX: &str = "no DCAP collateral for";
+
 /// Most files considered.
 pub const MAX_FILES: usize = 1024;
 
@@ -73,8 +76,7 @@ impl CollateralStore {
         let fmspc_hex = hex::encode_upper(fmspc);
         let missing = |detail: String| {
             Lookup::Missing(format!(
-                "no DCAP collateral for {want_id} FMSPC {fmspc_hex} in {}{detail}",
-                self.dir.display()
+                "{MISSING_PREFIX} {want_id} FMSPC {fmspc_hex} in the broker's {DIR_NAME}/{detail}"
             ))
         };
         let entries = match std::fs::read_dir(&self.dir) {

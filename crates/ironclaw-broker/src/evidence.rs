@@ -35,7 +35,7 @@ use kbs_types::Tee;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::collateral::{CollateralStore, Lookup};
+use crate::collateral::{CollateralStore, Lookup, MISSING_PREFIX as COLLATERAL_MISSING};
 use crate::policy::Policy;
 use crate::trustee_evidence::{self, SnpSigner};
 
@@ -195,10 +195,11 @@ pub fn verify(
             let ev = trustee_evidence::parse_dcap(evidence, name)
                 .map_err(|e| EvidenceError::Malformed(e.to_string()))?;
             let mut opts = VerifyOptions::at(env.at);
-            opts.collateral = store_collateral(env, kind, &ev.quote);
+            let missing;
+            (opts.collateral, missing) = store_collateral(env, kind, &ev.quote);
             let r = ironclaw_verifier::dcap::verify(&ev.quote, &opts, kind)
                 .map_err(|e| from_verify(e, name))?;
-            finish(name, r, digest)
+            finish(name, with_collateral_note(r, missing), digest)
         }
         other => {
             let (kind, name) = match other {
@@ -214,6 +215,7 @@ pub fn verify(
             let bytes = b64_any(&ev.evidence)
                 .ok_or_else(|| EvidenceError::Malformed(format!("{name} evidence: not base64")))?;
             let mut opts = VerifyOptions::at(env.at);
+            let mut missing = None;
             for (i, c) in ev.certs.iter().enumerate() {
                 let der = b64_any(c).ok_or_else(|| {
                     EvidenceError::Malformed(format!("{name} certs[{i}]: not base64"))
@@ -229,29 +231,41 @@ pub fn verify(
                 ironclaw_verifier::TeeKind::Tdx | ironclaw_verifier::TeeKind::Sgx
             ) {
                 let (raw, _) = ironclaw_verifier::input::decode_evidence(&bytes);
-                opts.collateral = store_collateral(env, kind, &raw);
+                (opts.collateral, missing) = store_collateral(env, kind, &raw);
             }
             let r =
                 ironclaw_verifier::verify(kind, &bytes, &opts).map_err(|e| from_verify(e, name))?;
-            finish(name, r, digest)
+            finish(name, with_collateral_note(r, missing), digest)
         }
     }
 }
 
-/// The operator's collateral for this quote's platform, if any. Without one the
-/// verifier checks quote, QE report and PCK chain and reports `NotEvaluated`.
+/// The operator's collateral for this quote's platform, or why there is none.
+/// Without one the verifier checks quote, QE report and PCK chain and reports
+/// `NotEvaluated`.
 fn store_collateral(
     env: &VerifyEnv<'_>,
     kind: ironclaw_verifier::TeeKind,
     quote: &[u8],
-) -> Option<Vec<u8>> {
+) -> (Option<Vec<u8>>, Option<String>) {
     // A quote whose FMSPC cannot be read gets no collateral: the verifier then
     // names what is wrong with it.
-    let fmspc = ironclaw_verifier::dcap::quote_fmspc(quote).ok()?;
+    let Ok(fmspc) = ironclaw_verifier::dcap::quote_fmspc(quote) else {
+        return (None, None);
+    };
     match env.collateral.lookup(kind, &fmspc, env.at) {
-        Lookup::Found(c) => Some(c.bytes),
-        Lookup::Missing(_) => None,
+        Lookup::Found(c) => (Some(c.bytes), None),
+        Lookup::Missing(why) => (None, Some(why)),
     }
+}
+
+/// Puts why no collateral was used into the TCB note of the result (the claims
+/// then say which file the operator is missing).
+fn with_collateral_note(mut r: AttestationResult, missing: Option<String>) -> AttestationResult {
+    if let (Some(why), TcbStatus::NotEvaluated) = (missing, r.tcb.status) {
+        r.tcb.note = format!("{why}; {}", r.tcb.note);
+    }
+    r
 }
 
 fn verify_trustee_snp(
@@ -314,13 +328,20 @@ fn finish(
             .map(|c| c.subject.as_str())
             .unwrap_or("(none)");
         return Err(EvidenceError::ReportDataMismatch(format!(
-            "the {tee} evidence verified (signed by {signer:?}, measurement {}, TCB {:?}, at {}) \
+            "the {tee} evidence verified (signed by {signer:?}, measurement {}, TCB {:?}{}, at {}) \
              but its {found} does not equal this session's digest {} zero-padded",
             r.measurements
                 .primary()
                 .map(|m| hex::encode(&m.0))
                 .unwrap_or_else(|| "(none)".into()),
             r.tcb.status,
+            // Say which collateral the operator lacks (see `with_collateral_note`).
+            r.tcb
+                .note
+                .split_once("; ")
+                .filter(|(why, _)| why.starts_with(COLLATERAL_MISSING))
+                .map(|(why, _)| format!(": {why}"))
+                .unwrap_or_default(),
             r.verified_at,
             hex::encode(digest)
         )));

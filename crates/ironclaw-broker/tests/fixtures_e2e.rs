@@ -350,7 +350,11 @@ fn tdx_trustee_evidence_with_operator_collateral() {
         TDX,
         quote_evidence(&quote, true),
         (401, "ReportDataMismatch"),
-        &["the tdx evidence verified", "TCB NotEvaluated"],
+        &[
+            "the tdx evidence verified",
+            "TCB NotEvaluated: no DCAP collateral for TDX FMSPC B0C06F000000",
+            "(the directory does not exist)",
+        ],
     );
     drop(env);
 
@@ -441,13 +445,17 @@ fn sgx_trustee_evidence_with_operator_collateral() {
     drop(env);
 
     // Occlum's quote (no collateral): PCK 2023-04-26 → 2030-04-26.
+    // The SGX/TDX files installed are for other platforms: named as missing.
     let occlum = read(&dir, "sgx/trustee/occlum_quote.dat");
-    let env = Env::new(at("2025-06-01T00:00:00Z"), &[]);
+    let env = Env::new(at("2025-06-01T00:00:00Z"), &installed);
     env.expect(
         SGX,
         quote_evidence(&occlum, false),
         (401, "ReportDataMismatch"),
-        &["the sgx evidence verified", "TCB NotEvaluated"],
+        &[
+            "the sgx evidence verified",
+            "TCB NotEvaluated: no DCAP collateral for SGX FMSPC 00606A000000",
+        ],
     );
     drop(env);
     let env = Env::new(at("2031-01-01T00:00:00Z"), &[]);
