@@ -184,3 +184,88 @@ impl AuditLog {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(reason: String) -> AuditEvent {
+        AuditEvent {
+            event: "refusal",
+            endpoint: "resource",
+            reason: Some(reason),
+            ..Default::default()
+        }
+    }
+
+    fn lines(path: &Path) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_line_larger_than_the_limit_goes_alone_into_a_fresh_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = AuditLog::open_with(
+            &path,
+            AuditRotation {
+                max_bytes: 300,
+                keep: 2,
+            },
+        )
+        .unwrap();
+        log.record(event("a".into()));
+        log.record(event("b".repeat(1000)));
+        log.record(event("c".into()));
+        // live: c; .1: the big line alone; .2: a.
+        let reasons = |p: &Path| -> Vec<String> {
+            lines(p)
+                .iter()
+                .map(|v| v["reason"].as_str().unwrap().chars().take(1).collect())
+                .collect()
+        };
+        assert_eq!(reasons(&path), ["c"]);
+        assert_eq!(reasons(&log.rotated_path(1)), ["b"]);
+        assert_eq!(reasons(&log.rotated_path(2)), ["a"]);
+        // keep = 2: the next rotation drops "a", never a newer line.
+        log.record(event("d".repeat(400)));
+        assert_eq!(reasons(&log.rotated_path(2)), ["b"]);
+        assert_eq!(reasons(&log.rotated_path(1)), ["c"]);
+        assert_eq!(reasons(&path), ["d"]);
+        assert!(!log.rotated_path(3).exists());
+    }
+
+    #[test]
+    fn reopening_continues_the_size_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let rot = AuditRotation {
+            max_bytes: 500,
+            keep: 1,
+        };
+        let log = AuditLog::open_with(&path, rot).unwrap();
+        for i in 0..3 {
+            log.record(event(format!("{i}")));
+        }
+        drop(log);
+        let before = std::fs::metadata(&path).unwrap().len();
+        let log = AuditLog::open_with(&path, rot).unwrap();
+        for i in 3..20 {
+            log.record(event(format!("{i}")));
+        }
+        assert!(before > 0);
+        assert!(std::fs::metadata(&path).unwrap().len() <= 500);
+        assert!(std::fs::metadata(log.rotated_path(1)).unwrap().len() <= 500);
+        let all: Vec<_> = lines(&log.rotated_path(1))
+            .into_iter()
+            .chain(lines(&path))
+            .map(|v| v["reason"].as_str().unwrap().parse::<u32>().unwrap())
+            .collect();
+        assert_eq!(*all.last().unwrap(), 19);
+        assert!(all.windows(2).all(|w| w[1] == w[0] + 1), "{all:?}");
+    }
+}
