@@ -107,6 +107,13 @@ pub struct SessionStats {
     pub resource_requests: u64,
 }
 
+// The ephemeral key a session keeps (inside `KbsClient`'s `EnclaveKey`) wipes itself
+// when the session is dropped or replaced: checked here at compile time.
+const _: fn() = || {
+    fn zeroized_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+    zeroized_on_drop::<p256::SecretKey>();
+};
+
 struct Established {
     client: KbsClient,
     cookie: String,

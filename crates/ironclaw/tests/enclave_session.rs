@@ -253,6 +253,47 @@ fn a_read_after_the_session_lifetime_attests_again_and_succeeds() {
     assert!(events(&log, "refusal").is_empty(), "{log:#?}");
 }
 
+#[test]
+fn a_policy_refusal_on_the_kept_session_reaches_the_module_without_a_new_attestation() {
+    if !claw_testsupport::require_kvm(
+        "a_policy_refusal_on_the_kept_session_reaches_the_module_without_a_new_attestation",
+    ) {
+        return;
+    }
+    let s = setup(BrokerConfig::default().session_ttl);
+    put(
+        &s.broker_state,
+        secret("other/key/c", b"not for this module"),
+    );
+    let mut child = spawn_lines(&s);
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"default/key/a granted\nother/key/c not granted\ndefault/key/b never read\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    // secret-hmac exits 3 when the broker refuses; the reason reached the module's stderr.
+    assert_eq!(out.status.code(), Some(3), "stderr: {stderr}");
+    assert!(stderr.contains("ResourceNotGranted"), "stderr: {stderr}");
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        [hmac_hex(KEY_A, b"granted")]
+    );
+    let log = audit(&s);
+    assert_eq!(events(&log, "challenge").len(), 1, "{log:#?}");
+    assert_eq!(events(&log, "attested").len(), 1, "{log:#?}");
+    assert_eq!(events(&log, "release").len(), 1, "{log:#?}");
+    let refusals = events(&log, "refusal");
+    assert_eq!(refusals.len(), 1, "{log:#?}");
+    assert_eq!(refusals[0]["error"], "ResourceNotGranted", "{log:#?}");
+    assert_eq!(refusals[0]["resource"], "other/key/c", "{log:#?}");
+}
+
 /// [`KbsIo`] over HTTPS to the broker with `sample` evidence and no clock: the
 /// session only learns of the expiry from the broker's refusal.
 struct SampleOverHttps {
