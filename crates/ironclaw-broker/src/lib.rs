@@ -11,6 +11,9 @@
 //! | [`kbs`] | `/kbs/v0/auth`, `/attest`, `/resource/...` |
 //! | [`session`] | sessions, single-use nonces, expiry |
 //! | [`evidence`] | evidence of every kind → [`evidence::Claims`] |
+//! | [`trustee_evidence`] | trustee's SNP / TDX / SGX evidence shapes → report / quote bytes (untrusted) |
+//! | [`collateral`] | operator DCAP collateral files (`STATE/dcap-collateral/`), chosen by TEE and FMSPC |
+//! | [`clock`] | the verification instant (wall clock; a fixed one only via [`Broker::with_evidence_clock`]) |
 //! | [`policy`] | default-deny release rules |
 //! | [`store`] | redb store, secrets AES-256-GCM at rest |
 //! | [`token`] | the attestation token (JWT ES256), also accepted as a Bearer credential |
