@@ -616,8 +616,9 @@ fn seccomp_notify_agent_answers_for_the_container() {
 /// CVE-2019-5736: a second container joins the pid namespace of an attacker container and
 /// waits (created, not started) as the runtime's image. The attacker tries to open its
 /// /proc/<pid>/exe and, after the process is gone, to write the runtime binary through it.
-/// With CAP_SYS_PTRACE granted the attacker does get a handle — on the sealed memfd copy, which
-/// refuses the write; the runtime binary on the host is unchanged either way.
+/// With CAP_SYS_PTRACE granted the attacker does get a handle — on the read-only clone of the
+/// binary the runtime re-executed from (sealed_exe.rs), which refuses the write; the runtime
+/// binary on the host is unchanged either way.
 #[test]
 fn runtime_binary_cannot_be_overwritten_through_proc_exe() {
     if !root("runtime_binary_cannot_be_overwritten_through_proc_exe") {
@@ -770,7 +771,7 @@ fn attack_runtime_binary(with_ptrace: bool) {
 
     eprintln!("attacker (CAP_SYS_PTRACE: {with_ptrace}) log:\n{log_text}");
     if with_ptrace {
-        // The handle exists, but on an immutable in-memory copy.
+        // The handle exists, but on a read-only image of the binary.
         assert!(
             scanned.contains(" ok"),
             "with CAP_SYS_PTRACE the exe opens: {scanned}"

@@ -1,0 +1,191 @@
+//! The runtime binary is never writable through `/proc/<pid>/exe` of a process that enters a
+//! container (CVE-2019-5736): as root the runtime re-executes from a detached read-only clone
+//! of its binary, rootless from a sealed memfd copy. `escapes.rs` attacks this from inside a
+//! container; these tests look at both images directly and at which one a created container's
+//! init really runs from.
+
+mod common;
+
+use std::fs::OpenOptions;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd};
+
+use claw_testsupport::bundle::{mounts_under, require_user, user_ids, Bundle, Runtime};
+use common::*;
+use nanoclaw::sealed_exe::{ReadOnlyClone, SealedCopy};
+use serde_json::{json, Value};
+
+fn fd_path(fd: &impl AsFd) -> String {
+    format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd())
+}
+
+fn read_all(path: &str) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .unwrap_or_else(|e| panic!("read {path}: {e}"));
+    bytes
+}
+
+fn seals_of(path: &str) -> i32 {
+    let f = std::fs::File::open(path).expect("open image");
+    // SAFETY: F_GET_SEALS reads the seals of an fd we own; no pointers.
+    unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GET_SEALS) }
+}
+
+const ALL_WRITE_SEALS: i32 =
+    libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+
+#[test]
+fn read_only_clone_has_the_binary_and_refuses_writes() {
+    if !root("read_only_clone_has_the_binary_and_refuses_writes") {
+        return;
+    }
+    // A copy nobody executes: on the running binary a write fails with ETXTBSY first, which
+    // would hide what the clone itself does once the runtime has exited.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let copy = dir.path().join("nanoclaw");
+    std::fs::copy(NANOCLAW, &copy).expect("copy");
+    let c_path = std::ffi::CString::new(copy.as_os_str().as_encoded_bytes()).expect("path");
+    let clone = ReadOnlyClone::of(&c_path).expect("clone");
+    let path = fd_path(&clone);
+    assert_eq!(read_all(&path), read_all(NANOCLAW));
+    let err = OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect_err("the clone must not open for writing");
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+    // The file itself stays writable on the host: only the clone is read-only.
+    OpenOptions::new()
+        .write(true)
+        .open(&copy)
+        .expect("the original is still writable");
+    assert!(
+        mounts_under(dir.path()).is_empty(),
+        "the clone is never attached"
+    );
+}
+
+#[test]
+fn sealed_copy_has_the_binary_and_refuses_every_change() {
+    let copy = SealedCopy::of_self().expect("sealed copy");
+    let path = fd_path(&copy);
+    assert_eq!(read_all(&path), read_all("/proc/self/exe"));
+    assert_eq!(seals_of(&path) & ALL_WRITE_SEALS, ALL_WRITE_SEALS);
+    // The memfd itself is read-write: the seals, not the open mode, refuse the changes.
+    let mut f = OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect("reopen the memfd for writing");
+    let err = f.write_all(b"pwned").expect_err("sealed write");
+    assert_eq!(err.raw_os_error(), Some(libc::EPERM), "{err}");
+    let err = f.set_len(1).expect_err("sealed shrink");
+    assert_eq!(err.raw_os_error(), Some(libc::EPERM), "{err}");
+}
+
+/// `create` leaves the init waiting on its exec fifo as the runtime's image: that image is the
+/// one a container process could reach. Returns the init's `/proc/<pid>/exe` path.
+fn created_init_exe(runtime: &Runtime, bundle: &Bundle, id: &str) -> String {
+    // The waiting init keeps its stdio: give it a file, not a pipe `output()` would wait on.
+    let log = bundle.path().join("create.err");
+    let status = runtime
+        .command(["create", "--bundle"])
+        .arg(bundle.path())
+        .arg(id)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .status()
+        .expect("create");
+    assert!(
+        status.success(),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let state = runtime.command(["state", id]).output().expect("state");
+    let state: Value = serde_json::from_slice(&state.stdout).expect("state json");
+    let pid = state["pid"].as_i64().expect("pid");
+    format!("/proc/{pid}/exe")
+}
+
+fn delete(runtime: &Runtime, id: &str) {
+    let out = runtime
+        .command(["delete", "--force", id])
+        .output()
+        .expect("delete");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        runtime.leftover_state().is_empty(),
+        "{:?}",
+        runtime.leftover_state()
+    );
+}
+
+#[test]
+fn root_init_runs_from_a_read_only_clone() {
+    if !root("root_init_runs_from_a_read_only_clone") {
+        return;
+    }
+    let runtime = Runtime::new(NANOCLAW).expect("runtime");
+    let bundle = Bundle::busybox().expect("bundle");
+    bundle.write_config(&sh("true")).expect("config");
+    let exe = created_init_exe(&runtime, &bundle, "ro-clone");
+    let image = read_all(&exe);
+    let read_only = std::fs::File::open(&exe)
+        .and_then(|f| Ok(nix::sys::statvfs::fstatvfs(&f)?))
+        .map(|st| st.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY));
+    delete(&runtime, "ro-clone");
+    assert_eq!(
+        image,
+        read_all(NANOCLAW),
+        "the init runs the runtime's image"
+    );
+    // The runtime binary sits on a writable filesystem; the init's image is a read-only mount
+    // of it, so once the init is gone (no ETXTBSY any more) a write through the handle fails
+    // with EROFS (escapes.rs does exactly that from inside a container).
+    assert_eq!(
+        read_only.ok(),
+        Some(true),
+        "{exe} is not on a read-only mount"
+    );
+    let st = nix::sys::statvfs::statvfs(NANOCLAW).expect("statvfs");
+    assert!(!st.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY));
+}
+
+#[test]
+fn rootless_init_runs_from_a_sealed_copy() {
+    let test = "rootless_init_runs_from_a_sealed_copy";
+    if !root(test) || !require_user(test, "clawtest") {
+        return;
+    }
+    let (uid, gid) = user_ids("clawtest").expect("clawtest ids");
+    let runtime = Runtime::as_user(NANOCLAW, uid, gid).expect("runtime as clawtest");
+    let bundle = Bundle::busybox().expect("bundle");
+    bundle.chown_recursive(uid, gid).expect("chown bundle");
+    let out = runtime
+        .command(["spec", "--rootless", "--bundle"])
+        .arg(bundle.path())
+        .output()
+        .expect("spec");
+    assert!(out.status.success());
+    let mut spec: Value =
+        serde_json::from_slice(&std::fs::read(bundle.path().join("config.json")).expect("read"))
+            .expect("spec json");
+    spec["process"]["args"] = json!(["true"]);
+    bundle.write_config(&spec).expect("config");
+    std::os::unix::fs::chown(bundle.path().join("config.json"), Some(uid), Some(gid))
+        .expect("chown config");
+    let exe = created_init_exe(&runtime, &bundle, "sealed-copy");
+    let image = read_all(&exe);
+    let seals = seals_of(&exe);
+    delete(&runtime, "sealed-copy");
+    assert_eq!(
+        image,
+        read_all(NANOCLAW),
+        "the init runs the runtime's image"
+    );
+    assert_eq!(seals & ALL_WRITE_SEALS, ALL_WRITE_SEALS, "seals {seals:#x}");
+}
