@@ -74,11 +74,35 @@ pub fn plan(caps: Option<&LinuxCapabilities>) -> Result<CapabilityPlan, Capabili
     Ok(plan)
 }
 
+/// The capabilities this kernel knows, asked of the kernel itself (never of a procfs the
+/// container image could fake). The kernel numbers them 0..=CAP_LAST_CAP without gaps and
+/// answers PR_CAPBSET_READ with EINVAL above the last one, so a binary search takes six
+/// prctl calls where probing each one (`caps::runtime::thread_all_supported`) takes 41.
+fn kernel_supported() -> CapsHashSet {
+    let known = |index: u8| {
+        caps::all()
+            .into_iter()
+            .find(|c| c.index() == index)
+            .is_some_and(|c| caps::has_cap(None, CapSet::Bounding, c).is_ok())
+    };
+    // Invariant: every index < lo is known, every index >= hi is not.
+    let (mut lo, mut hi) = (0u8, 64u8);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if known(mid) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    caps::all().into_iter().filter(|c| c.index() < lo).collect()
+}
+
 impl CapabilityPlan {
     /// Step 1 (before setresgid/setresuid): shrink the bounding set and set KEEPCAPS.
     /// Capabilities this kernel does not know are skipped (runc warns and ignores them).
     pub fn before_user_switch(&self) -> Result<(), CapabilityError> {
-        let supported = caps::runtime::thread_all_supported();
+        let supported = kernel_supported();
         let mut drop: Vec<caps::Capability> = supported
             .iter()
             .filter(|c| !self.bounding.contains(c))
@@ -101,7 +125,7 @@ impl CapabilityPlan {
             what: "prctl(PR_SET_KEEPCAPS, 0)",
             source,
         })?;
-        let supported = caps::runtime::thread_all_supported();
+        let supported = kernel_supported();
         let known =
             |set: &CapsHashSet| -> CapsHashSet { set.intersection(&supported).copied().collect() };
         for (name, set, value) in [
@@ -190,4 +214,16 @@ pub fn default_capabilities() -> LinuxCapabilities {
     c.set_inheritable(None);
     c.set_ambient(None);
     c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binary_search_finds_what_probing_every_capability_finds() {
+        let probed = caps::runtime::thread_all_supported();
+        assert!(!probed.is_empty());
+        assert_eq!(kernel_supported(), probed);
+    }
 }

@@ -217,17 +217,26 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
     // The closure (holding the child's sync end and the fifo fd) was dropped in the parent:
     // only the init holds them now, so its death shows up as EOF on the sync socket.
 
-    // Cgroup step (issue 5): move `pid` into the container's cgroup here, before Go — the
-    // init has not run any setup yet.
-    if let Some(cg) = unwind.cgroup.as_ref() {
-        cg.add_process(pid.as_raw())
-            .map_err(crate::cgroup::CgroupStepError::from)?;
-    }
-
     if plan.namespaces.creates(CloneFlags::CLONE_NEWUSER) {
         namespaces::write_id_maps(pid, &plan)?;
     }
     parent_sock.send(&Msg::Go)?;
+    // Cgroup step (issue 5): move `pid` into the container's cgroup while the init starts its
+    // mounts; it waits for `Placed` before anything that depends on its cgroup (sync.rs).
+    if let Some(cg) = unwind.cgroup.as_ref() {
+        if let Err(e) = cg.add_process(pid.as_raw()) {
+            // The init may already have failed (and so be gone): its own error says why.
+            if let Some(Msg::Error(text)) = parent_sock.try_recv() {
+                return Err(ContainerError::InitFailed(text));
+            }
+            return Err(crate::cgroup::CgroupStepError::from(e).into());
+        }
+    }
+    // A closed socket here means the init already failed: its error is read below.
+    match parent_sock.send(&Msg::Placed) {
+        Ok(()) | Err(SyncError::Closed) => {}
+        Err(e) => return Err(e.into()),
+    }
     match parent_sock.recv() {
         Ok(Msg::Ready) => {}
         Ok(Msg::Error(text)) => return Err(ContainerError::InitFailed(text)),

@@ -117,7 +117,8 @@ fn setup_and_exec(ctx: &InitContext<'_>) -> Result<Never, InitError> {
     );
     close_fds_except(&mut keep);
 
-    // 1. The parent writes our uid/gid maps and joins us to the cgroup, then says Go.
+    // 1. The parent writes our uid/gid maps, then says Go; it moves us into the cgroup while
+    //    we go on (see `CgroupPlacement`).
     match ctx.sync.recv()? {
         Msg::Go => {}
         other => return Err(InitError::Protocol(other)),
@@ -134,16 +135,10 @@ fn setup_and_exec(ctx: &InitContext<'_>) -> Result<Never, InitError> {
     //    inside it; what that setup resolves by path must exist there.
     namespaces::join(ctx.joins)?;
     namespaces::check_joined_mount(plan, ctx.joins)?;
-    // A new cgroup namespace now, not at clone time: the parent has moved us into the
-    // container's cgroup, so that cgroup becomes the namespace's root ("/" inside).
-    if plan
-        .namespaces
-        .create
-        .contains(nix::sched::CloneFlags::CLONE_NEWCGROUP)
-    {
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
-            .map_err(sys("unshare(CLONE_NEWCGROUP)"))?;
-    }
+    let placement = CgroupPlacement {
+        ctx,
+        done: std::cell::Cell::new(false),
+    };
     let in_userns = plan.namespaces.has_userns();
     if in_userns {
         process::become_ns_root()?;
@@ -195,7 +190,8 @@ fn setup_and_exec(ctx: &InitContext<'_>) -> Result<Never, InitError> {
     // 4. Root filesystem.
     let mut mounter = RootfsMounter::new(plan, in_userns);
     mounter.prepare()?;
-    mounter.mount_all()?;
+    mounter.mount_all(|| placement.wait())?;
+    placement.wait()?;
     devices::create_all(&mounter, plan)?;
     // The working directory is created (as the namespace's root) while the rootfs is still
     // addressed through the resolver.
@@ -334,6 +330,43 @@ fn setup_and_exec(ctx: &InitContext<'_>) -> Result<Never, InitError> {
         what: "execve",
         source: err,
     })
+}
+
+/// The parent moves the init into the container's cgroup after `Go`, while the init already
+/// runs its first setup steps: a cgroup v1 move waits for an RCU grace period (milliseconds on
+/// a loaded or virtualised host), and overlapping it with the mounts takes it off the start-up
+/// path. Everything that depends on the init's cgroup waits in [`CgroupPlacement::wait`]
+/// first: the cgroup namespace, cgroup mounts, and all steps after the mounts (devices,
+/// hooks, the workload itself).
+struct CgroupPlacement<'a> {
+    ctx: &'a InitContext<'a>,
+    done: std::cell::Cell<bool>,
+}
+
+impl CgroupPlacement<'_> {
+    fn wait(&self) -> Result<(), InitError> {
+        if self.done.get() {
+            return Ok(());
+        }
+        match self.ctx.sync.recv()? {
+            Msg::Placed => {}
+            other => return Err(InitError::Protocol(other)),
+        }
+        // A new cgroup namespace now, not at clone time: we are in the container's cgroup, so
+        // that cgroup becomes the namespace's root ("/" inside).
+        if self
+            .ctx
+            .plan
+            .namespaces
+            .create
+            .contains(nix::sched::CloneFlags::CLONE_NEWCGROUP)
+        {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
+                .map_err(sys("unshare(CLONE_NEWCGROUP)"))?;
+        }
+        self.done.set(true);
+        Ok(())
+    }
 }
 
 /// Default dispositions and an empty signal mask for the workload. Rust's runtime ignores

@@ -132,7 +132,23 @@ impl<'a> RootfsMounter<'a> {
                 _ => None,
             })
             .collect();
+        // Most destinations miss only their last component or two: start from the deepest
+        // ancestor that exists (probing upwards) instead of re-resolving every prefix.
         let mut cur = PathBuf::from("/");
+        for existing in (1..todo.len()).rev() {
+            let prefix: PathBuf = std::iter::once(std::ffi::OsStr::new("/"))
+                .chain(todo.iter().take(existing).map(|c| c.as_os_str()))
+                .collect();
+            match open_in_root(root, &prefix) {
+                Ok(_) => {
+                    cur = prefix;
+                    todo.drain(..existing);
+                    break;
+                }
+                Err(Errno::ENOENT) => continue,
+                Err(e) => return Err(sys(format!("{field}: resolve {}", prefix.display()))(e)),
+            }
+        }
         let mut links = 0;
         while let Some(name) = todo.pop_front() {
             if name == ".." || name == "." {
@@ -195,8 +211,18 @@ impl<'a> RootfsMounter<'a> {
     }
 
     /// Performs every `mounts[]` entry in config order.
-    pub fn mount_all(&self) -> Result<(), RootfsError> {
+    /// Mounts `mounts[]` in order; `before_cgroup` runs once, before the first `cgroup` mount
+    /// (what it mounts depends on the init's cgroup and cgroup namespace).
+    pub fn mount_all<E: From<RootfsError>>(
+        &self,
+        mut before_cgroup: impl FnMut() -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut cgroup_ready = false;
         for m in &self.plan.mounts {
+            if matches!(m.kind, MountKind::Cgroup) && !cgroup_ready {
+                before_cgroup()?;
+                cgroup_ready = true;
+            }
             self.mount_one(m)?;
         }
         Ok(())
@@ -330,6 +356,7 @@ impl<'a> RootfsMounter<'a> {
             .namespaces
             .creates(nix::sched::CloneFlags::CLONE_NEWCGROUP);
         let hierarchies = host_cgroup_mounts();
+        let own = OwnCgroups::read();
         let flags = m.flags | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
         // Pure v2 host: one cgroup2 filesystem at /sys/fs/cgroup.
         if let [only] = hierarchies.as_slice() {
@@ -347,9 +374,7 @@ impl<'a> RootfsMounter<'a> {
                 {
                     return Ok(());
                 }
-                let src = only
-                    .mountpoint
-                    .join(own_cgroup_path("").trim_start_matches('/'));
+                let src = only.mountpoint.join(own.path("").trim_start_matches('/'));
                 return self.bind(&m.field, &src, &m.destination, &target, false, flags);
             }
         }
@@ -378,9 +403,7 @@ impl<'a> RootfsMounter<'a> {
                 )
                 .is_ok();
             if !by_type {
-                let src = h
-                    .mountpoint
-                    .join(own_cgroup_path(&h.key).trim_start_matches('/'));
+                let src = h.mountpoint.join(own.path(&h.key).trim_start_matches('/'));
                 self.bind(&m.field, &src, &dest, &t, false, flags)?;
             }
         }
@@ -626,20 +649,34 @@ fn unescape_mountinfo(s: &str) -> String {
     OsStr::from_bytes(&out).to_string_lossy().into_owned()
 }
 
-/// The init's cgroup path for the hierarchy whose controller list is `key` ("" = cgroup2),
-/// from /proc/self/cgroup; "/" if not found.
-fn own_cgroup_path(key: &str) -> String {
-    let Ok(s) = std::fs::read_to_string("/proc/self/cgroup") else {
-        return "/".into();
-    };
-    for line in s.lines() {
-        let mut it = line.splitn(3, ':');
-        let (_, Some(ctrl), Some(path)) = (it.next(), it.next(), it.next()) else {
-            continue;
-        };
-        if ctrl == key {
-            return path.to_string();
+/// The init's cgroup of each hierarchy, from /proc/self/cgroup (read once per cgroup mount).
+struct OwnCgroups(String);
+
+impl OwnCgroups {
+    fn read() -> Self {
+        // procfs files report size 0: a buffer of a page reads it in one call, not in the
+        // doubling probes read_to_string starts with.
+        let mut text = String::with_capacity(4096);
+        let read = std::fs::File::open("/proc/self/cgroup")
+            .and_then(|mut f| std::io::Read::read_to_string(&mut f, &mut text));
+        if read.is_err() {
+            text.clear();
         }
+        Self(text)
     }
-    "/".into()
+
+    /// The path for the hierarchy whose controller list is `key` ("" = cgroup2); "/" if
+    /// not found.
+    fn path(&self, key: &str) -> &str {
+        for line in self.0.lines() {
+            let mut it = line.splitn(3, ':');
+            let (_, Some(ctrl), Some(path)) = (it.next(), it.next(), it.next()) else {
+                continue;
+            };
+            if ctrl == key {
+                return path;
+            }
+        }
+        "/"
+    }
 }

@@ -2,9 +2,12 @@
 //! `SOCK_SEQPACKET` socketpair, one message per packet, so a message is never split or merged.
 //!
 //! Protocol (in order):
-//! 1. parent → child `Go`: uid/gid maps are written and the init is placed in its cgroup; the
-//!    child may start its setup.
-//! 2. child → parent `Ready` (setup done, waiting on the exec fifo) or `Error(message)`.
+//! 1. parent → child `Go`: uid/gid maps are written; the child may start its setup.
+//! 2. parent → child `Placed`: the init is in the container's cgroup. The parent moves it
+//!    while the child already mounts (a cgroup v1 move waits for an RCU grace period, several
+//!    milliseconds); the child waits for `Placed` before anything that depends on its cgroup
+//!    (the cgroup namespace, cgroup mounts, and everything after the mounts).
+//! 3. child → parent `Ready` (setup done, waiting on the exec fifo) or `Error(message)`.
 //!
 //! The child's messages are untrusted by the parent only in the sense that they are bounded
 //! text shown to the user; the parent never acts on their content.
@@ -16,6 +19,7 @@ use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 const TAG_GO: u8 = 1;
 const TAG_READY: u8 = 2;
 const TAG_ERROR: u8 = 3;
+const TAG_PLACED: u8 = 4;
 /// Largest message (an error text is truncated to fit).
 const MAX_MSG: usize = 4096;
 
@@ -32,6 +36,7 @@ pub enum SyncError {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Msg {
     Go,
+    Placed,
     Ready,
     Error(String),
 }
@@ -64,6 +69,7 @@ impl SyncSocket {
         let mut buf = Vec::with_capacity(64);
         match msg {
             Msg::Go => buf.push(TAG_GO),
+            Msg::Placed => buf.push(TAG_PLACED),
             Msg::Ready => buf.push(TAG_READY),
             Msg::Error(text) => {
                 buf.push(TAG_ERROR);
@@ -97,16 +103,34 @@ impl SyncSocket {
     }
 
     pub fn recv(&self) -> Result<Msg, SyncError> {
+        self.recv_flags(0)
+    }
+
+    /// A message already queued, without waiting: `None` when there is none.
+    pub fn try_recv(&self) -> Option<Msg> {
+        self.recv_flags(libc::MSG_DONTWAIT).ok()
+    }
+
+    fn recv_flags(&self, flags: libc::c_int) -> Result<Msg, SyncError> {
         let mut buf = [0u8; MAX_MSG];
         let n = loop {
             // SAFETY: buf is a writable buffer of MAX_MSG bytes and fd is open.
-            let r =
-                unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            let r = unsafe {
+                libc::recv(
+                    self.fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    flags,
+                )
+            };
             if r >= 0 {
                 break r as usize;
             }
             let e = nix::Error::last();
-            if e != nix::Error::EINTR {
+            // ECONNRESET: the peer closed with one of our messages unread (an init that
+            // failed before reading `Placed`). The kernel reports that once, ahead of what
+            // the peer sent before closing: read on to get its error message, then EOF.
+            if e != nix::Error::EINTR && e != nix::Error::ECONNRESET {
                 return Err(e.into());
             }
         };
@@ -114,6 +138,7 @@ impl SyncSocket {
         match msg.split_first() {
             None => Err(SyncError::Closed),
             Some((&TAG_GO, _)) => Ok(Msg::Go),
+            Some((&TAG_PLACED, _)) => Ok(Msg::Placed),
             Some((&TAG_READY, _)) => Ok(Msg::Ready),
             Some((&TAG_ERROR, text)) => Ok(Msg::Error(String::from_utf8_lossy(text).into_owned())),
             Some((&t, _)) => Err(SyncError::Unexpected(t)),
