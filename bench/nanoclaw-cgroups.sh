@@ -15,8 +15,7 @@ cd "$(dirname "$0")/.."
 RUNS=${1:-50}
 [ "$(id -u)" -eq 0 ] || { echo "needs root" >&2; exit 1; }
 if [ -z "${NANOCLAW:-}" ]; then
-  cargo build --release -p nanoclaw --locked >&2
-  NANOCLAW=${CARGO_TARGET_DIR:-$PWD/target}/release/nanoclaw
+  NANOCLAW=$(scripts/build-nanoclaw)   # the shipped static-pie build
 fi
 RUNC=$(command -v runc)
 CRUN=$(command -v crun)
