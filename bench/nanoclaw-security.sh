@@ -3,7 +3,7 @@
 # `run` of busybox /bin/true with runc's default spec plus nanoclaw's default seccomp profile
 # (Docker's coverage, ~370 syscalls on x86_64/x86/x32), and the same spec without linux.seccomp.
 # Every runtime gets the identical config.json, so each pays for its own seccomp compiler.
-# nanoclaw's numbers also include its CVE-2019-5736 defence (re-exec from a sealed memfd copy).
+# nanoclaw's numbers also include its CVE-2019-5736 defence (re-exec from a read-only clone).
 #
 #   bench/nanoclaw-security.sh [RUNS]        (root; NANOCLAW=path to use a prebuilt binary)
 #

@@ -34,7 +34,7 @@
 //! | [`sysctl`] | both | linux.sysctl: namespaced keys only; written beneath the container's /proc/sys |
 //! | [`personality`] | both | linux.personality |
 //! | [`check`] | runtime | `nanoclaw check`: the host's isolation features |
-//! | [`sealed_exe`] | runtime | re-exec from a sealed memfd copy of the binary (CVE-2019-5736) |
+//! | [`sealed_exe`] | runtime | re-exec from a read-only clone (root) or sealed memfd copy (rootless) of the binary (CVE-2019-5736) |
 //!
 //! Syscall trust boundary: everything in `spec` runs before the first syscall that changes
 //! host state; `container` and `namespaces::spawn_init` are the only code that creates host

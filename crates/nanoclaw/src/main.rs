@@ -210,8 +210,8 @@ fn main() {
             );
         }
     }
-    // CVE-2019-5736: commands that put a process into a container run from a sealed memfd
-    // copy of this binary, never from the file on the host (see sealed_exe).
+    // CVE-2019-5736: commands that put a process into a container run from an image of this
+    // binary that cannot be written, never from the file on the host (see sealed_exe).
     if matches!(
         cli.command,
         Command::Run { .. } | Command::Create { .. } | Command::Exec { .. }
