@@ -83,47 +83,6 @@ fn sealed_copy_has_the_binary_and_refuses_every_change() {
     assert_eq!(err.raw_os_error(), Some(libc::EPERM), "{err}");
 }
 
-/// `create` leaves the init waiting on its exec fifo as the runtime's image: that image is the
-/// one a container process could reach. Returns the init's `/proc/<pid>/exe` path.
-fn created_init_exe(runtime: &Runtime, bundle: &Bundle, id: &str) -> String {
-    // The waiting init keeps its stdio: give it a file, not a pipe `output()` would wait on.
-    let log = bundle.path().join("create.err");
-    let status = runtime
-        .command(["create", "--bundle"])
-        .arg(bundle.path())
-        .arg(id)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log"))
-        .status()
-        .expect("create");
-    assert!(
-        status.success(),
-        "{}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
-    let state = runtime.command(["state", id]).output().expect("state");
-    let state: Value = serde_json::from_slice(&state.stdout).expect("state json");
-    let pid = state["pid"].as_i64().expect("pid");
-    format!("/proc/{pid}/exe")
-}
-
-fn delete(runtime: &Runtime, id: &str) {
-    let out = runtime
-        .command(["delete", "--force", id])
-        .output()
-        .expect("delete");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        runtime.leftover_state().is_empty(),
-        "{:?}",
-        runtime.leftover_state()
-    );
-}
-
 #[test]
 fn root_init_runs_from_a_read_only_clone() {
     if !root("root_init_runs_from_a_read_only_clone") {
@@ -132,12 +91,15 @@ fn root_init_runs_from_a_read_only_clone() {
     let runtime = Runtime::new(NANOCLAW).expect("runtime");
     let bundle = Bundle::busybox().expect("bundle");
     bundle.write_config(&sh("true")).expect("config");
-    let exe = created_init_exe(&runtime, &bundle, "ro-clone");
+    let exe = format!(
+        "/proc/{}/exe",
+        create_waiting(&runtime, &bundle, "ro-clone")
+    );
     let image = read_all(&exe);
     let read_only = std::fs::File::open(&exe)
         .and_then(|f| Ok(nix::sys::statvfs::fstatvfs(&f)?))
         .map(|st| st.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY));
-    delete(&runtime, "ro-clone");
+    delete_leaving_nothing(&runtime, "ro-clone");
     assert_eq!(
         image,
         read_all(NANOCLAW),
@@ -178,10 +140,13 @@ fn rootless_init_runs_from_a_sealed_copy() {
     bundle.write_config(&spec).expect("config");
     std::os::unix::fs::chown(bundle.path().join("config.json"), Some(uid), Some(gid))
         .expect("chown config");
-    let exe = created_init_exe(&runtime, &bundle, "sealed-copy");
+    let exe = format!(
+        "/proc/{}/exe",
+        create_waiting(&runtime, &bundle, "sealed-copy")
+    );
     let image = read_all(&exe);
     let seals = seals_of(&exe);
-    delete(&runtime, "sealed-copy");
+    delete_leaving_nothing(&runtime, "sealed-copy");
     assert_eq!(
         image,
         read_all(NANOCLAW),

@@ -160,3 +160,44 @@ pub fn runtime_processes(root: &std::path::Path) -> Vec<i32> {
     }
     out
 }
+
+/// `create` of `bundle` as `id`, leaving the init waiting on its exec fifo (as the runtime's
+/// image); returns the init's pid. The init keeps its stdio, so it gets a file, not a pipe
+/// that `output()` would wait on.
+pub fn create_waiting(runtime: &Runtime, bundle: &Bundle, id: &str) -> i64 {
+    let log = bundle.path().join(format!("create-{id}.err"));
+    let status = runtime
+        .command(["create", "--bundle"])
+        .arg(bundle.path())
+        .arg(id)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .status()
+        .expect("create");
+    assert!(
+        status.success(),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let state = runtime.command(["state", id]).output().expect("state");
+    let state: Value = serde_json::from_slice(&state.stdout).expect("state json");
+    state["pid"].as_i64().expect("pid")
+}
+
+/// `delete --force id`, then nothing of the runtime's state may be left.
+pub fn delete_leaving_nothing(runtime: &Runtime, id: &str) {
+    let out = runtime
+        .command(["delete", "--force", id])
+        .output()
+        .expect("delete");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        runtime.leftover_state().is_empty(),
+        "{:?}",
+        runtime.leftover_state()
+    );
+}
