@@ -154,3 +154,47 @@ fn rootless_init_runs_from_a_sealed_copy() {
     );
     assert_eq!(seals & ALL_WRITE_SEALS, ALL_WRITE_SEALS, "seals {seals:#x}");
 }
+
+/// What a container process with CAP_SYS_ADMIN would try through `/proc/<pid>/exe`: clearing
+/// the read-only flag of the clone. Once the runtime's own fd of the clone is closed (execve
+/// closes it), the clone belongs to no mount namespace and the kernel refuses, even to root.
+#[test]
+fn a_closed_clone_cannot_be_made_writable_again() {
+    if !root("a_closed_clone_cannot_be_made_writable_again") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let copy = dir.path().join("nanoclaw");
+    std::fs::copy(NANOCLAW, &copy).expect("copy");
+    let c_path = std::ffi::CString::new(copy.as_os_str().as_encoded_bytes()).expect("path");
+    let clone = ReadOnlyClone::of(&c_path).expect("clone");
+    // A second handle on the same file, as /proc/<pid>/exe gives one.
+    let handle = std::fs::File::open(fd_path(&clone)).expect("reopen");
+    drop(clone);
+    let attr = libc::mount_attr {
+        attr_set: 0,
+        attr_clr: libc::MOUNT_ATTR_RDONLY,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: mount_setattr reads size_of::<mount_attr>() bytes from `&attr`, which outlives
+    // the call; the path is an empty C string used with AT_EMPTY_PATH on our fd.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            handle.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    };
+    let err = std::io::Error::last_os_error();
+    assert_eq!(rc, -1, "root cleared the clone's read-only flag");
+    assert_eq!(err.raw_os_error(), Some(libc::EINVAL), "{err}");
+    let err = OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/self/fd/{}", handle.as_raw_fd()))
+        .expect_err("still read-only");
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+}
