@@ -61,6 +61,8 @@ pub enum ContainerError {
     Console(#[from] crate::console::ConsoleError),
     #[error(transparent)]
     Hook(#[from] crate::hooks::HookError),
+    #[error(transparent)]
+    Rootfs(#[from] crate::rootfs::RootfsError),
     #[error("process.user.additionalGids: a rootless runtime with a single-id gid mapping cannot set supplementary groups (map more gids through /etc/subgid)")]
     RootlessGroups,
 }
@@ -140,6 +142,9 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
     let setgroups_denied = namespaces::setgroups_denied(&plan);
     if setgroups_denied && !plan.process.additional_gids.is_empty() {
         return Err(ContainerError::RootlessGroups);
+    }
+    if opts.no_pivot {
+        crate::rootfs::check_no_pivot(&plan)?;
     }
     let threads = thread_count();
     if threads > 1 {

@@ -7,9 +7,9 @@
 //! resolved fd through `/proc/self/fd/N` (the host's /proc, still visible before pivot_root),
 //! never a path string.
 //!
-//! Order (see [`RootfsMounter`]): make the mount tree a slave of the host's → bind the rootfs
-//! onto itself → mounts in config order → devices → pivot_root → readonly root and
-//! rootfsPropagation on the new root.
+//! Order (see [`RootfsMounter`]): make the mount tree a slave of the host's (or give `/` the
+//! rootfsPropagation asked for, as runc does) → bind the rootfs onto itself → mounts in
+//! config order → devices → pivot_root → readonly root and rootfsPropagation on the new root.
 
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -31,6 +31,8 @@ pub enum RootfsError {
         "{field}: destination {path} is a dangling symlink or not a directory inside the rootfs"
     )]
     BadDestination { field: String, path: PathBuf },
+    #[error("{field}: {why}")]
+    Unsupported { field: String, why: String },
 }
 
 fn sys(what: impl Into<String>) -> impl FnOnce(nix::Error) -> RootfsError {
@@ -75,18 +77,23 @@ impl<'a> RootfsMounter<'a> {
         })
     }
 
-    /// Detaches the mount tree from the host's (rslave: host mounts still propagate in,
-    /// nothing propagates out) and bind-mounts the rootfs onto itself so it is a mount point
-    /// pivot_root can use.
+    /// Detaches the mount tree from the host's and bind-mounts the rootfs onto itself so it is
+    /// a mount point pivot_root can use. `/` becomes rslave (host mounts still propagate in,
+    /// nothing propagates out) unless linux.rootfsPropagation says otherwise, as in runc:
+    /// `rshared` keeps the host's shared mounts shared, which is how a Kubernetes
+    /// Bidirectional volume sees mounts made inside the container. The mount holding the
+    /// rootfs is then made private, so the self-bind does not appear on the host and
+    /// pivot_root (which refuses a new root under a shared mount) accepts it.
     pub fn prepare(&mut self) -> Result<(), RootfsError> {
-        mount(
-            None::<&str>,
-            "/",
-            None::<&str>,
-            MsFlags::MS_SLAVE | MsFlags::MS_REC,
-            None::<&str>,
-        )
-        .map_err(sys("make / rslave"))?;
+        let root_flags = self
+            .plan
+            .rootfs_propagation
+            .unwrap_or(MsFlags::MS_SLAVE | MsFlags::MS_REC);
+        mount(None::<&str>, "/", None::<&str>, root_flags, None::<&str>)
+            .map_err(sys(format!("make / {root_flags:?}")))?;
+        if !detached_from_host(self.plan.rootfs_propagation) {
+            make_holding_mount_private(&self.plan.rootfs)?;
+        }
         let rootfs = &self.plan.rootfs;
         mount(
             Some(rootfs.as_path()),
@@ -422,14 +429,32 @@ impl<'a> RootfsMounter<'a> {
     /// host path stays reachable (the old root is stacked under the new one and unmounted).
     pub fn pivot(self) -> Result<(), RootfsError> {
         let root = self.root_fd()?;
-        // Open the rootfs as a real directory (O_PATH is enough for fchdir).
+        // The old root is addressed by fd after pivot_root: "." then names it, not the new
+        // root underneath (mount(2), unlike umount2, does not step onto the mount on top).
+        let old_root = nix::fcntl::open(
+            "/",
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(sys("open the old root /"))?;
         nix::unistd::fchdir(root).map_err(sys("fchdir rootfs"))?;
         nix::unistd::pivot_root(".", ".").map_err(sys("pivot_root"))?;
-        // The old root is now mounted on top of the new one at "."; detach it. umount2
-        // resolves "." to that topmost mount. The whole tree was made rslave in `prepare`,
-        // so the detach cannot propagate to the host. (No `mount(".", MS_SLAVE|MS_REC)` here
-        // as runc does: mount(2) resolves "." to the new root *under* the old one and would
-        // reset the propagation that mounts[].options asked for.)
+        nix::unistd::fchdir(&old_root).map_err(sys("fchdir the old root"))?;
+        // With the default rslave `/` the detach cannot reach the host. A rootfsPropagation
+        // that left host peers in the old tree (rshared, or a non-recursive flag) would
+        // unmount the host's own mounts along with our copies: make the old tree a slave
+        // first, as runc does. Only the old tree: mounts[] propagation inside the new root
+        // stays as asked.
+        if !detached_from_host(self.plan.rootfs_propagation) {
+            mount(
+                None::<&str>,
+                ".",
+                None::<&str>,
+                MsFlags::MS_SLAVE | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .map_err(sys("make the old root rslave"))?;
+        }
         umount2(".", MntFlags::MNT_DETACH).map_err(sys("detach old root"))?;
         nix::unistd::chdir("/").map_err(sys("chdir /"))?;
         Ok(())
@@ -441,6 +466,7 @@ impl<'a> RootfsMounter<'a> {
     /// onto `/` and the process chroots into it. Weaker than pivot_root (a process with
     /// CAP_SYS_CHROOT can still leave a chroot into what remains), as with runc.
     pub fn move_root(self) -> Result<(), RootfsError> {
+        check_no_pivot(self.plan)?;
         let rootfs = self.plan.rootfs.clone();
         let info = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| {
             sys("read /proc/self/mountinfo")(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
@@ -448,7 +474,7 @@ impl<'a> RootfsMounter<'a> {
         let mut outside: Vec<PathBuf> = info
             .lines()
             .filter_map(|l| l.split(' ').nth(4))
-            .map(PathBuf::from)
+            .map(unescape_mountinfo)
             .filter(|m| !m.starts_with(&rootfs) && m != Path::new("/") && !rootfs.starts_with(m))
             .collect();
         // Deepest first; a mount that cannot be detached (busy, locked) stays hidden by the
@@ -512,6 +538,59 @@ pub fn finish_root(plan: &Plan) -> Result<(), RootfsError> {
             .map_err(sys(format!("linux.rootfsPropagation {p:?}")))?;
     }
     Ok(())
+}
+
+/// Refuses a rootfsPropagation `--no-pivot` cannot honour: [`RootfsMounter::move_root`]
+/// detaches the host's mounts one by one, harmless only when none of them has a peer on the
+/// host; with a shared tree each umount would propagate there. Checked by `create` before
+/// anything exists, and again here for library callers.
+pub fn check_no_pivot(plan: &Plan) -> Result<(), RootfsError> {
+    match plan.rootfs_propagation {
+        Some(p) if !detached_from_host(Some(p)) => Err(RootfsError::Unsupported {
+            field: "linux.rootfsPropagation".into(),
+            why: "a shared or non-recursive propagation keeps the host's mounts shared; \
+                  --no-pivot needs rslave, rprivate or runbindable"
+                .into(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Whether `/` keeps no peer on the host once [`RootfsMounter::prepare`] applied `p` to it:
+/// the default rslave, or a recursive private or unbindable propagation. `rshared`, and any
+/// non-recursive flag (the host's shared sub-mounts stay shared), do not.
+fn detached_from_host(p: Option<MsFlags>) -> bool {
+    p.is_none_or(|p| p.contains(MsFlags::MS_REC) && !p.contains(MsFlags::MS_SHARED))
+}
+
+/// Makes the mount that holds `rootfs` (the deepest mount point on its path, the rootfs
+/// itself when it is one) private; runc's rootfsParentMountPrivate.
+fn make_holding_mount_private(rootfs: &Path) -> Result<(), RootfsError> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| {
+        sys("read /proc/self/mountinfo")(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
+    })?;
+    let holder = holding_mount_point(&info, rootfs).unwrap_or_else(|| PathBuf::from("/"));
+    mount(
+        None::<&str>,
+        holder.as_path(),
+        None::<&str>,
+        MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(sys(format!(
+        "make {} (holding the rootfs) private",
+        holder.display()
+    )))
+}
+
+/// The deepest mount point in `mountinfo` (the kernel's text) that `path` lies on.
+fn holding_mount_point(mountinfo: &str, path: &Path) -> Option<PathBuf> {
+    mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(unescape_mountinfo)
+        .filter(|mp| path.starts_with(mp))
+        .max_by_key(|mp| mp.components().count())
 }
 
 /// Symlinks followed by hand while creating a destination (the kernel's own limit).
@@ -596,7 +675,7 @@ fn host_cgroup_mounts() -> Vec<CgroupMount> {
         if fstype != "cgroup" && fstype != "cgroup2" {
             continue;
         }
-        let mp = PathBuf::from(unescape_mountinfo(mp));
+        let mp = unescape_mountinfo(mp);
         if mp != Path::new("/sys/fs/cgroup") && mp.parent() != Some(Path::new("/sys/fs/cgroup")) {
             continue;
         }
@@ -625,7 +704,7 @@ fn host_cgroup_mounts() -> Vec<CgroupMount> {
     out
 }
 
-fn unescape_mountinfo(s: &str) -> String {
+fn unescape_mountinfo(s: &str) -> PathBuf {
     // mountinfo escapes space, tab, newline and backslash as \ooo.
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
@@ -646,7 +725,7 @@ fn unescape_mountinfo(s: &str) -> String {
             }
         }
     }
-    OsStr::from_bytes(&out).to_string_lossy().into_owned()
+    PathBuf::from(OsStr::from_bytes(&out))
 }
 
 /// The init's cgroup of each hierarchy, from /proc/self/cgroup (read once per cgroup mount).
@@ -678,5 +757,44 @@ impl OwnCgroups {
             }
         }
         "/"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_recursive_non_shared_propagation_detaches_from_host() {
+        assert!(detached_from_host(None));
+        for name in ["rslave", "rprivate", "runbindable"] {
+            let p = crate::spec::propagation_flag(name);
+            assert!(detached_from_host(p), "{name}");
+        }
+        for name in ["rshared", "shared", "slave", "private", "unbindable"] {
+            let p = crate::spec::propagation_flag(name);
+            assert!(p.is_some(), "{name}");
+            assert!(!detached_from_host(p), "{name}");
+        }
+    }
+
+    #[test]
+    fn holding_mount_point_is_the_deepest_on_the_path() {
+        let info = "27 1 254:0 / / rw - ext4 /dev/vda rw\n\
+                    60 27 0:50 / /srv/my\\040vol rw shared:5 - tmpfs t rw\n\
+                    61 60 0:51 / /srv/my\\040vol/b/rootfs rw - overlay o rw\n\
+                    62 27 0:52 / /srv/myx rw - tmpfs t rw\n";
+        let at = |p: &str| holding_mount_point(info, Path::new(p));
+        assert_eq!(
+            at("/srv/my vol/b/rootfs"),
+            Some(PathBuf::from("/srv/my vol/b/rootfs"))
+        );
+        assert_eq!(
+            at("/srv/my vol/c/rootfs"),
+            Some(PathBuf::from("/srv/my vol"))
+        );
+        // A path component boundary, not a string prefix.
+        assert_eq!(at("/srv/myxz/rootfs"), Some(PathBuf::from("/")));
+        assert_eq!(at("/srv/myx/rootfs"), Some(PathBuf::from("/srv/myx")));
     }
 }

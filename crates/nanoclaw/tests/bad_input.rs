@@ -397,3 +397,22 @@ fn invalid_container_id() {
     assert!(runtime.leftover_state().is_empty());
     assert!(!runtime.root().parent().unwrap().join("escape").exists());
 }
+
+/// `--no-pivot` detaches the host's mounts one by one; with rshared each umount would
+/// propagate to the host, so the pair is refused before anything is created.
+#[test]
+fn no_pivot_with_shared_rootfs_propagation() {
+    if !root("no_pivot_with_shared_rootfs_propagation") {
+        return;
+    }
+    let mut spec = base();
+    spec["linux"]["rootfsPropagation"] = json!("rshared");
+    let bundle = Bundle::busybox().unwrap();
+    bundle.write_config(&spec).unwrap();
+    refused_with_flags(
+        "no_pivot_with_shared_rootfs_propagation",
+        &bundle,
+        &["--no-pivot"],
+        "linux.rootfsPropagation: a shared or non-recursive propagation keeps the host's mounts shared; --no-pivot needs",
+    );
+}

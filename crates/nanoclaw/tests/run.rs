@@ -645,3 +645,133 @@ fn mount_options_and_propagation_flags() {
         "{t_line}"
     );
 }
+
+/// A tmpfs mounted on the host and made shared (this host's mounts are all private), removed
+/// with everything mounted under it on drop.
+struct SharedTmpfs(tempfile::TempDir);
+
+impl SharedTmpfs {
+    fn new() -> Self {
+        use nix::mount::{mount, MsFlags};
+        let dir = tempfile::Builder::new()
+            .prefix("claw-shared-")
+            .tempdir()
+            .unwrap();
+        mount(
+            Some("claw-shared"),
+            dir.path(),
+            Some("tmpfs"),
+            MsFlags::empty(),
+            Some("mode=755"),
+        )
+        .unwrap();
+        mount(
+            None::<&str>,
+            dir.path(),
+            None::<&str>,
+            MsFlags::MS_SHARED,
+            None::<&str>,
+        )
+        .unwrap();
+        Self(dir)
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.0.path()
+    }
+
+    /// A child tmpfs at `name` (a host mount the container's teardown must leave alone).
+    fn mount_child(&self, name: &str) -> std::path::PathBuf {
+        let at = self.path().join(name);
+        std::fs::create_dir(&at).unwrap();
+        nix::mount::mount(
+            Some("claw-child"),
+            &at,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .unwrap();
+        at
+    }
+}
+
+impl Drop for SharedTmpfs {
+    fn drop(&mut self) {
+        let mut mounts = claw_testsupport::bundle::mounts_under(self.path());
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in mounts {
+            let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+/// linux.rootfsPropagation `rshared` (what containerd's CRI sets for a Kubernetes
+/// Bidirectional volume): a mount made inside the container on a bind of a shared host mount
+/// appears on the host. The bundle itself sits on a shared mount (its self-bind must not
+/// appear on the host, and pivot_root refuses a new root under a shared mount), and detaching
+/// the old root must not unmount the host's own mounts through their shared parent. With the
+/// default propagation the container's mount stays inside it.
+#[test]
+fn rshared_rootfs_propagation_reaches_the_host_and_unmounts_nothing_there() {
+    if !root("rshared_rootfs_propagation_reaches_the_host_and_unmounts_nothing_there") {
+        return;
+    }
+    for propagation in [Some("rshared"), None] {
+        let holder = SharedTmpfs::new();
+        let volume = SharedTmpfs::new();
+        let keep = volume.mount_child("keep");
+        std::fs::create_dir(volume.path().join("fromc")).unwrap();
+        let bundle = holder.path().join("bundle");
+        std::fs::create_dir_all(bundle.join("rootfs")).unwrap();
+        claw_testsupport::populate_busybox_rootfs(&bundle.join("rootfs")).unwrap();
+
+        let mut spec =
+            sh("mount -t tmpfs fromc /vol/fromc && grep -c ' /vol/fromc ' /proc/self/mountinfo");
+        let caps = json!(["CAP_SYS_ADMIN"]);
+        for set in ["bounding", "effective", "permitted"] {
+            spec["process"]["capabilities"][set] = caps.clone();
+        }
+        spec["process"]["capabilities"]["ambient"] = json!([]);
+        spec["linux"].as_object_mut().unwrap().remove("seccomp");
+        if let Some(p) = propagation {
+            spec["linux"]["rootfsPropagation"] = json!(p);
+        }
+        spec["mounts"].as_array_mut().unwrap().push(
+            json!({"destination": "/vol", "type": "bind", "source": volume.path(), "options": ["rbind", "rw"]}),
+        );
+        std::fs::write(
+            bundle.join("config.json"),
+            serde_json::to_vec(&spec).unwrap(),
+        )
+        .unwrap();
+        let runtime = Runtime::new(NANOCLAW).unwrap();
+        let out = runtime.run(&bundle, "t").unwrap();
+        let what = format!(
+            "{propagation:?}: stdout {} stderr {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(0), "{what}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1", "{what}");
+
+        let on_host = claw_testsupport::bundle::mounts_under(&volume.path().join("fromc"));
+        assert_eq!(
+            on_host.len(),
+            usize::from(propagation.is_some()),
+            "{what}: the container's /vol/fromc on the host: {on_host:?}"
+        );
+        assert_eq!(
+            claw_testsupport::bundle::mounts_under(&keep).len(),
+            1,
+            "{what}: the host's own {} was unmounted",
+            keep.display()
+        );
+        let leaked = claw_testsupport::bundle::mounts_under(&bundle);
+        assert!(
+            leaked.is_empty(),
+            "{what}: bundle mounts on the host: {leaked:?}"
+        );
+        assert!(runtime.leftover_state().is_empty(), "{what}");
+    }
+}

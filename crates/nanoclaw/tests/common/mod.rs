@@ -85,8 +85,20 @@ pub fn root(test: &str) -> bool {
 /// Runs the bundle (its config already written), asserts failure with `expect` in stderr and
 /// nothing left behind: no state under --root, no mount under the bundle, no runtime process.
 pub fn refused_in(test: &str, bundle: &Bundle, expect: &str) {
+    refused_with_flags(test, bundle, &[], expect)
+}
+
+/// [`refused_in`] with extra `run` flags before `--bundle`.
+pub fn refused_with_flags(test: &str, bundle: &Bundle, flags: &[&str], expect: &str) {
     let runtime = Runtime::new(NANOCLAW).unwrap();
-    let out = runtime.run(bundle.path(), "bad").unwrap();
+    let out = runtime
+        .command(["run"])
+        .args(flags)
+        .arg("--bundle")
+        .arg(bundle.path())
+        .arg("bad")
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_ne!(out.status.code(), Some(0), "{test}: accepted");
     assert!(
