@@ -173,9 +173,10 @@ impl Runtime {
     }
 }
 
-/// Mount points in this process's mount table under `prefix` (leak checks).
+/// Mount points under `prefix` in the calling thread's mount table (leak checks; the
+/// thread's, so a test that moved its thread into a mount namespace of its own sees that one).
 pub fn mounts_under(prefix: &Path) -> Vec<String> {
-    std::fs::read_to_string("/proc/self/mountinfo")
+    std::fs::read_to_string("/proc/thread-self/mountinfo")
         .unwrap_or_default()
         .lines()
         .filter_map(|l| l.split(' ').nth(4))

@@ -85,12 +85,24 @@ impl<'a> RootfsMounter<'a> {
     /// rootfs is then made private, so the self-bind does not appear on the host and
     /// pivot_root (which refuses a new root under a shared mount) accepts it.
     pub fn prepare(&mut self) -> Result<(), RootfsError> {
-        let root_flags = self
-            .plan
-            .rootfs_propagation
-            .unwrap_or(MsFlags::MS_SLAVE | MsFlags::MS_REC);
-        mount(None::<&str>, "/", None::<&str>, root_flags, None::<&str>)
-            .map_err(sys(format!("make / {root_flags:?}")))?;
+        match self.plan.rootfs_propagation {
+            None => mount(
+                None::<&str>,
+                "/",
+                None::<&str>,
+                MsFlags::MS_SLAVE | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .map_err(sys("make / rslave"))?,
+            Some(p) => mount(
+                None::<&str>,
+                "/",
+                None::<&str>,
+                before_pivot(p),
+                None::<&str>,
+            )
+            .map_err(sys(format!("linux.rootfsPropagation: apply {p:?} to /")))?,
+        }
         if !detached_from_host(self.plan.rootfs_propagation) {
             make_holding_mount_private(&self.plan.rootfs)?;
         }
@@ -426,7 +438,8 @@ impl<'a> RootfsMounter<'a> {
     }
 
     /// Moves into the new root: `pivot_root(".", ".")` then detaches the old root, so no
-    /// host path stays reachable (the old root is stacked under the new one and unmounted).
+    /// host path stays reachable (pivot_root stacks the old root on top of the new one at
+    /// "/"; it is unmounted from there).
     pub fn pivot(self) -> Result<(), RootfsError> {
         let root = self.root_fd()?;
         // The old root is addressed by fd after pivot_root: "." then names it, not the new
@@ -563,34 +576,49 @@ fn detached_from_host(p: Option<MsFlags>) -> bool {
     p.is_none_or(|p| p.contains(MsFlags::MS_REC) && !p.contains(MsFlags::MS_SHARED))
 }
 
-/// Makes the mount that holds `rootfs` (the deepest mount point on its path, the rootfs
-/// itself when it is one) private; runc's rootfsParentMountPrivate.
-fn make_holding_mount_private(rootfs: &Path) -> Result<(), RootfsError> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| {
-        sys("read /proc/self/mountinfo")(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
-    })?;
-    let holder = holding_mount_point(&info, rootfs).unwrap_or_else(|| PathBuf::from("/"));
-    mount(
-        None::<&str>,
-        holder.as_path(),
-        None::<&str>,
-        MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .map_err(sys(format!(
-        "make {} (holding the rootfs) private",
-        holder.display()
-    )))
+/// The propagation `prepare` gives `/` for linux.rootfsPropagation `p`: `p` itself, except
+/// that unbindable becomes private (the same detachment). An unbindable tree could not be the
+/// source of the rootfs self-bind or of any bind from the host (EINVAL); [`finish_root`]
+/// applies the real flag to the new root once nothing needs binding any more.
+fn before_pivot(p: MsFlags) -> MsFlags {
+    if p.contains(MsFlags::MS_UNBINDABLE) {
+        (p - MsFlags::MS_UNBINDABLE) | MsFlags::MS_PRIVATE
+    } else {
+        p
+    }
 }
 
-/// The deepest mount point in `mountinfo` (the kernel's text) that `path` lies on.
-fn holding_mount_point(mountinfo: &str, path: &Path) -> Option<PathBuf> {
-    mountinfo
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(unescape_mountinfo)
-        .filter(|mp| path.starts_with(mp))
-        .max_by_key(|mp| mp.components().count())
+/// Makes the mount that holds `rootfs` private (runc's rootfsParentMountPrivate): the
+/// nearest mount root on its path, found by asking the kernel rather than by reading
+/// mountinfo (which also lists mounts hidden under another): MS_PRIVATE on a directory that
+/// is not a mount root fails with EINVAL, so walk up until it succeeds.
+fn make_holding_mount_private(rootfs: &Path) -> Result<(), RootfsError> {
+    let mut at = rootfs;
+    loop {
+        match mount(
+            None::<&str>,
+            at,
+            None::<&str>,
+            MsFlags::MS_PRIVATE,
+            None::<&str>,
+        ) {
+            Ok(()) => return Ok(()),
+            Err(Errno::EINVAL) => match at.parent() {
+                Some(parent) => at = parent,
+                None => break,
+            },
+            Err(e) => {
+                return Err(sys(format!(
+                    "linux.rootfsPropagation: make {} (holding the rootfs) private",
+                    at.display()
+                ))(e))
+            }
+        }
+    }
+    Err(sys(format!(
+        "linux.rootfsPropagation: no mount holding {} could be made private",
+        rootfs.display()
+    ))(Errno::EINVAL))
 }
 
 /// Symlinks followed by hand while creating a destination (the kernel's own limit).
@@ -779,22 +807,15 @@ mod tests {
     }
 
     #[test]
-    fn holding_mount_point_is_the_deepest_on_the_path() {
-        let info = "27 1 254:0 / / rw - ext4 /dev/vda rw\n\
-                    60 27 0:50 / /srv/my\\040vol rw shared:5 - tmpfs t rw\n\
-                    61 60 0:51 / /srv/my\\040vol/b/rootfs rw - overlay o rw\n\
-                    62 27 0:52 / /srv/myx rw - tmpfs t rw\n";
-        let at = |p: &str| holding_mount_point(info, Path::new(p));
-        assert_eq!(
-            at("/srv/my vol/b/rootfs"),
-            Some(PathBuf::from("/srv/my vol/b/rootfs"))
-        );
-        assert_eq!(
-            at("/srv/my vol/c/rootfs"),
-            Some(PathBuf::from("/srv/my vol"))
-        );
-        // A path component boundary, not a string prefix.
-        assert_eq!(at("/srv/myxz/rootfs"), Some(PathBuf::from("/")));
-        assert_eq!(at("/srv/myx/rootfs"), Some(PathBuf::from("/srv/myx")));
+    fn unbindable_is_private_until_the_new_root() {
+        for (name, expect) in [
+            ("runbindable", MsFlags::MS_PRIVATE | MsFlags::MS_REC),
+            ("unbindable", MsFlags::MS_PRIVATE),
+            ("rshared", MsFlags::MS_SHARED | MsFlags::MS_REC),
+            ("slave", MsFlags::MS_SLAVE),
+        ] {
+            let p = crate::spec::propagation_flag(name).expect(name);
+            assert_eq!(before_pivot(p), expect, "{name}");
+        }
     }
 }

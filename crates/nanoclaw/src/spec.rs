@@ -176,7 +176,8 @@ pub struct Plan {
     /// Absolute, canonical rootfs directory on the host.
     pub rootfs: PathBuf,
     pub rootfs_readonly: bool,
-    /// `linux.rootfsPropagation`, applied to the new root after pivot_root.
+    /// `linux.rootfsPropagation`: applied to `/` before the rootfs is set up (unbindable as
+    /// private until then) and to the new root after pivot_root, as runc does.
     pub rootfs_propagation: Option<MsFlags>,
     pub namespaces: NamespacePlan,
     pub uid_mappings: Vec<IdMap>,

@@ -591,6 +591,7 @@ fn mount_options_and_propagation_flags() {
     if !root("mount_options_and_propagation_flags") {
         return;
     }
+    private_mount_namespace_for_this_thread();
     let a = tempfile::tempdir().unwrap();
     let b = tempfile::tempdir().unwrap();
     // Fields 5 (mount point), 6 (per-mount options) and the optional fields (shared:N, ...).
@@ -646,8 +647,26 @@ fn mount_options_and_propagation_flags() {
     );
 }
 
-/// A tmpfs mounted on the host and made shared (this host's mounts are all private), removed
-/// with everything mounted under it on drop.
+/// Moves the calling test thread (and the runtimes it spawns) into a mount namespace of its
+/// own with every mount private. A test that gives a container shared propagation then works
+/// on a copy of the host's mount table: on a host whose mounts are shared (systemd's
+/// default), a regression could otherwise unmount or cover the host's own mounts. Leak checks
+/// read /proc/thread-self (`mounts_under`), so they look at this namespace.
+fn private_mount_namespace_for_this_thread() {
+    use nix::mount::{mount, MsFlags};
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).expect("unshare(CLONE_NEWNS)");
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_PRIVATE | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .expect("make / rprivate in the test's mount namespace");
+}
+
+/// A tmpfs made shared (in the test's own mount namespace), removed with everything mounted
+/// under it on drop.
 struct SharedTmpfs(tempfile::TempDir);
 
 impl SharedTmpfs {
@@ -665,15 +684,17 @@ impl SharedTmpfs {
             Some("mode=755"),
         )
         .unwrap();
+        // Built before the next step can fail, so Drop unmounts the tmpfs either way.
+        let this = Self(dir);
         mount(
             None::<&str>,
-            dir.path(),
+            this.path(),
             None::<&str>,
             MsFlags::MS_SHARED,
             None::<&str>,
         )
         .unwrap();
-        Self(dir)
+        this
     }
 
     fn path(&self) -> &std::path::Path {
@@ -717,6 +738,7 @@ fn rshared_rootfs_propagation_reaches_the_host_and_unmounts_nothing_there() {
     if !root("rshared_rootfs_propagation_reaches_the_host_and_unmounts_nothing_there") {
         return;
     }
+    private_mount_namespace_for_this_thread();
     for propagation in [Some("rshared"), None] {
         let holder = SharedTmpfs::new();
         let volume = SharedTmpfs::new();
@@ -773,5 +795,70 @@ fn rshared_rootfs_propagation_reaches_the_host_and_unmounts_nothing_there() {
             "{what}: bundle mounts on the host: {leaked:?}"
         );
         assert!(runtime.leftover_state().is_empty(), "{what}");
+    }
+}
+
+/// Every linux.rootfsPropagation value runs (with a bind from the host, which an unbindable
+/// tree could not be the source of) and leaves `/` inside with the propagation asked for.
+#[test]
+fn every_rootfs_propagation_value_runs_and_applies_to_the_new_root() {
+    if !root("every_rootfs_propagation_value_runs_and_applies_to_the_new_root") {
+        return;
+    }
+    private_mount_namespace_for_this_thread();
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("f"), "bound\n").unwrap();
+    for value in [
+        "shared",
+        "rshared",
+        "slave",
+        "rslave",
+        "private",
+        "rprivate",
+        "unbindable",
+        "runbindable",
+    ] {
+        // The optional fields of the "/" line (shared:N, master:N, unbindable), then the bind.
+        let mut spec = sh(
+            "awk '$5 == \"/\" { opt = \"\"; for (i = 7; $i != \"-\"; i++) \
+                           opt = opt \" \" $i; print (opt == \"\" ? \"none\" : opt) }' \
+                           /proc/self/mountinfo; cat /mnt/f",
+        );
+        spec["linux"]["rootfsPropagation"] = json!(value);
+        spec["mounts"].as_array_mut().unwrap().push(
+            json!({"destination": "/mnt", "type": "bind", "source": data.path(), "options": ["bind", "ro"]}),
+        );
+        let ran = run_spec(&spec);
+        let what = format!(
+            "{value}: status {:?} stdout {:?} stderr {:?}",
+            ran.out.status,
+            String::from_utf8_lossy(&ran.out.stdout),
+            String::from_utf8_lossy(&ran.out.stderr)
+        );
+        assert_eq!(ran.out.status.code(), Some(0), "{what}");
+        let out = String::from_utf8_lossy(&ran.out.stdout).into_owned();
+        let mut lines = out.lines();
+        let root_opts = lines.next().unwrap_or_default();
+        assert_eq!(lines.next(), Some("bound"), "{what}");
+        let want = match value {
+            "shared" | "rshared" => "shared:",
+            "unbindable" | "runbindable" => "unbindable",
+            // Slave of a private mount (everything is private in this namespace) is private.
+            _ => "none",
+        };
+        assert!(
+            root_opts.contains(want),
+            "{what}: / has {root_opts:?}, want {want}"
+        );
+        assert!(
+            !root_opts.contains("master:"),
+            "{what}: / is a slave of the host"
+        );
+        assert!(
+            ran.runtime.leftover_state().is_empty(),
+            "{what}: state left"
+        );
+        let leaked = claw_testsupport::bundle::mounts_under(ran.bundle.path());
+        assert!(leaked.is_empty(), "{what}: mounts left: {leaked:?}");
     }
 }
