@@ -14,8 +14,8 @@
 //! pid were entered before the clone): a joined mount namespace is entered after ipc/uts/net,
 //! and the rootfs is then set up *inside it* (rslave or rootfsPropagation, rootfs bind, mounts,
 //! pivot_root), as runc does. pivot_root there also moves the root of every other process of
-//! that namespace whose root was the namespace's root, and the container's mounts stay in the namespace after the
-//! container is gone: joining a mount namespace hands it to the container.
+//! that namespace whose root was the namespace's root, and the container's mounts stay in the
+//! namespace after the container is gone: joining a mount namespace hands it to the container.
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};

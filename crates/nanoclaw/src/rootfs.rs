@@ -556,7 +556,7 @@ pub fn finish_root(plan: &Plan) -> Result<(), RootfsError> {
 /// Refuses a rootfsPropagation `--no-pivot` cannot honour: [`RootfsMounter::move_root`]
 /// detaches the host's mounts one by one, harmless only when none of them has a peer on the
 /// host; with a shared tree each umount would propagate there. Checked by `create` before
-/// anything exists, and again here for library callers.
+/// anything exists, by the init before `prepare` and by `move_root` (for library callers).
 pub fn check_no_pivot(plan: &Plan) -> Result<(), RootfsError> {
     match plan.rootfs_propagation {
         Some(p) if !detached_from_host(Some(p)) => Err(RootfsError::Unsupported {

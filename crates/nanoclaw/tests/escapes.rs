@@ -373,7 +373,11 @@ fn default_profile_runs_ordinary_workloads() {
         echo "a b c" | tr ' ' '\n' | sort -r | head -1
         (sleep 0.1; echo child) & wait
         mkdir -p /tmp/w && echo data > /tmp/w/f && cat /tmp/w/f && rm -r /tmp/w
-        nc -l -p 7777 > /tmp/got & sleep 0.3
+        nc -l -p 7777 > /tmp/got &
+        # Listening (port 7777 = 0x1E61, state 0A, v4 or v6) before the client connects.
+        i=0; until grep -qsE ':1E61 [0-9A-F]+:0000 0A' /proc/net/tcp /proc/net/tcp6; do
+            i=$((i + 1)); [ $i -lt 500 ] || { echo "nc never listened" >&2; exit 9; }; sleep 0.02
+        done
         echo hello-loopback | nc 127.0.0.1 7777; wait
         cat /tmp/got
         /probe threads
