@@ -188,10 +188,6 @@ fn setup_and_exec(ctx: &InitContext<'_>) -> Result<Never, InitError> {
     }
 
     // 4. Root filesystem.
-    if ctx.no_pivot {
-        // Before prepare: with a shared tree the mounts below would already reach the host.
-        crate::rootfs::check_no_pivot(plan)?;
-    }
     let mut mounter = RootfsMounter::new(plan, in_userns);
     mounter.prepare()?;
     mounter.mount_all(|| placement.wait())?;

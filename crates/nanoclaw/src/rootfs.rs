@@ -85,24 +85,17 @@ impl<'a> RootfsMounter<'a> {
     /// rootfs is then made private, so the self-bind does not appear on the host and
     /// pivot_root (which refuses a new root under a shared mount) accepts it.
     pub fn prepare(&mut self) -> Result<(), RootfsError> {
-        match self.plan.rootfs_propagation {
-            None => mount(
-                None::<&str>,
-                "/",
-                None::<&str>,
+        let (flags, what) = match self.plan.rootfs_propagation {
+            None => (
                 MsFlags::MS_SLAVE | MsFlags::MS_REC,
-                None::<&str>,
-            )
-            .map_err(sys("make / rslave"))?,
-            Some(p) => mount(
-                None::<&str>,
-                "/",
-                None::<&str>,
+                "make / rslave".to_string(),
+            ),
+            Some(p) => (
                 before_pivot(p),
-                None::<&str>,
-            )
-            .map_err(sys(format!("linux.rootfsPropagation: apply {p:?} to /")))?,
-        }
+                format!("linux.rootfsPropagation: apply {p:?} to /"),
+            ),
+        };
+        mount(None::<&str>, "/", None::<&str>, flags, None::<&str>).map_err(sys(what))?;
         if !detached_from_host(self.plan.rootfs_propagation) {
             make_holding_mount_private(&self.plan.rootfs)?;
         }
@@ -556,7 +549,8 @@ pub fn finish_root(plan: &Plan) -> Result<(), RootfsError> {
 /// Refuses a rootfsPropagation `--no-pivot` cannot honour: [`RootfsMounter::move_root`]
 /// detaches the host's mounts one by one, harmless only when none of them has a peer on the
 /// host; with a shared tree each umount would propagate there. Checked by `create` before
-/// anything exists, by the init before `prepare` and by `move_root` (for library callers).
+/// anything exists; `move_root` checks again for callers that drive a [`RootfsMounter`]
+/// themselves (by then their mounts under a shared bind may already have reached the host).
 pub fn check_no_pivot(plan: &Plan) -> Result<(), RootfsError> {
     match plan.rootfs_propagation {
         Some(p) if !detached_from_host(Some(p)) => Err(RootfsError::Unsupported {

@@ -854,11 +854,6 @@ fn every_rootfs_propagation_value_runs_and_applies_to_the_new_root() {
             !root_opts.contains("master:"),
             "{what}: / is a slave of the host"
         );
-        assert!(
-            ran.runtime.leftover_state().is_empty(),
-            "{what}: state left"
-        );
-        let leaked = claw_testsupport::bundle::mounts_under(ran.bundle.path());
-        assert!(leaked.is_empty(), "{what}: mounts left: {leaked:?}");
+        ran.assert_clean();
     }
 }
