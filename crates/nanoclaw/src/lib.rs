@@ -25,6 +25,8 @@
 //! | [`cgroup`] | runtime | the container's cgroup: validate, create before the clone, remove on delete/unwind (nanoclaw-cgroups) |
 //! | [`update`] | runtime | `update`: runc's resource flags or `-r resources.json` applied to the live cgroup |
 //! | [`events`] | runtime | `events`: stats every --interval and OOM events as runc's JSON lines; `--stats` |
+//! | [`finish`] | container | the last steps every container process takes (init and exec): keyring, session, caps, cwd check, seccomp, execve |
+//! | [`stdio`] | runtime | the caller's terminal never reaches a process without its own: pipe relay or /dev/null |
 //! | [`exec`] | both | `exec`: a new process joining the container's namespaces, cgroup and settings |
 //! | [`testpoint`] | runtime | named SIGKILL crash points for the crash-safety tests |
 //! | [`ops`] | runtime | state / kill (pidfd) / list / ps / pause / resume on an existing container |
@@ -51,6 +53,7 @@ pub mod devices;
 pub mod events;
 pub mod exec;
 pub mod features;
+pub mod finish;
 pub mod hooks;
 pub mod init;
 pub mod list;
@@ -67,6 +70,7 @@ pub mod signal;
 pub mod spec;
 pub mod spec_template;
 pub mod state;
+pub mod stdio;
 pub mod sync;
 pub mod sysctl;
 pub mod testpoint;

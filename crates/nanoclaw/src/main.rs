@@ -409,6 +409,7 @@ fn create_options(
         preserve_fds,
         no_new_keyring,
         no_pivot,
+        relay_stdio: false,
     })
 }
 

@@ -131,7 +131,7 @@ pub fn hook_state_json(dir: &StateDir, st: &State) -> Vec<u8> {
     .unwrap_or_default()
 }
 
-fn pidfd_open(pid: i32) -> nix::Result<OwnedFd> {
+pub(crate) fn pidfd_open(pid: i32) -> nix::Result<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1; no pointers.
     let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     let fd = nix::errno::Errno::result(r)?;
@@ -140,7 +140,7 @@ fn pidfd_open(pid: i32) -> nix::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-fn pidfd_send_signal(fd: &OwnedFd, sig: i32) -> nix::Result<()> {
+pub(crate) fn pidfd_send_signal(fd: &OwnedFd, sig: i32) -> nix::Result<()> {
     // SAFETY: pidfd_send_signal(fd, sig, NULL, 0): a null siginfo is allowed (the kernel fills
     // in a kill(2)-like one); fd is a live pidfd.
     let r = unsafe {

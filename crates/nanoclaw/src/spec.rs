@@ -195,6 +195,11 @@ pub struct Plan {
 /// Reads and validates `<bundle>/config.json`. `euid` is the runtime's effective uid (rootless
 /// needs a user namespace).
 pub fn load(bundle: &Path, euid: u32) -> Result<Plan, SpecError> {
+    load_with_source(bundle, euid).map(|(plan, _)| plan)
+}
+
+/// [`load`], also returning the exact bytes that were validated (the state's config snapshot).
+pub fn load_with_source(bundle: &Path, euid: u32) -> Result<(Plan, Vec<u8>), SpecError> {
     let bundle_abs = std::path::absolute(bundle).map_err(|source| SpecError::Bundle {
         path: bundle.to_path_buf(),
         source,
@@ -202,7 +207,7 @@ pub fn load(bundle: &Path, euid: u32) -> Result<Plan, SpecError> {
     let config = bundle_abs.join("config.json");
     let bytes = read_bounded(&config)?;
     let spec = parse(&config, &bytes)?;
-    validate(&bundle_abs, spec, euid)
+    Ok((validate(&bundle_abs, spec, euid)?, bytes))
 }
 
 fn read_bounded(path: &Path) -> Result<Vec<u8>, SpecError> {
@@ -830,6 +835,27 @@ fn process_plan(
         return Err(field("process.user.username", "is for Windows only"));
     }
     let gids = user.additional_gids().clone().unwrap_or_default();
+    // (uid_t)-1 means "leave unchanged" to setresuid/setresgid/chown: the process would keep
+    // the runtime's ids (root) instead of switching.
+    let unchanged = u32::MAX;
+    if user.uid() == unchanged {
+        return Err(field(
+            "process.user.uid",
+            "4294967295 (-1) is not a valid id",
+        ));
+    }
+    if user.gid() == unchanged {
+        return Err(field(
+            "process.user.gid",
+            "4294967295 (-1) is not a valid id",
+        ));
+    }
+    if let Some(i) = gids.iter().position(|g| *g == unchanged) {
+        return Err(field(
+            format!("process.user.additionalGids[{i}]"),
+            "4294967295 (-1) is not a valid id",
+        ));
+    }
     if ns.creates(CloneFlags::CLONE_NEWUSER) {
         if !is_mapped(uid_maps, user.uid()) {
             return Err(field(
