@@ -416,3 +416,78 @@ fn no_pivot_with_shared_rootfs_propagation() {
         "linux.rootfsPropagation: a shared or non-recursive propagation keeps the host's mounts shared; --no-pivot needs",
     );
 }
+
+#[test]
+fn uid_minus_one_is_refused() {
+    if !root("uid_minus_one_is_refused") {
+        return;
+    }
+    // (uid_t)-1 means "unchanged" to setresuid: the process would stay root.
+    for (field, user) in [
+        ("process.user.uid", json!({"uid": 4294967295u32, "gid": 0})),
+        ("process.user.gid", json!({"uid": 0, "gid": 4294967295u32})),
+        (
+            "process.user.additionalGids[1]",
+            json!({"uid": 0, "gid": 0, "additionalGids": [5, 4294967295u32]}),
+        ),
+    ] {
+        let mut spec = base();
+        spec["process"]["user"] = user;
+        refused("uid_minus_one_is_refused", &spec, field);
+    }
+}
+
+/// A cgroup record rewritten to name a fake "hierarchy" whose cgroup.procs lists a host
+/// process: `delete --force` refuses the record and the host process lives on.
+#[test]
+fn forged_cgroup_record_is_refused_by_delete() {
+    if !root("forged_cgroup_record_is_refused_by_delete") {
+        return;
+    }
+    let bundle = Bundle::busybox().unwrap();
+    bundle
+        .write_config(&spec_with_args(&["sleep", "100"]))
+        .unwrap();
+    let runtime = Runtime::new(NANOCLAW).unwrap();
+    let id = "forged";
+    create_waiting(&runtime, &bundle, id);
+    let mut victim = std::process::Command::new("sleep")
+        .arg("100")
+        .spawn()
+        .unwrap();
+    let fake = tempfile::tempdir().unwrap();
+    let fake_cg = fake.path().join("victim");
+    std::fs::create_dir(&fake_cg).unwrap();
+    std::fs::write(fake_cg.join("cgroup.procs"), format!("{}\n", victim.id())).unwrap();
+    let record = runtime.root().join(id).join("cgroup.json");
+    let original = std::fs::read(&record).unwrap();
+    let mut cg: Value = serde_json::from_slice(&original).unwrap();
+    let forge = |d: &mut Value| {
+        d["mountpoint"] = json!(fake.path());
+        d["dir"] = json!(fake_cg);
+    };
+    if let Some(v1) = cg["v1"].as_object_mut() {
+        v1.values_mut().for_each(forge);
+    }
+    if cg["unified"].is_object() {
+        forge(&mut cg["unified"]);
+    }
+    std::fs::write(&record, serde_json::to_vec(&cg).unwrap()).unwrap();
+    let out = runtime.command(["delete", "--force", id]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let alive = victim.try_wait().unwrap().is_none();
+    let _ = victim.kill();
+    let _ = victim.wait();
+    assert!(
+        alive,
+        "delete --force killed a host process through a forged record"
+    );
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("not a cgroup hierarchy in the host's mount table"),
+        "{stderr}"
+    );
+    // Restore the real record so the container and its cgroup can be cleaned up.
+    std::fs::write(&record, original).unwrap();
+    delete_leaving_nothing(&runtime, id);
+}
