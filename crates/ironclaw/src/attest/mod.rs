@@ -8,7 +8,7 @@ pub mod untrusted_enclave_call;
 use std::collections::BTreeMap;
 
 use ironclaw_abi::{call, status};
-use ironclaw_broker::client::KbsHttpClient;
+use ironclaw_kbs_client::KbsHttpClient;
 use ironclaw_verifier::kvm::{KvmClaims, LaunchValue};
 
 use crate::hypercall::{ExtensionResponse, IronClawCalls};
