@@ -5,10 +5,10 @@
 //! apply the [`SkipPolicy`] of the environment:
 //! - under CI (`CI` set, non-empty, not `false`/`0`) a missing requirement fails the test with a
 //!   panic naming what was missing: a CI machine that lost root or KVM goes red, not green;
-//! - elsewhere the skip is reported on stderr and appended as one line (`test: reason`) to the
-//!   file named by `CLAW_SKIP_LOG` (`scripts/test` sets it and prints the count and the lines at
-//!   the end, since libtest hides the output of passing tests), and the function returns `false`
-//!   so the test returns early.
+//! - elsewhere the skip is reported on stderr and appended as one line
+//!   (`binary::test: reason`) to the file named by `CLAW_SKIP_LOG` (`scripts/test` sets it and
+//!   prints the count and the lines at the end, since libtest hides the output of passing
+//!   tests), and the function returns `false` so the test returns early.
 
 pub mod bundle;
 pub mod engines;
@@ -29,7 +29,7 @@ pub enum SkipPolicy {
     /// Elsewhere: the skip is printed to stderr, appended to `log` when given, and the test
     /// returns early.
     Record {
-        /// The skip log (`CLAW_SKIP_LOG`), one `test: reason` line per skipped test.
+        /// The skip log (`CLAW_SKIP_LOG`), one `binary::test: reason` line per skipped test.
         log: Option<PathBuf>,
     },
 }
