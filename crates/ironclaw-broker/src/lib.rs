@@ -20,12 +20,11 @@
 //! | [`tee_key`] | tee-pubkey JWKs (EC P-256, RSA) and the resource JWE |
 //! | [`audit`] | JSON-lines audit log |
 //! | [`admin`] | admin socket and the `secret` / `policy` commands |
-//! | [`client`] | a small HTTPS client for the KBS API (tests, benchmark, the host's forwarder) |
+//! | [`client`] | re-export of `ironclaw-kbs-client`, the small HTTPS client for the KBS API (tests, benchmark, the host's forwarder) |
 //! | [`tls`] | certificate loading / first-start self-signed certificate |
 
 pub mod admin;
 pub mod audit;
-pub mod client;
 pub mod clock;
 pub mod collateral;
 pub mod error;
@@ -40,6 +39,9 @@ pub mod tee_key;
 pub mod tls;
 pub mod token;
 pub mod trustee_evidence;
+
+/// The KBS HTTPS client (its own crate, so the VMM links it without this server).
+pub use ironclaw_kbs_client as client;
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard, RwLock};

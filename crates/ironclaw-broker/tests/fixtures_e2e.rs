@@ -30,16 +30,7 @@ use kbs_types::Tee;
 use serde_json::{json, Value};
 
 fn fixtures(test: &str) -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/attestation");
-    if dir.join("index.json").is_file() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "SKIPPED: {test}: attestation fixtures not found at {} (shared/ must sit beside the repo)",
-            dir.display()
-        );
-        None
-    }
+    claw_testsupport::require_attestation_fixtures(test)
 }
 
 fn read(dir: &Path, rel: &str) -> Vec<u8> {
