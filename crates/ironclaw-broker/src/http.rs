@@ -53,7 +53,7 @@ fn read_request<S: Read>(stream: &mut S, buf: &mut Vec<u8>) -> io::Result<ReadOu
             return Ok(if buf.is_empty() {
                 ReadOutcome::Closed
             } else {
-                ReadOutcome::Bad(ApiError::InvalidRequest(
+                ReadOutcome::Bad(ApiError::BadHttp(
                     "connection closed inside the request head".into(),
                 ))
             });
@@ -68,7 +68,7 @@ fn read_request<S: Read>(stream: &mut S, buf: &mut Vec<u8>) -> io::Result<ReadOu
     match parsed.parse(buf.get(..head_end).unwrap_or_default()) {
         Ok(httparse::Status::Complete(_)) => {}
         Ok(httparse::Status::Partial) => {
-            return Ok(ReadOutcome::Bad(ApiError::InvalidRequest(
+            return Ok(ReadOutcome::Bad(ApiError::BadHttp(
                 "incomplete request head".into(),
             )))
         }
@@ -76,7 +76,7 @@ fn read_request<S: Read>(stream: &mut S, buf: &mut Vec<u8>) -> io::Result<ReadOu
             return Ok(ReadOutcome::Bad(ApiError::HeadersTooLarge))
         }
         Err(e) => {
-            return Ok(ReadOutcome::Bad(ApiError::InvalidRequest(format!(
+            return Ok(ReadOutcome::Bad(ApiError::BadHttp(format!(
                 "malformed request head: {e}"
             ))))
         }
@@ -95,13 +95,13 @@ fn read_request<S: Read>(stream: &mut S, buf: &mut Vec<u8>) -> io::Result<ReadOu
                 let n: usize = match value.trim().parse() {
                     Ok(n) => n,
                     Err(_) => {
-                        return Ok(ReadOutcome::Bad(ApiError::InvalidRequest(
+                        return Ok(ReadOutcome::Bad(ApiError::BadHttp(
                             "Content-Length is not a number".into(),
                         )))
                     }
                 };
                 if content_length.is_some_and(|c| c != n) {
-                    return Ok(ReadOutcome::Bad(ApiError::InvalidRequest(
+                    return Ok(ReadOutcome::Bad(ApiError::BadHttp(
                         "conflicting Content-Length headers".into(),
                     )));
                 }
@@ -142,7 +142,7 @@ fn read_request<S: Read>(stream: &mut S, buf: &mut Vec<u8>) -> io::Result<ReadOu
     while buf.len() < total {
         let n = stream.read(&mut chunk)?;
         if n == 0 {
-            return Ok(ReadOutcome::Bad(ApiError::InvalidRequest(format!(
+            return Ok(ReadOutcome::Bad(ApiError::BadHttp(format!(
                 "connection closed after {} of {len} body bytes",
                 buf.len() - head_end
             ))));
@@ -172,7 +172,7 @@ pub fn parse_request(bytes: &[u8]) -> Result<Option<(ApiRequest, bool)>, ApiErro
         Ok(ReadOutcome::Request(r, close)) => Ok(Some((r, close))),
         Ok(ReadOutcome::Closed) => Ok(None),
         Ok(ReadOutcome::Bad(e)) => Err(e),
-        Err(e) => Err(ApiError::InvalidRequest(e.to_string())),
+        Err(e) => Err(ApiError::BadHttp(e.to_string())),
     }
 }
 
@@ -201,6 +201,9 @@ fn write_response<S: Write>(stream: &mut S, resp: &ApiResponse, close: bool) -> 
     );
     if let Some(c) = &resp.set_cookie {
         head.push_str(&format!("Set-Cookie: {c}\r\n"));
+    }
+    if let Some(s) = resp.retry_after {
+        head.push_str(&format!("Retry-After: {s}\r\n"));
     }
     head.push_str(if close {
         "Connection: close\r\n\r\n"

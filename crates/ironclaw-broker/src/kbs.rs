@@ -48,6 +48,8 @@ pub struct ApiResponse {
     pub body: Vec<u8>,
     /// `Set-Cookie` value.
     pub set_cookie: Option<String>,
+    /// `Retry-After` seconds.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiResponse {
@@ -56,6 +58,7 @@ impl ApiResponse {
             status: 200,
             body: serde_json::to_vec(v).unwrap_or_default(),
             set_cookie: None,
+            retry_after: None,
         }
     }
 }
@@ -66,6 +69,7 @@ impl From<ApiError> for ApiResponse {
             status: e.status(),
             body: e.body(),
             set_cookie: None,
+            retry_after: e.retry_after(),
         }
     }
 }
@@ -131,8 +135,7 @@ impl Broker {
         let request: AuthRequest = serde_json::from_slice(&req.body)
             .map_err(|e| ApiError::InvalidRequest(format!("body is not a KBS Request: {e}")))?;
         ev.tee = Some(request.tee.name().into());
-        let major = request.version.split('.').next().unwrap_or("");
-        if major != "0" || request.version.split('.').count() != 3 {
+        if request.version != crate::error::SUPPORTED_VERSION {
             return Err(ApiError::UnsupportedVersion(
                 request.version.chars().take(64).collect(),
             ));
@@ -246,12 +249,12 @@ impl Broker {
     ) -> Result<ApiResponse, ApiError> {
         let parts: Vec<&str> = rest.split('/').collect();
         if parts.len() != 3 {
-            return Err(ApiError::InvalidRequest(
+            return Err(ApiError::InvalidPath(
                 "resource path must be /kbs/v0/resource/<repository>/<type>/<tag>".into(),
             ));
         }
         for c in &parts {
-            check_component(c).map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
+            check_component(c).map_err(|e| ApiError::InvalidPath(e.to_string()))?;
         }
         let resource = parts.join("/");
         ev.resource = Some(resource.clone());

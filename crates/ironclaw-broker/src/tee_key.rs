@@ -31,7 +31,7 @@
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD as B64, Engine};
 use ironclaw_enclave::jwe::{self, JweError};
-use kbs_types::{ProtectedHeader, Response, TeePubKey};
+use kbs_types::{Response, TeePubKey};
 use rand_core::CryptoRng;
 use rsa::BoxedUint;
 use zeroize::Zeroizing;
@@ -352,11 +352,7 @@ fn rsa_jwe<R: CryptoRng + ?Sized>(
     }
     .map_err(rsa_err)?;
 
-    let protected = ProtectedHeader {
-        alg: alg.name().into(),
-        enc: ENC.into(),
-        other_fields: serde_json::Map::new(),
-    };
+    let protected = jwe::protected_header(alg.name(), ENC, serde_json::Map::new());
     let content_err = || EncryptError::Content {
         len: plaintext.len(),
     };

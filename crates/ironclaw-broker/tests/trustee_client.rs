@@ -335,7 +335,7 @@ fn rsa_keys_that_are_weak_malformed_or_unknown_are_refused_and_audited() {
     for (jwk, error, reason) in cases {
         let mut c = TrusteeClient::new(&env);
         let r = c.attest(&env, &jwk);
-        assert_eq!(refusal(&r), (400, error.to_string()), "{jwk:?}");
+        assert_eq!(refusal(&r), (401, error.to_string()), "{jwk:?}");
         let line = env.last_line();
         assert_eq!(line["event"], "refusal");
         assert_eq!(line["endpoint"], "attest");
