@@ -7,6 +7,7 @@
 
 pub mod bundle;
 pub mod engines;
+pub mod net;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

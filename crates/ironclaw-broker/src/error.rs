@@ -131,6 +131,17 @@ impl ApiError {
         }
     }
 
+    /// True for refusals of a request whose credential (session or token) was
+    /// valid: the requester is an attested enclave, accountable, and these are
+    /// always audited. Every other refusal is of an unauthenticated request,
+    /// which anyone can send at line rate: its audit record is rate-limited.
+    pub fn after_authentication(&self) -> bool {
+        matches!(
+            self,
+            ApiError::ResourceNotGranted(_) | ApiError::ResourceNotFound(_) | ApiError::Internal(_)
+        )
+    }
+
     /// Seconds a client should wait before retrying (`Retry-After`), for the
     /// refusals that are about load rather than the request.
     pub fn retry_after(&self) -> Option<u64> {

@@ -90,7 +90,7 @@ impl Broker {
         let path = req.path.split('?').next().unwrap_or("");
         let mut ev = AuditEvent {
             peer: req.peer.clone(),
-            session: req.session.clone(),
+            session: req.session.as_deref().map(crate::session::audit_ref),
             ..Default::default()
         };
         let result = match (req.method.as_str(), path) {
@@ -121,7 +121,12 @@ impl Broker {
                     ev.event = "refusal";
                     ev.error = Some(e.name().into());
                     ev.reason = Some(e.to_string());
-                    self.audit.record(ev);
+                    if e.after_authentication() {
+                        self.audit.record(ev);
+                    } else {
+                        let peer = crate::session::PeerKey::of(req.peer.as_deref());
+                        self.audit.record_unauthenticated(ev, peer);
+                    }
                 }
                 e.into()
             }
@@ -140,10 +145,11 @@ impl Broker {
                 request.version.chars().take(64).collect(),
             ));
         }
-        let (id, nonce) = self.sessions().create(request.tee)?;
-        ev.session = Some(id.clone());
+        let peer = crate::session::PeerKey::of(req.peer.as_deref());
+        let (id, nonce) = self.sessions().create(request.tee, peer)?;
+        ev.session = Some(crate::session::audit_ref(&id));
         ev.event = "challenge";
-        self.audit.record(ev.clone());
+        self.audit.record_unauthenticated(ev.clone(), peer);
         let challenge = Challenge {
             nonce,
             extra_params: Value::Object(serde_json::Map::new()),

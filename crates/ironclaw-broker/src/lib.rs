@@ -49,7 +49,7 @@ use getrandom::SysRng;
 use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use rand_core::UnwrapErr;
 
-use crate::audit::{AuditLog, AuditRotation};
+use crate::audit::{AuditLimits, AuditLog, AuditRotation};
 use crate::policy::Policy;
 use crate::session::Sessions;
 use crate::statedir::{StateDir, StateError};
@@ -68,8 +68,13 @@ pub struct BrokerConfig {
     pub session_ttl: Duration,
     /// Most sessions held at once.
     pub max_sessions: usize,
+    /// Most sessions held at once for one peer (IPv4 address or IPv6 /64);
+    /// see [`session`] for how the table stays fair.
+    pub max_sessions_per_peer: usize,
     /// Rotation of `STATE/audit.jsonl`.
     pub audit: AuditRotation,
+    /// Rate limits on audit records of unauthenticated requests.
+    pub audit_limits: AuditLimits,
 }
 
 impl Default for BrokerConfig {
@@ -77,7 +82,9 @@ impl Default for BrokerConfig {
         BrokerConfig {
             session_ttl: Duration::from_secs(300),
             max_sessions: 10_000,
+            max_sessions_per_peer: 1024,
             audit: AuditRotation::default(),
+            audit_limits: AuditLimits::default(),
         }
     }
 }
@@ -164,17 +171,20 @@ impl Broker {
         let token_key =
             p256::ecdsa::SigningKey::from_pkcs8_pem(pem).map_err(|e| key_err(e.to_string()))?;
         let audit_path = state.path("audit.jsonl");
-        let audit = AuditLog::open_with(&audit_path, config.audit).map_err(|source| {
-            BrokerError::Audit {
+        let audit = AuditLog::open_limited(&audit_path, config.audit, config.audit_limits)
+            .map_err(|source| BrokerError::Audit {
                 path: audit_path.display().to_string(),
                 source,
-            }
-        })?;
+            })?;
         Ok(Broker {
             state,
             store,
             policy: RwLock::new(policy),
-            sessions: Mutex::new(Sessions::new(config.session_ttl, config.max_sessions)),
+            sessions: Mutex::new(Sessions::new(
+                config.session_ttl,
+                config.max_sessions,
+                config.max_sessions_per_peer,
+            )),
             token_key,
             audit,
             evidence_clock: std::sync::Arc::new(clock::WallClock),
@@ -226,6 +236,12 @@ impl Broker {
             Err(poisoned) => *poisoned.into_inner() = policy,
         }
         Ok(())
+    }
+
+    /// Writes the pending `suppressed` summaries of the audit log now (they are
+    /// otherwise written every `summary_interval` and when the broker is dropped).
+    pub fn flush_audit(&self) {
+        self.audit.flush_summaries();
     }
 
     fn sessions(&self) -> MutexGuard<'_, Sessions> {
