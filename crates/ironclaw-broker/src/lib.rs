@@ -22,6 +22,7 @@
 //! | [`admin`] | admin socket and the `secret` / `policy` commands |
 //! | [`client`] | a small HTTPS client for the KBS API (tests, benchmark, the host's forwarder) |
 //! | [`tls`] | certificate loading / first-start self-signed certificate |
+//! | [`secmem`] | non-dumpable process, key material in `MADV_DONTDUMP` mappings |
 
 pub mod admin;
 pub mod audit;
@@ -33,6 +34,7 @@ pub mod evidence;
 pub mod http;
 pub mod kbs;
 pub mod policy;
+pub mod secmem;
 pub mod session;
 pub mod statedir;
 pub mod store;
@@ -130,7 +132,8 @@ pub struct Broker {
     store: Store,
     policy: RwLock<Policy>,
     sessions: Mutex<Sessions>,
-    token_key: p256::ecdsa::SigningKey,
+    /// The token signing key, in a mapping excluded from core dumps.
+    token_key: secmem::NoDump<p256::ecdsa::SigningKey>,
     audit: AuditLog,
     /// The instant evidence is verified at (the wall clock unless set otherwise).
     evidence_clock: std::sync::Arc<dyn clock::Clock>,
@@ -170,6 +173,7 @@ impl Broker {
         let pem = std::str::from_utf8(&pem).map_err(|e| key_err(e.to_string()))?;
         let token_key =
             p256::ecdsa::SigningKey::from_pkcs8_pem(pem).map_err(|e| key_err(e.to_string()))?;
+        let token_key = secmem::NoDump::new(token_key).map_err(|e| key_err(e.to_string()))?;
         let audit_path = state.path("audit.jsonl");
         let audit = AuditLog::open_limited(&audit_path, config.audit, config.audit_limits)
             .map_err(|source| BrokerError::Audit {
