@@ -40,6 +40,19 @@ pub enum ApiError {
     /// The challenge nonce was already used.
     #[error("the challenge of this session was already used (nonces are single-use): start again at /kbs/v0/auth")]
     NonceReused,
+    /// The attestation carries device evidence (`additional_evidence`), which
+    /// this broker does not verify.
+    #[error("tee-evidence: additional_evidence (device evidence, {0} bytes) is not verified by this broker, and a release never rests on unverified evidence: attest without device evidence")]
+    UnsupportedAdditionalEvidence(usize),
+    /// The attestation carries `init-data`, which this broker cannot bind to the
+    /// evidence (it never ignores it silently).
+    #[error("init-data (format {format:?}, {len} bytes) is not bound to the evidence by this broker, and is never ignored silently: attest without init-data")]
+    UnsupportedInitData {
+        /// The init-data `format`.
+        format: String,
+        /// Length of its body.
+        len: usize,
+    },
     /// runtime-data nonce is not the session's nonce.
     #[error("runtime-data nonce is not the nonce this session was challenged with")]
     NonceMismatch,
@@ -125,6 +138,8 @@ impl ApiError {
             | ApiError::SessionExpired
             | ApiError::NonceReused
             | ApiError::NonceMismatch
+            | ApiError::UnsupportedAdditionalEvidence(_)
+            | ApiError::UnsupportedInitData { .. }
             | ApiError::NotAttested
             | ApiError::Token(_)
             | ApiError::PolicyDeny(_) => 401,
@@ -162,6 +177,8 @@ impl ApiError {
             ApiError::SessionExpired => "SessionExpired",
             ApiError::NonceReused => "NonceReused",
             ApiError::NonceMismatch => "NonceMismatch",
+            ApiError::UnsupportedAdditionalEvidence(_) => "UnsupportedAdditionalEvidence",
+            ApiError::UnsupportedInitData { .. } => "UnsupportedInitData",
             ApiError::TeePubKey(e) if e.is_weak() => "WeakTeePubKey",
             ApiError::TeePubKey(e) if e.is_unsupported() => "UnsupportedTeePubKey",
             ApiError::TeePubKey(_) => "MalformedTeePubKey",

@@ -209,9 +209,15 @@ impl Broker {
         }
         let key = tee_key::parse(&att.runtime_data.tee_pubkey)?;
         if !att.tee_evidence.additional_evidence.is_empty() {
-            return Err(ApiError::InvalidRequest(
-                "additional_evidence is not supported".into(),
+            return Err(ApiError::UnsupportedAdditionalEvidence(
+                att.tee_evidence.additional_evidence.len(),
             ));
+        }
+        if let Some(init) = &att.init_data {
+            return Err(ApiError::UnsupportedInitData {
+                format: init.format.chars().take(32).collect(),
+                len: init.body.len(),
+            });
         }
         let digest = runtime_data_digest(
             nonce,

@@ -156,9 +156,11 @@ fn client_aad(protected_b64: &str) -> Vec<u8> {
     B64.encode(text).into_bytes()
 }
 
-/// The client's tee key: kbs_protocol's default EC P-256, or its RSA-OAEP-256 key.
+/// The client's tee key: kbs_protocol's default EC P-256, its P-521 key, or its
+/// RSA-OAEP-256 key.
 enum TeeKey {
     Ec(p256::SecretKey),
+    EcP521(p521::SecretKey),
     Rsa(&'static rsa::PrivateKey),
 }
 
@@ -181,9 +183,25 @@ impl TeeKey {
         ))
     }
 
+    fn ec_p521() -> TeeKey {
+        use p521::elliptic_curve::Generate;
+        TeeKey::EcP521(p521::SecretKey::generate_from_rng(
+            &mut ironclaw_broker::rng(),
+        ))
+    }
+
     /// `TeeKeyPair::export_pubkey`.
     fn export_pubkey(&self) -> TeePubKey {
         match self {
+            TeeKey::EcP521(k) => {
+                let sec1 = k.public_key().to_sec1_bytes();
+                TeePubKey::EC {
+                    crv: "P-521".into(),
+                    alg: "ECDH-ES+A256KW".into(),
+                    x: B64.encode(&sec1[1..67]),
+                    y: B64.encode(&sec1[67..133]),
+                }
+            }
             TeeKey::Ec(k) => {
                 let sec1 = k.public_key().to_sec1_bytes();
                 TeePubKey::EC {
@@ -217,6 +235,33 @@ impl TeeKey {
                 sec1.extend(B64.decode(epk["y"].as_str().unwrap()).unwrap());
                 let epk = p256::PublicKey::from_sec1_bytes(&sec1).map_err(|e| e.to_string())?;
                 let z = p256::elliptic_curve::ecdh::diffie_hellman(
+                    k.to_nonzero_scalar(),
+                    epk.as_affine(),
+                );
+                let kek = ironclaw_enclave::jwe::concat_kdf_256(
+                    z.raw_secret_bytes().as_slice(),
+                    "ECDH-ES+A256KW",
+                    &[],
+                    &[],
+                );
+                use aes_kw::{KeyInit, KwAes256};
+                let mut cek = [0u8; 32];
+                KwAes256::new_from_slice(kek.as_ref())
+                    .unwrap()
+                    .unwrap_key(&resp.encrypted_key, &mut cek)
+                    .map_err(|_| "aes key unwrap failed".to_string())?;
+                cek.to_vec()
+            }
+            (TeeKey::EcP521(k), "ECDH-ES+A256KW") => {
+                let epk = &resp.protected.other_fields["epk"];
+                if epk["crv"] != "P-521" {
+                    return Err(format!("Unmatched curve: {}", epk["crv"]));
+                }
+                let mut sec1 = vec![4u8];
+                sec1.extend(B64.decode(epk["x"].as_str().unwrap()).unwrap());
+                sec1.extend(B64.decode(epk["y"].as_str().unwrap()).unwrap());
+                let epk = p521::PublicKey::from_sec1_bytes(&sec1).map_err(|e| e.to_string())?;
+                let z = p521::elliptic_curve::ecdh::diffie_hellman(
                     k.to_nonzero_scalar(),
                     epk.as_affine(),
                 );
@@ -278,6 +323,10 @@ struct KbsProtocolClient {
     key: TeeKey,
     cookie: Option<String>,
     handshakes: usize,
+    /// What the client's attestation agent adds: init-data (TOML) and device
+    /// evidence (none by default, as the sample attester).
+    init_data: Option<kbs_types::InitData>,
+    additional_evidence: String,
 }
 
 impl KbsProtocolClient {
@@ -287,6 +336,8 @@ impl KbsProtocolClient {
             key,
             cookie: None,
             handshakes: 0,
+            init_data: None,
+            additional_evidence: String::new(),
         }
     }
 
@@ -327,7 +378,7 @@ impl KbsProtocolClient {
             nonce: challenge.nonce.clone(),
             tee_pubkey: self.key.export_pubkey(),
         };
-        let additional_evidence = String::new();
+        let additional_evidence = self.additional_evidence.clone();
         let primary_runtime_data = json!({
             "tee-pubkey": runtime_data.tee_pubkey,
             "nonce": runtime_data.nonce,
@@ -343,7 +394,7 @@ impl KbsProtocolClient {
         // The sample attester's quote.
         let primary_evidence = json!({"svn": "1", "report_data": STANDARD.encode(&digest)});
         let attestation = Attestation {
-            init_data: None,
+            init_data: self.init_data.clone(),
             runtime_data,
             tee_evidence: CompositeEvidence {
                 primary_evidence,
@@ -436,6 +487,37 @@ fn default_ec_p256_client_decrypts_the_released_resource() {
 }
 
 #[test]
+fn ec_p521_client_decrypts_the_released_resource() {
+    let env = Env::new(Duration::from_secs(60));
+    let mut c = KbsProtocolClient::new(&env, TeeKey::ec_p521());
+    assert_eq!(c.get_resource(RESOURCE).unwrap(), SECRET);
+    let release = env
+        .audit()
+        .into_iter()
+        .rev()
+        .find(|l| l["event"] == "release");
+    assert_eq!(release.unwrap()["alg"], "ECDH-ES+A256KW");
+    // A P-521 key whose coordinates are not 66 bytes, or not on the curve, is
+    // refused by field.
+    let TeePubKey::EC { x, y, .. } = TeeKey::ec_p521().export_pubkey() else {
+        unreachable!()
+    };
+    for (x, y, why) in [
+        (x[..80].to_string(), y.clone(), "field `x`: decodes to"),
+        (x.clone(), B64.encode([1u8; 66]), "not a valid P-521"),
+    ] {
+        let jwk = TeePubKey::EC {
+            crv: "P-521".into(),
+            alg: "ECDH-ES+A256KW".into(),
+            x,
+            y,
+        };
+        let e = ironclaw_broker::tee_key::parse(&jwk).unwrap_err();
+        assert!(e.to_string().contains(why), "{e}");
+    }
+}
+
+#[test]
 fn rsa_client_decrypts_the_released_resource() {
     let env = Env::new(Duration::from_secs(60));
     let mut c = KbsProtocolClient::new(&env, TeeKey::Rsa(rsa_key()));
@@ -490,4 +572,43 @@ fn refusals_reach_the_client_as_trustee_statuses() {
         c.rcar_handshake(),
         Err(ClientError::Unauthorized("SampleDisabled".into()))
     );
+}
+
+#[test]
+fn device_evidence_and_init_data_are_refused_by_name_never_ignored() {
+    let env = Env::new(Duration::from_secs(60));
+    let mut c = KbsProtocolClient::new(&env, TeeKey::ec());
+    c.additional_evidence = r#"{"nvgpu":{"evidence":"AAAA"}}"#.into();
+    assert_eq!(
+        c.rcar_handshake(),
+        Err(ClientError::Unauthorized(
+            "UnsupportedAdditionalEvidence".into()
+        ))
+    );
+    let mut c = KbsProtocolClient::new(&env, TeeKey::ec());
+    c.init_data = Some(kbs_types::InitData {
+        format: "toml".into(),
+        body: "version = \"0.1.0\"\nalgorithm = \"sha384\"\n[data]\n".into(),
+    });
+    assert_eq!(
+        c.rcar_handshake(),
+        Err(ClientError::Unauthorized("UnsupportedInitData".into()))
+    );
+    let refusals: Vec<Value> = env
+        .audit()
+        .into_iter()
+        .filter(|l| l["event"] == "refusal")
+        .collect();
+    assert_eq!(refusals.len(), 2);
+    assert!(refusals[0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("device evidence"));
+    assert!(refusals[1]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("format \"toml\""));
+    // Without them the same client attests.
+    let mut c = KbsProtocolClient::new(&env, TeeKey::ec());
+    assert!(c.rcar_handshake().is_ok());
 }
