@@ -53,6 +53,12 @@ pub enum ApiError {
         /// Length of its body.
         len: usize,
     },
+    /// An HTTP admin request without a valid admin token.
+    #[error(transparent)]
+    AdminDenied(#[from] crate::admin_http::AdminAuthError),
+    /// An authenticated admin request that could not be carried out.
+    #[error("{0}")]
+    AdminFailed(String),
     /// runtime-data nonce is not the session's nonce.
     #[error("runtime-data nonce is not the nonce this session was challenged with")]
     NonceMismatch,
@@ -140,6 +146,8 @@ impl ApiError {
             | ApiError::NonceMismatch
             | ApiError::UnsupportedAdditionalEvidence(_)
             | ApiError::UnsupportedInitData { .. }
+            | ApiError::AdminDenied(_)
+            | ApiError::AdminFailed(_)
             | ApiError::NotAttested
             | ApiError::Token(_)
             | ApiError::PolicyDeny(_) => 401,
@@ -153,7 +161,10 @@ impl ApiError {
     pub fn after_authentication(&self) -> bool {
         matches!(
             self,
-            ApiError::ResourceNotGranted(_) | ApiError::ResourceNotFound(_) | ApiError::Internal(_)
+            ApiError::ResourceNotGranted(_)
+                | ApiError::ResourceNotFound(_)
+                | ApiError::Internal(_)
+                | ApiError::AdminFailed(_)
         )
     }
 
@@ -179,6 +190,8 @@ impl ApiError {
             ApiError::NonceMismatch => "NonceMismatch",
             ApiError::UnsupportedAdditionalEvidence(_) => "UnsupportedAdditionalEvidence",
             ApiError::UnsupportedInitData { .. } => "UnsupportedInitData",
+            ApiError::AdminDenied(_) => "AdminAccessDenied",
+            ApiError::AdminFailed(_) => "AdminRequestFailed",
             ApiError::TeePubKey(e) if e.is_weak() => "WeakTeePubKey",
             ApiError::TeePubKey(e) if e.is_unsupported() => "UnsupportedTeePubKey",
             ApiError::TeePubKey(_) => "MalformedTeePubKey",

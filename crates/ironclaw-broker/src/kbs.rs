@@ -94,6 +94,15 @@ impl Broker {
             ..Default::default()
         };
         let result = match (req.method.as_str(), path) {
+            ("GET", "/healthz") => return ApiResponse::json(&json!({"status": "ok"})),
+            ("POST" | "DELETE", p) if p.starts_with("/kbs/v0/resource/") => {
+                ev.endpoint = "admin";
+                self.admin_resource(req, &p["/kbs/v0/resource/".len()..], &mut ev)
+            }
+            ("POST" | "GET", "/kbs/v0/resource-policy") => {
+                ev.endpoint = "admin";
+                self.admin_policy(req, &mut ev)
+            }
             ("POST", "/kbs/v0/auth") => {
                 ev.endpoint = "auth";
                 self.auth(req, &mut ev)
@@ -308,6 +317,71 @@ impl Broker {
         ev.event = "release";
         self.audit.record(ev.clone());
         Ok(ApiResponse::json(&jwe))
+    }
+
+    /// Checks the admin token of `req` (trustee's Ed25519-signed JWT).
+    fn admin_auth(&self, req: &ApiRequest, ev: &mut AuditEvent) -> Result<(), ApiError> {
+        ev.credential = Some("admin");
+        let header = req
+            .authorization
+            .as_deref()
+            .ok_or(crate::admin_http::AdminAuthError::MissingToken)?;
+        let token =
+            bearer_token(header).map_err(|_| crate::admin_http::AdminAuthError::MissingToken)?;
+        self.admin_keys.verify(token, unix_now())?;
+        Ok(())
+    }
+
+    /// `POST` (set, the body is the value) or `DELETE` a resource.
+    fn admin_resource(
+        &self,
+        req: &ApiRequest,
+        rest: &str,
+        ev: &mut AuditEvent,
+    ) -> Result<ApiResponse, ApiError> {
+        self.admin_auth(req, ev)?;
+        crate::admin::check_path(rest).map_err(ApiError::InvalidPath)?;
+        ev.resource = Some(rest.to_string());
+        if req.method == "DELETE" {
+            let existed = self
+                .store
+                .delete_secret(rest)
+                .map_err(|e| ApiError::AdminFailed(e.to_string()))?;
+            if !existed {
+                return Err(ApiError::ResourceNotFound(rest.to_string()));
+            }
+            ev.event = "admin-resource-delete";
+        } else {
+            self.store
+                .put_secret(rest, &req.body)
+                .map_err(|e| ApiError::AdminFailed(e.to_string()))?;
+            ev.event = "admin-resource-set";
+        }
+        self.audit.record(ev.clone());
+        Ok(ApiResponse::json(&json!({})))
+    }
+
+    /// `POST` (`{"policy": base64 JSON policy}`) or `GET` the release policy.
+    fn admin_policy(&self, req: &ApiRequest, ev: &mut AuditEvent) -> Result<ApiResponse, ApiError> {
+        use base64::Engine;
+        self.admin_auth(req, ev)?;
+        if req.method == "GET" {
+            let text = serde_json::to_vec(&self.policy())
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
+            return Ok(ApiResponse::json(&json!({
+                "policy": base64::engine::general_purpose::STANDARD.encode(text)
+            })));
+        }
+        let value =
+            crate::admin_http::policy_from_body(&req.body).map_err(ApiError::AdminFailed)?;
+        let text = serde_json::to_vec(&value).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let policy = crate::policy::Policy::from_json(&text)
+            .map_err(|e| ApiError::AdminFailed(format!("policy: {e}")))?;
+        self.set_policy(policy)
+            .map_err(|e| ApiError::AdminFailed(e.to_string()))?;
+        ev.event = "admin-policy-set";
+        self.audit.record(ev.clone());
+        Ok(ApiResponse::json(&json!({})))
     }
 
     /// The claims and tee-pubkey of a Bearer attestation token: only what its

@@ -20,11 +20,13 @@
 //! | [`tee_key`] | tee-pubkey JWKs (EC P-256, RSA) and the resource JWE |
 //! | [`audit`] | JSON-lines audit log |
 //! | [`admin`] | admin socket and the `secret` / `policy` commands |
+//! | [`admin_http`] | trustee's admin API over HTTPS (Ed25519-signed admin tokens) |
 //! | [`client`] | a small HTTPS client for the KBS API (tests, benchmark, the host's forwarder) |
 //! | [`tls`] | certificate loading / first-start self-signed certificate |
 //! | [`secmem`] | non-dumpable process, key material in `MADV_DONTDUMP` mappings |
 
 pub mod admin;
+pub mod admin_http;
 pub mod audit;
 pub mod client;
 pub mod clock;
@@ -77,6 +79,8 @@ pub struct BrokerConfig {
     pub audit: AuditRotation,
     /// Rate limits on audit records of unauthenticated requests.
     pub audit_limits: AuditLimits,
+    /// Keys allowed to use the HTTP admin API (none: disabled).
+    pub admin_keys: admin_http::AdminKeys,
 }
 
 impl Default for BrokerConfig {
@@ -87,6 +91,7 @@ impl Default for BrokerConfig {
             max_sessions_per_peer: 1024,
             audit: AuditRotation::default(),
             audit_limits: AuditLimits::default(),
+            admin_keys: admin_http::AdminKeys::none(),
         }
     }
 }
@@ -135,6 +140,7 @@ pub struct Broker {
     /// The token signing key, in a mapping excluded from core dumps.
     token_key: secmem::NoDump<p256::ecdsa::SigningKey>,
     audit: AuditLog,
+    admin_keys: admin_http::AdminKeys,
     /// The instant evidence is verified at (the wall clock unless set otherwise).
     evidence_clock: std::sync::Arc<dyn clock::Clock>,
 }
@@ -191,6 +197,7 @@ impl Broker {
             )),
             token_key,
             audit,
+            admin_keys: config.admin_keys,
             evidence_clock: std::sync::Arc::new(clock::WallClock),
         })
     }

@@ -56,6 +56,11 @@ pub enum BrokerCommand {
         /// Sustained audit lines per second per peer for unauthenticated requests.
         #[arg(long, default_value_t = 1.0)]
         audit_unauth_rate: f64,
+        /// Ed25519 public key (PEM) allowed to use trustee's admin API over HTTPS
+        /// (`kbs-client config --auth-private-key ...`); repeatable. Without one
+        /// that API is disabled (the admin socket always works).
+        #[arg(long, value_name = "FILE")]
+        admin_public_key: Vec<PathBuf>,
     },
     /// Manage secrets (works while the broker runs).
     #[command(subcommand)]
@@ -157,7 +162,15 @@ pub fn broker(cmd: BrokerCommand) -> ExitCode {
             audit_keep,
             audit_unauth_burst,
             audit_unauth_rate,
+            admin_public_key,
         } => {
+            let mut admin_keys = Vec::new();
+            for f in &admin_public_key {
+                match ironclaw_broker::admin_http::AdminKeys::load_pem(f) {
+                    Ok(k) => admin_keys.push(k),
+                    Err(e) => return fail(e),
+                }
+            }
             if !(audit_unauth_rate.is_finite() && audit_unauth_rate >= 0.0) {
                 return fail(format!(
                     "--audit-unauth-rate {audit_unauth_rate}: must be a number >= 0"
@@ -173,6 +186,7 @@ pub fn broker(cmd: BrokerCommand) -> ExitCode {
                     ..Default::default()
                 },
                 session_ttl: Duration::from_secs(session_ttl),
+                admin_keys: ironclaw_broker::admin_http::AdminKeys::new(admin_keys),
                 audit: ironclaw_broker::audit::AuditRotation {
                     max_bytes: audit_max_bytes,
                     keep: audit_keep,

@@ -275,3 +275,33 @@ fn broker_process_is_not_dumpable() {
         "the broker's /proc files belong to root: not dumpable"
     );
 }
+
+#[test]
+fn broker_serve_refuses_an_unusable_admin_public_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("broker");
+    let not_ed25519 = dir.path().join("key.pem");
+    std::fs::write(
+        &not_ed25519,
+        "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+    )
+    .unwrap();
+    for file in [dir.path().join("missing.pem"), not_ed25519] {
+        let out = ironclaw(&[
+            "broker",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--state",
+            state.to_str().unwrap(),
+            "--admin-public-key",
+            file.to_str().unwrap(),
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("admin public key") && err.contains(file.to_str().unwrap()),
+            "{err}"
+        );
+    }
+}
