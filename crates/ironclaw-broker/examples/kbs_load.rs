@@ -2,9 +2,10 @@
 //!
 //! `kbs_load releases SECONDS`: releases per second (`GET /kbs/v0/resource` on
 //! an attested session: policy, store decrypt, JWE ECDH-ES+A256KW) at 1, 4 and
-//! 16 concurrent clients, each on a fresh TLS connection per release and on one
-//! keep-alive connection; anchor: the same clients doing a keep-alive request
-//! the broker answers 404, measured in the same run.
+//! 16 concurrent clients (each from its own loopback address), each on a fresh
+//! TLS connection per release and on one keep-alive connection; anchor: the
+//! same clients doing a keep-alive request the broker answers 404, measured in
+//! the same run.
 //!
 //! `kbs_load load CLIENTS SECONDS`: CLIENTS concurrent legitimate clients, each
 //! from its own loopback address (127.1.x.y: one peer each, as real guests are),
@@ -155,9 +156,14 @@ fn run(b: &Bench, mode: Mode, clients: usize, secs: f64) -> (u64, Vec<Duration>)
     let done = AtomicU64::new(0);
     let lat = Mutex::new(Vec::new());
     std::thread::scope(|s| {
-        for _ in 0..clients {
-            s.spawn(|| {
-                let mut http = b.client_from(None);
+        for i in 0..clients {
+            let (stop, done, lat) = (&stop, &done, &lat);
+            s.spawn(move || {
+                // One loopback address per client, as distinct hosts would be:
+                // clients that reconnect for every release would otherwise
+                // share one peer's connection quota (32) with lingering closes.
+                let src = Ipv4Addr::new(127, 2, 0, i as u8 + 1);
+                let mut http = b.client_from(Some(src));
                 let (mut kbs, cookie) = attest(&mut http).expect("attest");
                 let mut mine = Vec::new();
                 while !stop.load(Ordering::Relaxed) {

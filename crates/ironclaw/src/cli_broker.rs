@@ -61,6 +61,15 @@ pub enum BrokerCommand {
         /// that API is disabled (the admin socket always works).
         #[arg(long, value_name = "FILE")]
         admin_public_key: Vec<PathBuf>,
+        /// Connections served at once.
+        #[arg(long, default_value_t = ironclaw_broker::http::MAX_CONNECTIONS,
+              value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=65536))]
+        max_connections: usize,
+        /// Connections one peer (IPv4 address, IPv6 /64) may hold at once; raise it
+        /// when many guests reach the broker through one NAT address.
+        #[arg(long, default_value_t = ironclaw_broker::http::MAX_CONNECTIONS_PER_PEER,
+              value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=65536))]
+        max_connections_per_peer: usize,
     },
     /// Manage secrets (works while the broker runs).
     #[command(subcommand)]
@@ -163,6 +172,8 @@ pub fn broker(cmd: BrokerCommand) -> ExitCode {
             audit_unauth_burst,
             audit_unauth_rate,
             admin_public_key,
+            max_connections,
+            max_connections_per_peer,
         } => {
             let mut admin_keys = Vec::new();
             for f in &admin_public_key {
@@ -205,7 +216,12 @@ pub fn broker(cmd: BrokerCommand) -> ExitCode {
                 Ok(t) => t,
                 Err(e) => return fail(e),
             };
-            let server = match ironclaw_broker::http::start(broker, &listen, tls) {
+            let limits = ironclaw_broker::http::ServeLimits {
+                max_connections,
+                max_connections_per_peer,
+                ..Default::default()
+            };
+            let server = match ironclaw_broker::http::start_with(broker, &listen, tls, limits) {
                 Ok(s) => s,
                 Err(e) => return fail(format!("listening on {listen}: {e}")),
             };
