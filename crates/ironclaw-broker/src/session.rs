@@ -240,6 +240,13 @@ impl Sessions {
         );
         self.order.push_back((expires, id.clone()));
         self.by_peer.entry(peer).or_default().push_back(id.clone());
+        // Evicted sessions leave stale entries in `order` until they would have
+        // expired; a flood evicting its own sessions at line rate would grow it
+        // without bound. Compact it when it holds twice the table (amortized O(1)).
+        if self.order.len() > 2 * self.max + 1024 {
+            let map = &self.map;
+            self.order.retain(|(_, id)| map.contains_key(id));
+        }
         Ok((id, nonce))
     }
 
@@ -292,6 +299,8 @@ mod tests {
         assert_eq!(s.peer_len(peer(2)), 10);
         assert!(s.get_mut(&victim).is_ok());
         assert_eq!(s.len(), 11);
+        // The expiry queue does not keep the 9,990 evicted sessions.
+        assert!(s.order.len() <= 2 * 100 + 1024 + 1, "{}", s.order.len());
     }
 
     #[test]
