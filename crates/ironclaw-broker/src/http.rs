@@ -2,7 +2,8 @@
 //!
 //! Synchronous: one thread per connection, HTTP/1.1 keep-alive. Against slow
 //! and greedy peers ([`ServeLimits`]): at most `max_connections` at once and
-//! `max_connections_per_peer` from one peer (IPv4 address or IPv6 /64; more are
+//! `max_connections_per_peer` from one peer (IPv4 address or IPv6 /64; as many
+//! more may wait up to [`SLOT_WAIT`] for one of them to close, the rest are
 //! closed right after accept), and deadlines on whole phases rather than on
 //! single reads: the TLS handshake and the first request head must arrive
 //! within `head_timeout` of the accept, a later head within `head_timeout` of its
@@ -412,46 +413,122 @@ fn handle_connection(
 }
 
 /// Connections held per peer; a slot is released when its guard drops.
+///
+/// A connection over its peer's quota may wait [`SLOT_WAIT`] for a slot, at most
+/// as many at once as the quota: clients behind one address that reconnect
+/// quickly (NAT, a fresh connection per request) find the slots of their own
+/// just-closed connections still held for the moment the server threads take to
+/// notice the close. A peer therefore holds at most twice its quota in threads,
+/// and a waiting connection is closed unserved when the wait ends.
 #[derive(Default)]
 struct PeerSlots {
-    held: std::sync::Mutex<std::collections::HashMap<PeerKey, usize>>,
+    held: std::sync::Mutex<std::collections::HashMap<PeerKey, (usize, usize)>>,
+    freed: std::sync::Condvar,
 }
+
+/// How long a connection over its peer's quota waits for a slot.
+pub const SLOT_WAIT: Duration = Duration::from_secs(1);
 
 struct PeerSlot {
     slots: Arc<PeerSlots>,
     peer: PeerKey,
 }
 
+/// A place in a peer's waiting line (released when dropped).
+struct PeerWaiter {
+    slots: Arc<PeerSlots>,
+    peer: PeerKey,
+}
+
 impl PeerSlots {
-    fn take(self: &Arc<Self>, peer: PeerKey, max: usize) -> Option<PeerSlot> {
-        let mut held = match self.held.lock() {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<PeerKey, (usize, usize)>> {
+        match self.held.lock() {
             Ok(h) => h,
             Err(p) => p.into_inner(),
-        };
-        let n = held.entry(peer).or_insert(0);
-        if *n >= max {
-            return None;
         }
-        *n += 1;
-        Some(PeerSlot {
-            slots: self.clone(),
-            peer,
-        })
+    }
+
+    /// A slot now, or a place in the waiting line, or neither.
+    fn take(self: &Arc<Self>, peer: PeerKey, max: usize) -> Result<PeerSlot, Option<PeerWaiter>> {
+        let mut held = self.lock();
+        let (n, waiting) = held.entry(peer).or_insert((0, 0));
+        if *n < max {
+            *n += 1;
+            return Ok(PeerSlot {
+                slots: self.clone(),
+                peer,
+            });
+        }
+        if *waiting < max {
+            *waiting += 1;
+            return Err(Some(PeerWaiter {
+                slots: self.clone(),
+                peer,
+            }));
+        }
+        Err(None)
+    }
+
+    fn forget_if_unused(
+        held: &mut std::collections::HashMap<PeerKey, (usize, usize)>,
+        peer: PeerKey,
+    ) {
+        if held.get(&peer) == Some(&(0, 0)) {
+            held.remove(&peer);
+        }
+    }
+}
+
+impl PeerWaiter {
+    /// Waits up to `wait` for a slot of the peer.
+    fn wait(self, max: usize, wait: Duration) -> Option<PeerSlot> {
+        let deadline = Instant::now() + wait;
+        let mut held = self.slots.lock();
+        loop {
+            let entry = held.entry(self.peer).or_insert((0, 0));
+            if entry.0 < max {
+                entry.0 += 1;
+                drop(held);
+                // `self` drops on return and leaves the waiting line.
+                return Some(PeerSlot {
+                    slots: self.slots.clone(),
+                    peer: self.peer,
+                });
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                drop(held);
+                return None;
+            }
+            held = match self.slots.freed.wait_timeout(held, left) {
+                Ok((h, _)) => h,
+                Err(p) => p.into_inner().0,
+            };
+        }
+    }
+}
+
+impl Drop for PeerWaiter {
+    fn drop(&mut self) {
+        let mut held = self.slots.lock();
+        if let Some(e) = held.get_mut(&self.peer) {
+            e.1 = e.1.saturating_sub(1);
+        }
+        PeerSlots::forget_if_unused(&mut held, self.peer);
     }
 }
 
 impl Drop for PeerSlot {
     fn drop(&mut self) {
-        let mut held = match self.slots.held.lock() {
-            Ok(h) => h,
-            Err(p) => p.into_inner(),
-        };
-        if let Some(n) = held.get_mut(&self.peer) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                held.remove(&self.peer);
-            }
+        let mut held = self.slots.lock();
+        if let Some(e) = held.get_mut(&self.peer) {
+            e.0 = e.0.saturating_sub(1);
         }
+        PeerSlots::forget_if_unused(&mut held, self.peer);
+        drop(held);
+        self.slots.freed.notify_all();
     }
 }
 
@@ -482,11 +559,11 @@ pub fn serve_with(
         }
         let Ok(tcp) = conn else { continue };
         let Ok(peer) = tcp.peer_addr() else { continue };
-        let Some(slot) = slots.take(
-            PeerKey::of_ip(peer.ip()),
-            limits.max_connections_per_peer.max(1),
-        ) else {
-            continue; // dropped: closes the socket
+        let per_peer = limits.max_connections_per_peer.max(1);
+        let place = match slots.take(PeerKey::of_ip(peer.ip()), per_peer) {
+            Ok(slot) => Ok(slot),
+            Err(Some(waiter)) => Err(waiter),
+            Err(None) => continue, // dropped: closes the socket
         };
         if active.fetch_add(1, Ordering::SeqCst) >= limits.max_connections {
             active.fetch_sub(1, Ordering::SeqCst);
@@ -496,8 +573,14 @@ pub fn serve_with(
         let spawned = std::thread::Builder::new()
             .name("kbs-conn".into())
             .spawn(move || {
-                handle_connection(&b, t, tcp, peer, limits);
-                drop(slot);
+                let slot = match place {
+                    Ok(slot) => Some(slot),
+                    Err(waiter) => waiter.wait(per_peer, SLOT_WAIT),
+                };
+                if let Some(slot) = slot {
+                    handle_connection(&b, t, tcp, peer, limits);
+                    drop(slot);
+                }
                 a.fetch_sub(1, Ordering::SeqCst);
             });
         if spawned.is_err() {

@@ -389,3 +389,60 @@ fn auth_flood_from_one_peer_neither_locks_out_others_nor_floods_the_audit_log() 
         }
     }
 }
+
+/// Clients behind one address that reconnect quickly find their own closing
+/// connections' slots still held for a moment: a connection over the quota
+/// waits (up to `SLOT_WAIT`, at most quota-many at once) for a slot instead of
+/// being dropped; beyond the waiting line it is closed at once.
+#[test]
+fn a_connection_over_the_peer_quota_waits_for_a_slot() {
+    const PEER: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
+    let limits = ServeLimits {
+        max_connections_per_peer: 2,
+        ..ServeLimits::default()
+    };
+    let env = Env::new(BrokerConfig::default(), limits);
+    let addr = env.addr();
+    let hold = || claw_testsupport::net::connect_from_str(PEER, &addr).unwrap();
+    let (a, _b) = (hold(), hold());
+    std::thread::sleep(Duration::from_millis(200));
+    // Over the quota: this request waits; a slot frees 300 ms later.
+    let waiting = std::thread::scope(|s| {
+        let h = s.spawn(|| {
+            let t = Instant::now();
+            let r = env
+                .client_from(PEER)
+                .request("GET", "/healthz", None, b"")
+                .map(|r| r.status);
+            (r, t.elapsed())
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        drop(a);
+        h.join().unwrap()
+    });
+    assert_eq!(waiting.0.unwrap(), 200);
+    assert!(waiting.1 >= Duration::from_millis(250), "{:?}", waiting.1);
+    // Quota (2) + waiting line (2) taken: a fifth connection is closed at once.
+    let (_c, _d, _e) = (hold(), hold(), hold());
+    std::thread::sleep(Duration::from_millis(200));
+    let mut fifth = hold();
+    fifth
+        .set_read_timeout(Some(Duration::from_millis(900)))
+        .unwrap();
+    let t = Instant::now();
+    let mut byte = [0u8; 1];
+    let closed = matches!(fifth.read(&mut byte), Ok(0) | Err(_));
+    assert!(
+        closed && t.elapsed() < Duration::from_millis(800),
+        "{:?}",
+        t.elapsed()
+    );
+    // Another peer is served meanwhile.
+    assert_eq!(
+        env.client()
+            .request("GET", "/healthz", None, b"")
+            .unwrap()
+            .status,
+        200
+    );
+}
