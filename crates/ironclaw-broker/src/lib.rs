@@ -180,6 +180,7 @@ impl Broker {
         let token_key =
             p256::ecdsa::SigningKey::from_pkcs8_pem(pem).map_err(|e| key_err(e.to_string()))?;
         let token_key = secmem::NoDump::new(token_key).map_err(|e| key_err(e.to_string()))?;
+        secmem::scrub_stack();
         let audit_path = state.path("audit.jsonl");
         let audit = AuditLog::open_limited(&audit_path, config.audit, config.audit_limits)
             .map_err(|source| BrokerError::Audit {

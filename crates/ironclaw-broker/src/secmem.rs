@@ -10,7 +10,8 @@
 //! - [`NoDump`]: a value (the store's AES key schedule, the token signing key)
 //!   in its own anonymous mapping marked `MADV_DONTDUMP` (`dd` in
 //!   `/proc/PID/smaps`), so even a dump that happens leaves it out; the mapping is
-//!   zeroed before it is unmapped.
+//!   zeroed before it is unmapped. [`scrub_stack`] then overwrites the stack
+//!   the keys were built on (the move into the mapping leaves a copy behind).
 //!
 //! Not covered: the TLS private key, which rustls/ring keep in their own heap
 //! allocations (only the process-wide setting protects it), and transient copies
@@ -35,6 +36,21 @@ pub fn disable_core_dumps() -> io::Result<()> {
 pub fn dumpable() -> bool {
     // SAFETY: prctl(PR_GET_DUMPABLE) takes no pointers and returns the attribute.
     unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) != 0 }
+}
+
+/// Overwrites the 32 KiB of stack below the caller's frame with zeros
+/// (best effort, not tested: the old contents cannot be read back soundly).
+///
+/// Moving a value into [`NoDump`] copies it; the frames that built it (the
+/// cipher's key schedule, a parsed signing key) are popped but their bytes stay
+/// on the stack, which a core dump includes, until something overwrites them.
+/// Called once after the keys are set up.
+#[inline(never)]
+pub fn scrub_stack() {
+    use zeroize::Zeroize;
+    let mut buf = [0xffu8; 32 * 1024];
+    buf.zeroize();
+    std::hint::black_box(&buf);
 }
 
 /// A `T` in its own anonymous private mapping, excluded from core dumps
