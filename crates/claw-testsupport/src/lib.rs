@@ -12,6 +12,7 @@
 
 pub mod bundle;
 pub mod engines;
+pub mod net;
 
 use std::ffi::OsStr;
 use std::io::Write;

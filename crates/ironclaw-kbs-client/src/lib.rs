@@ -123,9 +123,14 @@ pub struct KbsHttpClient {
     server_name: ServerName<'static>,
     tls: Arc<rustls::ClientConfig>,
     conn: Option<Conn>,
+    connector: Option<Connector>,
     /// Socket timeouts.
     pub timeout: Duration,
 }
+
+/// Opens the TCP connection to `HOST:PORT` (the default is
+/// `TcpStream::connect`); tests use it to connect from chosen source addresses.
+pub type Connector = Arc<dyn Fn(&str) -> io::Result<TcpStream> + Send + Sync>;
 
 impl std::fmt::Debug for KbsHttpClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -162,8 +167,21 @@ impl KbsHttpClient {
             server_name,
             tls: client_config(roots)?,
             conn: None,
+            connector: None,
             timeout: Duration::from_secs(30),
         })
+    }
+
+    /// Opens connections with `connector` instead of `TcpStream::connect`.
+    pub fn with_connector(mut self, connector: Connector) -> Self {
+        self.connector = Some(connector);
+        self
+    }
+
+    /// Closes the kept-alive connection: the next request opens a new one
+    /// (a fresh TCP connection and TLS handshake).
+    pub fn close(&mut self) {
+        self.conn = None;
     }
 
     fn io(&self) -> impl FnOnce(io::Error) -> ClientError + '_ {
@@ -174,7 +192,11 @@ impl KbsHttpClient {
     }
 
     fn connect(&self) -> Result<Conn, ClientError> {
-        let tcp = TcpStream::connect(&self.addr).map_err(self.io())?;
+        let tcp = match &self.connector {
+            Some(c) => c(&self.addr),
+            None => TcpStream::connect(&self.addr),
+        }
+        .map_err(self.io())?;
         tcp.set_read_timeout(Some(self.timeout))
             .map_err(self.io())?;
         tcp.set_write_timeout(Some(self.timeout))
