@@ -758,10 +758,7 @@ fn device_plan(i: usize, d: &oci_spec::runtime::LinuxDevice) -> Result<DevicePla
     };
     let major = num(d.major(), "major")?;
     let minor = num(d.minor(), "minor")?;
-    let mode = d.file_mode().unwrap_or(0o666);
-    if mode & !0o7777 != 0 {
-        return Err(field(format!("{f}.fileMode"), "has bits outside 07777"));
-    }
+    let mode = device_mode(&f, kind, d.file_mode())?;
     Ok(DevicePlan {
         field: f,
         path,
@@ -772,6 +769,39 @@ fn device_plan(i: usize, d: &oci_spec::runtime::LinuxDevice) -> Result<DevicePla
         uid: d.uid(),
         gid: d.gid(),
     })
+}
+
+/// `linux.devices[].fileMode`: the permission bits of the node (default 0666). Engines copy
+/// the host node's whole `st_mode` here (podman writes 0o20660 for a character device), so
+/// file-type bits are accepted as runc does; runc drops them silently and lets `type` decide,
+/// while here they must at least agree with `type` (a block-device or regular-file mode on a
+/// `"c"` entry is a contradiction in the config, not something to guess about).
+fn device_mode(f: &str, kind: DeviceKind, mode: Option<u32>) -> Result<u32, SpecError> {
+    const S_IFMT: u32 = 0o170000;
+    let Some(mode) = mode else {
+        return Ok(0o666);
+    };
+    let type_bits = mode & S_IFMT;
+    let expected = match kind {
+        DeviceKind::Char => 0o020000,
+        DeviceKind::Block => 0o060000,
+        DeviceKind::Fifo => 0o010000,
+    };
+    if mode & !(S_IFMT | 0o7777) != 0 {
+        return Err(field(
+            format!("{f}.fileMode"),
+            format!("{mode:#o} has bits outside the file type and 07777"),
+        ));
+    }
+    if type_bits != 0 && type_bits != expected {
+        return Err(field(
+            format!("{f}.fileMode"),
+            format!(
+                "{mode:#o} has file-type bits {type_bits:#o} that contradict `type` (expected {expected:#o} or none)"
+            ),
+        ));
+    }
+    Ok(mode & 0o7777)
 }
 
 fn rlimit_resource(t: PosixRlimitType) -> Resource {

@@ -349,6 +349,38 @@ fn device_outside_dev() {
     );
 }
 
+/// File-type bits in `fileMode` are accepted when they agree with `type` (run.rs checks that);
+/// a block-device or regular-file type on a `"c"` entry, or bits above the type, are refused.
+#[test]
+fn device_file_mode_contradicting_type() {
+    if !root("device_file_mode_contradicting_type") {
+        return;
+    }
+    for (mode, expect) in [
+        (
+            0o60660,
+            "0o60660 has file-type bits 0o60000 that contradict `type`",
+        ),
+        (
+            0o100644,
+            "0o100644 has file-type bits 0o100000 that contradict `type`",
+        ),
+        (
+            0o220660,
+            "0o220660 has bits outside the file type and 07777",
+        ),
+    ] {
+        let mut spec = base();
+        spec["linux"]["devices"] =
+            json!([{"path": "/dev/x", "type": "c", "major": 1, "minor": 3, "fileMode": mode}]);
+        refused(
+            "device_file_mode_contradicting_type",
+            &spec,
+            &format!("`linux.devices[0].fileMode`: {expect}"),
+        );
+    }
+}
+
 #[test]
 fn executable_not_found_unwinds_after_clone() {
     if !root("executable_not_found_unwinds_after_clone") {

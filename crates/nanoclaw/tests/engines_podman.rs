@@ -135,6 +135,79 @@ fn detached_exec_stop_rm(runtime: &Path) {
     assert!(left.is_empty(), "cgroups left after podman rm: {left:?}");
 }
 
+/// `--device` of a character device node (made with mknod in a temporary directory, as a USB
+/// serial stick would be in /dev) and `--privileged`: podman writes the host node's whole
+/// `st_mode` into `linux.devices[].fileMode` (type bits included); the node appears in the
+/// container with the host's numbers and permission bits and can be written.
+fn device_and_privileged(runtime: &Path) {
+    if !ready("podman --device/--privileged") {
+        return;
+    }
+    let rootfs = BusyboxRootfs::new().unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("claw-devnode-")
+        .tempdir()
+        .unwrap();
+    let node = dir.path().join("ttyclaw");
+    // A character device with /dev/null's numbers: writable without hardware.
+    run_ok(Command::new("mknod").arg(&node).args(["c", "1", "3"]));
+    run_ok(Command::new("chmod").arg("0640").arg(&node));
+
+    let c = PodmanContainer::new(runtime, "claw-device");
+    let out = run_ok(
+        podman(runtime)
+            .args(["run", "--rm", "--name", &c.name])
+            .args(PODMAN_ULIMITS)
+            .arg("--device")
+            .arg(format!("{}:/dev/ttyUSB7", node.display()))
+            .arg("--rootfs")
+            .arg(rootfs.path())
+            .args([
+                "sh",
+                "-c",
+                "stat -c '%F %t:%T %a' /dev/ttyUSB7 && echo hello > /dev/ttyUSB7 && echo WROTE",
+            ]),
+    );
+    assert_eq!(out, "character special file 1:3 640\nWROTE\n");
+
+    // --privileged: every host device is listed (each with type bits in fileMode); /dev/kvm
+    // and /dev/loop-control are among them on this machine.
+    let host = |p: &str| {
+        run_ok(Command::new("stat").args(["-c", "%t:%T %a", p]))
+            .trim()
+            .to_string()
+    };
+    let c = PodmanContainer::new(runtime, "claw-privileged");
+    let out = run_ok(
+        podman(runtime)
+            .args(["run", "--rm", "--privileged", "--name", &c.name])
+            .args(PODMAN_ULIMITS)
+            .arg("--rootfs")
+            .arg(rootfs.path())
+            .args([
+                "sh",
+                "-c",
+                "stat -c '%t:%T %a' /dev/kvm /dev/loop-control; grep CapEff /proc/self/status",
+            ]),
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert_eq!(lines[0], host("/dev/kvm"), "{out}");
+    assert_eq!(lines[1], host("/dev/loop-control"), "{out}");
+    // All capabilities: CapEff is the full bounding set of the host, not podman's default 14.
+    let host_bnd = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("CapBnd:"))
+        .map(|l| l.split_whitespace().nth(1).unwrap_or("").to_string())
+        .unwrap();
+    assert_eq!(
+        lines[2].split_whitespace().nth(1),
+        Some(host_bnd.as_str()),
+        "{out}"
+    );
+}
+
 fn runc() -> PathBuf {
     // Debian installs runc in /usr/sbin, which a CI PATH may lack.
     which("runc")
@@ -155,6 +228,10 @@ mod runc {
     fn podman_detached_exec_stop_rm() {
         super::detached_exec_stop_rm(&super::runc());
     }
+    #[test]
+    fn podman_device_and_privileged() {
+        super::device_and_privileged(&super::runc());
+    }
 }
 
 fn nanoclaw() -> PathBuf {
@@ -173,5 +250,9 @@ mod nanoclaw {
     #[test]
     fn podman_detached_exec_stop_rm() {
         super::detached_exec_stop_rm(&super::nanoclaw());
+    }
+    #[test]
+    fn podman_device_and_privileged() {
+        super::device_and_privileged(&super::nanoclaw());
     }
 }
