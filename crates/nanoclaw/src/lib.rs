@@ -74,6 +74,7 @@ pub mod stdio;
 pub mod sync;
 pub mod sysctl;
 pub mod testpoint;
+pub mod tmpcopyup;
 pub mod update;
 
 pub use container::{create, delete, run, start, ContainerError, CreateOptions};

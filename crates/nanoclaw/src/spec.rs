@@ -110,6 +110,9 @@ pub struct MountPlan {
     pub propagation: Vec<MsFlags>,
     /// Filesystem data options (`mode=755,size=65536k`), comma-joined.
     pub data: Option<String>,
+    /// `tmpcopyup` (tmpfs only): the directory's content in the image is copied into the new
+    /// tmpfs, owners and modes kept, as runc does (podman's `--read-only` and `--tmpfs`).
+    pub copy_up: bool,
 }
 
 impl MountPlan {
@@ -602,8 +605,17 @@ fn mount_plan(
     let mut propagation = Vec::new();
     let mut data = Vec::new();
     let mut bind = None;
+    let mut copy_up = None;
     for (j, opt) in m.options().iter().flatten().enumerate() {
         let (set, clear) = match opt.as_str() {
+            "tmpcopyup" => {
+                copy_up = Some(j);
+                continue;
+            }
+            "notmpcopyup" => {
+                copy_up = None;
+                continue;
+            }
             "defaults" | "rw" => (MsFlags::empty(), MsFlags::MS_RDONLY),
             "ro" => (MsFlags::MS_RDONLY, MsFlags::empty()),
             "nosuid" => (MsFlags::MS_NOSUID, MsFlags::empty()),
@@ -648,6 +660,11 @@ fn mount_plan(
                     propagation.push(p);
                 } else if other.is_empty() || other.contains(',') || other.contains('\0') {
                     return Err(field(format!("{f}.options[{j}]"), "invalid option"));
+                } else if let Some(why) = runtime_only_option(other) {
+                    return Err(field(
+                        format!("{f}.options[{j}]"),
+                        format!("{other}: {why}"),
+                    ));
                 } else {
                     // Unknown to the VFS layer: a filesystem option (mode=755, size=..., newinstance).
                     data.push(other.to_string());
@@ -658,6 +675,14 @@ fn mount_plan(
         flags = (flags | set) & !clear;
     }
     let typ = m.typ().as_deref().unwrap_or("");
+    if let Some(j) = copy_up {
+        if typ != "tmpfs" || bind.is_some() {
+            return Err(field(
+                format!("{f}.options[{j}]"),
+                "tmpcopyup applies to tmpfs mounts only",
+            ));
+        }
+    }
     let kind = match (typ, bind) {
         ("bind", recursive) | ("" | "none", recursive @ Some(_)) => {
             let recursive = recursive.unwrap_or(false);
@@ -690,6 +715,7 @@ fn mount_plan(
                 flags,
                 propagation,
                 data: None,
+                copy_up: false,
             });
         }
         ("", None) => return Err(field(format!("{f}.type"), "missing (and no bind option)")),
@@ -727,7 +753,35 @@ fn mount_plan(
         } else {
             Some(data.join(","))
         },
+        copy_up: copy_up.is_some(),
     })
+}
+
+/// Options that engines or mount(8) understand but that are neither a mount(2) flag nor a
+/// filesystem option: passed on as filesystem data they would fail the mount with a bare
+/// EINVAL (or, worse, be taken by a filesystem with a different meaning). Returns why each
+/// is refused; `None` for anything else (a filesystem option such as `size=64m`).
+fn runtime_only_option(opt: &str) -> Option<&'static str> {
+    let name = opt.split_once('=').map_or(opt, |(k, _)| k);
+    let why = match name {
+        "rro" | "rrw" | "rnosuid" | "rsuid" | "rnodev" | "rdev" | "rnoexec" | "rexec"
+        | "rnodiratime" | "rdiratime" | "rrelatime" | "rnorelatime" | "rnoatime" | "ratime"
+        | "rstrictatime" | "rnostrictatime" | "rnosymfollow" | "rsymfollow" => {
+            "recursive mount attributes are not supported by nanoclaw"
+        }
+        "idmap" | "ridmap" => "id-mapped mounts are not supported by nanoclaw",
+        "z" | "Z" => "SELinux relabeling is an engine option (nanoclaw has no LSM support)",
+        "U" | "copy" | "nocopy" if opt == name => {
+            "an engine (podman/docker) volume option, not a runtime mount option"
+        }
+        "auto" | "noauto" | "user" | "nouser" | "users" | "owner" | "group" | "nofail"
+        | "_netdev" | "comment" | "loop" => "a mount(8)/fstab option, not a mount(2) option",
+        _ if name.starts_with("x-") || name.starts_with("X-") => {
+            "a userspace (x-*) option, not a mount(2) option"
+        }
+        _ => return None,
+    };
+    Some(why)
 }
 
 fn device_plan(i: usize, d: &oci_spec::runtime::LinuxDevice) -> Result<DevicePlan, SpecError> {

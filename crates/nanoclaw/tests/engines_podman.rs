@@ -208,6 +208,55 @@ fn device_and_privileged(runtime: &Path) {
     );
 }
 
+/// `--read-only` (podman adds tmpfs mounts with `tmpcopyup` on /run, /tmp and /var/tmp) and
+/// `--tmpfs`: what the image ships in those directories is visible and writable in the
+/// container, owners and modes kept; the rest of the rootfs is read-only; the image itself is
+/// not changed.
+fn read_only_tmpcopyup(runtime: &Path) {
+    if !ready("podman --read-only/--tmpfs") {
+        return;
+    }
+    let rootfs = BusyboxRootfs::new().unwrap();
+    let r = rootfs.path();
+    std::fs::create_dir_all(r.join("run/mosquitto")).unwrap();
+    std::fs::create_dir_all(r.join("data")).unwrap();
+    std::fs::write(r.join("run/mosquitto/mosquitto.conf"), "listener 1883\n").unwrap();
+    std::fs::write(r.join("data/seed"), "seed\n").unwrap();
+    run_ok(
+        Command::new("chown")
+            .args(["-R", "1883:1883"])
+            .arg(r.join("run/mosquitto")),
+    );
+    run_ok(
+        Command::new("chmod")
+            .arg("0750")
+            .arg(r.join("run/mosquitto")),
+    );
+
+    let c = PodmanContainer::new(runtime, "claw-readonly");
+    let out = run_ok(
+        podman(runtime)
+            .args(["run", "--rm", "--read-only", "--tmpfs", "/data", "--name", &c.name])
+            .args(PODMAN_ULIMITS)
+            .arg("--rootfs")
+            .arg(r)
+            .args([
+                "sh",
+                "-c",
+                "for d in /run /data /tmp /var/tmp; do grep \" $d \" /proc/mounts | cut -d' ' -f3; done; \
+                 stat -c '%n %a %u:%g' /run/mosquitto; cat /run/mosquitto/mosquitto.conf /data/seed; \
+                 echo x > /run/new && echo x > /data/new && echo x > /tmp/new && echo x > /var/tmp/new && echo WROTE; \
+                 touch /etc/new 2>/dev/null || echo ROOT-RO",
+            ]),
+    );
+    assert_eq!(
+        out,
+        "tmpfs\ntmpfs\ntmpfs\ntmpfs\n/run/mosquitto 750 1883:1883\nlistener 1883\nseed\nWROTE\nROOT-RO\n"
+    );
+    assert!(!r.join("run/new").exists());
+    assert!(!r.join("data/new").exists());
+}
+
 fn runc() -> PathBuf {
     // Debian installs runc in /usr/sbin, which a CI PATH may lack.
     which("runc")
@@ -232,6 +281,10 @@ mod runc {
     fn podman_device_and_privileged() {
         super::device_and_privileged(&super::runc());
     }
+    #[test]
+    fn podman_read_only_tmpcopyup() {
+        super::read_only_tmpcopyup(&super::runc());
+    }
 }
 
 fn nanoclaw() -> PathBuf {
@@ -254,5 +307,9 @@ mod nanoclaw {
     #[test]
     fn podman_device_and_privileged() {
         super::device_and_privileged(&super::nanoclaw());
+    }
+    #[test]
+    fn podman_read_only_tmpcopyup() {
+        super::read_only_tmpcopyup(&super::nanoclaw());
     }
 }
