@@ -5,10 +5,11 @@
 //! Every scenario runs against runc too: runc passing and nanoclaw failing points at nanoclaw.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use claw_testsupport::engines::{
-    cgroup_dirs_named, podman, run, run_in_pty, run_ok, PodmanContainer, PODMAN_ULIMITS,
+    cgroup_dirs_named, podman, run, run_in_pty, run_ok, unique_name, PodmanContainer,
+    PODMAN_ULIMITS,
 };
 use claw_testsupport::{require_root, require_tool, which, BusyboxRootfs};
 
@@ -257,6 +258,96 @@ fn read_only_tmpcopyup(runtime: &Path) {
     assert!(!r.join("data/new").exists());
 }
 
+/// A podman-compose project in a temporary directory, with a local image imported from a
+/// busybox rootfs (no registry); `down`, its network and its image are removed on drop.
+struct ComposeProject {
+    dir: tempfile::TempDir,
+    name: String,
+    image: String,
+    runtime: PathBuf,
+}
+
+impl ComposeProject {
+    fn new(runtime: &Path, rootfs: &Path, compose_yaml: impl Fn(&str) -> String) -> Self {
+        let name = unique_name("clawcompose");
+        let image = format!("localhost/{name}:1");
+        let dir = tempfile::Builder::new()
+            .prefix("claw-compose-")
+            .tempdir()
+            .unwrap();
+        run_ok(Command::new("sh").arg("-c").arg(format!(
+            "tar -C '{}' -c . | podman import --change CMD=/bin/sh - {image}",
+            rootfs.display()
+        )));
+        std::fs::write(dir.path().join("compose.yml"), compose_yaml(&image)).unwrap();
+        Self {
+            dir,
+            name,
+            image,
+            runtime: runtime.to_path_buf(),
+        }
+    }
+
+    /// `podman-compose -p <name> --podman-args '--runtime <runtime>' <args>` in the project
+    /// directory.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("podman-compose");
+        c.current_dir(self.dir.path())
+            .arg("--podman-args")
+            .arg(format!("--runtime {}", self.runtime.display()))
+            .args(["-p", &self.name])
+            .args(args);
+        c
+    }
+}
+
+impl Drop for ComposeProject {
+    fn drop(&mut self) {
+        let quiet = |c: &mut Command| {
+            let _ = c.stdout(Stdio::null()).stderr(Stdio::null()).status();
+        };
+        quiet(&mut self.command(&["down"]));
+        quiet(Command::new("podman").args(["network", "rm", &format!("{}_default", self.name)]));
+        quiet(Command::new("podman").args(["rmi", "--force", &self.image]));
+    }
+}
+
+/// A compose file with `read_only: true` and a `tmpfs:` entry (podman-compose turns them
+/// into `--read-only` and `--tmpfs`): the image's /run content is there, the root is
+/// read-only, the service exits 0.
+fn compose_read_only(runtime: &Path) {
+    if !ready("podman-compose read_only")
+        || !require_tool("podman-compose read_only", "podman-compose")
+    {
+        return;
+    }
+    let rootfs = BusyboxRootfs::new().unwrap();
+    std::fs::create_dir_all(rootfs.path().join("run/nodered")).unwrap();
+    std::fs::write(rootfs.path().join("run/nodered/flows.json"), "[]\n").unwrap();
+    let project = ComposeProject::new(runtime, rootfs.path(), |image| {
+        format!(
+            "services:\n  app:\n    image: {image}\n    read_only: true\n    tmpfs:\n      - /data\n\
+             \x20   ulimits:\n      nofile: 1024\n      nproc: 1024\n\
+             \x20   command: [\"sh\", \"-c\", \"cat /run/nodered/flows.json; echo x > /data/x && echo x > /run/x && echo WROTE; touch /etc/x 2>/dev/null || echo ROOT-RO\"]\n"
+        )
+    });
+    let out = run(&mut project.command(&["up"]));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("[]\nWROTE\nROOT-RO\n"),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let container = format!("{}_app_1", project.name);
+    let state = run_ok(podman(runtime).args([
+        "inspect",
+        "--format",
+        "{{.State.ExitCode}} {{.OCIRuntime}}",
+        &container,
+    ]));
+    assert_eq!(state.trim(), format!("0 {}", runtime.display()));
+}
+
 fn runc() -> PathBuf {
     // Debian installs runc in /usr/sbin, which a CI PATH may lack.
     which("runc")
@@ -285,6 +376,10 @@ mod runc {
     fn podman_read_only_tmpcopyup() {
         super::read_only_tmpcopyup(&super::runc());
     }
+    #[test]
+    fn podman_compose_read_only() {
+        super::compose_read_only(&super::runc());
+    }
 }
 
 fn nanoclaw() -> PathBuf {
@@ -311,5 +406,9 @@ mod nanoclaw {
     #[test]
     fn podman_read_only_tmpcopyup() {
         super::read_only_tmpcopyup(&super::nanoclaw());
+    }
+    #[test]
+    fn podman_compose_read_only() {
+        super::compose_read_only(&super::nanoclaw());
     }
 }
