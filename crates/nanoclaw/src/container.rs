@@ -49,9 +49,9 @@ pub enum ContainerError {
     },
     #[error("the runtime must be single-threaded to clone the container init ({0} threads)")]
     MultiThreaded(usize),
-    #[error("container {id:?} is not in the created state (status {status:?})")]
+    #[error("{}: container {id:?} is {}", crate::ops::start_refusal(*status), crate::ops::status_name(*status))]
     NotCreated { id: String, status: Status },
-    #[error("container {id:?} is {status:?}; stop it first or use --force")]
+    #[error("cannot delete container {id} that is not stopped: {}; stop it first or use --force", crate::ops::status_name(*status))]
     StillRunning { id: String, status: Status },
     #[error("process.terminal is true but no --console-socket was given: the pty master needs somewhere to go")]
     TerminalNeedsSocket,

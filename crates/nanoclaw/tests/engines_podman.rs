@@ -348,6 +348,30 @@ fn compose_read_only(runtime: &Path) {
     assert_eq!(state.trim(), format!("0 {}", runtime.display()));
 }
 
+/// podman turns the runtime's create error into its exit status by the wording: "executable
+/// file not found" / "no such file or directory" give 127, "permission denied" gives 126.
+fn missing_or_unrunnable_command(runtime: &Path) {
+    if !ready("podman 126/127") {
+        return;
+    }
+    let rootfs = BusyboxRootfs::new().unwrap();
+    for (cmd, code) in [("no-such-cmd", 127), ("/no/such/cmd", 127), ("/etc", 126)] {
+        let c = PodmanContainer::new(runtime, "claw-badcmd");
+        let out = run(podman(runtime)
+            .args(["run", "--rm", "--name", &c.name])
+            .args(PODMAN_ULIMITS)
+            .arg("--rootfs")
+            .arg(rootfs.path())
+            .arg(cmd));
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 fn runc() -> PathBuf {
     // Debian installs runc in /usr/sbin, which a CI PATH may lack.
     which("runc")
@@ -380,6 +404,10 @@ mod runc {
     fn podman_compose_read_only() {
         super::compose_read_only(&super::runc());
     }
+    #[test]
+    fn podman_missing_or_unrunnable_command() {
+        super::missing_or_unrunnable_command(&super::runc());
+    }
 }
 
 fn nanoclaw() -> PathBuf {
@@ -410,5 +438,9 @@ mod nanoclaw {
     #[test]
     fn podman_compose_read_only() {
         super::compose_read_only(&super::nanoclaw());
+    }
+    #[test]
+    fn podman_missing_or_unrunnable_command() {
+        super::missing_or_unrunnable_command(&super::nanoclaw());
     }
 }
