@@ -28,6 +28,8 @@ pub enum DeviceError {
     },
     #[error(transparent)]
     Rootfs(#[from] RootfsError),
+    #[error("{field}: {path}: the image has a file there that is not a device node; outside /dev a device never replaces an image file")]
+    Occupied { field: String, path: String },
 }
 
 /// The default devices every container gets (runtime-spec "Default Devices").
@@ -120,7 +122,25 @@ fn create_device(mounter: &RootfsMounter<'_>, d: &DevicePlan) -> Result<(), Devi
         )?;
         return Ok(());
     }
-    // Replace whatever the image has at that path (a regular file would shadow the device).
+    // Under /dev (the container's own tmpfs unless bind-mounted) whatever is at the path is
+    // replaced (a regular file would shadow the device). Elsewhere the node lands in the
+    // image's own directory, as with runc: an old device node or fifo is replaced, but an
+    // image file is never deleted for it.
+    if !d.path.starts_with("/dev") {
+        match nix::sys::stat::fstatat(&parent, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => {
+                let kind = st.st_mode & libc::S_IFMT;
+                if !matches!(kind, libc::S_IFCHR | libc::S_IFBLK | libc::S_IFIFO) {
+                    return Err(DeviceError::Occupied {
+                        field: d.field.clone(),
+                        path: d.path.display().to_string(),
+                    });
+                }
+            }
+            Err(Errno::ENOENT) => {}
+            Err(e) => return Err(err("stat", e)),
+        }
+    }
     match nix::unistd::unlinkat(&parent, name, nix::unistd::UnlinkatFlags::NoRemoveDir) {
         Ok(()) | Err(Errno::ENOENT) => {}
         Err(e) => return Err(err("unlink", e)),

@@ -336,16 +336,39 @@ fn wrong_field_type() {
 }
 
 #[test]
-fn device_outside_dev() {
-    if !root("device_outside_dev") {
+fn device_over_the_rootfs() {
+    if !root("device_over_the_rootfs") {
         return;
     }
     let mut spec = base();
-    spec["linux"]["devices"] = json!([{"path": "/etc/evil", "type": "c", "major": 1, "minor": 3}]);
+    spec["linux"]["devices"] = json!([{"path": "/", "type": "c", "major": 1, "minor": 3}]);
     refused(
-        "device_outside_dev",
+        "device_over_the_rootfs",
         &spec,
-        "`linux.devices[0].path`: devices must be created under /dev",
+        "`linux.devices[0].path`: a device cannot replace the rootfs /",
+    );
+}
+
+/// Outside /dev a device node goes into the image's own directory (as runc): an image file
+/// already at that path is never deleted for it; the container is refused, the file kept.
+#[test]
+fn device_over_an_image_file_outside_dev() {
+    if !root("device_over_an_image_file_outside_dev") {
+        return;
+    }
+    let bundle = Bundle::busybox().unwrap();
+    std::fs::write(bundle.rootfs().join("etc/keep"), "image file\n").unwrap();
+    let mut spec = base();
+    spec["linux"]["devices"] = json!([{"path": "/etc/keep", "type": "c", "major": 1, "minor": 3}]);
+    bundle.write_config(&spec).unwrap();
+    refused_in(
+        "device_over_an_image_file_outside_dev",
+        &bundle,
+        "linux.devices[0]: /etc/keep: the image has a file there that is not a device node",
+    );
+    assert_eq!(
+        std::fs::read_to_string(bundle.rootfs().join("etc/keep")).unwrap(),
+        "image file\n"
     );
 }
 

@@ -217,6 +217,38 @@ fn ctr_exited_task(runtime: &Path) {
     );
 }
 
+/// `ctr run --device <host node outside /dev>`: containerd uses the host path as the container
+/// path; the node appears there, usable (the device cgroup rule allows it).
+fn ctr_device_outside_dev(runtime: &Path) {
+    if !ready("containerd --device outside /dev") {
+        return;
+    }
+    let ctd = Containerd::start().unwrap();
+    ctd.import_busybox(IMAGE).unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("claw-ctrdev-")
+        .tempdir()
+        .unwrap();
+    let node = dir.path().join("ttyclaw");
+    run_ok(Command::new("mknod").arg(&node).args(["c", "1", "3"]));
+    let node = node.to_string_lossy().into_owned();
+    let id = unique_name("dev");
+    let out = run_ok(ctd.ctr().args([
+        "run",
+        "--rm",
+        "--runc-binary",
+        &runtime.to_string_lossy(),
+        "--device",
+        &node,
+        IMAGE,
+        &id,
+        "sh",
+        "-c",
+        &format!("stat -c '%F %t:%T' {node} && echo x > {node} && echo WROTE"),
+    ]));
+    assert_eq!(out, "character special file 1:3\nWROTE\n");
+}
+
 fn runc() -> PathBuf {
     // Debian installs runc in /usr/sbin, which a CI PATH may lack.
     which("runc")
@@ -237,6 +269,10 @@ mod runc {
     fn containerd_exited_task() {
         super::ctr_exited_task(&super::runc());
     }
+    #[test]
+    fn containerd_device_outside_dev() {
+        super::ctr_device_outside_dev(&super::runc());
+    }
 }
 
 fn nanoclaw() -> PathBuf {
@@ -255,5 +291,9 @@ mod nanoclaw {
     #[test]
     fn containerd_exited_task() {
         super::ctr_exited_task(&super::nanoclaw());
+    }
+    #[test]
+    fn containerd_device_outside_dev() {
+        super::ctr_device_outside_dev(&super::nanoclaw());
     }
 }
