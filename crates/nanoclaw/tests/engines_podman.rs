@@ -312,40 +312,72 @@ impl Drop for ComposeProject {
     }
 }
 
-/// A compose file with `read_only: true` and a `tmpfs:` entry (podman-compose turns them
-/// into `--read-only` and `--tmpfs`): the image's /run content is there, the root is
-/// read-only, the service exits 0.
-fn compose_read_only(runtime: &Path) {
-    if !ready("podman-compose read_only")
-        || !require_tool("podman-compose read_only", "podman-compose")
+/// The README's home-lab shape with a local image: a broker-like service with
+/// `read_only: true` and a `tmpfs:` entry (podman-compose turns them into `--read-only` and
+/// `--tmpfs`, so tmpcopyup) and a bridge-like service with a serial device (`devices:`, a
+/// character node made with mknod). The image's /run content is there, the root is
+/// read-only, the device is usable, both services exit 0 under the runtime given.
+fn compose_home_lab(runtime: &Path) {
+    if !ready("podman-compose home lab")
+        || !require_tool("podman-compose home lab", "podman-compose")
     {
         return;
     }
     let rootfs = BusyboxRootfs::new().unwrap();
-    std::fs::create_dir_all(rootfs.path().join("run/nodered")).unwrap();
-    std::fs::write(rootfs.path().join("run/nodered/flows.json"), "[]\n").unwrap();
+    std::fs::create_dir_all(rootfs.path().join("run/mosquitto")).unwrap();
+    std::fs::write(
+        rootfs.path().join("run/mosquitto/broker.conf"),
+        "listener 1883\n",
+    )
+    .unwrap();
+    let dev_dir = tempfile::Builder::new()
+        .prefix("claw-serial-")
+        .tempdir()
+        .unwrap();
+    let node = dev_dir.path().join("ttyUSB-claw");
+    run_ok(Command::new("mknod").arg(&node).args(["c", "1", "3"]));
+    let node = node.display().to_string();
     let project = ComposeProject::new(runtime, rootfs.path(), |image| {
         format!(
-            "services:\n  app:\n    image: {image}\n    read_only: true\n    tmpfs:\n      - /data\n\
+            "services:\n\
+             \x20 broker:\n\
+             \x20   image: {image}\n\
+             \x20   read_only: true\n\
+             \x20   tmpfs:\n      - /data\n\
              \x20   ulimits:\n      nofile: 1024\n      nproc: 1024\n\
-             \x20   command: [\"sh\", \"-c\", \"cat /run/nodered/flows.json; echo x > /data/x && echo x > /run/x && echo WROTE; touch /etc/x 2>/dev/null || echo ROOT-RO\"]\n"
+             \x20   command: [\"sh\", \"-c\", \"cat /run/mosquitto/broker.conf; echo x > /data/x && echo x > /run/x && echo WROTE; touch /etc/x 2>/dev/null || echo ROOT-RO\"]\n\
+             \x20 bridge:\n\
+             \x20   image: {image}\n\
+             \x20   devices:\n      - {node}:/dev/ttyACM0\n\
+             \x20   ulimits:\n      nofile: 1024\n      nproc: 1024\n\
+             \x20   command: [\"sh\", \"-c\", \"stat -c '%F %t:%T' /dev/ttyACM0 && echo hi > /dev/ttyACM0 && echo SERIAL-OK\"]\n"
         )
     });
     let out = run(&mut project.command(&["up"]));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        stdout.contains("[]\nWROTE\nROOT-RO\n"),
-        "stdout: {stdout}\nstderr: {}",
+    let diag = format!(
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let container = format!("{}_app_1", project.name);
-    let state = run_ok(podman(runtime).args([
-        "inspect",
-        "--format",
-        "{{.State.ExitCode}} {{.OCIRuntime}}",
-        &container,
-    ]));
-    assert_eq!(state.trim(), format!("0 {}", runtime.display()));
+    for (service, expect) in [
+        ("broker", "listener 1883\nWROTE\nROOT-RO\n"),
+        ("bridge", "character special file 1:3\nSERIAL-OK\n"),
+    ] {
+        let container = format!("{}_{service}_1", project.name);
+        let state = run_ok(podman(runtime).args([
+            "inspect",
+            "--format",
+            "{{.State.ExitCode}} {{.OCIRuntime}}",
+            &container,
+        ]));
+        assert_eq!(
+            state.trim(),
+            format!("0 {}", runtime.display()),
+            "{service}: {diag}"
+        );
+        let logs = run_ok(podman(runtime).args(["logs", &container]));
+        assert_eq!(logs, expect, "{service}: {diag}");
+    }
 }
 
 /// podman turns the runtime's create error into its exit status by the wording: "executable
@@ -401,8 +433,8 @@ mod runc {
         super::read_only_tmpcopyup(&super::runc());
     }
     #[test]
-    fn podman_compose_read_only() {
-        super::compose_read_only(&super::runc());
+    fn podman_compose_home_lab() {
+        super::compose_home_lab(&super::runc());
     }
     #[test]
     fn podman_missing_or_unrunnable_command() {
@@ -436,8 +468,8 @@ mod nanoclaw {
         super::read_only_tmpcopyup(&super::nanoclaw());
     }
     #[test]
-    fn podman_compose_read_only() {
-        super::compose_read_only(&super::nanoclaw());
+    fn podman_compose_home_lab() {
+        super::compose_home_lab(&super::nanoclaw());
     }
     #[test]
     fn podman_missing_or_unrunnable_command() {

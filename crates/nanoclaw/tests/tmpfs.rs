@@ -211,3 +211,29 @@ fn runtime_only_options_are_refused() {
         &format!("`mounts[{n}].options[1]`: tmpcopyup applies to tmpfs mounts only"),
     );
 }
+
+/// A hostile image cannot make the copy recurse without bound: past 128 levels the container
+/// is refused with the mount named, nothing left behind.
+#[test]
+fn tmpcopyup_depth_is_bounded() {
+    if !root("tmpcopyup_depth_is_bounded") {
+        return;
+    }
+    let bundle = Bundle::busybox().unwrap();
+    let mut deep = bundle.rootfs().join("run");
+    for _ in 0..130 {
+        deep.push("d");
+    }
+    std::fs::create_dir_all(&deep).unwrap();
+    let spec = spec_with_run_tmpfs("echo SHOULD-NOT-RUN", json!(["tmpcopyup"]));
+    bundle.write_config(&spec).unwrap();
+    let n = spec["mounts"].as_array().unwrap().len() - 1;
+    refused_in(
+        "tmpcopyup_depth_is_bounded",
+        &bundle,
+        &format!(
+            "mounts[{n}]: tmpcopyup: /run{}: more than 128 directory levels",
+            "/d".repeat(128)
+        ),
+    );
+}
