@@ -216,7 +216,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
             dir.path(),
             &opts.id,
             &plan.spec,
-            euid != 0,
+            crate::rootless::is_rootless(),
         )?);
     }
     crate::testpoint::hit("create:cgroup");
@@ -307,7 +307,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
         bundle: plan.bundle.clone(),
         annotations: plan.spec.annotations().clone().unwrap_or_default(),
         init_start_time: state::process_start_time(pid.as_raw()).unwrap_or(0),
-        rootless: euid != 0,
+        rootless: crate::rootless::is_rootless(),
         rootfs: plan.rootfs.clone(),
         created: humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string(),
         no_new_keyring: opts.no_new_keyring,

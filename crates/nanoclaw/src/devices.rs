@@ -109,8 +109,8 @@ fn create_device(mounter: &RootfsMounter<'_>, d: &DevicePlan) -> Result<(), Devi
     };
     let (dir, name) = split(&d.path);
     let parent = mounter.resolve(&d.field, dir, Some(Create::Dir))?;
-    if mounter.in_userns() {
-        // mknod is not permitted in a user namespace: bind the host's node.
+    // mknod is not permitted in a user namespace: bind the host's node.
+    let bind_host_node = || -> Result<(), DeviceError> {
         let target = mounter.resolve(&d.field, &d.path, Some(Create::File))?;
         mounter.bind(
             &d.field,
@@ -120,7 +120,10 @@ fn create_device(mounter: &RootfsMounter<'_>, d: &DevicePlan) -> Result<(), Devi
             false,
             MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
         )?;
-        return Ok(());
+        Ok(())
+    };
+    if mounter.in_userns() {
+        return bind_host_node();
     }
     // Under /dev (the container's own tmpfs unless bind-mounted) whatever is at the path is
     // replaced (a regular file would shadow the device). Elsewhere the node lands in the
@@ -150,14 +153,19 @@ fn create_device(mounter: &RootfsMounter<'_>, d: &DevicePlan) -> Result<(), Devi
         DeviceKind::Block => SFlag::S_IFBLK,
         DeviceKind::Fifo => SFlag::S_IFIFO,
     };
-    nix::sys::stat::mknodat(
+    match nix::sys::stat::mknodat(
         &parent,
         name,
         kind,
         Mode::from_bits_truncate(d.mode),
         makedev(d.major, d.minor),
-    )
-    .map_err(|e| err("mknod", e))?;
+    ) {
+        Ok(()) => {}
+        // The runtime itself runs as root of a user namespace it did not create (rootless
+        // podman): no mknod there either; bind the host's node, as runc does.
+        Err(Errno::EPERM) if kind != SFlag::S_IFIFO => return bind_host_node(),
+        Err(e) => return Err(err("mknod", e)),
+    }
     nix::unistd::fchownat(
         &parent,
         name,

@@ -13,6 +13,7 @@
 //! | [`sync`] | both | the parent/child socket protocol |
 //! | [`init`] | container | the init's setup sequence, in order, up to execve |
 //! | [`rootfs`] | container | mounts resolved inside the rootfs, pivot_root, readonly root |
+//! | [`tmpcopyup`] | container | `tmpcopyup`: the image directory's content copied into a new tmpfs |
 //! | [`devices`] | container | default devices, /dev symlinks, linux.devices |
 //! | [`process`] | container | rlimits, oomScoreAdj, user/groups, umask, cwd, executable lookup |
 //! | [`log`] | runtime | runc-style --log/--log-format error records |
@@ -35,6 +36,7 @@
 //! | [`masked_paths`] | container | linux.maskedPaths / readonlyPaths, race-free through O_PATH fds |
 //! | [`sysctl`] | both | linux.sysctl: namespaced keys only; written beneath the container's /proc/sys |
 //! | [`personality`] | both | linux.personality |
+//! | [`rootless`] | runtime | rootless detection as runc's "auto" (euid, user namespace), default --root |
 //! | [`check`] | runtime | `nanoclaw check`: the host's isolation features |
 //! | [`sealed_exe`] | runtime | re-exec from a read-only clone (root) or sealed memfd copy (rootless) of the binary (CVE-2019-5736) |
 //!
@@ -64,6 +66,7 @@ pub mod ops;
 pub mod personality;
 pub mod process;
 pub mod rootfs;
+pub mod rootless;
 pub mod sealed_exe;
 pub mod security;
 pub mod signal;
