@@ -2,7 +2,9 @@
 //! of its own user namespace (the host user mapped to 0, subordinate ids above), where it holds
 //! capabilities over that namespace only. As runc decides ("auto"): rootless when the euid is
 //! not 0, or when euid 0 is not the initial user namespace's root (`/proc/self/uid_map` is not
-//! the identity map `0 0 4294967295`); podman also says so with `_CONTAINERS_USERNS_CONFIGURED`.
+//! the identity map `0 0 4294967295`). Not podman's `_CONTAINERS_USERNS_CONFIGURED`: rootful
+//! podman sets it too (on `create` only), which would split one container's state between two
+//! roots.
 //!
 //! A rootless runtime keeps its state under `$XDG_RUNTIME_DIR/nanoclaw` (podman sets it to a
 //! directory the user owns) and creates cgroups only where it can (see `nanoclaw-cgroups`: a
@@ -39,12 +41,9 @@ pub fn in_user_namespace() -> bool {
     uid_map().is_some_and(|m| m.as_slice() != [IDENTITY])
 }
 
-/// runc's rootless "auto": not root, or root of a user namespace other than the initial one
-/// (or podman's `_CONTAINERS_USERNS_CONFIGURED` is set).
+/// runc's rootless "auto": not root, or root of a user namespace other than the initial one.
 pub fn is_rootless() -> bool {
-    nix::unistd::geteuid().as_raw() != 0
-        || std::env::var_os("_CONTAINERS_USERNS_CONFIGURED").is_some()
-        || in_user_namespace()
+    nix::unistd::geteuid().as_raw() != 0 || in_user_namespace()
 }
 
 /// The host uid this process's uid 0 stands for in a user namespace (from uid_map), else the
