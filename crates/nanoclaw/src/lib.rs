@@ -6,6 +6,7 @@
 //! | module | side | responsibility |
 //! |---|---|---|
 //! | [`spec`] | runtime | parse + validate config.json into a [`spec::Plan`] before anything is created |
+//! | [`fsopts`] | runtime | filesystem options checked by the kernel's own parser (fsopen/fsconfig) before anything exists |
 //! | [`spec_template`] | runtime | the default config.json of `nanoclaw spec` |
 //! | [`state`] | runtime | state dir per container under --root, OCI state JSON, locking |
 //! | [`container`] | runtime | create / start / delete / run orchestration, unwinding on failure |
@@ -56,6 +57,7 @@ pub mod events;
 pub mod exec;
 pub mod features;
 pub mod finish;
+pub mod fsopts;
 pub mod hooks;
 pub mod init;
 pub mod list;

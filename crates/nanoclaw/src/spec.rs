@@ -604,6 +604,8 @@ fn mount_plan(
     let mut flags = MsFlags::empty();
     let mut propagation = Vec::new();
     let mut data = Vec::new();
+    // `options[j]` index of each `data` entry, to name a refused one.
+    let mut data_index = Vec::new();
     let mut bind = None;
     let mut copy_up = None;
     for (j, opt) in m.options().iter().flatten().enumerate() {
@@ -668,6 +670,7 @@ fn mount_plan(
                 } else {
                     // Unknown to the VFS layer: a filesystem option (mode=755, size=..., newinstance).
                     data.push(other.to_string());
+                    data_index.push(j);
                 }
                 continue;
             }
@@ -729,6 +732,15 @@ fn mount_plan(
             }
             if t == "none" {
                 return Err(field(format!("{f}.type"), "\"none\" without a bind option"));
+            }
+            // The filesystem's own parser judges its options now, before anything exists.
+            let opts: Vec<&str> = data.iter().map(String::as_str).collect();
+            if let Err(r) = crate::fsopts::check(t, &opts) {
+                let j = data_index.get(r.index).copied().unwrap_or(r.index);
+                return Err(field(
+                    format!("{f}.options[{j}]"),
+                    format!("{}: {}", opts.get(r.index).unwrap_or(&""), r.reason),
+                ));
             }
             MountKind::Fs {
                 fstype: t.to_string(),

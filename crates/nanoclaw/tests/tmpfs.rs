@@ -237,3 +237,25 @@ fn tmpcopyup_depth_is_bounded() {
         ),
     );
 }
+
+/// An option no layer knows reaches neither the init nor mount(2): the filesystem's own
+/// parser (a filesystem context, nothing mounted) refuses it at create, named by its index,
+/// with the kernel's reason; nothing is left behind.
+#[test]
+fn unknown_filesystem_option_is_refused_by_name() {
+    if !root("unknown_filesystem_option_is_refused_by_name") {
+        return;
+    }
+    let spec = spec_with_run_tmpfs(
+        "echo SHOULD-NOT-RUN",
+        json!(["nosuid", "size=1m", "sizee=2m"]),
+    );
+    let n = spec["mounts"].as_array().unwrap().len() - 1;
+    let bundle = Bundle::busybox().unwrap();
+    bundle.write_config(&spec).unwrap();
+    refused_in(
+        "unknown_filesystem_option_is_refused_by_name",
+        &bundle,
+        &format!("`mounts[{n}].options[2]`: sizee=2m: the tmpfs filesystem refuses it: tmpfs: Unknown parameter 'sizee'"),
+    );
+}
