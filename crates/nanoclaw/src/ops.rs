@@ -433,6 +433,7 @@ mod tests {
             rootless: false,
             rootfs: "/b/rootfs".into(),
             created: String::new(),
+            no_new_keyring: false,
         };
         assert!(matches!(
             signal_init(&st, 0),
