@@ -2,7 +2,8 @@
 //! with subordinate ids). podman runs the runtime as uid 0 of its own user namespace, with
 //! `$XDG_RUNTIME_DIR` pointing at a directory the user owns; the runtime must see that it is
 //! rootless there (as runc's "auto" does), keep its state under `$XDG_RUNTIME_DIR/<name>`,
-//! bind device nodes instead of mknod, and go on without the v1 cgroups it cannot create.
+//! bind device nodes instead of mknod, go on without the v1 cgroups it cannot create, and
+//! copy an image directory into a `--read-only` tmpfs (tmpcopyup) inside that namespace.
 //!
 //! Every scenario runs against runc too. `--network none`: slirp4netns cannot open
 //! /dev/net/tun (mode 0600) as an ordinary user on this host, for runc as for nanoclaw.
@@ -43,6 +44,8 @@ impl Setup {
         std::fs::copy(runtime, &copy).unwrap();
         run_ok(Command::new("chmod").arg("0755").arg(&copy));
         let rootfs = BusyboxRootfs::new().unwrap();
+        std::fs::create_dir_all(rootfs.path().join("run/app")).unwrap();
+        std::fs::write(rootfs.path().join("run/app/conf"), "listen 1883\n").unwrap();
         run_ok(
             Command::new("chown")
                 .arg("-R")
@@ -140,6 +143,25 @@ fn rootless_run_exec_stop_rm(runtime: &Path) {
     // uid 0 inside is the user outside.
     let first_map: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
     assert_eq!(first_map[..2], ["0", &*s.uid.to_string()], "{stdout}");
+
+    // --read-only: the tmpfs mounts with tmpcopyup work inside podman's user namespace too.
+    let ro = Container {
+        setup: &s,
+        name: unique_name("claw-rl-ro"),
+    };
+    let mut args = vec!["run", "--rm", "--read-only", "--name", &ro.name];
+    args.extend(&base);
+    args.extend([
+        "--rootfs",
+        &rootfs,
+        "sh",
+        "-c",
+        "cat /run/app/conf; echo x > /run/new && echo WROTE; touch /etc/x 2>/dev/null || echo ROOT-RO",
+    ]);
+    assert_eq!(
+        run_ok(&mut s.podman(&args)),
+        "listen 1883\nWROTE\nROOT-RO\n"
+    );
 
     // Detached, exec (output and exit status), stop, rm.
     let c = Container {
