@@ -116,10 +116,12 @@ fn copy_dir(
                 nix::sys::stat::fchmod(&d, perm).map_err(sys(&path, "chmod"))?;
             }
             SFlag::S_IFREG => {
+                // O_NONBLOCK: should the entry be swapped for a fifo after the stat, the open
+                // does not hang the init (it has no effect on a regular file).
                 let s = nix::fcntl::openat(
                     src,
                     name.as_c_str(),
-                    OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK,
                     Mode::empty(),
                 )
                 .map_err(sys(&path, "open"))?;
