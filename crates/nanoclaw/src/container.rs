@@ -49,9 +49,9 @@ pub enum ContainerError {
     },
     #[error("the runtime must be single-threaded to clone the container init ({0} threads)")]
     MultiThreaded(usize),
-    #[error("container {id:?} is not in the created state (status {status:?})")]
+    #[error("{}: container {id:?} is {}", crate::ops::start_refusal(*status), crate::ops::status_name(*status))]
     NotCreated { id: String, status: Status },
-    #[error("container {id:?} is {status:?}; stop it first or use --force")]
+    #[error("cannot delete container {id} that is not stopped: {}; stop it first or use --force", crate::ops::status_name(*status))]
     StillRunning { id: String, status: Status },
     #[error("process.terminal is true but no --console-socket was given: the pty master needs somewhere to go")]
     TerminalNeedsSocket,
@@ -216,7 +216,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
             dir.path(),
             &opts.id,
             &plan.spec,
-            euid != 0,
+            crate::rootless::is_rootless(),
         )?);
     }
     crate::testpoint::hit("create:cgroup");
@@ -307,7 +307,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
         bundle: plan.bundle.clone(),
         annotations: plan.spec.annotations().clone().unwrap_or_default(),
         init_start_time: state::process_start_time(pid.as_raw()).unwrap_or(0),
-        rootless: euid != 0,
+        rootless: crate::rootless::is_rootless(),
         rootfs: plan.rootfs.clone(),
         created: humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string(),
         no_new_keyring: opts.no_new_keyring,

@@ -547,8 +547,14 @@ pub fn exec_in(
             drop(err_w);
             drop(prepared);
             if let Some(own) = &own_pid_ns {
-                nix::sched::setns(own.as_fd(), CloneFlags::CLONE_NEWPID)
-                    .map_err(sys("setns(pid) back to the runtime's"))?;
+                match nix::sched::setns(own.as_fd(), CloneFlags::CLONE_NEWPID) {
+                    Ok(()) => {}
+                    // Root of a user namespace that does not own our own pid namespace
+                    // (rootless podman): the way back is closed. Only the terminal relay's
+                    // threads need it; a detached or plain exec goes on without them.
+                    Err(nix::Error::EPERM) if relay.is_none() => {}
+                    Err(e) => return Err(sys("setns(pid) back to the runtime's")(e)),
+                }
             }
             let started = parent_start(pid, go_w, err_r, join_cgroup);
             if let Err(e) = started {

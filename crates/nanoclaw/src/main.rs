@@ -185,7 +185,7 @@ fn main() {
     let root = cli
         .root
         .clone()
-        .unwrap_or_else(|| nanoclaw::state::default_root(nix::unistd::geteuid().as_raw()));
+        .unwrap_or_else(nanoclaw::rootless::default_root);
     let format = match cli.log_format {
         Format::Text => LogFormat::Text,
         Format::Json => LogFormat::Json,

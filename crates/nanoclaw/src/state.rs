@@ -22,9 +22,9 @@ pub const CONFIG_SNAPSHOT: &str = "config.json";
 pub enum StateError {
     #[error("invalid container id {id:?}: {why}")]
     InvalidId { id: String, why: &'static str },
-    #[error("container {id:?} already exists (state dir {dir})")]
+    #[error("container with given ID already exists: {id:?} (state dir {dir})")]
     Exists { id: String, dir: PathBuf },
-    #[error("container {id:?} does not exist (no state dir under {root})")]
+    #[error("container does not exist: {id:?} (no state dir under {root})")]
     NotFound { id: String, root: PathBuf },
     #[error("state of container {id:?}: {path}: {source}")]
     Io {
