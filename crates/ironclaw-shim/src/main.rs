@@ -69,6 +69,7 @@ fn alloc_free_message(e: ironclaw_abi::boot::BootError) -> &'static [u8] {
         BadRegion("env") => b"boot block: environment region invalid",
         BadRegion(_) => b"boot block: heap region invalid",
         BadMemorySize => b"boot block: memory size invalid",
+        BadService => b"boot block: service fields invalid",
     }
 }
 
