@@ -20,6 +20,7 @@ mod heap;
 mod hostcall;
 mod ironclaw_calls;
 mod runner;
+mod sock;
 mod wasi;
 
 use ironclaw_abi::ExitKind;

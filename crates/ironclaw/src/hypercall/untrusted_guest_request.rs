@@ -53,6 +53,9 @@ pub enum Call<'a> {
     Flush,
     /// Read at most `max` bytes of stdin (1..=DATA_CAPACITY).
     ReadStdin { max: usize },
+    /// Socket relay of a service: wait at most `wait_ns` for events; `ops` are the guest's
+    /// operation records (parsed by `crate::service::untrusted_guest_ops`).
+    Net { wait_ns: u64, ops: &'a [u8] },
     /// A call in IronClaw's own range (0x100..=0x1FF): the dispatcher's extension decides.
     IronClaw {
         number: u32,
@@ -158,6 +161,10 @@ pub fn parse_request<'a>(
             }
             Call::ReadStdin { max: max as usize }
         }
+        call::NET => Call::Net {
+            wait_ns: h.args[0],
+            ops: payload,
+        },
         n @ call::IRONCLAW_FIRST..=call::IRONCLAW_LAST => Call::IronClaw {
             number: n,
             args: h.args,
