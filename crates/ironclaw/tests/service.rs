@@ -659,3 +659,57 @@ fn a_runaway_turn_is_stopped_by_the_per_turn_fuel() {
     assert_eq!(status.code(), Some(101), "{}", svc.stderr.lock().unwrap());
     assert!(svc.stderr.lock().unwrap().contains("fuel"));
 }
+
+fn proc_status(pid: u32, field: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"))
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name: state is field 3; utime/stime are 14 and 15.
+    let rest = &s[s.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn a_flood_to_a_client_that_never_reads_blocks_the_module_with_bounded_memory() {
+    if !need("a_flood_to_a_client_that_never_reads_blocks_the_module_with_bounded_memory") {
+        return;
+    }
+    let svc = Service::start(&[
+        "--listen",
+        "tcp:127.0.0.1:0",
+        "--max-buffered",
+        "65536",
+        &wasm("flood-client.wasm"),
+    ]);
+    let pid = svc.child.id();
+    let c = connect(&svc.tcp());
+    std::thread::sleep(Duration::from_secs(2));
+    let before = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(1));
+    let spent = cpu_ticks(pid) - before;
+    assert!(
+        spent <= 10,
+        "{spent} ticks in 1 s: the blocked module must not spin"
+    );
+    let hwm = proc_status(pid, "VmHWM:");
+    assert!(
+        hwm < 64 * 1024,
+        "peak RSS {hwm} kB while flooding a stalled client"
+    );
+    // The bytes were relayed, not dropped: reading drains them and the flood resumes.
+    let mut c = c;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0usize;
+    let t = Instant::now();
+    while total < 8 << 20 && t.elapsed() < Duration::from_secs(20) {
+        total += c.read(&mut buf).unwrap();
+    }
+    assert!(total >= 8 << 20, "only {total} bytes arrived");
+}
