@@ -25,6 +25,7 @@ use sha2::Sha256;
 const MAX_HEAD: usize = 8 << 10;
 const MAX_BODY: usize = 1 << 20;
 
+#[cfg(target_os = "wasi")]
 #[allow(non_camel_case_types)]
 mod wasi {
     #[repr(C)]
@@ -78,6 +79,7 @@ fn key() -> Vec<u8> {
 }
 
 /// The listener fds the host preopened: 3, 4, ... while fd_fdstat_get says socket.
+#[cfg(target_os = "wasi")]
 fn listeners() -> Vec<u32> {
     let mut out = Vec::new();
     for fd in 3u32.. {
@@ -210,6 +212,7 @@ fn serve_buffered(key: &[u8], inbuf: &mut Vec<u8>, out: &mut Vec<u8>) -> bool {
     }
 }
 
+#[cfg(target_os = "wasi")]
 struct Conn {
     fd: u32,
     inbuf: Vec<u8>,
@@ -218,6 +221,7 @@ struct Conn {
     dead: bool,
 }
 
+#[cfg(target_os = "wasi")]
 impl Conn {
     /// Reads what is there (never blocks); false when the peer is gone.
     fn read(&mut self, buf: &mut [u8]) -> bool {
@@ -263,6 +267,7 @@ impl Conn {
     }
 }
 
+#[cfg(target_os = "wasi")]
 fn subscription(userdata: u64, write: bool, fd: u32) -> [u8; 48] {
     let mut s = [0u8; 48];
     s[0..8].copy_from_slice(&userdata.to_le_bytes());
@@ -271,6 +276,7 @@ fn subscription(userdata: u64, write: bool, fd: u32) -> [u8; 48] {
     s
 }
 
+#[cfg(target_os = "wasi")]
 fn event_loop(key: &[u8], mut listeners: Vec<u32>) {
     for fd in &listeners {
         // SAFETY: no pointers.
@@ -353,6 +359,23 @@ fn event_loop(key: &[u8], mut listeners: Vec<u32>) {
     }
 }
 
+/// Serves one connection with blocking std I/O until it closes.
+fn serve_stream<S: Read + Write>(key: &[u8], s: &mut S) {
+    let mut inbuf = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let mut out = Vec::new();
+        let close = serve_buffered(key, &mut inbuf, &mut out);
+        if s.write_all(&out).is_err() || close {
+            return;
+        }
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => inbuf.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
 #[cfg(target_os = "wasi")]
 fn blocking(key: &[u8]) {
     use std::os::fd::FromRawFd;
@@ -360,25 +383,11 @@ fn blocking(key: &[u8]) {
     let listener = unsafe { std::net::TcpListener::from_raw_fd(3) };
     for stream in listener.incoming() {
         let Ok(mut s) = stream else { return };
-        let mut inbuf = Vec::new();
-        let mut buf = [0u8; 4096];
-        loop {
-            let mut out = Vec::new();
-            let close = serve_buffered(key, &mut inbuf, &mut out);
-            if s.write_all(&out).is_err() || close {
-                break;
-            }
-            match s.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => inbuf.extend_from_slice(&buf[..n]),
-            }
-        }
+        serve_stream(key, &mut s);
     }
 }
 
-#[cfg(not(target_os = "wasi"))]
-fn blocking(_key: &[u8]) {}
-
+#[cfg(target_os = "wasi")]
 fn main() {
     let key = key();
     if std::env::args().nth(1).as_deref() == Some("--blocking") {
@@ -391,4 +400,27 @@ fn main() {
         std::process::exit(2);
     }
     event_loop(&key, ls);
+}
+
+/// Natively (the benchmark's anchor): `sign-service IP:PORT`, the same request handling
+/// with a thread per connection.
+#[cfg(not(target_os = "wasi"))]
+fn main() {
+    let key: &'static [u8] = Vec::leak(key());
+    let Some(addr) = std::env::args().nth(1) else {
+        eprintln!("usage (native): sign-service IP:PORT");
+        std::process::exit(2);
+    };
+    let listener = std::net::TcpListener::bind(&addr).unwrap_or_else(|e| {
+        eprintln!("sign-service: bind {addr}: {e}");
+        std::process::exit(1);
+    });
+    if let Ok(a) = listener.local_addr() {
+        eprintln!("sign-service: listening on tcp:{a}");
+    }
+    for stream in listener.incoming() {
+        let Ok(mut s) = stream else { continue };
+        let _ = s.set_nodelay(true);
+        std::thread::spawn(move || serve_stream(key, &mut s));
+    }
 }
