@@ -64,6 +64,9 @@ pub struct ServeArgs {
     /// Print the launch measurement to stderr before serving.
     #[arg(long)]
     print_measurement: bool,
+    /// Print the number of VM exits (and NET exchanges) to stderr when the service ends.
+    #[arg(long)]
+    stats: bool,
     /// Key broker the module's get_secret calls go to (https://HOST:PORT).
     #[arg(long, value_name = "URL")]
     broker: Option<String>,
@@ -133,7 +136,15 @@ pub fn serve(a: ServeArgs) -> ExitCode {
         Some(&mut services),
         &mut on_ready,
     ) {
-        Ok(report) => ExitCode::from((report.exit_code & 0xFF) as u8),
+        Ok(report) => {
+            if a.stats {
+                eprintln!(
+                    "ironclaw: exits={} net_exchanges={}",
+                    report.hypercalls, report.net_calls
+                );
+            }
+            ExitCode::from((report.exit_code & 0xFF) as u8)
+        }
         Err(e) => {
             eprintln!("ironclaw: {e}");
             ExitCode::from(e.exit_code() as u8)

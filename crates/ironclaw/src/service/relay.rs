@@ -436,6 +436,7 @@ impl Relay {
             Ok(s) => s,
             Err(e) => return self.refuse(token, io_errno(&e)),
         };
+        let _ = s.set_nodelay(true);
         let Some(h) = self.take_handle() else {
             return self.refuse(token, errno::NFILE);
         };
@@ -464,6 +465,10 @@ impl Relay {
                 sock: Some(sock),
                 credit: self.cfg.window,
                 connecting,
+                // An accepted socket may already hold the request: try it at once rather
+                // than wait for the first readiness event (a failed try costs one syscall).
+                readable: !connecting,
+                writable: !connecting,
                 last_activity: Some(Instant::now()),
                 ..Default::default()
             },
@@ -474,7 +479,11 @@ impl Relay {
         for i in 0..self.listeners.len() {
             while self.listener_ready[i] && (self.conns.len() as u64) < self.cfg.max_connections {
                 let accepted = match &self.listeners[i] {
-                    Some(Listener::Tcp(l)) => l.accept().map(|(s, _)| Stream::Tcp(s)),
+                    Some(Listener::Tcp(l)) => l.accept().map(|(s, _)| {
+                        // Responses are written whole: do not let Nagle hold back a tail.
+                        let _ = s.set_nodelay(true);
+                        Stream::Tcp(s)
+                    }),
                     Some(Listener::Unix(l, _)) => l.accept().map(|(s, _)| Stream::Unix(s)),
                     None => {
                         self.listener_ready[i] = false;
