@@ -191,3 +191,67 @@ fn listener_close_and_termination() {
         vec![(net::OP_CLOSE, 1, 0, vec![]), (net::OP_CLOSE, 0, 0, vec![])]
     );
 }
+
+/// A small deterministic generator (no dependency) for the randomized test below.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u32 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) as u32
+    }
+}
+
+#[test]
+fn random_host_answers_never_break_the_table_invariants() {
+    let mut rng = Lcg(0x5eed);
+    for round in 0..300 {
+        let mut t = SocketTable::new(2, W, 6, 64 * 1024);
+        for _ in 0..40 {
+            let mut evs = Vec::new();
+            for _ in 0..(rng.next() % 6) {
+                let kind = 1 + rng.next() % 9;
+                let handle = rng.next() % 12;
+                let value = match rng.next() % 3 {
+                    0 => rng.next() % 12,
+                    1 => rng.next() % (W as u32 * 2),
+                    _ => rng.next(),
+                };
+                let len = if rng.next() % 4 == 0 {
+                    (rng.next() % 5000) as usize
+                } else {
+                    0
+                };
+                let data: Vec<u8> = (0..len).map(|i| i as u8).collect();
+                evs.extend(ev(kind, handle, value, &data));
+            }
+            if rng.next() % 10 == 0 {
+                evs.truncate(evs.len().saturating_sub((rng.next() % 20) as usize));
+            }
+            t.apply_events(&evs, u64::from(rng.next() % 2));
+            assert!(t.connections() <= 6, "round {round}");
+            for fd in 3..14u32 {
+                if let Some(r) = t.readiness(fd) {
+                    if !t.is_listener(fd) {
+                        assert!(r.nbytes <= W, "round {round}: {} buffered", r.nbytes);
+                    }
+                }
+                let _ = t.accept(fd, true);
+                let mut buf = [0u8; 700];
+                let _ = t.recv(fd, &mut [&mut buf[..]], rng.next() % 3 == 0);
+                let _ = t.send(fd, &buf[..(rng.next() % 700) as usize]);
+                if rng.next() % 17 == 0 {
+                    let _ = t.close(fd);
+                }
+            }
+            // Whatever happened, the operations are well-formed records.
+            let ops = t.take_ops();
+            for r in net::records(&ops) {
+                r.expect("well-formed ops");
+            }
+        }
+    }
+}

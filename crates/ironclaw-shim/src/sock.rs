@@ -281,8 +281,10 @@ pub fn connect(c: &mut Caller<'_, State>, ptr: i32, len: i32) -> i32 {
     let result = match net.table.connect_finish(token) {
         Ok(fd) => fd as i32,
         Err(E::NOTCAPABLE) => E_REFUSED,
-        Err(E::NFILE) => E_UNAVAILABLE,
-        Err(_) => E_PROTOCOL,
+        // No answer to the connect, or an invalid one: the host broke the protocol.
+        Err(E::IO) => E_PROTOCOL,
+        // Connection limit, name resolution, an immediate refusal by the destination.
+        Err(_) => E_UNAVAILABLE,
     };
     refuel(c);
     result

@@ -713,3 +713,30 @@ fn a_flood_to_a_client_that_never_reads_blocks_the_module_with_bounded_memory() 
     }
     assert!(total >= 8 << 20, "only {total} bytes arrived");
 }
+
+#[test]
+fn a_module_opening_connections_in_a_loop_hits_the_connection_limit() {
+    if !need("a_module_opening_connections_in_a_loop_hits_the_connection_limit") {
+        return;
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_ironclaw"))
+        .args([
+            "serve",
+            "--listen",
+            "tcp:127.0.0.1:0",
+            "--egress",
+            "127.0.0.1:9",
+            "--max-connections",
+            "5",
+            &wasm("connect-loop.wasm"),
+        ])
+        .output()
+        .unwrap();
+    // 5 connections opened, the 6th answered E_UNAVAILABLE (-3); the unlisted one -4.
+    assert_eq!(
+        out.status.code(),
+        Some(53),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
