@@ -63,10 +63,13 @@ impl Service {
         while addrs.len() < listens {
             match rx.recv_timeout(Duration::from_secs(20)) {
                 Ok(a) => addrs.push(a),
-                Err(_) => {
-                    let status = child.try_wait().ok().flatten();
-                    let _ = child.kill();
-                    let _ = child.wait();
+                Err(e) => {
+                    // Disconnected: the service closed stderr, it is exiting; reap it.
+                    // Timeout: it hangs; kill it.
+                    if e == std::sync::mpsc::RecvTimeoutError::Timeout {
+                        let _ = child.kill();
+                    }
+                    let status = child.wait().ok();
                     std::thread::sleep(Duration::from_millis(100));
                     return Err((status, log.lock().unwrap().clone()));
                 }
