@@ -125,7 +125,8 @@ pub mod call {
     pub const READ_STDIN: u32 = 0x0003;
     /// Socket relay of a service (issue 18). `args[0]` = how long the host may wait for an
     /// event when it has none to report, in nanoseconds (0 = do not wait, `u64::MAX` = until
-    /// one arrives). Payload = operation records ([`crate::net`]). Response payload = event
+    /// one arrives); `args[1]` = wait flags ([`crate::net::WAIT_WRITABLE`]; other bits zero).
+    /// Payload = operation records ([`crate::net`]). Response payload = event
     /// records; `values[0]` = flags ([`crate::net::FLAG_TERMINATING`]). `UNAVAILABLE` when the
     /// launch is not a service.
     pub const NET: u32 = 0x0004;

@@ -60,6 +60,11 @@ pub const EV_REFUSED: u32 = 8;
 /// grace period running).
 pub const FLAG_TERMINATING: u64 = 1;
 
+/// Wait flag (`args[1]` bit 0): the guest waits for send credit, so [`EV_TXACK`] ends a
+/// wait. Without it acknowledgements alone do not end a wait: they travel with the next
+/// response (a request/response exchange then costs one exit, not two).
+pub const WAIT_WRITABLE: u64 = 1;
+
 /// Shutdown direction bits of [`OP_SHUTDOWN`].
 pub const SHUT_RD: u32 = 1;
 /// See [`SHUT_RD`].

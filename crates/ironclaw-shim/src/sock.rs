@@ -49,9 +49,14 @@ impl Net {
 /// may wait when it has nothing to report. A host that answers with a bad status makes
 /// every socket see the failure as a violation (no state change).
 pub fn exchange(net: &mut Net, wait_ns: u64) {
+    exchange_flags(net, wait_ns, 0)
+}
+
+/// [`exchange`] with wait flags (`WAIT_WRITABLE`: the caller waits for send credit).
+pub fn exchange_flags(net: &mut Net, wait_ns: u64, flags: u64) {
     net.again = 0;
     let ops = net.table.take_ops();
-    match crate::hostcall::call(call::NET, [wait_ns, 0, 0, 0], &ops, &mut net.resp) {
+    match crate::hostcall::call(call::NET, [wait_ns, flags, 0, 0], &ops, &mut net.resp) {
         Ok(r) if r.status == status::OK => {
             let len = r.len.min(net.resp.len());
             net.table.apply_events(&net.resp[..len], r.values[0]);
@@ -196,7 +201,7 @@ fn send(c: &mut Caller<'_, State>, fd: u32, iovs: i32, count: i32) -> Result<u32
                     return Err(err(E::AGAIN));
                 }
                 let wait = if net.table.ops_pending() { 0 } else { u64::MAX };
-                exchange(net, wait);
+                exchange_flags(net, wait, ironclaw_abi::net::WAIT_WRITABLE);
             }
             Some(e) => return Err(err(e)),
         }
@@ -429,7 +434,16 @@ fn poll_oneoff(
         }
         first = false;
         let wait = earliest.saturating_sub(now);
-        exchange(net, wait);
+        // Acknowledgements matter only to a poll that waits for writability.
+        let writable = subs
+            .iter()
+            .any(|(_, s)| matches!(s, Sub::Fd { fd, write: true } if *fd >= 3));
+        let flags = if writable {
+            ironclaw_abi::net::WAIT_WRITABLE
+        } else {
+            0
+        };
+        exchange_flags(net, wait, flags);
         refuel(c);
     }
 }

@@ -75,12 +75,14 @@ pub enum NetCallError {
 
 /// The socket relay of a service (`crate::service`): performs one NET exchange.
 pub trait NetCalls {
-    /// Applies the guest's `ops`, waits at most `wait_ns` when there is nothing to report,
+    /// Applies the guest's `ops`, waits at most `wait_ns` when there is nothing to report
+    /// (acknowledgements count only with `wake_on_ack`),
     /// and writes event records (at most `DATA_CAPACITY` bytes) into `events`. Returns the
     /// response flags.
     fn exchange(
         &mut self,
         wait_ns: u64,
+        wake_on_ack: bool,
         ops: &[u8],
         events: &mut Vec<u8>,
     ) -> Result<u64, NetCallError>;
@@ -270,7 +272,11 @@ impl<'a> Dispatcher<'a> {
                 }
                 Ok(Step::Continue)
             }
-            Call::Net { wait_ns, ops } => {
+            Call::Net {
+                wait_ns,
+                wake_on_ack,
+                ops,
+            } => {
                 let Some(net) = self.net.as_mut() else {
                     respond(mem, status::UNAVAILABLE, [0; RESPONSE_VALUES], &[])?;
                     return Ok(Step::Continue);
@@ -278,7 +284,7 @@ impl<'a> Dispatcher<'a> {
                 self.net_calls += 1;
                 self.events.clear();
                 let flags = net
-                    .exchange(wait_ns, ops, &mut self.events)
+                    .exchange(wait_ns, wake_on_ack, ops, &mut self.events)
                     .map_err(DispatchError::Net)?;
                 if self.events.len() > DATA_CAPACITY {
                     return Err(DispatchError::Net(NetCallError::Host(format!(

@@ -574,9 +574,11 @@ impl Relay {
         }
     }
 
-    /// Appends the events of the report list to `out` (bounded by the data area).
-    fn collect(&mut self, out: &mut Vec<u8>) {
-        if !self.pending.is_empty() {
+    /// Appends the events of the report list to `out` (bounded by the data area). Returns
+    /// true when an event other than an acknowledgement was added.
+    fn collect(&mut self, out: &mut Vec<u8>) -> bool {
+        let mut woke = !self.pending.is_empty();
+        if woke {
             out.append(&mut self.pending);
         }
         let report = std::mem::take(&mut self.report);
@@ -599,6 +601,7 @@ impl Relay {
                 .min(room(out).saturating_sub(net::RECORD_HEADER) as u64)
                 as usize;
             if n > 0 {
+                woke = true;
                 out.extend_from_slice(&encode_header(net::EV_DATA, h, 0, n as u32));
                 out.extend_from_slice(&c.rx[..n]);
                 c.rx.drain(..n);
@@ -608,9 +611,11 @@ impl Relay {
                 if let Some(e) = c.error.filter(|_| !c.error_sent) {
                     out.extend_from_slice(&encode_header(net::EV_ERROR, h, e, 0));
                     c.error_sent = true;
+                    woke = true;
                 } else if c.eof && !c.eof_sent {
                     out.extend_from_slice(&encode_header(net::EV_EOF, h, 0, 0));
                     c.eof_sent = true;
+                    woke = true;
                 }
             }
             let more = c.acked > 0
@@ -626,6 +631,7 @@ impl Relay {
                 self.dirty.push(h);
             }
         }
+        woke
     }
 
     fn wait(&mut self, timeout: Option<Duration>) -> Result<(), NetCallError> {
@@ -767,6 +773,7 @@ impl NetCalls for Relay {
     fn exchange(
         &mut self,
         wait_ns: u64,
+        wake_on_ack: bool,
         ops: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<u64, NetCallError> {
@@ -779,8 +786,11 @@ impl NetCalls for Relay {
         let now = Instant::now();
         self.sweep(now);
         self.pump();
-        self.collect(out);
-        if !out.is_empty() || wait_ns == 0 || self.finished() {
+        let woke = self.collect(out);
+        let ends_wait = |woke: bool, out: &Vec<u8>| woke || (wake_on_ack && !out.is_empty());
+        // A full response cannot take more events: deliver it.
+        let full = |out: &Vec<u8>| out.len() + 2 * net::RECORD_HEADER > DATA_CAPACITY;
+        if ends_wait(woke, out) || full(out) || wait_ns == 0 || self.finished() {
             return Ok(self.flags());
         }
         let deadline = now.checked_add(Duration::from_nanos(wait_ns));
@@ -797,9 +807,9 @@ impl NetCalls for Relay {
             let now = Instant::now();
             self.sweep(now);
             self.pump();
-            self.collect(out);
+            let woke = self.collect(out);
             let timed_out = deadline.is_some_and(|d| now >= d);
-            if !out.is_empty() || timed_out || self.finished() {
+            if ends_wait(woke, out) || full(out) || timed_out || self.finished() {
                 return Ok(self.flags());
             }
         }
