@@ -13,10 +13,14 @@ use crate::layout;
 /// Magic of the boot block ("ICBT").
 pub const BOOT_MAGIC: u32 = u32::from_le_bytes(*b"ICBT");
 /// Bytes used by the encoded block.
-pub const BOOT_INFO_LEN: usize = 160;
+pub const BOOT_INFO_LEN: usize = 192;
 
 /// Flag bit: the run is a debug launch (measured; attestation reports it).
 pub const FLAG_DEBUG: u64 = 1;
+/// Flag bit: the launch is a service (`ironclaw serve`): the module has `listeners`
+/// preopened socket fds (3, 4, ...), the NET hypercall is available, and `fuel` is the
+/// budget of one poll turn (refilled whenever the module polls or blocks on a socket).
+pub const FLAG_SERVICE: u64 = 2;
 
 /// Decoded boot block. See the module documentation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -49,8 +53,15 @@ pub struct BootInfo {
     pub tsc_khz: u64,
     /// Host realtime clock (ns since the Unix epoch) just before the first instruction.
     pub realtime_ns: u64,
-    /// [`FLAG_DEBUG`] and future flags.
+    /// [`FLAG_DEBUG`], [`FLAG_SERVICE`] and future flags.
     pub flags: u64,
+    /// Service: number of listeners (preopened socket fds 3..3+listeners).
+    pub listeners: u64,
+    /// Service: flow-control window per connection and direction, bytes
+    /// (see [`crate::net`]).
+    pub net_window: u64,
+    /// Service: most connections (accepted + egress) open at once.
+    pub max_connections: u64,
 }
 
 /// Why the shim refuses a boot block.
@@ -62,9 +73,20 @@ pub enum BootError {
     BadRegion(&'static str),
     /// Memory size out of the supported range.
     BadMemorySize,
+    /// Service fields out of range (listeners, window, connection limit).
+    BadService,
 }
 
-const FIELDS: usize = 19;
+/// Most listeners a service may have.
+pub const MAX_LISTENERS: u64 = 64;
+/// Smallest and largest flow-control window (bytes).
+pub const MIN_NET_WINDOW: u64 = 1024;
+/// See [`MIN_NET_WINDOW`].
+pub const MAX_NET_WINDOW: u64 = 16 << 20;
+/// Largest connection limit of a service.
+pub const MAX_CONNECTIONS: u64 = 65_536;
+
+const FIELDS: usize = 24;
 
 impl BootInfo {
     fn fields(&self) -> [u64; FIELDS] {
@@ -87,6 +109,11 @@ impl BootInfo {
             self.tsc_khz,
             self.realtime_ns,
             self.flags,
+            self.listeners,
+            self.net_window,
+            self.max_connections,
+            0,
+            0,
             0,
         ]
     }
@@ -129,6 +156,9 @@ impl BootInfo {
             tsc_khz: f[15],
             realtime_ns: f[16],
             flags: f[17],
+            listeners: f[18],
+            net_window: f[19],
+            max_connections: f[20],
         }
     }
 
@@ -148,6 +178,13 @@ impl BootInfo {
             || !self.memory_size.is_multiple_of(2 << 20)
         {
             return Err(BootError::BadMemorySize);
+        }
+        if self.flags & FLAG_SERVICE != 0
+            && (self.listeners > MAX_LISTENERS
+                || !(MIN_NET_WINDOW..=MAX_NET_WINDOW).contains(&self.net_window)
+                || !(1..=MAX_CONNECTIONS).contains(&self.max_connections))
+        {
+            return Err(BootError::BadService);
         }
         let regions: [(&'static str, u64, u64); 4] = [
             ("module", self.module_addr, self.module_len),

@@ -33,7 +33,7 @@
 //! | range | owner |
 //! |---|---|
 //! | `0x0000` | invalid (a zeroed buffer is never a valid request) |
-//! | `0x0001..=0x00FF` | core: exit, flush, stdin ([`call`]) |
+//! | `0x0001..=0x00FF` | core: exit, flush, stdin, socket relay ([`call`]) |
 //! | `0x0100..=0x01FF` | IronClaw's own calls: attestation, sealing, secrets (issue 7) |
 //! | everything else | reserved; the host answers [`status::UNKNOWN_CALL`] |
 //!
@@ -41,13 +41,17 @@
 //! payload for bytes, and documents both directions here. The host rejects unknown numbers
 //! without side effects, so old hosts fail cleanly on new shims.
 
+extern crate alloc;
+
 pub mod boot;
+pub mod net;
+pub mod net_table;
 pub mod output;
 
 /// Version of this ABI. Bumped on any incompatible change to the layout, the headers, the
 /// boot block or the meaning of a call. Written by the host into the boot block and
 /// checked by the shim.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// Guest-physical (= guest-virtual: the host identity-maps memory) layout.
 pub mod layout {
@@ -119,6 +123,13 @@ pub mod call {
     /// Read stdin. `args[0]` = maximum bytes wanted. Response payload = the bytes
     /// (never more than asked for); `values[0]` = 1 at end of input, else 0.
     pub const READ_STDIN: u32 = 0x0003;
+    /// Socket relay of a service (issue 18). `args[0]` = how long the host may wait for an
+    /// event when it has none to report, in nanoseconds (0 = do not wait, `u64::MAX` = until
+    /// one arrives); `args[1]` = wait flags ([`crate::net::WAIT_WRITABLE`]; other bits zero).
+    /// Payload = operation records ([`crate::net`]). Response payload = event
+    /// records; `values[0]` = flags ([`crate::net::FLAG_TERMINATING`]). `UNAVAILABLE` when the
+    /// launch is not a service.
+    pub const NET: u32 = 0x0004;
     /// First number of the range owned by IronClaw's own calls (issue 7).
     pub const IRONCLAW_FIRST: u32 = 0x0100;
     /// Last number of the range owned by IronClaw's own calls (issue 7).

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 mod cli_broker;
+mod cli_serve;
 mod cli_verify;
 
 use clap::{Args, Parser, Subcommand};
@@ -27,10 +28,15 @@ struct Cli {
 enum Command {
     /// Launch MODULE in a fresh micro-VM and exit with its exit code.
     Run(RunArgs),
-    /// Print the launch measurement (SHA-384, hex) of MODULE without launching it.
+    /// Run MODULE as a network service until SIGTERM/SIGINT (host-owned sockets).
+    Serve(cli_serve::ServeArgs),
+    /// Print the launch measurement (SHA-384, hex) of MODULE without launching it
+    /// (with --listen: of a service launch).
     Measure {
         #[command(flatten)]
         limits: LimitArgs,
+        #[command(flatten)]
+        service: cli_serve::ServiceArgs,
         module: PathBuf,
     },
     /// Report whether KVM is usable here and which backend provides it.
@@ -149,7 +155,12 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Measure { limits, module } => {
+        Command::Serve(args) => cli_serve::serve(args),
+        Command::Measure {
+            limits,
+            service,
+            module,
+        } => {
             let bytes = match read_module(&module) {
                 Ok(b) => b,
                 Err(c) => return c,
@@ -159,7 +170,18 @@ fn main() -> ExitCode {
                 eprintln!("ironclaw: invalid launch configuration: {e}");
                 return ExitCode::from(exit_code::INTERNAL as u8);
             }
-            println!("{}", LaunchMeasurement::of_launch(&bytes, &config));
+            let m = match service.config() {
+                Some(s) => {
+                    let config = cli_serve::service_launch_config(config);
+                    if let Err(e) = s.validate() {
+                        eprintln!("ironclaw: invalid service configuration: {e}");
+                        return ExitCode::from(exit_code::INTERNAL as u8);
+                    }
+                    LaunchMeasurement::of_service(&bytes, &config, &s)
+                }
+                None => LaunchMeasurement::of_launch(&bytes, &config),
+            };
+            println!("{m}");
             ExitCode::SUCCESS
         }
         Command::Run(run) => {

@@ -7,7 +7,9 @@
 //! - [`get_secret`]: a secret from the key broker, released only if this
 //!   enclave's attested launch measurement matches the broker's policy (the shim
 //!   runs the KBS protocol; the host only relays bytes);
-//! - [`seal`] / [`unseal`]: data bound to this enclave's launch measurement.
+//! - [`seal`] / [`unseal`]: data bound to this enclave's launch measurement;
+//! - [`connect`]: in a service (`ironclaw serve`), a TCP connection to one of the
+//!   launch's measured `--egress` destinations.
 //!
 //! Outside an IronClaw enclave (other targets) every call returns
 //! [`Error::Unavailable`].
@@ -74,6 +76,7 @@ mod sys {
         pub fn get_secret(path: *const u8, len: i32, out: *mut u8, cap: i32) -> i32;
         pub fn seal(data: *const u8, len: i32, out: *mut u8, cap: i32) -> i32;
         pub fn unseal(blob: *const u8, len: i32, out: *mut u8, cap: i32) -> i32;
+        pub fn connect(dest: *const u8, len: i32) -> i32;
     }
 }
 
@@ -140,4 +143,43 @@ pub fn seal(data: &[u8]) -> Result<Vec<u8>, Error> {
 /// Unseals a blob from [`seal`]; fails with [`Error::Authentication`] in any other enclave.
 pub fn unseal(blob: &[u8]) -> Result<Vec<u8>, Error> {
     invoke(raw(3), blob)
+}
+
+/// Opens a TCP connection to `dest` (`HOST:PORT`, exactly as given to `ironclaw serve
+/// --egress`): a blocking [`std::net::TcpStream`]. [`Error::Refused`] for a destination
+/// that is not in the launch's (measured) egress list; [`Error::Unavailable`] outside a
+/// service or at the connection limit. Name resolution happens on the host; connection
+/// failures show up as I/O errors on the first read or write.
+pub fn connect(dest: &str) -> Result<std::net::TcpStream, Error> {
+    let len = i32::try_from(dest.len()).map_err(|_| Error::Invalid)?;
+    let fd = connect_raw(dest.as_ptr(), len);
+    if fd < 0 {
+        return Err(Error::from_code(fd));
+    }
+    from_fd(fd)
+}
+
+#[cfg(target_arch = "wasm32")]
+fn connect_raw(dest: *const u8, len: i32) -> i32 {
+    // SAFETY: `dest` points at `len` bytes of this module's memory; the shim reads only
+    // that range (and checks it against the memory bounds itself).
+    unsafe { sys::connect(dest, len) }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn connect_raw(_dest: *const u8, _len: i32) -> i32 {
+    -3
+}
+
+#[cfg(target_os = "wasi")]
+fn from_fd(fd: i32) -> Result<std::net::TcpStream, Error> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: the shim just created fd `fd` for this connection and nothing else owns it;
+    // the stream takes ownership and closes it on drop.
+    Ok(unsafe { std::net::TcpStream::from_raw_fd(fd) })
+}
+
+#[cfg(not(target_os = "wasi"))]
+fn from_fd(_fd: i32) -> Result<std::net::TcpStream, Error> {
+    Err(Error::Unavailable)
 }

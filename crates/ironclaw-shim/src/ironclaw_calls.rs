@@ -10,6 +10,7 @@
 //! | `get_secret` | `path, path_len, out, out_cap` | the secret at `repository/type/tag`: KBS auth → attest on the first call, then only the resource request on the same session (kept for the enclave's lifetime) |
 //! | `seal` | `data, data_len, out, out_cap` | a sealed blob bound to this enclave's launch measurement |
 //! | `unseal` | `blob, blob_len, out, out_cap` | the data, if this enclave (same measurement, same host) sealed it |
+//! | `connect` | `dest, dest_len` | a service's egress connection to `HOST:PORT` (one of the launch's `--egress` destinations): the new socket fd; `E_REFUSED` for any other destination, `E_UNAVAILABLE` outside a service or at the connection limit |
 //!
 //! Negative results: [`E_FAULT`] .. [`E_INVALID`] (documented on each constant;
 //! `crates/ironclaw-guest` maps them to an error enum). When the broker refuses,
@@ -39,7 +40,7 @@ use crate::wasi::Clock;
 pub const MODULE: &str = "ironclaw";
 
 /// Names this shim defines under [`MODULE`].
-pub const PROVIDED: &[&str] = &["attest", "get_secret", "seal", "unseal"];
+pub const PROVIDED: &[&str] = &["attest", "get_secret", "seal", "unseal", "connect"];
 
 /// A pointer/length from the module is outside its memory.
 pub const E_FAULT: i32 = -1;
@@ -322,6 +323,11 @@ pub fn define(linker: &mut Linker<State>) -> Result<(), wasmi::errors::LinkerErr
             let r = input(&c, p, l).and_then(|d| unseal_blob(&d));
             finish(&mut c, out, cap, r)
         },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "connect",
+        |mut c: Caller<'_, State>, p: i32, l: i32| -> i32 { crate::sock::connect(&mut c, p, l) },
     )?;
     Ok(())
 }

@@ -20,6 +20,7 @@ mod heap;
 mod hostcall;
 mod ironclaw_calls;
 mod runner;
+mod sock;
 mod wasi;
 
 use ironclaw_abi::ExitKind;
@@ -69,6 +70,7 @@ fn alloc_free_message(e: ironclaw_abi::boot::BootError) -> &'static [u8] {
         BadRegion("env") => b"boot block: environment region invalid",
         BadRegion(_) => b"boot block: heap region invalid",
         BadMemorySize => b"boot block: memory size invalid",
+        BadService => b"boot block: service fields invalid",
     }
 }
 

@@ -23,6 +23,8 @@ pub struct State {
     /// The enclave's KBS session, reused by every `get_secret` (its ephemeral key and
     /// cookie live here, in enclave memory, until the run ends).
     pub kbs: ironclaw_enclave::kbs_session::KbsSession,
+    /// The service's sockets (`None` unless the launch is a service).
+    pub net: Option<crate::sock::Net>,
 }
 
 /// Memory and table caps. A denied growth ends the run with `MemoryLimit` (a trap, rather
@@ -104,7 +106,7 @@ fn check_imports(module: &Module, linker: &mut Linker<State>) -> Result<(), Stri
     for import in module.imports() {
         let (m, name) = (import.module(), import.name());
         if m == wasi::MODULE && wasi::ALL.contains(&name) {
-            if wasi::IMPLEMENTED.contains(&name) {
+            if wasi::IMPLEMENTED.contains(&name) || crate::sock::IMPLEMENTED.contains(&name) {
                 continue;
             }
             let ExternType::Func(ty) = import.ty() else {
@@ -205,6 +207,14 @@ pub fn run(boot: Boot, boot_tsc: u64) -> Outcome {
             denied: None,
         },
         kbs: ironclaw_enclave::kbs_session::KbsSession::new(ironclaw_enclave::tee::TeeKind::KVM),
+        net: (info.flags & ironclaw_abi::boot::FLAG_SERVICE != 0).then(|| {
+            crate::sock::Net::new(
+                info.listeners as u32,
+                info.net_window,
+                info.max_connections,
+                fuel_limited.then_some(info.fuel),
+            )
+        }),
     };
     let mut store = Store::new(&engine, state);
     store.limiter(|s| &mut s.limiter);
@@ -214,8 +224,9 @@ pub fn run(boot: Boot, boot_tsc: u64) -> Outcome {
         }
     }
     let mut linker = Linker::<State>::new(&engine);
-    if let Err(e) =
-        wasi::define(&mut linker).and_then(|_| crate::ironclaw_calls::define(&mut linker))
+    if let Err(e) = wasi::define(&mut linker)
+        .and_then(|_| crate::sock::define(&mut linker))
+        .and_then(|_| crate::ironclaw_calls::define(&mut linker))
     {
         return outcome(
             ExitKind::ShimError,

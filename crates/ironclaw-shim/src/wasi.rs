@@ -2,6 +2,8 @@
 //!
 //! Implemented: `args_*`, `environ_*`, `fd_write` (stdout, stderr), `fd_read` (stdin),
 //! `fd_fdstat_get` (stdio), `fd_prestat_get`/`fd_prestat_dir_name` (no preopens: EBADF),
+//! sockets of a service (`sock_*`, `fd_read`/`fd_write`/`fd_close`/`fd_fdstat_*` on them,
+//! `poll_oneoff`: see `sock.rs`),
 //! `clock_time_get`/`clock_res_get` (guest TSC; realtime is the host's clock at launch plus
 //! elapsed TSC — untrusted, as any clock a host provides), `random_get` (RDRAND/RDSEED in
 //! the guest, never the host), `proc_exit`, `sched_yield`.
@@ -263,6 +265,15 @@ pub fn define(linker: &mut Linker<State>) -> Result<(), wasmi::errors::LinkerErr
             let stream = match fd {
                 1 => output::STDOUT,
                 2 => output::STDERR,
+                _ if crate::sock::is_socket(&c, fd) => {
+                    return match crate::sock::fd_write(&mut c, fd as u32, iovs, count) {
+                        Ok(n) => {
+                            let Some(m) = memory(&c) else { return EFAULT };
+                            errno(put_u32(m.data_mut(&mut c), written, n))
+                        }
+                        Err(e) => e,
+                    };
+                }
                 _ => return EBADF,
             };
             let Some(m) = memory(&c) else { return EFAULT };
@@ -284,7 +295,16 @@ pub fn define(linker: &mut Linker<State>) -> Result<(), wasmi::errors::LinkerErr
         "fd_read",
         |mut c: Caller<'_, State>, fd: i32, iovs: i32, count: i32, read: i32| -> i32 {
             if fd != 0 {
-                return EBADF;
+                if !crate::sock::is_socket(&c, fd) {
+                    return EBADF;
+                }
+                return match crate::sock::fd_read(&mut c, fd as u32, iovs, count) {
+                    Ok(n) => {
+                        let Some(m) = memory(&c) else { return EFAULT };
+                        errno(put_u32(m.data_mut(&mut c), read, n))
+                    }
+                    Err(e) => e,
+                };
             }
             let Some(m) = memory(&c) else { return EFAULT };
             let mem = m.data_mut(&mut c);
@@ -314,7 +334,18 @@ pub fn define(linker: &mut Linker<State>) -> Result<(), wasmi::errors::LinkerErr
             let rights = match fd {
                 0 => RIGHT_FD_READ | RIGHT_POLL,
                 1 | 2 => RIGHT_FD_WRITE | RIGHT_POLL,
-                _ => return EBADF,
+                _ => {
+                    let Some(stat) = crate::sock::fdstat(&c, fd) else {
+                        return EBADF;
+                    };
+                    let Some(m) = memory(&c) else { return EFAULT };
+                    let mem = m.data_mut(&mut c);
+                    let Some(r) = range(mem, out, 24) else {
+                        return EFAULT;
+                    };
+                    mem[r].copy_from_slice(&stat);
+                    return ESUCCESS;
+                }
             };
             let Some(m) = memory(&c) else { return EFAULT };
             let mem = m.data_mut(&mut c);

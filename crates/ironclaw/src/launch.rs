@@ -4,11 +4,11 @@
 
 use std::time::{Duration, Instant};
 
-use ironclaw_abi::boot::{BootInfo, BOOT_MAGIC, FLAG_DEBUG};
+use ironclaw_abi::boot::{BootInfo, BOOT_MAGIC, FLAG_DEBUG, FLAG_SERVICE};
 use ironclaw_abi::{layout as l, ExitKind, ABI_VERSION};
 
 use crate::config::{ConfigError, LaunchConfig};
-use crate::hypercall::{DispatchError, Dispatcher, IronClawCalls, RunIo, Step};
+use crate::hypercall::{DispatchError, Dispatcher, GuestExit, IronClawCalls, RunIo, Step};
 use crate::measurement::LaunchMeasurement;
 use crate::vmm::watchdog::{Watchdog, WatchdogError};
 use crate::vmm::{Exit, GuestFault, Vm, VmmError};
@@ -73,6 +73,8 @@ pub enum LaunchError {
     ExitFlood { limit: u64 },
     #[error("{0}")]
     Dispatch(DispatchError),
+    #[error("service: {0}")]
+    Service(#[from] crate::service::ServiceError),
 }
 
 impl From<DispatchError> for LaunchError {
@@ -100,12 +102,14 @@ impl LaunchError {
             Self::OutputLimit { .. } => OUTPUT,
             Self::ExitFlood { .. } => PROTOCOL,
             Self::Dispatch(DispatchError::Protocol(_))
+            | Self::Dispatch(DispatchError::Net(crate::hypercall::NetCallError::Protocol(_)))
             | Self::Dispatch(DispatchError::Memory { .. }) => PROTOCOL,
             Self::Config(_)
             | Self::Inputs(_)
             | Self::Vmm(_)
             | Self::Watchdog(_)
             | Self::Shim { .. }
+            | Self::Service(_)
             | Self::Dispatch(_) => INTERNAL,
         }
     }
@@ -217,72 +221,14 @@ pub fn run_image<'a>(
     extension: Option<&'a mut dyn IronClawCalls>,
 ) -> Result<RunReport, LaunchError> {
     let start = Instant::now();
-    config.validate()?;
-    let entry_ok =
-        guest.entry >= l::SHIM_BASE && guest.entry < l::SHIM_BASE + guest.bytes.len() as u64;
-    if !entry_ok {
-        return Err(LaunchError::Inputs(format!(
-            "guest entry point {:#x} is outside the image",
-            guest.entry
-        )));
-    }
-    let args = strings_blob(&inputs.args, "argument")?;
-    let env = strings_blob(&inputs.env, "environment")?;
-
-    // Guest placement: shim image, then module, args, env (page aligned), heap to the end.
-    let image = guest.bytes;
-    let memory = config.memory_bytes();
-    let page = l::PAGE_SIZE;
-    let too_big = || {
-        LaunchError::Inputs(format!(
-            "module and inputs do not fit in {} MiB of guest memory",
-            config.memory_mib
-        ))
-    };
-    let image_end = align_up(l::SHIM_BASE + image.len() as u64, page).ok_or_else(too_big)?;
-    let module_addr = image_end;
-    let args_addr = align_up(module_addr + module.len() as u64, page).ok_or_else(too_big)?;
-    let env_addr = align_up(args_addr + args.len() as u64, page).ok_or_else(too_big)?;
-    let heap_start = align_up(env_addr + env.len() as u64, page).ok_or_else(too_big)?;
-    if heap_start.saturating_add(crate::config::GUEST_OVERHEAD_BYTES / 2) > memory {
-        return Err(too_big());
-    }
-
-    let mut vm = Vm::create(memory, guest.entry)?;
-    let t_created = Instant::now();
-
-    let boot = BootInfo {
-        magic: BOOT_MAGIC,
-        abi_version: ABI_VERSION,
-        memory_size: memory,
-        module_addr,
-        module_len: module.len() as u64,
-        args_addr,
-        args_len: args.len() as u64,
-        argc: inputs.args.len() as u64,
-        env_addr,
-        env_len: env.len() as u64,
-        envc: inputs.env.len() as u64,
-        heap_start,
-        heap_end: memory,
-        fuel: config.fuel.unwrap_or(u64::MAX),
-        max_wasm_memory: config.max_wasm_memory_bytes,
-        max_table_elements: config.max_table_elements,
-        tsc_khz: vm.tsc_khz(),
-        realtime_ns: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0),
-        flags: if config.debug { FLAG_DEBUG } else { 0 },
-    };
-    vm.write(l::SHIM_BASE, image, "shim image")?;
-    vm.write(module_addr, module, "module")?;
-    vm.write(args_addr, &args, "argv")?;
-    vm.write(env_addr, &env, "environment")?;
-    vm.write(l::BOOT_INFO_ADDR, &boot.encode(), "boot block")?;
-    let t_loaded = Instant::now();
-    let measurement = LaunchMeasurement::compute(l::SHIM_BASE, guest.entry, image, module, config);
-    let t_measured = Instant::now();
+    let Prepared {
+        mut vm,
+        measurement,
+        start,
+        t_created,
+        t_loaded,
+        t_measured,
+    } = prepare(start, guest, module, inputs, config, None)?;
 
     let mut dispatcher = Dispatcher::new(io, config.max_output_bytes, config.max_hypercalls);
     if let Some(ext) = extension {
@@ -336,14 +282,20 @@ pub fn run_image<'a>(
         to_exit: t_exit - start,
         total: t_end - start,
     };
+    let exit_code = guest_result(&guest, config)?;
+    Ok(RunReport {
+        exit_code,
+        measurement,
+        timings,
+        hypercalls: dispatcher.calls(),
+    })
+}
+
+/// The module's exit code, or the limit/fault the shim reported.
+pub(crate) fn guest_result(guest: &GuestExit, config: &LaunchConfig) -> Result<u32, LaunchError> {
     let message = guest.message.clone();
     match guest.kind {
-        ExitKind::Exited => Ok(RunReport {
-            exit_code: guest.code,
-            measurement,
-            timings,
-            hypercalls: dispatcher.calls(),
-        }),
+        ExitKind::Exited => Ok(guest.code),
         ExitKind::Trap => Err(LaunchError::Trap { message }),
         ExitKind::FuelExhausted => Err(LaunchError::FuelExhausted {
             fuel: config.fuel.unwrap_or(u64::MAX),
@@ -353,4 +305,111 @@ pub fn run_image<'a>(
         ExitKind::LinkError => Err(LaunchError::Link { message }),
         ExitKind::ShimError => Err(LaunchError::Shim { message }),
     }
+}
+
+/// A VM loaded with shim, module and inputs, measured, not yet run.
+pub(crate) struct Prepared {
+    pub vm: Vm,
+    pub measurement: LaunchMeasurement,
+    pub start: Instant,
+    pub t_created: Instant,
+    pub t_loaded: Instant,
+    pub t_measured: Instant,
+}
+
+/// Validates, creates the VM, loads everything and computes the measurement (a service
+/// launch when `service` is given).
+pub(crate) fn prepare(
+    start: Instant,
+    guest: &GuestImage<'_>,
+    module: &[u8],
+    inputs: &LaunchInputs,
+    config: &LaunchConfig,
+    service: Option<&crate::service::ServiceConfig>,
+) -> Result<Prepared, LaunchError> {
+    config.validate()?;
+    let entry_ok =
+        guest.entry >= l::SHIM_BASE && guest.entry < l::SHIM_BASE + guest.bytes.len() as u64;
+    if !entry_ok {
+        return Err(LaunchError::Inputs(format!(
+            "guest entry point {:#x} is outside the image",
+            guest.entry
+        )));
+    }
+    let args = strings_blob(&inputs.args, "argument")?;
+    let env = strings_blob(&inputs.env, "environment")?;
+
+    // Guest placement: shim image, then module, args, env (page aligned), heap to the end.
+    let image = guest.bytes;
+    let memory = config.memory_bytes();
+    let page = l::PAGE_SIZE;
+    let too_big = || {
+        LaunchError::Inputs(format!(
+            "module and inputs do not fit in {} MiB of guest memory",
+            config.memory_mib
+        ))
+    };
+    let image_end = align_up(l::SHIM_BASE + image.len() as u64, page).ok_or_else(too_big)?;
+    let module_addr = image_end;
+    let args_addr = align_up(module_addr + module.len() as u64, page).ok_or_else(too_big)?;
+    let env_addr = align_up(args_addr + args.len() as u64, page).ok_or_else(too_big)?;
+    let heap_start = align_up(env_addr + env.len() as u64, page).ok_or_else(too_big)?;
+    if heap_start.saturating_add(crate::config::GUEST_OVERHEAD_BYTES / 2) > memory {
+        return Err(too_big());
+    }
+
+    let vm = Vm::create(memory, guest.entry)?;
+    let t_created = Instant::now();
+
+    let boot = BootInfo {
+        magic: BOOT_MAGIC,
+        abi_version: ABI_VERSION,
+        memory_size: memory,
+        module_addr,
+        module_len: module.len() as u64,
+        args_addr,
+        args_len: args.len() as u64,
+        argc: inputs.args.len() as u64,
+        env_addr,
+        env_len: env.len() as u64,
+        envc: inputs.env.len() as u64,
+        heap_start,
+        heap_end: memory,
+        fuel: config.fuel.unwrap_or(u64::MAX),
+        max_wasm_memory: config.max_wasm_memory_bytes,
+        max_table_elements: config.max_table_elements,
+        tsc_khz: vm.tsc_khz(),
+        realtime_ns: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0),
+        flags: if config.debug { FLAG_DEBUG } else { 0 }
+            | if service.is_some() { FLAG_SERVICE } else { 0 },
+        listeners: service.map_or(0, |s| s.listen.len() as u64),
+        net_window: service.map_or(0, |s| s.window),
+        max_connections: service.map_or(0, |s| s.max_connections),
+    };
+    vm.write(l::SHIM_BASE, image, "shim image")?;
+    vm.write(module_addr, module, "module")?;
+    vm.write(args_addr, &args, "argv")?;
+    vm.write(env_addr, &env, "environment")?;
+    vm.write(l::BOOT_INFO_ADDR, &boot.encode(), "boot block")?;
+    let t_loaded = Instant::now();
+    let measurement = LaunchMeasurement::compute_with_service(
+        l::SHIM_BASE,
+        guest.entry,
+        image,
+        module,
+        config,
+        service,
+    );
+    let t_measured = Instant::now();
+    Ok(Prepared {
+        vm,
+        measurement,
+        start,
+        t_created,
+        t_loaded,
+        t_measured,
+    })
 }

@@ -10,6 +10,7 @@
 //!   in [`hypercall::untrusted_guest_request`], the security boundary.
 //! - [`vmm`] — KVM VM, vCPU, memory, page tables, GDT/IDT, watchdog.
 //! - [`check`] — is KVM usable, which backend.
+//! - [`service`] — `ironclaw serve`: an enclave as a network service (host-owned sockets).
 
 pub mod attest;
 pub mod check;
@@ -19,6 +20,7 @@ pub mod launch;
 pub mod measurement;
 pub mod platform_key;
 pub mod sealing;
+pub mod service;
 pub mod shim;
 pub mod vmm;
 

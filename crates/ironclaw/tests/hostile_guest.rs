@@ -138,13 +138,17 @@ fn unknown_call_numbers_get_unknown_call_and_the_run_continues() {
     let mem = memory();
     let mut io = Io::new();
     let mut d = Dispatcher::new(io.run_io(), 1 << 20, 100);
-    for number in [0u32, 4, 0xFF, 0x100, 0x1FF, 0x200, 0xDEAD_BEEF, u32::MAX] {
+    for number in [0u32, 5, 0xFF, 0x100, 0x1FF, 0x200, 0xDEAD_BEEF, u32::MAX] {
         write_request(&mem, header(number, 0, 0, [u64::MAX; 4]), &[]);
         assert_eq!(d.handle(&mem).unwrap(), Step::Continue, "call {number:#x}");
         let r = response(&mem);
         assert_eq!(r.status, status::UNKNOWN_CALL, "call {number:#x}");
         assert_eq!(r.payload_len, 0);
     }
+    // The socket relay exists only in a service launch.
+    write_request(&mem, header(call::NET, 0, 0, [0; 4]), &[]);
+    assert_eq!(d.handle(&mem).unwrap(), Step::Continue);
+    assert_eq!(response(&mem).status, status::UNAVAILABLE);
 }
 
 #[test]
@@ -290,5 +294,110 @@ fn hostile_guest_images_are_stopped_with_precise_errors() {
     match ran.result {
         Err(LaunchError::GuestFault(f)) => assert_eq!(f.vector, 13),
         other => panic!("expected #GP, got {other:?}"),
+    }
+}
+
+/// A service guest's NET operations against a real relay (no KVM needed): operations that
+/// break the protocol end the run with a precise error (exit code 108), valid ones work.
+#[test]
+fn hostile_net_operations_end_a_service_run() {
+    use ironclaw::hypercall::NetCallError;
+    use ironclaw::service::relay::Relay;
+    use ironclaw::service::ServiceConfig;
+    use ironclaw_abi::net::{self, encode_header};
+
+    let cfg = ServiceConfig {
+        listen: vec!["tcp:127.0.0.1:0".parse().unwrap()],
+        window: 1024,
+        ..Default::default()
+    };
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (
+            encode_header(net::OP_SEND, 77, 0, 2)
+                .iter()
+                .chain(b"hi")
+                .copied()
+                .collect(),
+            "send on unknown handle 77",
+        ),
+        (
+            encode_header(net::OP_WINDOW, 5, 1, 0).to_vec(),
+            "window on unknown handle 5",
+        ),
+        (
+            encode_header(net::OP_SHUTDOWN, 1, 9, 0).to_vec(),
+            "field `value` = 9",
+        ),
+        (encode_header(42, 0, 0, 0).to_vec(), "unknown kind 42"),
+        (
+            encode_header(net::OP_SEND, 1, 0, 1000).to_vec(),
+            "TruncatedData",
+        ),
+    ];
+    for (ops, expect) in cases {
+        let mut relay = Relay::bind(&cfg).unwrap();
+        let mem = memory();
+        let mut io = Io::new();
+        let mut d = Dispatcher::new(io.run_io(), 1 << 20, 100).with_net(&mut relay);
+        write_request(&mem, header(call::NET, 0, ops.len() as u32, [0; 4]), &ops);
+        match d.handle(&mem) {
+            Err(e @ DispatchError::Net(NetCallError::Protocol(_))) => {
+                let msg = e.to_string();
+                assert!(msg.contains(expect), "{msg} should mention {expect}");
+                assert_eq!(
+                    LaunchError::from(e).exit_code(),
+                    exit_code::PROTOCOL,
+                    "protocol violations end the run with 108"
+                );
+            }
+            other => panic!("{expect}: expected a protocol error, got {other:?}"),
+        }
+    }
+
+    // A valid exchange: a client connects, the relay reports it with no wait, the guest's
+    // credit return beyond the window is refused.
+    let mut relay = Relay::bind(&cfg).unwrap();
+    let addr = match &relay.bound()[0] {
+        ironclaw::service::ListenAddr::Tcp(a) => *a,
+        other => panic!("{other}"),
+    };
+    let mut client = std::net::TcpStream::connect(addr).unwrap();
+    std::io::Write::write_all(&mut client, b"hello").unwrap();
+    let mem = memory();
+    let mut io = Io::new();
+    let mut d = Dispatcher::new(io.run_io(), 1 << 20, 100).with_net(&mut relay);
+    let mut seen = Vec::new();
+    for _ in 0..50 {
+        write_request(&mem, header(call::NET, 0, 0, [100_000_000, 0, 0, 0]), &[]);
+        assert_eq!(d.handle(&mem).unwrap(), Step::Continue);
+        let r = response(&mem);
+        assert_eq!(r.status, status::OK);
+        let mut events = vec![0u8; r.payload_len as usize];
+        mem.read_slice(
+            &mut events,
+            GuestAddress(layout::SHARED_BUF_ADDR + DATA_OFFSET as u64),
+        )
+        .unwrap();
+        seen.extend(events);
+        if seen.windows(5).any(|w| w == b"hello") {
+            break;
+        }
+    }
+    let kinds: Vec<(u32, u32, u32)> = net::records(&seen)
+        .map(|r| {
+            let (_, r) = r.unwrap();
+            (r.kind, r.handle, r.value)
+        })
+        .collect();
+    assert_eq!(kinds[0], (net::EV_ACCEPTED, 0, 1), "{kinds:?}");
+    assert!(kinds.contains(&(net::EV_DATA, 1, 0)), "{kinds:?}");
+    // 5 bytes consumed -> credit 1024 again; 6 would exceed the window.
+    let ops = encode_header(net::OP_WINDOW, 1, 6, 0);
+    write_request(&mem, header(call::NET, 0, 16, [0; 4]), &ops);
+    match d.handle(&mem) {
+        Err(DispatchError::Net(NetCallError::Protocol(m))) => {
+            assert!(m.contains("exceeds the window"), "{m}")
+        }
+        other => panic!("expected a window violation, got {other:?}"),
     }
 }

@@ -58,6 +58,47 @@ pub enum DispatchError {
     },
     #[error("reading the module's stdin: {0}")]
     Input(std::io::Error),
+    #[error("socket relay: {0}")]
+    Net(NetCallError),
+}
+
+/// Why a NET exchange ended the run.
+#[derive(Debug, thiserror::Error)]
+pub enum NetCallError {
+    /// The guest's operations broke the protocol (exit code 108).
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    /// The host's own socket machinery failed (exit code 125).
+    #[error("host I/O: {0}")]
+    Host(String),
+}
+
+/// The socket relay of a service (`crate::service`): performs one NET exchange.
+pub trait NetCalls {
+    /// Applies the guest's `ops`, waits at most `wait_ns` when there is nothing to report
+    /// (acknowledgements count only with `wake_on_ack`),
+    /// and writes event records (at most `DATA_CAPACITY` bytes) into `events`. Returns the
+    /// response flags.
+    fn exchange(
+        &mut self,
+        wait_ns: u64,
+        wake_on_ack: bool,
+        ops: &[u8],
+        events: &mut Vec<u8>,
+    ) -> Result<u64, NetCallError>;
+
+    /// Looks for SIGTERM/SIGINT without waiting (after KVM_RUN was interrupted).
+    fn check_signals(&mut self) {}
+
+    /// When the grace period after a termination signal ends, once one arrived.
+    fn grace_deadline(&self) -> Option<std::time::Instant> {
+        None
+    }
+
+    /// True when the service is done: terminating and no connection left, or grace over.
+    fn finished(&self) -> bool {
+        false
+    }
 }
 
 /// Answer of an extension call.
@@ -87,6 +128,11 @@ pub struct RunIo<'a> {
 pub struct Dispatcher<'a> {
     io: RunIo<'a>,
     extension: Option<&'a mut dyn IronClawCalls>,
+    net: Option<&'a mut dyn NetCalls>,
+    /// NET exchanges so far (not counted against `max_calls`: a service's exits are its
+    /// work; the CPU guard is the per-turn fuel).
+    net_calls: u64,
+    events: Vec<u8>,
     max_output: u64,
     max_calls: u64,
     output_written: u64,
@@ -104,6 +150,9 @@ impl<'a> Dispatcher<'a> {
         Self {
             io,
             extension: None,
+            net: None,
+            net_calls: 0,
+            events: Vec::new(),
             max_output,
             max_calls,
             output_written: 0,
@@ -119,6 +168,22 @@ impl<'a> Dispatcher<'a> {
         self
     }
 
+    /// Installs the socket relay (service launches).
+    pub fn with_net(mut self, net: &'a mut dyn NetCalls) -> Self {
+        self.net = Some(net);
+        self
+    }
+
+    /// The socket relay, if any.
+    pub fn net_mut(&mut self) -> Option<&mut (dyn NetCalls + 'a)> {
+        self.net.as_deref_mut()
+    }
+
+    /// NET exchanges handled so far.
+    pub fn net_calls(&self) -> u64 {
+        self.net_calls
+    }
+
     /// When the module's first output byte reached the host.
     pub fn first_output(&self) -> Option<Instant> {
         self.first_output
@@ -132,7 +197,7 @@ impl<'a> Dispatcher<'a> {
     /// Handles one `out` to the hypercall port.
     pub fn handle(&mut self, mem: &GuestMemoryMmap) -> Result<Step, DispatchError> {
         self.calls += 1;
-        if self.calls > self.max_calls {
+        if self.calls.saturating_sub(self.net_calls) > self.max_calls {
             return Err(DispatchError::ExitFlood {
                 limit: self.max_calls,
             });
@@ -205,6 +270,29 @@ impl<'a> Dispatcher<'a> {
                 } else {
                     respond(mem, answer.status, answer.values, &answer.payload)?;
                 }
+                Ok(Step::Continue)
+            }
+            Call::Net {
+                wait_ns,
+                wake_on_ack,
+                ops,
+            } => {
+                let Some(net) = self.net.as_mut() else {
+                    respond(mem, status::UNAVAILABLE, [0; RESPONSE_VALUES], &[])?;
+                    return Ok(Step::Continue);
+                };
+                self.net_calls += 1;
+                self.events.clear();
+                let flags = net
+                    .exchange(wait_ns, wake_on_ack, ops, &mut self.events)
+                    .map_err(DispatchError::Net)?;
+                if self.events.len() > DATA_CAPACITY {
+                    return Err(DispatchError::Net(NetCallError::Host(format!(
+                        "{} bytes of events exceed the data area",
+                        self.events.len()
+                    ))));
+                }
+                respond(mem, status::OK, [flags, 0], &self.events)?;
                 Ok(Step::Continue)
             }
             Call::Unknown { .. } => {

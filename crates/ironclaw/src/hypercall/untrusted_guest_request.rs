@@ -35,6 +35,8 @@ pub enum RequestError {
     UnexpectedPayload { call: u32, len: u32 },
     #[error("read request: args[0] = {0} is zero or larger than the data area")]
     BadReadLength(u64),
+    #[error("NET request: args[1] = {0:#x} has unknown wait flags")]
+    BadNetFlags(u64),
 }
 
 /// A validated call.
@@ -53,6 +55,14 @@ pub enum Call<'a> {
     Flush,
     /// Read at most `max` bytes of stdin (1..=DATA_CAPACITY).
     ReadStdin { max: usize },
+    /// Socket relay of a service: wait at most `wait_ns` for events; `ops` are the guest's
+    /// operation records (parsed by `crate::service::untrusted_guest_ops`).
+    /// `wake_on_ack`: acknowledgements alone end the wait (`net::WAIT_WRITABLE`).
+    Net {
+        wait_ns: u64,
+        wake_on_ack: bool,
+        ops: &'a [u8],
+    },
     /// A call in IronClaw's own range (0x100..=0x1FF): the dispatcher's extension decides.
     IronClaw {
         number: u32,
@@ -158,6 +168,16 @@ pub fn parse_request<'a>(
             }
             Call::ReadStdin { max: max as usize }
         }
+        call::NET => {
+            if h.args[1] & !ironclaw_abi::net::WAIT_WRITABLE != 0 {
+                return Err(RequestError::BadNetFlags(h.args[1]));
+            }
+            Call::Net {
+                wait_ns: h.args[0],
+                wake_on_ack: h.args[1] & ironclaw_abi::net::WAIT_WRITABLE != 0,
+                ops: payload,
+            }
+        }
         n @ call::IRONCLAW_FIRST..=call::IRONCLAW_LAST => Call::IronClaw {
             number: n,
             args: h.args,
@@ -252,6 +272,21 @@ mod tests {
             parse_request(&h, &[]),
             Err(RequestError::BadReadLength(u64::MAX))
         );
+    }
+
+    #[test]
+    fn net_requests_carry_only_known_wait_flags() {
+        let h = header(call::NET, 0, 0, [5, 1, 0, 0]);
+        assert_eq!(
+            parse_request(&h, &[]).unwrap().call,
+            Call::Net {
+                wait_ns: 5,
+                wake_on_ack: true,
+                ops: &[]
+            }
+        );
+        let h = header(call::NET, 0, 0, [5, 2, 0, 0]);
+        assert_eq!(parse_request(&h, &[]), Err(RequestError::BadNetFlags(2)));
     }
 
     #[test]
