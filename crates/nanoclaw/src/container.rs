@@ -336,23 +336,10 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
 }
 
 fn write_pid_file(path: &Path, pid: Pid) -> Result<(), ContainerError> {
-    // Written to a temp file and renamed, so a reader never sees a partial pid (runc does
-    // the same).
-    let tmp = path.with_extension("nanoclaw-tmp");
-    let io = |source| ContainerError::Io {
+    state::write_pid_file(path, pid.as_raw()).map_err(|source| ContainerError::Io {
         what: format!("--pid-file {}", path.display()),
         source,
-    };
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o644)
-        .open(&tmp)
-        .map_err(io)?;
-    f.write_all(pid.as_raw().to_string().as_bytes())
-        .map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    })
 }
 
 /// The state JSON a hook reads on stdin.

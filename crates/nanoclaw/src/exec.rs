@@ -620,23 +620,11 @@ fn parent_start(
     }
 }
 
-/// Writes the pid file atomically (temp file + rename), as a bare decimal like runc.
+/// Writes the pid file (state.rs: O_EXCL temp file, renamed), as a bare decimal like runc.
 pub fn write_pid_file(path: &Path, pid: i32) -> Result<(), ExecError> {
-    let err = |source| ExecError::PidFile {
+    crate::state::write_pid_file(path, pid).map_err(|source| ExecError::PidFile {
         path: path.to_path_buf(),
         source,
-    };
-    let abs = std::path::absolute(path).map_err(err)?;
-    let dir = abs.parent().unwrap_or(Path::new("/"));
-    let name = abs
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.nanoclaw-tmp"));
-    std::fs::write(&tmp, pid.to_string()).map_err(err)?;
-    std::fs::rename(&tmp, &abs).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        err(e)
     })
 }
 
@@ -702,6 +690,17 @@ fn child(go_r: OwnedFd, err_w: &OwnedFd, joins: &[NsFd], p: Prepared) -> Result<
 
 static FORWARD_TO: AtomicI32 = AtomicI32::new(0);
 
+/// The signals a foreground exec passes on to its process (as runc does).
+const FORWARDED: [Signal; 7] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGWINCH,
+];
+
 extern "C" fn forward(sig: libc::c_int) {
     let pid = FORWARD_TO.load(Ordering::Relaxed);
     if pid > 0 {
@@ -718,26 +717,27 @@ fn wait_forwarding_signals(pid: Pid) -> Result<i32, ExecError> {
         SaFlags::SA_RESTART,
         SigSet::empty(),
     );
-    for sig in [
-        Signal::SIGINT,
-        Signal::SIGTERM,
-        Signal::SIGHUP,
-        Signal::SIGQUIT,
-        Signal::SIGUSR1,
-        Signal::SIGUSR2,
-        Signal::SIGWINCH,
-    ] {
+    for sig in FORWARDED {
         // SAFETY: `forward` only reads an atomic and calls kill(2), both async-signal-safe.
         let _ = unsafe { nix::sys::signal::sigaction(sig, &act) };
     }
-    loop {
+    let result = loop {
         match waitpid(pid, None) {
-            Ok(WaitStatus::Exited(_, code)) => return Ok(code),
-            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
+            Ok(WaitStatus::Exited(_, code)) => break Ok(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => break Ok(128 + sig as i32),
             Ok(_) | Err(nix::Error::EINTR) => continue,
-            Err(e) => return Err(sys("waitpid")(e)),
+            Err(e) => break Err(sys("waitpid")(e)),
         }
+    };
+    // The child is reaped: its pid may be reused by anyone. Stop forwarding at once, and let
+    // the caller's signals act on us again (a Ctrl-C during the last output copy ends exec).
+    FORWARD_TO.store(0, Ordering::Relaxed);
+    let dfl = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    for sig in FORWARDED {
+        // SAFETY: installing SIG_DFL has no handler code to be unsafe about.
+        let _ = unsafe { nix::sys::signal::sigaction(sig, &dfl) };
     }
+    result
 }
 
 /// Joins `pid` to the cgroups `init_pid` is in, in every hierarchy: the directories come from

@@ -108,6 +108,40 @@ pub fn validate_id(id: &str) -> Result<(), StateError> {
     Ok(())
 }
 
+/// `dir` must be a real directory (not a symlink) owned by the runtime's euid (or root) and
+/// writable by nobody else.
+fn check_trusted_dir(id: &str, dir: &Path) -> Result<(), StateError> {
+    let io = |source| StateError::Io {
+        id: id.to_string(),
+        path: dir.to_path_buf(),
+        source,
+    };
+    let meta = std::fs::symlink_metadata(dir).map_err(io)?;
+    let euid = nix::unistd::geteuid().as_raw();
+    let why = if !meta.is_dir() {
+        Some("is not a directory".to_string())
+    } else if meta.uid() != euid && meta.uid() != 0 {
+        Some(format!(
+            "is not a directory owned by uid {euid} (owner {})",
+            meta.uid()
+        ))
+    } else if meta.mode() & 0o022 != 0 {
+        Some(format!(
+            "is writable by group or others (mode {:o}): state there could be forged",
+            meta.mode() & 0o7777
+        ))
+    } else {
+        None
+    };
+    match why {
+        Some(why) => Err(io(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!("--root {why}"),
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// A locked container state directory. The lock is released on drop.
 #[derive(Debug)]
 pub struct StateDir {
@@ -132,20 +166,7 @@ impl StateDir {
             .map_err(|e| io(root, e))?;
         // The default rootless --root may be under a shared /tmp: refuse a root directory
         // someone else owns (or a symlink to one) instead of writing state into it.
-        let meta = std::fs::symlink_metadata(root).map_err(|e| io(root, e))?;
-        let euid = nix::unistd::geteuid().as_raw();
-        if !meta.is_dir() || (meta.uid() != euid && meta.uid() != 0) {
-            return Err(io(
-                root,
-                std::io::Error::new(
-                    std::io::ErrorKind::PermissionDenied,
-                    format!(
-                        "--root is not a directory owned by uid {euid} (owner {})",
-                        meta.uid()
-                    ),
-                ),
-            ));
-        }
+        check_trusted_dir(id, root)?;
         let dir = root.join(id);
         // 0700: the records (hook environments, the config) are the container owner's only.
         match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
@@ -177,6 +198,10 @@ impl StateDir {
                 root: root.to_path_buf(),
             });
         }
+        // What exec and delete act on comes from these records: they must be the runtime
+        // user's alone, or another user could swap in a forged state, config or cgroup record.
+        check_trusted_dir(id, root)?;
+        check_trusted_dir(id, &dir)?;
         Self::lock(id, &dir)
     }
 
@@ -279,6 +304,56 @@ impl StateDir {
     }
 }
 
+/// Writes `--pid-file` as a bare decimal, atomically: a fresh temp file in the same directory,
+/// created `O_EXCL | O_NOFOLLOW` relative to the directory's fd, then renamed over the target.
+/// The directory may belong to someone else (a user-owned path given to a root runtime): a
+/// symlink or file planted under the temp name is never followed or truncated.
+pub fn write_pid_file(path: &Path, pid: i32) -> std::io::Result<()> {
+    use nix::fcntl::OFlag;
+    use nix::sys::stat::Mode;
+    let abs = std::path::absolute(path)?;
+    let dir = abs.parent().unwrap_or(Path::new("/"));
+    let name = abs.file_name().ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "--pid-file names no file")
+    })?;
+    let dir_fd = nix::fcntl::open(
+        dir,
+        OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut attempt = 0u32;
+    let (tmp, fd) = loop {
+        let tmp = format!(
+            ".{}.{}.{attempt}.nanoclaw-tmp",
+            name.to_string_lossy(),
+            std::process::id()
+        );
+        match nix::fcntl::openat(
+            &dir_fd,
+            tmp.as_str(),
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o644),
+        ) {
+            Ok(fd) => break (tmp, fd),
+            Err(nix::Error::EEXIST) if attempt < 100 => attempt += 1,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let written = File::from(fd)
+        .write_all(pid.to_string().as_bytes())
+        .and_then(|()| {
+            nix::fcntl::renameat(&dir_fd, tmp.as_str(), &dir_fd, name).map_err(Into::into)
+        });
+    if written.is_err() {
+        let _ = nix::unistd::unlinkat(
+            &dir_fd,
+            tmp.as_str(),
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        );
+    }
+    written
+}
+
 /// Start time (clock ticks since boot) of `pid`, field 22 of /proc/<pid>/stat; None if the
 /// process is gone.
 pub fn process_start_time(pid: i32) -> Option<u64> {
@@ -314,5 +389,52 @@ pub fn default_root(euid: u32) -> PathBuf {
     match std::env::var_os("XDG_RUNTIME_DIR") {
         Some(d) if !d.is_empty() => PathBuf::from(d).join("nanoclaw"),
         _ => PathBuf::from(format!("/tmp/nanoclaw-{euid}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A directory someone else controls: symlinks planted under the target name and under
+    /// the temp names this process would try first must not be followed.
+    #[test]
+    fn pid_file_never_follows_planted_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        for attempt in 0..3 {
+            let planted = dir.path().join(format!(
+                ".x.pid.{}.{attempt}.nanoclaw-tmp",
+                std::process::id()
+            ));
+            std::os::unix::fs::symlink(&victim, planted).unwrap();
+        }
+        std::os::unix::fs::symlink(&victim, dir.path().join("x.pid")).unwrap();
+        write_pid_file(&dir.path().join("x.pid"), 4242).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        let meta = std::fs::symlink_metadata(dir.path().join("x.pid")).unwrap();
+        assert!(meta.is_file(), "the symlink was replaced by a file");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("x.pid")).unwrap(),
+            "4242"
+        );
+    }
+
+    #[test]
+    fn state_root_writable_by_others_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = StateDir::create(dir.path(), "x").unwrap_err().to_string();
+        assert!(e.contains("writable by group or others"), "{e}");
+        assert!(!dir.path().join("x").exists());
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let made = StateDir::create(dir.path(), "x").unwrap();
+        drop(made);
+        std::fs::set_permissions(dir.path().join("x"), std::fs::Permissions::from_mode(0o757))
+            .unwrap();
+        let e = StateDir::open(dir.path(), "x").unwrap_err().to_string();
+        assert!(e.contains("writable by group or others"), "{e}");
     }
 }

@@ -117,9 +117,9 @@ impl RelayEnds {
 }
 
 impl Relay {
-    /// Copies what the exited process left in the pipes, then stops. Output written later by
-    /// processes that outlive it (a daemon holding stdout) is not waited for: that would
-    /// hang the caller, as `runc exec` does in that case.
+    /// Copies what the pipes hold when the process has exited, then stops. Output written
+    /// later by processes that outlive it (a daemon holding stdout, a background writer) is
+    /// not waited for: that would hang the caller, as `runc exec` does in that case.
     pub fn finish(self) {
         let _ = nix::unistd::write(&self.stop, b"x");
         let _ = self.thread.join();
@@ -186,19 +186,41 @@ fn relay_loop(mut ends: RelayEnds, stop: OwnedFd) {
             relay_stdin(&mut ends, &mut pending, &mut caller_stdin_open, &mut buf);
         }
         if stop_now {
-            // The process exited: copy what it left (the pipes are non-blocking), then stop.
+            // The process exited: copy what the pipes held at that moment, then stop. Only
+            // that much: a process left behind (a background writer) must not keep the
+            // runtime relaying forever.
             for i in 0..2 {
-                while ends.outputs[i].is_some() {
-                    if !copy_available(&mut ends.outputs[i], 1 + i as RawFd, &mut buf) {
-                        ends.outputs[i] = None;
-                    }
-                    if ends.outputs[i].as_ref().is_some_and(|fd| !readable_now(fd)) {
+                let Some(fd) = ends.outputs[i].take() else {
+                    continue;
+                };
+                let mut left = queued_bytes(&fd);
+                while left > 0 {
+                    let want = left.min(buf.len());
+                    let n = match nix::unistd::read(&fd, buf.get_mut(..want).unwrap_or_default()) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if !write_all_blocking(caller(1 + i as RawFd), buf.get(..n).unwrap_or_default())
+                    {
                         break;
                     }
+                    left = left.saturating_sub(n);
                 }
             }
             return;
         }
+    }
+}
+
+/// Bytes waiting in a pipe (FIONREAD); 0 if the kernel cannot say.
+fn queued_bytes(fd: &OwnedFd) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int through the pointer, which outlives the call.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) };
+    if r < 0 {
+        0
+    } else {
+        usize::try_from(n).unwrap_or(0)
     }
 }
 
@@ -212,11 +234,6 @@ fn copy_available(src: &mut Option<OwnedFd>, dst: RawFd, buf: &mut [u8]) -> bool
         Err(nix::Error::EAGAIN) | Err(nix::Error::EINTR) => true,
         Err(_) => false,
     }
-}
-
-fn readable_now(fd: &OwnedFd) -> bool {
-    let mut p = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
-    matches!(nix::poll::poll(&mut p, PollTimeout::ZERO), Ok(n) if n > 0)
 }
 
 fn write_all_blocking(fd: BorrowedFd<'_>, mut data: &[u8]) -> bool {

@@ -384,6 +384,33 @@ fn exec_cannot_read_a_key_the_caller_possesses() {
     );
 }
 
+/// Without a user namespace, uid 0 inside has host root's user keyring, which the kernel
+/// treats as possessed by every uid-0 process: no keyring join can hide it (runc neither).
+/// The default profile denies keyctl/add_key/request_key, so an exec'd process under it
+/// cannot search it; with keyctl allowed (podman's profile) only a user namespace helps.
+#[test]
+fn default_profile_keeps_host_roots_user_keyring_out_of_reach() {
+    if !root("default_profile_keeps_host_roots_user_keyring_out_of_reach") {
+        return;
+    }
+    let c = Running::start(bundle_with_probe(), &spec(&["sleep", "100"]), "userkeyring");
+    let payload = format!("user-keyring-{}", std::process::id());
+    let desc = format!("claw-exec-test-{}", std::process::id());
+    let mut cmd = c
+        .runtime
+        .command(["exec", &c.id, "/probe", "keysearch-user", &desc]);
+    let serial = add_possessed_key_in_child(&payload, &mut cmd);
+    let out = cmd.output().expect("exec");
+    invalidate_key(serial);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains(&payload), "{}", text(&out));
+    assert!(
+        stdout.contains("keysearch-user: errno=1"),
+        "EPERM: {}",
+        text(&out)
+    );
+}
+
 /// Adds a `user` key with `payload` to root's user keyring and arranges for `cmd` to run with
 /// a session keyring that links it (so the key is possessed by `cmd`). Returns the serial,
 /// which is also appended to `cmd`'s arguments.
@@ -598,4 +625,75 @@ fn exec_preserve_fds_still_passes_the_fd() {
         .read_to_string(&mut got)
         .expect("read pipe");
     assert_eq!(got, "through-fd3\n");
+}
+
+/// A process left behind that writes without end (`yes &`) must not keep a foreground exec
+/// relaying after the exec'd process exited: exec copies what was queued, then returns.
+#[test]
+fn a_background_writer_cannot_keep_exec_running() {
+    if !root("a_background_writer_cannot_keep_exec_running") {
+        return;
+    }
+    let c = Running::start(
+        Bundle::busybox().expect("bundle"),
+        &spec(&["sleep", "100"]),
+        "bgwriter",
+    );
+    let pty = Pty::open();
+    // The terminal's reader keeps up (as an operator's terminal does).
+    let reader_fd = pty.master.try_clone().expect("dup master");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop_reader = stop.clone();
+    let reader = std::thread::spawn(move || {
+        let mut f = std::fs::File::from(reader_fd);
+        let mut buf = [0u8; 65536];
+        while !stop_reader.load(std::sync::atomic::Ordering::Relaxed) {
+            if matches!(f.read(&mut buf), Ok(0) | Err(_)) {
+                break;
+            }
+        }
+    });
+    let mut cmd = Command::new(NANOCLAW);
+    cmd.arg("--root").arg(c.runtime.root()).args([
+        "exec",
+        &c.id,
+        "sh",
+        "-c",
+        "yes & sleep 1; exit 3",
+    ]);
+    let started = Instant::now();
+    let slave = pty.slave.as_raw_fd();
+    // SAFETY: as in Pty::run: async-signal-safe calls on fds of the forked child.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::setsid();
+            libc::ioctl(slave, libc::TIOCSCTTY, 0);
+            for fd in 0..3 {
+                libc::dup2(slave, fd);
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("exec");
+    let code = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st.code();
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("exec still relaying 30 s after its process exited");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    drop(c); // delete --force ends `yes`
+    drop(pty); // the slave closes: the reader's read returns EIO
+    let _ = reader.join();
+    assert_eq!(code, Some(3));
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        started.elapsed()
+    );
 }

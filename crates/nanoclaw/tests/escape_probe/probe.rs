@@ -175,6 +175,22 @@ fn main() {
                 }
                 ret
             }
+            // keyctl_search on the user keyring (KEY_SPEC_USER_KEYRING: always "possessed" by
+            // a process of that uid), then read what it found.
+            "keysearch-user" => {
+                let desc = c(it.next().map(String::as_str).unwrap_or(""));
+                let ty = c("user");
+                let id = unsafe { syscall(SYS_KEYCTL, 10i64, -4i64, ty.as_ptr(), desc.as_ptr(), 0i64) };
+                if id > 0 {
+                    let mut buf = [0u8; 256];
+                    let n = unsafe { syscall(SYS_KEYCTL, KEYCTL_READ, id, buf.as_mut_ptr(), 256i64) };
+                    if n > 0 {
+                        let n = (n as usize).min(buf.len());
+                        println!("keyread-payload: {}", String::from_utf8_lossy(&buf[..n]));
+                    }
+                }
+                id
+            }
             // Attaches to every new process that appears until the file /stop-race exists and
             // counts attaches that caught a process before it became the workload `COMM` (the
             // runtime's exec child, between fork and execve). Writes the counts to /race.out.
