@@ -2,7 +2,8 @@
 //!
 //! Each hook is a host (or, for `createContainer`/`startContainer`, container) program run with
 //! the container's state JSON on its stdin, exactly its own `args` (args\[0\] is argv\[0\]) and
-//! exactly its own `env` (nothing of the runtime's environment leaks into it). A hook that does not
+//! exactly its own `env` (nothing of the runtime's environment leaks into it; a `startContainer`
+//! hook without `env` gets the container process's environment, as in runc and youki). A hook that does not
 //! finish within `timeout` seconds is killed with SIGKILL and counts as failed.
 //!
 //! What a failure means depends on the hook ([`HookKind::failure_is_fatal`]):
@@ -222,10 +223,21 @@ pub fn run_hooks(
     hooks: Option<&Hooks>,
     state_json: &[u8],
 ) -> Result<(), HookError> {
+    run_hooks_with_env(kind, hooks, state_json, None)
+}
+
+/// [`run_hooks`] where a hook without an `env` field gets `default_env` (startContainer hooks
+/// get the container process's environment, as runc and youki give them).
+pub fn run_hooks_with_env(
+    kind: HookKind,
+    hooks: Option<&Hooks>,
+    state_json: &[u8],
+    default_env: Option<&[String]>,
+) -> Result<(), HookError> {
     let Some(hooks) = hooks else { return Ok(()) };
     for (i, hook) in kind.select(hooks).iter().enumerate() {
         let field = field_name(kind, i);
-        if let Err(e) = run_one(&field, hook, state_json) {
+        if let Err(e) = run_one_with_env(&field, hook, state_json, default_env) {
             if kind.failure_is_fatal() {
                 return Err(e);
             }
@@ -244,6 +256,17 @@ fn field_name(kind: HookKind, index: usize) -> String {
 
 /// Runs one hook to completion (or until its timeout).
 pub fn run_one(field: &str, hook: &Hook, state_json: &[u8]) -> Result<(), HookError> {
+    run_one_with_env(field, hook, state_json, None)
+}
+
+/// [`run_one`]; `default_env` is the environment of a hook whose `env` is absent (an empty
+/// `env` stays empty).
+pub fn run_one_with_env(
+    field: &str,
+    hook: &Hook,
+    state_json: &[u8],
+    default_env: Option<&[String]>,
+) -> Result<(), HookError> {
     let path = hook.path().clone();
     if !path.is_absolute() {
         return Err(HookError::RelativePath {
@@ -273,7 +296,8 @@ pub fn run_one(field: &str, hook: &Hook, state_json: &[u8]) -> Result<(), HookEr
         }
     }
     cmd.env_clear();
-    for kv in hook.env().as_deref().unwrap_or(&[]) {
+    let env = hook.env().as_deref().or(default_env).unwrap_or(&[]);
+    for kv in env {
         // An entry without '=' names a variable with an empty value, as execve would see it.
         let (k, v) = kv.split_once('=').unwrap_or((kv.as_str(), ""));
         cmd.env(k, v);

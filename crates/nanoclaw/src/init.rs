@@ -261,8 +261,10 @@ fn wait_for_start(
         }
     }
     if let Some(hooks) = ctx.plan.spec.hooks() {
+        // A hook without `env` gets the container process's environment (runc, youki).
         let kind = crate::hooks::HookKind::StartContainer;
-        crate::hooks::run_hooks(kind, Some(hooks), &hook_state("created"))?;
+        let env = Some(ctx.plan.process.env.as_slice());
+        crate::hooks::run_hooks_with_env(kind, Some(hooks), &hook_state("created"), env)?;
     }
     Ok(())
 }

@@ -417,3 +417,48 @@ fn exec_cgroup_flag_runs_in_a_sub_cgroup_like_runc() {
         }
     }
 }
+
+#[test]
+fn start_container_hook_without_env_gets_the_process_environment_like_runc() {
+    if !require_root("start_container_hook_without_env_gets_the_process_environment_like_runc") {
+        return;
+    }
+    let f = Fixture::new(|spec, _| {
+        spec["process"]["env"] = json!(["PATH=/bin:/usr/bin", "FROM_PROCESS=yes"]);
+        spec["hooks"] = json!({"startContainer": [
+            {"path": "/bin/sh", "args": ["sh", "-c", "env > /tmp/hook-noenv"]},
+            {"path": "/bin/sh", "args": ["sh", "-c", "env > /tmp/hook-env"], "env": ["ONLY=1"]},
+        ]});
+    });
+    for rt in both() {
+        let id = unique_name("hookenv");
+        let _ = std::fs::remove_file(f.rootfs.path().join("tmp/hook-noenv"));
+        let _ = std::fs::remove_file(f.rootfs.path().join("tmp/hook-env"));
+        f.started(&rt, &id);
+        let read = |n: &str| {
+            let p = f.rootfs.path().join("tmp").join(n);
+            assert!(
+                wait_until(Duration::from_secs(5), || p.exists()),
+                "{}: {n}",
+                name(&rt)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+            std::fs::read_to_string(p).unwrap()
+        };
+        let noenv = read("hook-noenv");
+        assert!(
+            noenv.lines().any(|l| l == "FROM_PROCESS=yes"),
+            "{}: {noenv}",
+            name(&rt)
+        );
+        assert!(
+            noenv.lines().any(|l| l == "PATH=/bin:/usr/bin"),
+            "{}: {noenv}",
+            name(&rt)
+        );
+        let env = read("hook-env");
+        assert!(env.lines().any(|l| l == "ONLY=1"), "{}: {env}", name(&rt));
+        assert!(!env.contains("FROM_PROCESS"), "{}: {env}", name(&rt));
+        f.delete(&rt, &id);
+    }
+}
