@@ -462,3 +462,59 @@ fn start_container_hook_without_env_gets_the_process_environment_like_runc() {
         f.delete(&rt, &id);
     }
 }
+
+/// Our own cgroup in the hierarchy whose /proc/self/cgroup line matches `pick`.
+fn own_cgroup(pick: impl Fn(&str) -> bool) -> Option<String> {
+    std::fs::read_to_string("/proc/self/cgroup")
+        .unwrap()
+        .lines()
+        .find(|l| l.split(':').nth(1).is_some_and(&pick))
+        .and_then(|l| l.splitn(3, ':').nth(2).map(str::to_string))
+}
+
+#[test]
+fn default_cgroup_is_the_id_under_the_runtimes_own_cgroup_like_runc() {
+    if !require_root("default_cgroup_is_the_id_under_the_runtimes_own_cgroup_like_runc") {
+        return;
+    }
+    let f = Fixture::new(|spec, _| {
+        spec["linux"].as_object_mut().unwrap().remove("cgroupsPath");
+    });
+    let has = |c: &str, x: &str| c.split(',').any(|y| y == x);
+    for rt in both() {
+        let id = unique_name("dflcg");
+        let pid = f.started(&rt, &id);
+        let theirs = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+        // v1 (memory, pids, ...): `<own>/<id>`. cgroup2: `<parent of own>/<id>`.
+        for ctrl in ["memory", "pids", "cpu"] {
+            let Some(own) = own_cgroup(|c| has(c, ctrl)) else {
+                continue;
+            };
+            let line = theirs
+                .lines()
+                .find(|l| l.split(':').nth(1).is_some_and(|c| has(c, ctrl)))
+                .unwrap_or_else(|| panic!("{}: no {ctrl} line in {theirs}", name(&rt)));
+            let want = Path::new(&own).join(&id);
+            assert!(
+                line.ends_with(&format!(":{}", want.display())),
+                "{} {ctrl}: {line} (want {})",
+                name(&rt),
+                want.display()
+            );
+        }
+        if let Some(own) = own_cgroup(str::is_empty) {
+            let parent = Path::new(&own).parent().unwrap_or(Path::new("/")).join(&id);
+            let line = theirs
+                .lines()
+                .find(|l| l.starts_with("0::"))
+                .unwrap_or_default();
+            assert_eq!(line, format!("0::{}", parent.display()), "{}", name(&rt));
+        }
+        // A tool looking for the id finds the cgroup.
+        let found = claw_testsupport::engines::cgroup_dirs_named(&id);
+        assert!(!found.is_empty(), "{}: no cgroup named {id}", name(&rt));
+        f.delete(&rt, &id);
+        let left = claw_testsupport::engines::cgroup_dirs_named(&id);
+        assert!(left.is_empty(), "{}: left {left:?}", name(&rt));
+    }
+}
