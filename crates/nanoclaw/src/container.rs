@@ -262,7 +262,42 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
         Ok(()) | Err(SyncError::Closed) => {}
         Err(e) => return Err(e.into()),
     }
-    match parent_sock.recv() {
+    // The hooks' state: the init's pid, status "creating".
+    let hook_json = || {
+        crate::hooks::state_json(
+            plan.spec.version(),
+            &opts.id,
+            "creating",
+            Some(pid.as_raw()),
+            &plan.bundle,
+            plan.spec.annotations().as_ref(),
+        )
+    };
+    let mut hooks_ran = false;
+    let before_pivot =
+        crate::hooks::HookKind::runtime_hooks_before_pivot(plan.spec.hooks().as_ref());
+    let mut next = parent_sock.recv();
+    // prestart and createRuntime, in the runtime namespace, while the init waits between its
+    // mounts and pivot_root (sync.rs step 3). A failure fails `create`; `unwind` kills the
+    // waiting init and removes everything.
+    if before_pivot && matches!(next, Ok(Msg::Mounted)) {
+        let json = hook_json();
+        let hooks = plan.spec.hooks().as_ref();
+        crate::hooks::run_hooks(crate::hooks::HookKind::Prestart, hooks, &json)?;
+        crate::hooks::run_hooks(crate::hooks::HookKind::CreateRuntime, hooks, &json)?;
+        hooks_ran = true;
+        match parent_sock.send(&Msg::HooksDone) {
+            Ok(()) | Err(SyncError::Closed) => {}
+            Err(e) => return Err(e.into()),
+        }
+        next = parent_sock.recv();
+    }
+    match next {
+        Ok(Msg::Ready) if before_pivot && !hooks_ran => {
+            return Err(ContainerError::InitFailed(
+                "the init skipped the prestart/createRuntime hook step".into(),
+            ))
+        }
         Ok(Msg::Ready) => {}
         Ok(Msg::Error(text)) => return Err(ContainerError::InitFailed(text)),
         Ok(other) => return Err(ContainerError::InitFailed(format!("unexpected {other:?}"))),
@@ -281,21 +316,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
     drop(parent_sock);
     crate::testpoint::hit("create:ready");
 
-    // Hooks in the runtime namespace: prestart and createRuntime. (The spec places them before
-    // pivot_root; here the init has finished its setup and waits on the exec fifo, which every
-    // hook that works through the container's pid and namespaces — network setup, device
-    // injection — sees the same way.) A failure fails `create`, and `unwind` removes it all.
     if let (Some(hooks), Some(dir)) = (plan.spec.hooks().as_ref(), unwind.state_dir.as_ref()) {
-        let json = crate::hooks::state_json(
-            plan.spec.version(),
-            &opts.id,
-            "creating",
-            Some(pid.as_raw()),
-            &plan.bundle,
-            plan.spec.annotations().as_ref(),
-        );
-        crate::hooks::run_hooks(crate::hooks::HookKind::Prestart, Some(hooks), &json)?;
-        crate::hooks::run_hooks(crate::hooks::HookKind::CreateRuntime, Some(hooks), &json)?;
         crate::hooks::save_record(dir.path(), hooks)?;
     }
 

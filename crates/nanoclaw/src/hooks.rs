@@ -69,6 +69,15 @@ impl HookKind {
 
     /// The hooks of this kind configured in `hooks` (empty when none).
     #[allow(deprecated)] // prestart is deprecated in the spec but still honoured, like runc does.
+    /// True when the config has prestart or createRuntime hooks: the runtime runs them while
+    /// the init waits between its mounts and pivot_root (sync.rs `Mounted`/`HooksDone`).
+    pub fn runtime_hooks_before_pivot(hooks: Option<&Hooks>) -> bool {
+        hooks.is_some_and(|h| {
+            !HookKind::Prestart.select(h).is_empty()
+                || !HookKind::CreateRuntime.select(h).is_empty()
+        })
+    }
+
     pub fn select(self, hooks: &Hooks) -> &[Hook] {
         let list = match self {
             HookKind::Prestart => hooks.prestart(),

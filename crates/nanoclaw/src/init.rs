@@ -201,6 +201,15 @@ fn setup_and_exec(ctx: &InitContext<'_>) -> Result<Never, InitError> {
             plan.spec.annotations().as_ref(),
         )
     };
+    // prestart and createRuntime run in the runtime, now: after the mounts, before
+    // createContainer and pivot_root (sync.rs step 3).
+    if crate::hooks::HookKind::runtime_hooks_before_pivot(plan.spec.hooks().as_ref()) {
+        ctx.sync.send(&Msg::Mounted)?;
+        match ctx.sync.recv()? {
+            Msg::HooksDone => {}
+            other => return Err(InitError::Protocol(other)),
+        }
+    }
     if let Some(hooks) = plan.spec.hooks() {
         let kind = crate::hooks::HookKind::CreateContainer;
         crate::hooks::run_hooks(kind, Some(hooks), &hook_state("creating"))?;

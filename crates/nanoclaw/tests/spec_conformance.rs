@@ -518,3 +518,62 @@ fn default_cgroup_is_the_id_under_the_runtimes_own_cgroup_like_runc() {
         assert!(left.is_empty(), "{}: left {left:?}", name(&rt));
     }
 }
+
+#[test]
+fn prestart_create_runtime_create_container_run_in_order_after_mounts_before_pivot_like_runc() {
+    if !require_root(
+        "prestart_create_runtime_create_container_run_in_order_after_mounts_before_pivot_like_runc",
+    ) {
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let order = out.path().join("order");
+    let f = Fixture::new(|spec, rootfs| {
+        // Each runtime-namespace hook appends: its name, the init's root as the host sees it
+        // ("/" until pivot_root), and whether the container's /proc is already mounted in the
+        // rootfs (its mountinfo). createContainer, in the container's mount namespace, sees
+        // the container's /proc under the rootfs's host path only before pivot_root.
+        let hook = |kind: &str| {
+            let script = if kind == "createContainer" {
+                format!(
+                    "test -e {root}/proc/1/status && m=before-pivot; echo {kind} $m >> {order}",
+                    root = rootfs.display(),
+                    order = order.display()
+                )
+            } else {
+                format!(
+                    "pid=$(sed 's/.*\"pid\": *\\([0-9]*\\).*/\\1/'); \
+                     n=$(awk -v m='{root}/proc' '$5 == m' /proc/$pid/mountinfo | wc -l); \
+                     echo {kind} $(readlink /proc/$pid/root) $n >> {order}",
+                    root = rootfs.display(),
+                    order = order.display()
+                )
+            };
+            json!({"path": "/bin/sh", "args": ["sh", "-c", script]})
+        };
+        spec["hooks"] = json!({
+            "createContainer": [hook("createContainer")],
+            "createRuntime": [hook("createRuntime")],
+            "prestart": [hook("prestart")],
+        });
+    });
+    for rt in both() {
+        let _ = std::fs::remove_file(&order);
+        let id = unique_name("hookorder");
+        let created = f.create(&rt, &id);
+        assert!(
+            created.status.success(),
+            "{}: {}",
+            name(&rt),
+            text(&created.stderr)
+        );
+        let got = std::fs::read_to_string(&order).unwrap_or_default();
+        assert_eq!(
+            got,
+            "prestart / 1\ncreateRuntime / 1\ncreateContainer before-pivot\n",
+            "{}",
+            name(&rt)
+        );
+        f.delete(&rt, &id);
+    }
+}
