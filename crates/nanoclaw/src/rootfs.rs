@@ -33,6 +33,13 @@ pub enum RootfsError {
     BadDestination { field: String, path: PathBuf },
     #[error("{field}: {why}")]
     Unsupported { field: String, why: String },
+    #[error("{field}: filesystem {fstype:?} must be mounted on ordinary directory: {path} in the rootfs is a {what}")]
+    NotOrdinaryDir {
+        field: String,
+        fstype: String,
+        path: PathBuf,
+        what: &'static str,
+    },
     #[error("{field}: tmpcopyup: {source}")]
     CopyUp {
         field: String,
@@ -269,6 +276,9 @@ impl<'a> RootfsMounter<'a> {
             }
             MountKind::Fs { fstype } if fstype == "tmpfs" => self.mount_tmpfs(m)?,
             MountKind::Fs { fstype } => {
+                if fstype == "proc" || fstype == "sysfs" {
+                    self.check_ordinary_dir(m, fstype)?;
+                }
                 let target = self.resolve(&m.field, &m.destination, Some(Create::Dir))?;
                 let source = m
                     .source
@@ -319,6 +329,48 @@ impl<'a> RootfsMounter<'a> {
             }
         }
         Ok(())
+    }
+
+    /// proc and sysfs go only on a directory (or a path that does not exist yet): an image whose
+    /// `/proc` or `/sys` is a symlink or a file is refused, naming the path, as runc refuses
+    /// it ("must be mounted on ordinary directory"), rather than mounted where the link points.
+    /// The parent is resolved inside the rootfs; the last component is examined unfollowed.
+    fn check_ordinary_dir(&self, m: &MountPlan, fstype: &str) -> Result<(), RootfsError> {
+        let (Some(parent), Some(name)) = (m.destination.parent(), m.destination.file_name()) else {
+            return Ok(());
+        };
+        let parent_fd = match open_in_root(self.root_fd()?, parent) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => return Ok(()),
+            Err(e) => return Err(sys(format!("{}: resolve {}", m.field, parent.display()))(e)),
+        };
+        let st = match nix::sys::stat::fstatat(
+            &parent_fd,
+            name,
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        ) {
+            Ok(st) => st,
+            Err(Errno::ENOENT) => return Ok(()),
+            Err(e) => {
+                return Err(sys(format!(
+                    "{}: stat {}",
+                    m.field,
+                    m.destination.display()
+                ))(e))
+            }
+        };
+        let what = match st.st_mode & libc::S_IFMT {
+            libc::S_IFDIR => return Ok(()),
+            libc::S_IFLNK => "symlink",
+            libc::S_IFREG => "regular file",
+            _ => "special file",
+        };
+        Err(RootfsError::NotOrdinaryDir {
+            field: m.field.clone(),
+            fstype: fstype.to_string(),
+            path: m.destination.clone(),
+            what,
+        })
     }
 
     /// A tmpfs over a directory the image has takes that directory's mode (`mode=` ahead of

@@ -577,3 +577,53 @@ fn prestart_create_runtime_create_container_run_in_order_after_mounts_before_piv
         f.delete(&rt, &id);
     }
 }
+
+#[test]
+fn proc_or_sys_symlink_in_the_image_is_refused_like_runc() {
+    if !require_root("proc_or_sys_symlink_in_the_image_is_refused_like_runc") {
+        return;
+    }
+    for dir in ["proc", "sys"] {
+        let f = Fixture::new(|_, rootfs| {
+            let p = rootfs.join(dir);
+            let _ = std::fs::remove_dir_all(&p);
+            std::os::unix::fs::symlink("/elsewhere", &p).unwrap();
+        });
+        for rt in both() {
+            let id = unique_name("procsym");
+            let out = f.create(&rt, &id);
+            let err = text(&out.stderr);
+            assert!(
+                !out.status.success(),
+                "{}: /{dir} symlink accepted",
+                name(&rt)
+            );
+            assert!(
+                err.contains("must be mounted on ordinary directory"),
+                "{}: {err}",
+                name(&rt)
+            );
+            if rt == nanoclaw() {
+                assert!(
+                    err.contains(&format!("/{dir} in the rootfs is a symlink")),
+                    "{err}"
+                );
+            }
+            assert!(
+                !f.rootfs.path().join("elsewhere").exists(),
+                "{}: link followed",
+                name(&rt)
+            );
+            let state = f.run(&rt, &["state", &id]);
+            assert!(!state.status.success(), "{}: container left", name(&rt));
+            let mounts = claw_testsupport::bundle::mounts_under(f.rootfs.path());
+            assert!(mounts.is_empty(), "{}: mounts left {mounts:?}", name(&rt));
+            let cgroups = claw_testsupport::engines::cgroup_dirs_named(&id);
+            assert!(
+                cgroups.is_empty(),
+                "{}: cgroups left {cgroups:?}",
+                name(&rt)
+            );
+        }
+    }
+}
