@@ -434,12 +434,33 @@ pub fn start_locked(dir: &StateDir) -> Result<State, ContainerError> {
     let _ = std::fs::remove_file(&fifo);
     st.status = Status::Running;
     dir.save(&st)?;
-    // poststart: the process has been started; a failure is only a warning (spec).
+    // poststart: the process has been started. A failure fails `start` and stops the
+    // container (runtime-spec 1.3: "generate an error, stop the container"); `delete` then
+    // runs the poststop hooks and removes it.
     if let Some(hooks) = crate::hooks::load_record(dir.path()) {
         let json = hook_state(&st, "running");
-        crate::hooks::run_hooks(crate::hooks::HookKind::Poststart, Some(&hooks), &json)?;
+        if let Err(e) =
+            crate::hooks::run_hooks(crate::hooks::HookKind::Poststart, Some(&hooks), &json)
+        {
+            stop_after_failed_start(dir, &st);
+            return Err(e.into());
+        }
     }
     Ok(st)
+}
+
+/// Kills every process of a container whose `start` failed after the fifo was written: the
+/// whole cgroup when the container has one, else the init (checked against its start time).
+fn stop_after_failed_start(dir: &StateDir, st: &State) {
+    if let Ok(Some(mgr)) = crate::cgroup::load(dir.path()) {
+        if !mgr.paths().is_empty() {
+            let _ = mgr.thaw();
+            let _ = mgr.kill_all();
+        }
+    }
+    if let Some(pid) = st.pid {
+        kill_and_reap(Pid::from_raw(pid), st.init_start_time);
+    }
 }
 
 /// `start ID`.

@@ -7,9 +7,9 @@
 //! finish within `timeout` seconds is killed with SIGKILL and counts as failed.
 //!
 //! What a failure means depends on the hook ([`HookKind::failure_is_fatal`]):
-//! `prestart`, `createRuntime`, `createContainer` and `startContainer` failures are errors (the
-//! caller stops the container and continues with deletion); `poststart` and `poststop` failures are
-//! logged as warnings and the remaining hooks still run.
+//! `prestart`, `createRuntime`, `createContainer`, `startContainer` and (runtime-spec 1.3)
+//! `poststart` failures are errors (the caller stops the container and continues with deletion);
+//! `poststop` failures are logged as warnings and the remaining hooks still run.
 //!
 //! Where each kind runs is the caller's business (the container init runs `createContainer` and
 //! `startContainer` inside the container's namespaces); this module only runs the programs.
@@ -64,7 +64,9 @@ impl HookKind {
     /// True when the spec makes a failure of this hook an error of the operation (the container
     /// is then stopped and deleted); false when the runtime must only log a warning and go on.
     pub fn failure_is_fatal(self) -> bool {
-        !matches!(self, HookKind::Poststart | HookKind::Poststop)
+        // runtime-spec 1.3: a failing poststart hook MUST generate an error and stop the
+        // container (1.0-1.2 made it a warning).
+        !matches!(self, HookKind::Poststop)
     }
 
     /// The hooks of this kind configured in `hooks` (empty when none).
@@ -225,8 +227,8 @@ pub fn validate(hooks: &Hooks) -> Result<(), HookError> {
 /// Runs the hooks of `kind` in order with `state_json` on stdin.
 ///
 /// For a kind whose failure is fatal the first failure stops the sequence and is returned. For
-/// `poststart`/`poststop` every hook runs; each failure is logged as a warning and `Ok` is
-/// returned, as the spec requires.
+/// `poststop` every hook runs; each failure is logged as a warning and `Ok` is returned, as the
+/// spec requires.
 pub fn run_hooks(
     kind: HookKind,
     hooks: Option<&Hooks>,

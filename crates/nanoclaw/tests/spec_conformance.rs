@@ -627,3 +627,59 @@ fn proc_or_sys_symlink_in_the_image_is_refused_like_runc() {
         }
     }
 }
+
+#[test]
+fn failing_poststart_hook_fails_start_and_stops_the_container() {
+    if !require_root("failing_poststart_hook_fails_start_and_stops_the_container") {
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let o = out.path().display().to_string();
+    let f = Fixture::new(|spec, _| {
+        spec["hooks"] = json!({
+            "poststart": [
+                {"path": "/bin/sh", "args": ["sh", "-c", "exit 3"]},
+                {"path": "/bin/sh", "args": ["sh", "-c", format!("touch {o}/after")]},
+            ],
+            "poststop": [{"path": "/bin/sh", "args": ["sh", "-c", format!("touch {o}/poststop")]}],
+        });
+    });
+    // nanoclaw only: runc 1.1.5 runs poststart hooks during `create` (its failure fails
+    // create), not after `start` as the spec orders.
+    for rt in [nanoclaw()] {
+        let _ = std::fs::remove_file(out.path().join("after"));
+        let _ = std::fs::remove_file(out.path().join("poststop"));
+        let id = unique_name("poststart");
+        let created = f.create(&rt, &id);
+        assert!(
+            created.status.success(),
+            "{}: {}",
+            name(&rt),
+            text(&created.stderr)
+        );
+        let pid = f.pid(&rt, &id);
+        let started = f.run(&rt, &["start", &id]);
+        assert!(!started.status.success(), "{}: start succeeded", name(&rt));
+        assert!(
+            !out.path().join("after").exists(),
+            "{}: next hook ran",
+            name(&rt)
+        );
+        assert!(
+            wait_until(Duration::from_secs(5), || {
+                !claw_testsupport::bundle::pid_alive(pid as i32)
+            }),
+            "{}: the container still runs",
+            name(&rt)
+        );
+        let st = f.run(&rt, &["state", &id]);
+        let v: Value = serde_json::from_slice(&st.stdout).unwrap_or(Value::Null);
+        assert_eq!(v["status"], "stopped", "{}: {v}", name(&rt));
+        f.delete(&rt, &id);
+        assert!(
+            out.path().join("poststop").exists(),
+            "{}: poststop on delete",
+            name(&rt)
+        );
+    }
+}
