@@ -643,6 +643,13 @@ pub fn exec_in(
     if let Some(fd) = &pid_ns {
         nix::sched::setns(fd.as_fd(), CloneFlags::CLONE_NEWPID).map_err(sys("setns(pid)"))?;
     }
+    // execCPUAffinity.initial: the runtime itself moves to those CPUs before the fork, so the
+    // child runs there until it is in the container's cgroup (runtime-spec); `final` is set by
+    // the child once it is in the cgroup.
+    if let Some(cpus) = &prepared.plan.sched.affinity_initial {
+        crate::sched::set_affinity("process.execCPUAffinity.initial", cpus)
+            .map_err(|e| ExecError::Plan(e.to_string()))?;
+    }
     let (go_r, go_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
     let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
 
@@ -797,6 +804,11 @@ fn child(go_r: OwnedFd, err_w: &OwnedFd, joins: &[NsFd], p: Prepared) -> Result<
         }
     }
     drop(go_r);
+    // In the container's cgroup now: execCPUAffinity.final.
+    if let Some(cpus) = &p.plan.sched.affinity_final {
+        crate::sched::set_affinity("process.execCPUAffinity.final", cpus)
+            .map_err(|e| ExecError::Plan(e.to_string()))?;
+    }
     for ns in joins {
         nix::sched::setns(ns.fd.as_fd(), ns.flag).map_err(|source| ExecError::Sys {
             what: match ns.name {

@@ -168,6 +168,8 @@ pub struct ProcessPlan {
     pub rlimits: Vec<RlimitPlan>,
     pub oom_score_adj: Option<i32>,
     pub no_new_privileges: bool,
+    /// process.scheduler, process.ioPriority, process.execCPUAffinity (sched.rs).
+    pub sched: crate::sched::SchedPlan,
     pub terminal: bool,
 }
 
@@ -1017,15 +1019,10 @@ fn process_plan(
     }
     // A terminal needs --console-socket (checked by `create`, which knows the flags).
     let terminal = p.terminal().unwrap_or(false);
-    if p.scheduler().is_some() {
-        return Err(field("process.scheduler", "not supported"));
-    }
-    if p.io_priority().is_some() {
-        return Err(field("process.ioPriority", "not supported"));
-    }
-    if p.exec_cpu_affinity().is_some() {
-        return Err(field("process.execCPUAffinity", "not supported"));
-    }
+    let sched = crate::sched::plan(p).map_err(|e| match e {
+        crate::sched::SchedError::Invalid { field: f, why } => field(f, why),
+        other => field("process", other.to_string()),
+    })?;
     Ok(ProcessPlan {
         args,
         env,
@@ -1038,5 +1035,6 @@ fn process_plan(
         oom_score_adj: p.oom_score_adj(),
         no_new_privileges: p.no_new_privileges().unwrap_or(false),
         terminal,
+        sched,
     })
 }

@@ -683,3 +683,85 @@ fn failing_poststart_hook_fails_start_and_stops_the_container() {
         );
     }
 }
+
+/// Fields 19 (nice) and 41 (policy) of `/proc/<pid>/stat`-formatted text.
+fn nice_and_policy(stat: &str) -> (i64, i64) {
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    (f[16].parse().unwrap(), f[38].parse().unwrap())
+}
+
+#[test]
+fn scheduler_io_priority_and_exec_cpu_affinity_reach_the_process() {
+    if !require_root("scheduler_io_priority_and_exec_cpu_affinity_reach_the_process") {
+        return;
+    }
+    // nanoclaw only: runc 1.1.5 (spec 1.0.2) ignores these fields.
+    let f = Fixture::new(|spec, _| {
+        spec["process"]["scheduler"] = json!({"policy": "SCHED_BATCH", "nice": 7});
+        spec["process"]["ioPriority"] = json!({"class": "IOPRIO_CLASS_IDLE", "priority": 0});
+        spec["process"]["execCPUAffinity"] = json!({"initial": "0", "final": "1"});
+    });
+    let rt = nanoclaw();
+    let id = unique_name("sched");
+    let pid = f.started(&rt, &id);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    assert_eq!(nice_and_policy(&stat), (7, 3), "init: SCHED_BATCH, nice 7");
+    // The exec'd process gets the same, and execCPUAffinity (final: CPU 1).
+    let out = f.run(
+        &rt,
+        &[
+            "exec",
+            &id,
+            "sh",
+            "-c",
+            "cat /proc/self/stat; ionice; taskset -p $$",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let o = text(&out.stdout);
+    let mut lines = o.lines();
+    assert_eq!(nice_and_policy(lines.next().unwrap()), (7, 3), "{o}");
+    assert_eq!(lines.next().unwrap_or_default().trim(), "idle", "{o}");
+    let affinity = lines.next().unwrap_or_default();
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2 {
+        assert!(
+            affinity.trim_end().ends_with(": 2"),
+            "final affinity is CPU 1: {o}"
+        );
+    }
+    f.delete(&rt, &id);
+
+    // Bad values are refused before anything is created, naming the field.
+    for (key, value, field) in [
+        (
+            "scheduler",
+            json!({"policy": "SCHED_FIFO", "priority": 0}),
+            "process.scheduler.priority",
+        ),
+        (
+            "ioPriority",
+            json!({"class": "IOPRIO_CLASS_BE", "priority": 9}),
+            "process.ioPriority.priority",
+        ),
+        (
+            "execCPUAffinity",
+            json!({"initial": "3-1"}),
+            "execCPUAffinity",
+        ),
+    ] {
+        let bad = Fixture::new(|spec, _| spec["process"][key] = value.clone());
+        let id = unique_name("badsched");
+        let out = bad.create(&rt, &id);
+        assert!(!out.status.success(), "{key} accepted");
+        assert!(
+            text(&out.stderr).contains(field),
+            "{key}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            !bad.run(&rt, &["state", &id]).status.success(),
+            "{key}: state left"
+        );
+    }
+}
