@@ -344,12 +344,18 @@ pub fn parse_user(s: &str) -> Result<(u32, Option<u32>), ExecError> {
 /// The namespaces a process joins, in the order it joins them: user first (it grants the
 /// capabilities the other setns calls need inside a user namespace), mount last. `pid` is
 /// joined by the runtime before the fork (it only affects children).
-const JOIN_ORDER: [(&str, CloneFlags); 6] = [
+/// The time namespace is read from `time_for_children`: the init enters its own at execve,
+/// so before `start` its `time` link still shows the runtime's.
+const JOIN_ORDER: [(&str, CloneFlags); 7] = [
     ("user", CloneFlags::CLONE_NEWUSER),
     ("ipc", CloneFlags::CLONE_NEWIPC),
     ("uts", CloneFlags::CLONE_NEWUTS),
     ("net", CloneFlags::CLONE_NEWNET),
     ("cgroup", CloneFlags::CLONE_NEWCGROUP),
+    (
+        "time_for_children",
+        CloneFlags::from_bits_retain(libc::CLONE_NEWTIME),
+    ),
     ("mnt", CloneFlags::CLONE_NEWNS),
 ];
 
@@ -817,6 +823,7 @@ fn child(go_r: OwnedFd, err_w: &OwnedFd, joins: &[NsFd], p: Prepared) -> Result<
                 "uts" => "setns(uts)",
                 "net" => "setns(net)",
                 "cgroup" => "setns(cgroup)",
+                "time_for_children" => "setns(time)",
                 _ => "setns(mnt)",
             },
             source,

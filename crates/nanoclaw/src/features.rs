@@ -149,6 +149,7 @@ pub fn features() -> Features {
         LinuxNamespaceType::Mount,
         LinuxNamespaceType::Network,
         LinuxNamespaceType::Pid,
+        LinuxNamespaceType::Time,
         LinuxNamespaceType::User,
         LinuxNamespaceType::Uts,
     ]));

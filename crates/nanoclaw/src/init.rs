@@ -146,6 +146,19 @@ fn setup_and_exec(ctx: &InitContext<'_>) -> Result<Never, InitError> {
     if in_userns {
         process::become_ns_root()?;
     }
+    // A new time namespace: unshared now (it becomes our time_for_children), its offsets
+    // written before any process is in it, entered by our execve; hooks we run see it too.
+    let newtime = nix::sched::CloneFlags::from_bits_retain(libc::CLONE_NEWTIME);
+    if plan.namespaces.creates(newtime) {
+        nix::sched::unshare(newtime).map_err(sys("unshare(CLONE_NEWTIME)"))?;
+        let offsets = crate::spec::time_offsets_text(&plan.spec);
+        if !offsets.is_empty() {
+            std::fs::write("/proc/self/timens_offsets", offsets).map_err(|e| InitError::Sys {
+                what: "linux.timeOffsets: writing /proc/self/timens_offsets",
+                source: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+            })?;
+        }
+    }
     // A user namespace joined by path may deny setgroups (one made by `unshare -r`, or by an
     // unprivileged runtime): then only an empty additionalGids can be honoured.
     let setgroups_denied = ctx.setgroups_denied

@@ -272,6 +272,26 @@ fn ns_flag(t: LinuxNamespaceType) -> CloneFlags {
     }
 }
 
+/// `linux.timeOffsets` in the format of `/proc/<pid>/timens_offsets` (validated by `validate`):
+/// one `<clock> <secs> <nanosecs>` line per clock.
+pub fn time_offsets_text(spec: &Spec) -> String {
+    let mut out = String::new();
+    let offsets = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.time_offsets().as_ref());
+    let mut sorted: Vec<_> = offsets.into_iter().flatten().collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    for (clock, off) in sorted {
+        out.push_str(&format!(
+            "{clock} {} {}\n",
+            off.secs().unwrap_or(0),
+            off.nanosecs().unwrap_or(0)
+        ));
+    }
+    out
+}
+
 /// Refuses a mount namespace path that is the runtime's own mount namespace or that of pid 1:
 /// the rootfs setup pivot_roots the namespace it runs in, which would move the root of every
 /// process there (the host's) into the container's rootfs.
@@ -471,8 +491,28 @@ pub fn validate(bundle: &Path, spec: Spec, euid: u32) -> Result<Plan, SpecError>
         // Paths absolute, timeouts positive; the hooks themselves run in `container`/`init`.
         crate::hooks::validate(hooks).map_err(|e| field("hooks", e.to_string()))?;
     }
-    if linux.time_offsets().is_some() {
-        return Err(field("linux.timeOffsets", "not supported"));
+    if let Some(offsets) = linux.time_offsets() {
+        let newtime = CloneFlags::from_bits_retain(libc::CLONE_NEWTIME);
+        if !namespaces.creates(newtime) {
+            return Err(field(
+                "linux.timeOffsets",
+                "needs a new time namespace: add {\"type\": \"time\"} without a path to linux.namespaces",
+            ));
+        }
+        for (clock, off) in offsets {
+            if !matches!(clock.as_str(), "monotonic" | "boottime") {
+                return Err(field(
+                    format!("linux.timeOffsets.{clock}"),
+                    "unknown clock: expected monotonic or boottime",
+                ));
+            }
+            if off.nanosecs().unwrap_or(0) >= 1_000_000_000 {
+                return Err(field(
+                    format!("linux.timeOffsets.{clock}.nanosecs"),
+                    "must be below 1000000000",
+                ));
+            }
+        }
     }
     // Security profile (issue 4): capabilities, seccomp (compiled in memory), sysctl,
     // masked/readonly paths, personality, LSM labels — before anything is created.

@@ -765,3 +765,91 @@ fn scheduler_io_priority_and_exec_cpu_affinity_reach_the_process() {
         );
     }
 }
+
+#[test]
+fn time_offsets_apply_in_a_new_time_namespace_to_init_and_exec() {
+    if !require_root("time_offsets_apply_in_a_new_time_namespace_to_init_and_exec") {
+        return;
+    }
+    // nanoclaw only: runc 1.1.5 (spec 1.0.2) has no time namespace support.
+    let days = 86_400 * 1000;
+    let f = Fixture::new(|spec, _| {
+        spec["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"type": "time"}));
+        spec["linux"]["timeOffsets"] = json!({
+            "boottime": {"secs": days, "nanosecs": 0},
+            "monotonic": {"secs": days, "nanosecs": 5},
+        });
+        spec["process"]["args"] =
+            json!(["sh", "-c", "cat /proc/uptime > /tmp/init-uptime; sleep 100"]);
+    });
+    let rt = nanoclaw();
+    let id = unique_name("timens");
+    // exec before start: it must already join the container's time namespace.
+    let out = f.create(&rt, &id);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let early = f.run(&rt, &["exec", &id, "cat", "/proc/uptime"]);
+    assert!(early.status.success(), "{}", text(&early.stderr));
+    assert!(f.run(&rt, &["start", &id]).status.success());
+    let uptime = |s: &str| -> f64 { s.split_whitespace().next().unwrap().parse().unwrap() };
+    let init_file = f.rootfs.path().join("tmp/init-uptime");
+    assert!(wait_until(Duration::from_secs(5), || init_file.exists()));
+    std::thread::sleep(Duration::from_millis(100));
+    let host = uptime(&std::fs::read_to_string("/proc/uptime").unwrap());
+    for (who, s) in [
+        ("init", std::fs::read_to_string(&init_file).unwrap()),
+        ("exec before start", text(&early.stdout)),
+        (
+            "exec",
+            text(&f.run(&rt, &["exec", &id, "cat", "/proc/uptime"]).stdout),
+        ),
+    ] {
+        let inside = uptime(&s);
+        assert!(
+            (inside - host - days as f64).abs() < 60.0,
+            "{who}: uptime {inside}, host {host}"
+        );
+    }
+    let offsets = f.run(&rt, &["exec", &id, "cat", "/proc/self/timens_offsets"]);
+    let o = text(&offsets.stdout);
+    let want = ["monotonic".to_string(), days.to_string(), "5".to_string()];
+    assert!(
+        o.lines()
+            .any(|l| l.split_whitespace().eq(want.iter().map(String::as_str))),
+        "{o}"
+    );
+    f.delete(&rt, &id);
+
+    // Offsets without a new time namespace, or for an unknown clock: refused, naming the field.
+    for (edit, want) in [
+        (
+            json!({"monotonic": {"secs": 1}}),
+            "needs a new time namespace",
+        ),
+        (
+            json!({"realtime": {"secs": 1}}),
+            "linux.timeOffsets.realtime",
+        ),
+    ] {
+        let with_ns = want != "needs a new time namespace";
+        let bad = Fixture::new(|spec, _| {
+            if with_ns {
+                spec["linux"]["namespaces"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!({"type": "time"}));
+            }
+            spec["linux"]["timeOffsets"] = edit.clone();
+        });
+        let id = unique_name("badtime");
+        let out = bad.create(&rt, &id);
+        assert!(!out.status.success(), "{edit} accepted");
+        assert!(
+            text(&out.stderr).contains(want),
+            "{edit}: {}",
+            text(&out.stderr)
+        );
+    }
+}
