@@ -314,6 +314,10 @@ impl<'a> RootfsMounter<'a> {
             }
             MountKind::Cgroup => self.mount_cgroup(m)?,
         }
+        if let Some(attr) = &m.recursive_attr {
+            let mounted = self.reresolve(&m.field, &m.destination)?;
+            set_recursive_attr(&m.field, &mounted, attr)?;
+        }
         if !m.propagation.is_empty() {
             let mounted = self.reresolve(&m.field, &m.destination)?;
             let tpath = fd_path(&mounted);
@@ -658,6 +662,37 @@ impl<'a> RootfsMounter<'a> {
 
 /// Remounts a bind mount with `flags`, keeping flags the kernel locked (a mount inherited
 /// from a more privileged namespace keeps its nosuid/nodev/noexec/ro/atime flags).
+/// mount_setattr(AT_RECURSIVE) on the mount at `fd` and every mount below it (the recursive
+/// mount options; Linux 5.12).
+fn set_recursive_attr(
+    field: &str,
+    fd: &OwnedFd,
+    attr: &crate::spec::RecursiveAttr,
+) -> Result<(), RootfsError> {
+    use std::os::fd::AsRawFd;
+    let ma = libc::mount_attr {
+        attr_set: attr.set,
+        attr_clr: attr.clear,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: mount_setattr reads `size_of::<mount_attr>()` bytes from `&ma`, which lives
+    // across the call; the path is an empty C string used with AT_EMPTY_PATH on our open fd.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
+            &ma as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    };
+    Errno::result(rc).map(drop).map_err(sys(format!(
+        "{field}: recursive mount options (mount_setattr)"
+    )))
+}
+
 fn remount(field: &str, target: &Path, flags: MsFlags) -> Result<(), RootfsError> {
     let base = MsFlags::MS_BIND | MsFlags::MS_REMOUNT;
     match mount(

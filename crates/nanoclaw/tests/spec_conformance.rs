@@ -853,3 +853,113 @@ fn time_offsets_apply_in_a_new_time_namespace_to_init_and_exec() {
         );
     }
 }
+
+/// The per-mount options (field 6) of the mounts at `points` in a mountinfo text.
+fn mount_opts(mountinfo: &str, point: &str) -> Vec<String> {
+    mountinfo
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (f.get(4) == Some(&point)).then(|| f.get(5).unwrap_or(&"").to_string())
+        })
+        .next_back()
+        .map(|o| o.split(',').map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// A host directory with a tmpfs mounted on `sub` inside it; unmounted on drop.
+struct VolWithSubmount(tempfile::TempDir);
+
+impl VolWithSubmount {
+    fn new() -> Self {
+        let d = tempfile::Builder::new()
+            .prefix("claw-rattr-")
+            .tempdir()
+            .unwrap();
+        std::fs::create_dir(d.path().join("sub")).unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+            .arg(d.path().join("sub"))
+            .status()
+            .unwrap();
+        assert!(st.success());
+        Self(d)
+    }
+}
+
+impl Drop for VolWithSubmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg(self.0.path().join("sub"))
+            .status();
+    }
+}
+
+#[test]
+fn recursive_mount_options_apply_to_submounts_like_runc() {
+    if !require_root("recursive_mount_options_apply_to_submounts_like_runc") {
+        return;
+    }
+    let vol = VolWithSubmount::new();
+    let mount = |opts: &[&str]| {
+        let mut o = vec!["rbind"];
+        o.extend_from_slice(opts);
+        json!({"destination": "/vol", "type": "bind", "source": vol.0.path(), "options": o})
+    };
+    let common = ["rro", "rnosuid", "rnodev", "rnoexec", "rnoatime"];
+    let f = Fixture::new(|spec, _| {
+        spec["mounts"].as_array_mut().unwrap().push(mount(&common));
+        spec["process"]["args"] = json!(["cat", "/proc/self/mountinfo"]);
+    });
+    for rt in both() {
+        let b = f.bundle.path().to_string_lossy().into_owned();
+        let id = unique_name("rattr");
+        let out = f.run(&rt, &["run", "--bundle", &b, &id]);
+        assert!(out.status.success(), "{}: {}", name(&rt), text(&out.stderr));
+        let mi = text(&out.stdout);
+        for point in ["/vol", "/vol/sub"] {
+            let opts = mount_opts(&mi, point);
+            for want in ["ro", "nosuid", "nodev", "noexec", "noatime"] {
+                assert!(
+                    opts.iter().any(|o| o == want),
+                    "{} {point}: {want} missing from {opts:?}",
+                    name(&rt)
+                );
+            }
+        }
+    }
+    // What runc 1.1.5 gets wrong or lacks: ratime / rnostrictatime after rnoatime go back to
+    // the default (relatime), rstrictatime, and rnosymfollow.
+    for (opts, want, not) in [
+        (&["rnoatime", "ratime"][..], "relatime", "noatime"),
+        (
+            &["rstrictatime", "rnostrictatime"][..],
+            "relatime",
+            "strictatime",
+        ),
+        (&["rnoatime", "rstrictatime"][..], "rw", "relatime"),
+        (&["rnosymfollow"][..], "nosymfollow", "ro"),
+        (&["rro", "rrw"][..], "rw", "ro"),
+    ] {
+        let f = Fixture::new(|spec, _| {
+            spec["mounts"].as_array_mut().unwrap().push(mount(opts));
+            spec["process"]["args"] = json!(["cat", "/proc/self/mountinfo"]);
+        });
+        let b = f.bundle.path().to_string_lossy().into_owned();
+        let id = unique_name("rattr");
+        let out = f.run(&nanoclaw(), &["run", "--bundle", &b, &id]);
+        assert!(out.status.success(), "{opts:?}: {}", text(&out.stderr));
+        let mi = text(&out.stdout);
+        for point in ["/vol", "/vol/sub"] {
+            let o = mount_opts(&mi, point);
+            assert!(
+                o.iter().any(|x| x == want),
+                "{opts:?} {point}: {want} not in {o:?}"
+            );
+            assert!(
+                !o.iter().any(|x| x == not),
+                "{opts:?} {point}: {not} in {o:?}"
+            );
+        }
+    }
+}
