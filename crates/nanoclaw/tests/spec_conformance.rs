@@ -646,7 +646,8 @@ fn failing_poststart_hook_fails_start_and_stops_the_container() {
     });
     // nanoclaw only: runc 1.1.5 runs poststart hooks during `create` (its failure fails
     // create), not after `start` as the spec orders.
-    for rt in [nanoclaw()] {
+    let rt = nanoclaw();
+    {
         let _ = std::fs::remove_file(out.path().join("after"));
         let _ = std::fs::remove_file(out.path().join("poststop"));
         let id = unique_name("poststart");
