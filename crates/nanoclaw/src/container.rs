@@ -463,6 +463,19 @@ fn stop_after_failed_start(dir: &StateDir, st: &State) {
     }
 }
 
+/// `run` / `run -d` whose `start` failed (e.g. a poststart hook): the container is removed as
+/// `delete --force` removes it — processes, cgroup, then the poststop hooks (runtime-spec 1.3:
+/// "stop the container, and continue the lifecycle" at the undo step), then the state.
+fn remove_after_failed_start(dir: StateDir, st: &State) {
+    stop_after_failed_start(&dir, st);
+    let _ = crate::cgroup::remove(dir.path());
+    if let Some(hooks) = crate::hooks::load_record(dir.path()) {
+        let json = hook_state(st, "stopped");
+        let _ = crate::hooks::run_hooks(crate::hooks::HookKind::Poststop, Some(&hooks), &json);
+    }
+    let _ = dir.remove();
+}
+
 /// `start ID`.
 pub fn start(root: &Path, id: &str) -> Result<State, ContainerError> {
     let dir = StateDir::open(root, id)?;
@@ -569,8 +582,7 @@ pub fn exit_code(status: WaitStatus) -> Option<i32> {
 pub fn run_detached(opts: &CreateOptions) -> Result<(), ContainerError> {
     let created = create(opts)?;
     if let Err(e) = start_locked(&created.state_dir) {
-        kill_and_reap(created.pid, created.state.init_start_time);
-        let _ = created.state_dir.remove();
+        remove_after_failed_start(created.state_dir, &created.state);
         return Err(e);
     }
     Ok(())
@@ -638,9 +650,7 @@ fn run_blocked(opts: &CreateOptions, set: &SigSet) -> Result<i32, ContainerError
     };
     let pid = created.pid;
     if let Err(e) = start_locked(&created.state_dir) {
-        kill_and_reap(pid, created.state.init_start_time);
-        let _ = crate::cgroup::remove(created.state_dir.path());
-        let _ = created.state_dir.remove();
+        remove_after_failed_start(created.state_dir, &created.state);
         return Err(e);
     }
     let stdio_relay = match created.stdio_relay.map(crate::stdio::RelayEnds::start) {

@@ -683,6 +683,24 @@ fn failing_poststart_hook_fails_start_and_stops_the_container() {
             name(&rt)
         );
     }
+    // `run` and `run -d` remove the container themselves: poststop runs, nothing is left.
+    for flags in [&["run"][..], &["run", "-d"][..]] {
+        let _ = std::fs::remove_file(out.path().join("poststop"));
+        let id = unique_name("poststart-run");
+        let b = f.bundle.path().to_string_lossy().into_owned();
+        let ran = f.run(&rt, &[flags, &["--bundle", &b, &id]].concat());
+        assert!(!ran.status.success(), "{flags:?}: succeeded");
+        assert!(
+            out.path().join("poststop").exists(),
+            "{flags:?}: no poststop"
+        );
+        assert!(
+            !f.run(&rt, &["state", &id]).status.success(),
+            "{flags:?}: state left"
+        );
+        let cgroups = claw_testsupport::engines::cgroup_dirs_named(&id);
+        assert!(cgroups.is_empty(), "{flags:?}: cgroups left {cgroups:?}");
+    }
 }
 
 /// Fields 19 (nice) and 41 (policy) of `/proc/<pid>/stat`-formatted text.
