@@ -540,6 +540,12 @@ pub fn exec(root: &Path, id: &str, req: &ExecRequest) -> Result<ExecOutcome, Exe
         let join: Box<dyn Fn(i32) -> Result<(), String>> = match cgroup {
             Some(mgr) if !subs.is_empty() => {
                 let targets = subs.targets(mgr.paths());
+                if targets.is_empty() {
+                    return Err(ExecError::BadCgroup {
+                        arg: req.cgroups.join(" "),
+                        why: "the container has no cgroup of its own".into(),
+                    });
+                }
                 for t in &targets {
                     if !t.is_dir() {
                         return Err(ExecError::BadCgroup {
