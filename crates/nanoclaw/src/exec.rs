@@ -205,7 +205,8 @@ impl SubCgroups {
 
     /// The directory each hierarchy's `cgroup.procs` is written in: the container's own
     /// directory, or the sub-cgroup chosen for one of its controllers (else the bare `PATH`).
-    /// The unified (v2) hierarchy takes the bare `PATH`.
+    /// The unified (v2) hierarchy takes the bare `PATH`, else the path given for one of the
+    /// controllers it has.
     pub fn targets(&self, paths: &nanoclaw_cgroups::CgroupPaths) -> Vec<PathBuf> {
         let mut out: Vec<PathBuf> = Vec::new();
         for (ctrls, h) in &paths.v1 {
@@ -219,7 +220,14 @@ impl SubCgroups {
             });
         }
         if let Some(u) = &paths.unified {
-            out.push(match &self.all {
+            // cgroup2 is one hierarchy: the bare PATH, else the sub-cgroup named for one of
+            // the controllers it has (pure v2: `memory:sub` works as in runc).
+            let has = std::fs::read_to_string(u.dir.join("cgroup.controllers")).unwrap_or_default();
+            let sub = self.all.as_ref().or_else(|| {
+                has.split_whitespace()
+                    .find_map(|c| self.per_controller.get(c))
+            });
+            out.push(match sub {
                 Some(s) => u.dir.join(s),
                 None => u.dir.clone(),
             });

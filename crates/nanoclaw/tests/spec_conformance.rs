@@ -397,6 +397,38 @@ fn exec_cgroup_flag_runs_in_a_sub_cgroup_like_runc() {
             {
                 assert!(line.ends_with("/sub"), "every hierarchy moves: {mine}");
             }
+            // The `ctrl:` form on the cgroup2 hierarchy (pure v2's only form in practice):
+            // here when the container's cgroup2 directory has hugetlb, as on this host.
+            if let Some(u) = &unified {
+                let ctrls =
+                    std::fs::read_to_string(u.join("cgroup.controllers")).unwrap_or_default();
+                if ctrls.split_whitespace().any(|c| c == "hugetlb") {
+                    let _ = std::fs::create_dir(u.join("sub2"));
+                    let out = f.run(
+                        &rt,
+                        &[
+                            "exec",
+                            "--cgroup",
+                            "hugetlb:sub2",
+                            &id,
+                            "cat",
+                            "/proc/self/cgroup",
+                        ],
+                    );
+                    assert!(out.status.success(), "{}", text(&out.stderr));
+                    let mine = text(&out.stdout);
+                    let v2 = mine
+                        .lines()
+                        .find(|l| l.starts_with("0::"))
+                        .unwrap_or_default();
+                    assert!(v2.ends_with("/sub2"), "cgroup2 moves: {mine}");
+                } else {
+                    eprintln!(
+                        "exec --cgroup hugetlb:sub2 not checked: no hugetlb in {}",
+                        u.display()
+                    );
+                }
+            }
             let out = f.run(&rt, &["exec", "--cgroup", "../up", &id, "echo", "ran"]);
             assert_eq!(out.status.code(), Some(255));
             let err = text(&out.stderr);
