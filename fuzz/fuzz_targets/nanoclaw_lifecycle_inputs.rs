@@ -21,6 +21,9 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = nanoclaw::signal::parse_signal(text);
         let _ = nanoclaw::exec::parse_user(text);
+        let _ = nanoclaw::exec::parse_cap(text);
+        let _ = nanoclaw::exec::SubCgroups::parse(&[text.to_string()]);
+        let _ = nanoclaw::sched::parse_cpu_list("process.execCPUAffinity.initial", text);
         let _ = text.parse::<nanoclaw::logging::LogFormat>();
         let _ = text.parse::<nanoclaw::list::OutputFormat>();
         let _ = nanoclaw::list::filter_ps_table(text, &[1, 2, 3]);

@@ -119,19 +119,13 @@ pub fn complete_device_rules(
     rules
 }
 
-/// The cgroup of a container whose config names none: `nanoclaw-<hash of --root>-<id>`,
-/// relative (under the runtime's own cgroup). runc uses the bare id; the --root hash keeps two
-/// runtime instances (two engines, parallel tests) that both use an id like "t" apart.
-pub fn default_cgroups_path(state_dir: &Path, id: &str) -> PathBuf {
-    let root = state_dir.parent().unwrap_or(state_dir);
-    let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
-    // FNV-1a: a stable, dependency-free 64-bit hash; uniqueness, not secrecy, is needed.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in root.as_os_str().as_encoded_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    PathBuf::from(format!("nanoclaw-{:08x}-{id}", h >> 32))
+/// The cgroup of a container whose config names none: the container id, relative — under the
+/// runtime's own cgroup on v1 and under its parent on cgroup2 (`nanoclaw_cgroups::path`), as
+/// runc does, so tools that look for the id find it. Two containers with one id under two
+/// --roots would share it: the second `create` is refused (a populated cgroup is never
+/// adopted), as with runc.
+pub fn default_cgroups_path(_state_dir: &Path, id: &str) -> PathBuf {
+    PathBuf::from(id)
 }
 
 fn record_path(state_dir: &Path) -> PathBuf {

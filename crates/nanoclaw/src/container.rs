@@ -262,7 +262,42 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
         Ok(()) | Err(SyncError::Closed) => {}
         Err(e) => return Err(e.into()),
     }
-    match parent_sock.recv() {
+    // The hooks' state: the init's pid, status "creating".
+    let hook_json = || {
+        crate::hooks::state_json(
+            plan.spec.version(),
+            &opts.id,
+            "creating",
+            Some(pid.as_raw()),
+            &plan.bundle,
+            plan.spec.annotations().as_ref(),
+        )
+    };
+    let mut hooks_ran = false;
+    let before_pivot =
+        crate::hooks::HookKind::runtime_hooks_before_pivot(plan.spec.hooks().as_ref());
+    let mut next = parent_sock.recv();
+    // prestart and createRuntime, in the runtime namespace, while the init waits between its
+    // mounts and pivot_root (sync.rs step 3). A failure fails `create`; `unwind` kills the
+    // waiting init and removes everything.
+    if before_pivot && matches!(next, Ok(Msg::Mounted)) {
+        let json = hook_json();
+        let hooks = plan.spec.hooks().as_ref();
+        crate::hooks::run_hooks(crate::hooks::HookKind::Prestart, hooks, &json)?;
+        crate::hooks::run_hooks(crate::hooks::HookKind::CreateRuntime, hooks, &json)?;
+        hooks_ran = true;
+        match parent_sock.send(&Msg::HooksDone) {
+            Ok(()) | Err(SyncError::Closed) => {}
+            Err(e) => return Err(e.into()),
+        }
+        next = parent_sock.recv();
+    }
+    match next {
+        Ok(Msg::Ready) if before_pivot && !hooks_ran => {
+            return Err(ContainerError::InitFailed(
+                "the init skipped the prestart/createRuntime hook step".into(),
+            ))
+        }
         Ok(Msg::Ready) => {}
         Ok(Msg::Error(text)) => return Err(ContainerError::InitFailed(text)),
         Ok(other) => return Err(ContainerError::InitFailed(format!("unexpected {other:?}"))),
@@ -281,21 +316,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
     drop(parent_sock);
     crate::testpoint::hit("create:ready");
 
-    // Hooks in the runtime namespace: prestart and createRuntime. (The spec places them before
-    // pivot_root; here the init has finished its setup and waits on the exec fifo, which every
-    // hook that works through the container's pid and namespaces — network setup, device
-    // injection — sees the same way.) A failure fails `create`, and `unwind` removes it all.
     if let (Some(hooks), Some(dir)) = (plan.spec.hooks().as_ref(), unwind.state_dir.as_ref()) {
-        let json = crate::hooks::state_json(
-            plan.spec.version(),
-            &opts.id,
-            "creating",
-            Some(pid.as_raw()),
-            &plan.bundle,
-            plan.spec.annotations().as_ref(),
-        );
-        crate::hooks::run_hooks(crate::hooks::HookKind::Prestart, Some(hooks), &json)?;
-        crate::hooks::run_hooks(crate::hooks::HookKind::CreateRuntime, Some(hooks), &json)?;
         crate::hooks::save_record(dir.path(), hooks)?;
     }
 
@@ -400,12 +421,46 @@ pub fn start_locked(dir: &StateDir) -> Result<State, ContainerError> {
     let _ = std::fs::remove_file(&fifo);
     st.status = Status::Running;
     dir.save(&st)?;
-    // poststart: the process has been started; a failure is only a warning (spec).
+    // poststart: the process has been started. A failure fails `start` and stops the
+    // container (runtime-spec 1.3: "generate an error, stop the container"); `delete` then
+    // runs the poststop hooks and removes it.
     if let Some(hooks) = crate::hooks::load_record(dir.path()) {
         let json = hook_state(&st, "running");
-        crate::hooks::run_hooks(crate::hooks::HookKind::Poststart, Some(&hooks), &json)?;
+        if let Err(e) =
+            crate::hooks::run_hooks(crate::hooks::HookKind::Poststart, Some(&hooks), &json)
+        {
+            stop_after_failed_start(dir, &st);
+            return Err(e.into());
+        }
     }
     Ok(st)
+}
+
+/// Kills every process of a container whose `start` failed after the fifo was written: the
+/// whole cgroup when the container has one, else the init (checked against its start time).
+fn stop_after_failed_start(dir: &StateDir, st: &State) {
+    if let Ok(Some(mgr)) = crate::cgroup::load(dir.path()) {
+        if !mgr.paths().is_empty() {
+            let _ = mgr.thaw();
+            let _ = mgr.kill_all();
+        }
+    }
+    if let Some(pid) = st.pid {
+        kill_and_reap(Pid::from_raw(pid), st.init_start_time);
+    }
+}
+
+/// `run` / `run -d` whose `start` failed (e.g. a poststart hook): the container is removed as
+/// `delete --force` removes it — processes, cgroup, then the poststop hooks (runtime-spec 1.3:
+/// "stop the container, and continue the lifecycle" at the undo step), then the state.
+fn remove_after_failed_start(dir: StateDir, st: &State) {
+    stop_after_failed_start(&dir, st);
+    let _ = crate::cgroup::remove(dir.path());
+    if let Some(hooks) = crate::hooks::load_record(dir.path()) {
+        let json = hook_state(st, "stopped");
+        let _ = crate::hooks::run_hooks(crate::hooks::HookKind::Poststop, Some(&hooks), &json);
+    }
+    let _ = dir.remove();
 }
 
 /// `start ID`.
@@ -514,8 +569,7 @@ pub fn exit_code(status: WaitStatus) -> Option<i32> {
 pub fn run_detached(opts: &CreateOptions) -> Result<(), ContainerError> {
     let created = create(opts)?;
     if let Err(e) = start_locked(&created.state_dir) {
-        kill_and_reap(created.pid, created.state.init_start_time);
-        let _ = created.state_dir.remove();
+        remove_after_failed_start(created.state_dir, &created.state);
         return Err(e);
     }
     Ok(())
@@ -583,9 +637,7 @@ fn run_blocked(opts: &CreateOptions, set: &SigSet) -> Result<i32, ContainerError
     };
     let pid = created.pid;
     if let Err(e) = start_locked(&created.state_dir) {
-        kill_and_reap(pid, created.state.init_start_time);
-        let _ = crate::cgroup::remove(created.state_dir.path());
-        let _ = created.state_dir.remove();
+        remove_after_failed_start(created.state_dir, &created.state);
         return Err(e);
     }
     let stdio_relay = match created.stdio_relay.map(crate::stdio::RelayEnds::start) {

@@ -70,6 +70,10 @@ pub enum ExecError {
     BadCwd(PathBuf),
     #[error("container {id:?} is {status}: cannot exec in a {status} container")]
     NotRunning { id: String, status: &'static str },
+    #[error("container {0:?} is paused: cannot exec in a paused container (use --ignore-paused to override)")]
+    Paused(String),
+    #[error("--cgroup {arg:?}: {why}")]
+    BadCgroup { arg: String, why: String },
     #[error("--tty --detach without --console-socket: the pty master of a detached process needs a console socket")]
     TtyNeedsSocket,
     #[error("--console-socket given but the process has no terminal (process.terminal / --tty)")]
@@ -127,6 +131,110 @@ pub struct ExecRequest {
     pub console_socket: Option<PathBuf>,
     /// `--preserve-fds N`: fds 3..3+N are passed to the process.
     pub preserve_fds: u32,
+    /// `--ignore-paused`: exec into a paused container (the process starts frozen and runs
+    /// once the container is resumed).
+    pub ignore_paused: bool,
+    /// `--cgroup [CONTROLLER[,CONTROLLER]:]PATH`: run the process in an existing sub-cgroup
+    /// of the container's cgroup.
+    pub cgroups: Vec<String>,
+}
+
+/// `--cap` as runc takes it: with or without the `CAP_` prefix, in any case.
+pub fn parse_cap(name: &str) -> Result<oci_spec::runtime::Capability, ExecError> {
+    let upper = name.trim().to_ascii_uppercase();
+    let bare = upper.strip_prefix("CAP_").unwrap_or(&upper);
+    if bare.is_empty() {
+        return Err(ExecError::BadCap(name.to_string()));
+    }
+    bare.parse()
+        .map_err(|_| ExecError::BadCap(name.to_string()))
+}
+
+/// The `--cgroup` flags: a sub-cgroup for every hierarchy (`PATH`) and per controller
+/// (`cpu,memory:PATH`, v1 hierarchies by any of their controllers).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubCgroups {
+    pub all: Option<PathBuf>,
+    pub per_controller: std::collections::BTreeMap<String, PathBuf>,
+}
+
+impl SubCgroups {
+    /// Parses runc's `[<controller>:]<cgroup>` forms. The path is relative to the container's
+    /// cgroup (a leading `/` is ignored) and may not climb out of it.
+    pub fn parse(args: &[String]) -> Result<Self, ExecError> {
+        let mut out = SubCgroups::default();
+        for arg in args {
+            let bad = |why: &str| ExecError::BadCgroup {
+                arg: arg.clone(),
+                why: why.to_string(),
+            };
+            let (ctrls, path) = match arg.split_once(':') {
+                Some((c, p)) => (Some(c), p),
+                None => (None, arg.as_str()),
+            };
+            let rel = PathBuf::from(path.trim_start_matches('/'));
+            if rel.as_os_str().is_empty() {
+                return Err(bad("empty sub-cgroup path"));
+            }
+            if rel
+                .components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_)))
+            {
+                return Err(bad(
+                    "the sub-cgroup path may not contain `..` or `.` (it must stay inside the container's cgroup)",
+                ));
+            }
+            match ctrls {
+                None => out.all = Some(rel),
+                Some(c) => {
+                    for ctrl in c.split(',') {
+                        if ctrl.is_empty() {
+                            return Err(bad("empty controller name before `:`"));
+                        }
+                        out.per_controller.insert(ctrl.to_string(), rel.clone());
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.all.is_none() && self.per_controller.is_empty()
+    }
+
+    /// The directory each hierarchy's `cgroup.procs` is written in: the container's own
+    /// directory, or the sub-cgroup chosen for one of its controllers (else the bare `PATH`).
+    /// The unified (v2) hierarchy takes the bare `PATH`, else the path given for one of the
+    /// controllers it has.
+    pub fn targets(&self, paths: &nanoclaw_cgroups::CgroupPaths) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = Vec::new();
+        for (ctrls, h) in &paths.v1 {
+            let sub = ctrls
+                .split(',')
+                .find_map(|c| self.per_controller.get(c))
+                .or(self.all.as_ref());
+            out.push(match sub {
+                Some(s) => h.dir.join(s),
+                None => h.dir.clone(),
+            });
+        }
+        if let Some(u) = &paths.unified {
+            // cgroup2 is one hierarchy: the bare PATH, else the sub-cgroup named for one of
+            // the controllers it has (pure v2: `memory:sub` works as in runc).
+            let has = std::fs::read_to_string(u.dir.join("cgroup.controllers")).unwrap_or_default();
+            let sub = self.all.as_ref().or_else(|| {
+                has.split_whitespace()
+                    .find_map(|c| self.per_controller.get(c))
+            });
+            out.push(match sub {
+                Some(s) => u.dir.join(s),
+                None => u.dir.clone(),
+            });
+        }
+        out.dedup();
+        out
+    }
 }
 
 /// Parses a `--process` file into an OCI `Process`, naming the offending JSON field on error.
@@ -213,8 +321,7 @@ pub fn build_process(
     if !req.caps.is_empty() {
         let mut caps = p.capabilities().clone().unwrap_or_default();
         for name in &req.caps {
-            let cap: oci_spec::runtime::Capability =
-                name.parse().map_err(|_| ExecError::BadCap(name.clone()))?;
+            let cap = parse_cap(name)?;
             let add = |set: Option<&oci_spec::runtime::Capabilities>| {
                 let mut set = set.cloned().unwrap_or_default();
                 set.insert(cap);
@@ -245,12 +352,18 @@ pub fn parse_user(s: &str) -> Result<(u32, Option<u32>), ExecError> {
 /// The namespaces a process joins, in the order it joins them: user first (it grants the
 /// capabilities the other setns calls need inside a user namespace), mount last. `pid` is
 /// joined by the runtime before the fork (it only affects children).
-const JOIN_ORDER: [(&str, CloneFlags); 6] = [
+/// The time namespace is read from `time_for_children`: the init enters its own at execve,
+/// so before `start` its `time` link still shows the runtime's.
+const JOIN_ORDER: [(&str, CloneFlags); 7] = [
     ("user", CloneFlags::CLONE_NEWUSER),
     ("ipc", CloneFlags::CLONE_NEWIPC),
     ("uts", CloneFlags::CLONE_NEWUTS),
     ("net", CloneFlags::CLONE_NEWNET),
     ("cgroup", CloneFlags::CLONE_NEWCGROUP),
+    (
+        "time_for_children",
+        CloneFlags::from_bits_retain(libc::CLONE_NEWTIME),
+    ),
     ("mnt", CloneFlags::CLONE_NEWNS),
 ];
 
@@ -373,7 +486,9 @@ pub fn exec(root: &Path, id: &str, req: &ExecRequest) -> Result<ExecOutcome, Exe
         };
         match status {
             crate::state::Status::Stopped => return Err(not("stopped")),
-            crate::state::Status::Paused => return Err(not("paused")),
+            crate::state::Status::Paused if !req.ignore_paused => {
+                return Err(ExecError::Paused(id.to_string()))
+            }
             _ => {}
         }
         let init_pid = st.pid.ok_or_else(|| not("stopped"))?;
@@ -429,8 +544,40 @@ pub fn exec(root: &Path, id: &str, req: &ExecRequest) -> Result<ExecOutcome, Exe
         // The container's cgroup from its record; without one (rootless), the init's cgroups.
         let cgroup =
             crate::cgroup::load(dir.path()).map_err(|e| ExecError::Cgroup(e.to_string()))?;
+        let subs = SubCgroups::parse(&req.cgroups)?;
         let join: Box<dyn Fn(i32) -> Result<(), String>> = match cgroup {
+            Some(mgr) if !subs.is_empty() => {
+                let targets = subs.targets(mgr.paths());
+                if targets.is_empty() {
+                    return Err(ExecError::BadCgroup {
+                        arg: req.cgroups.join(" "),
+                        why: "the container has no cgroup of its own".into(),
+                    });
+                }
+                for t in &targets {
+                    if !t.is_dir() {
+                        return Err(ExecError::BadCgroup {
+                            arg: req.cgroups.join(" "),
+                            why: format!("{}: no such cgroup (create it first)", t.display()),
+                        });
+                    }
+                }
+                Box::new(move |pid| {
+                    for t in &targets {
+                        let procs = t.join("cgroup.procs");
+                        std::fs::write(&procs, pid.to_string())
+                            .map_err(|e| format!("{}: {e}", procs.display()))?;
+                    }
+                    Ok(())
+                })
+            }
             Some(mgr) => Box::new(move |pid| mgr.add_process(pid).map_err(|e| e.to_string())),
+            None if !subs.is_empty() => {
+                return Err(ExecError::BadCgroup {
+                    arg: req.cgroups.join(" "),
+                    why: "the container has no cgroup of its own".into(),
+                })
+            }
             None => Box::new(move |pid| join_cgroups_of(init_pid, pid)),
         };
         (
@@ -515,6 +662,13 @@ pub fn exec_in(
     };
     if let Some(fd) = &pid_ns {
         nix::sched::setns(fd.as_fd(), CloneFlags::CLONE_NEWPID).map_err(sys("setns(pid)"))?;
+    }
+    // execCPUAffinity.initial: the runtime itself moves to those CPUs before the fork, so the
+    // child runs there until it is in the container's cgroup (runtime-spec); `final` is set by
+    // the child once it is in the cgroup.
+    if let Some(cpus) = &prepared.plan.sched.affinity_initial {
+        crate::sched::set_affinity("process.execCPUAffinity.initial", cpus)
+            .map_err(|e| ExecError::Plan(e.to_string()))?;
     }
     let (go_r, go_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
     let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
@@ -658,6 +812,11 @@ fn child(go_r: OwnedFd, err_w: &OwnedFd, joins: &[NsFd], p: Prepared) -> Result<
         }
     }
     drop(go_r);
+    // In the container's cgroup now: execCPUAffinity.final.
+    if let Some(cpus) = &p.plan.sched.affinity_final {
+        crate::sched::set_affinity("process.execCPUAffinity.final", cpus)
+            .map_err(|e| ExecError::Plan(e.to_string()))?;
+    }
     for ns in joins {
         nix::sched::setns(ns.fd.as_fd(), ns.flag).map_err(|source| ExecError::Sys {
             what: match ns.name {
@@ -666,6 +825,7 @@ fn child(go_r: OwnedFd, err_w: &OwnedFd, joins: &[NsFd], p: Prepared) -> Result<
                 "uts" => "setns(uts)",
                 "net" => "setns(net)",
                 "cgroup" => "setns(cgroup)",
+                "time_for_children" => "setns(time)",
                 _ => "setns(mnt)",
             },
             source,
@@ -779,6 +939,57 @@ pub fn join_cgroups_of(init_pid: i32, pid: i32) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cap_flag_takes_runc_forms() {
+        use oci_spec::runtime::Capability;
+        for name in ["CAP_KILL", "KILL", "cap_kill", "kill", "Cap_Kill"] {
+            assert_eq!(parse_cap(name).unwrap(), Capability::Kill, "{name}");
+        }
+        assert_eq!(parse_cap("cap_sys_admin").unwrap(), Capability::SysAdmin);
+        for bad in ["CAP_", "", "CAP_NOPE", "CAPKILL"] {
+            let e = parse_cap(bad).unwrap_err().to_string();
+            assert!(
+                e.contains("--cap") && e.contains("unknown capability"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn cgroup_flag_forms() {
+        let s =
+            |v: &[&str]| SubCgroups::parse(&v.iter().map(|x| x.to_string()).collect::<Vec<_>>());
+        let a = s(&["sub"]).unwrap();
+        assert_eq!(a.all.as_deref(), Some(Path::new("sub")));
+        let b = s(&["cpu,memory:/x/y", "pids:z"]).unwrap();
+        assert_eq!(b.per_controller["cpu"], Path::new("x/y"));
+        assert_eq!(b.per_controller["memory"], Path::new("x/y"));
+        assert_eq!(b.per_controller["pids"], Path::new("z"));
+        for bad in ["../up", "a/../../b", "", "/", ":x", "cpu,:x"] {
+            let e = s(&[bad]).unwrap_err().to_string();
+            assert!(e.contains("--cgroup"), "{bad}: {e}");
+        }
+        let mut paths = nanoclaw_cgroups::CgroupPaths::default();
+        let dir = |d: &str| nanoclaw_cgroups::path::HierarchyDir {
+            mountpoint: "/m".into(),
+            dir: d.into(),
+        };
+        paths.v1.insert("cpu,cpuacct".into(), dir("/m/cpu/c"));
+        paths.v1.insert("memory".into(), dir("/m/memory/c"));
+        paths.unified = Some(dir("/m/unified/c"));
+        let t = s(&["cpu:s"]).unwrap().targets(&paths);
+        assert_eq!(
+            t,
+            [
+                PathBuf::from("/m/cpu/c/s"),
+                "/m/memory/c".into(),
+                "/m/unified/c".into()
+            ]
+        );
+        let t = s(&["s"]).unwrap().targets(&paths);
+        assert!(t.iter().all(|p| p.ends_with("c/s")), "{t:?}");
+    }
 
     #[test]
     fn user_flag() {

@@ -149,6 +149,7 @@ pub fn features() -> Features {
         LinuxNamespaceType::Mount,
         LinuxNamespaceType::Network,
         LinuxNamespaceType::Pid,
+        LinuxNamespaceType::Time,
         LinuxNamespaceType::User,
         LinuxNamespaceType::Uts,
     ]));
@@ -202,7 +203,11 @@ pub fn features() -> Features {
     f.set_hooks(Some(
         HookKind::ALL.iter().map(|k| k.name().to_string()).collect(),
     ));
-    f.set_mount_options(Some(strings(MOUNT_OPTIONS)));
+    // The plain options and the recursive ones (mount_setattr with AT_RECURSIVE).
+    let mut options = strings(MOUNT_OPTIONS);
+    options.extend(strings(crate::spec::RECURSIVE_MOUNT_OPTIONS));
+    options.sort();
+    f.set_mount_options(Some(options));
     f.set_linux(Some(linux));
     f.set_annotations(Some(HashMap::from([(
         "org.claw.nanoclaw.version".to_string(),
@@ -263,6 +268,13 @@ mod tests {
             .unwrap()
             .iter()
             .any(|o| o == "rbind"));
+        for o in crate::spec::RECURSIVE_MOUNT_OPTIONS {
+            assert!(
+                v["mountOptions"].as_array().unwrap().iter().any(|x| x == o),
+                "{o} not advertised"
+            );
+        }
+        assert!(ns.contains(&"time"), "{ns:?}");
     }
 
     #[test]

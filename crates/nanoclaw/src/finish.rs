@@ -8,7 +8,7 @@
 //! 1. a fresh session keyring (`_ses.<id>`), unless `--no-new-keyring` was given at create
 //! 2. the terminal (pty from the container's devpts, controlling tty) or, without one, a new
 //!    session, so the caller's terminal is never this process's controlling tty (TIOCSTI)
-//! 3. rlimits, personality
+//! 3. rlimits, personality, scheduler and I/O priority (process.scheduler/ioPriority)
 //! 4. seccomp now if it cannot be loaded after the privilege drop (no no_new_privs)
 //! 5. capabilities around the uid/gid switch
 //! 6. `chdir(process.cwd)`, then the check that the cwd lies inside the container's root
@@ -38,6 +38,8 @@ pub enum FinishError {
     Security(#[from] SecurityError),
     #[error(transparent)]
     Console(#[from] crate::console::ConsoleError),
+    #[error(transparent)]
+    Sched(#[from] crate::sched::SchedError),
     #[error("{what}: {source}")]
     Sys {
         what: &'static str,
@@ -104,6 +106,9 @@ impl ProcessFinish<'_> {
         }
         process::set_rlimits(plan).map_err(|e| E::from(e.into()))?;
         apply_personality(self.spec)?;
+        // Scheduler and I/O priority while the process still has CAP_SYS_NICE (a realtime
+        // policy needs it); both survive execve.
+        plan.sched.apply().map_err(|e| E::from(e.into()))?;
         let mut seccomp = self.seccomp.take();
         // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it before the
         // capabilities go (runc does the same); otherwise last, just before execve.

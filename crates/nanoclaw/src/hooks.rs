@@ -2,13 +2,14 @@
 //!
 //! Each hook is a host (or, for `createContainer`/`startContainer`, container) program run with
 //! the container's state JSON on its stdin, exactly its own `args` (args\[0\] is argv\[0\]) and
-//! exactly its own `env` (nothing of the runtime's environment leaks into it). A hook that does not
+//! exactly its own `env` (nothing of the runtime's environment leaks into it; a `startContainer`
+//! hook without `env` gets the container process's environment, as in runc and youki). A hook that does not
 //! finish within `timeout` seconds is killed with SIGKILL and counts as failed.
 //!
 //! What a failure means depends on the hook ([`HookKind::failure_is_fatal`]):
-//! `prestart`, `createRuntime`, `createContainer` and `startContainer` failures are errors (the
-//! caller stops the container and continues with deletion); `poststart` and `poststop` failures are
-//! logged as warnings and the remaining hooks still run.
+//! `prestart`, `createRuntime`, `createContainer`, `startContainer` and (runtime-spec 1.3)
+//! `poststart` failures are errors (the caller stops the container and continues with deletion);
+//! `poststop` failures are logged as warnings and the remaining hooks still run.
 //!
 //! Where each kind runs is the caller's business (the container init runs `createContainer` and
 //! `startContainer` inside the container's namespaces); this module only runs the programs.
@@ -63,11 +64,22 @@ impl HookKind {
     /// True when the spec makes a failure of this hook an error of the operation (the container
     /// is then stopped and deleted); false when the runtime must only log a warning and go on.
     pub fn failure_is_fatal(self) -> bool {
-        !matches!(self, HookKind::Poststart | HookKind::Poststop)
+        // runtime-spec 1.3: a failing poststart hook MUST generate an error and stop the
+        // container (1.0-1.2 made it a warning).
+        !matches!(self, HookKind::Poststop)
     }
 
     /// The hooks of this kind configured in `hooks` (empty when none).
     #[allow(deprecated)] // prestart is deprecated in the spec but still honoured, like runc does.
+    /// True when the config has prestart or createRuntime hooks: the runtime runs them while
+    /// the init waits between its mounts and pivot_root (sync.rs `Mounted`/`HooksDone`).
+    pub fn runtime_hooks_before_pivot(hooks: Option<&Hooks>) -> bool {
+        hooks.is_some_and(|h| {
+            !HookKind::Prestart.select(h).is_empty()
+                || !HookKind::CreateRuntime.select(h).is_empty()
+        })
+    }
+
     pub fn select(self, hooks: &Hooks) -> &[Hook] {
         let list = match self {
             HookKind::Prestart => hooks.prestart(),
@@ -215,17 +227,28 @@ pub fn validate(hooks: &Hooks) -> Result<(), HookError> {
 /// Runs the hooks of `kind` in order with `state_json` on stdin.
 ///
 /// For a kind whose failure is fatal the first failure stops the sequence and is returned. For
-/// `poststart`/`poststop` every hook runs; each failure is logged as a warning and `Ok` is
-/// returned, as the spec requires.
+/// `poststop` every hook runs; each failure is logged as a warning and `Ok` is returned, as the
+/// spec requires.
 pub fn run_hooks(
     kind: HookKind,
     hooks: Option<&Hooks>,
     state_json: &[u8],
 ) -> Result<(), HookError> {
+    run_hooks_with_env(kind, hooks, state_json, None)
+}
+
+/// [`run_hooks`] where a hook without an `env` field gets `default_env` (startContainer hooks
+/// get the container process's environment, as runc and youki give them).
+pub fn run_hooks_with_env(
+    kind: HookKind,
+    hooks: Option<&Hooks>,
+    state_json: &[u8],
+    default_env: Option<&[String]>,
+) -> Result<(), HookError> {
     let Some(hooks) = hooks else { return Ok(()) };
     for (i, hook) in kind.select(hooks).iter().enumerate() {
         let field = field_name(kind, i);
-        if let Err(e) = run_one(&field, hook, state_json) {
+        if let Err(e) = run_one_with_env(&field, hook, state_json, default_env) {
             if kind.failure_is_fatal() {
                 return Err(e);
             }
@@ -244,6 +267,17 @@ fn field_name(kind: HookKind, index: usize) -> String {
 
 /// Runs one hook to completion (or until its timeout).
 pub fn run_one(field: &str, hook: &Hook, state_json: &[u8]) -> Result<(), HookError> {
+    run_one_with_env(field, hook, state_json, None)
+}
+
+/// [`run_one`]; `default_env` is the environment of a hook whose `env` is absent (an empty
+/// `env` stays empty).
+pub fn run_one_with_env(
+    field: &str,
+    hook: &Hook,
+    state_json: &[u8],
+    default_env: Option<&[String]>,
+) -> Result<(), HookError> {
     let path = hook.path().clone();
     if !path.is_absolute() {
         return Err(HookError::RelativePath {
@@ -273,7 +307,8 @@ pub fn run_one(field: &str, hook: &Hook, state_json: &[u8]) -> Result<(), HookEr
         }
     }
     cmd.env_clear();
-    for kv in hook.env().as_deref().unwrap_or(&[]) {
+    let env = hook.env().as_deref().or(default_env).unwrap_or(&[]);
+    for kv in env {
         // An entry without '=' names a variable with an empty value, as execve would see it.
         let (k, v) = kv.split_once('=').unwrap_or((kv.as_str(), ""));
         cmd.env(k, v);

@@ -146,6 +146,19 @@ fn setup_and_exec(ctx: &InitContext<'_>) -> Result<Never, InitError> {
     if in_userns {
         process::become_ns_root()?;
     }
+    // A new time namespace: unshared now (it becomes our time_for_children), its offsets
+    // written before any process is in it, entered by our execve; hooks we run see it too.
+    let newtime = nix::sched::CloneFlags::from_bits_retain(libc::CLONE_NEWTIME);
+    if plan.namespaces.creates(newtime) {
+        nix::sched::unshare(newtime).map_err(sys("unshare(CLONE_NEWTIME)"))?;
+        let offsets = crate::spec::time_offsets_text(&plan.spec);
+        if !offsets.is_empty() {
+            std::fs::write("/proc/self/timens_offsets", offsets).map_err(|e| InitError::Sys {
+                what: "linux.timeOffsets: writing /proc/self/timens_offsets",
+                source: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+            })?;
+        }
+    }
     // A user namespace joined by path may deny setgroups (one made by `unshare -r`, or by an
     // unprivileged runtime): then only an empty additionalGids can be honoured.
     let setgroups_denied = ctx.setgroups_denied
@@ -201,6 +214,15 @@ fn setup_and_exec(ctx: &InitContext<'_>) -> Result<Never, InitError> {
             plan.spec.annotations().as_ref(),
         )
     };
+    // prestart and createRuntime run in the runtime, now: after the mounts, before
+    // createContainer and pivot_root (sync.rs step 3).
+    if crate::hooks::HookKind::runtime_hooks_before_pivot(plan.spec.hooks().as_ref()) {
+        ctx.sync.send(&Msg::Mounted)?;
+        match ctx.sync.recv()? {
+            Msg::HooksDone => {}
+            other => return Err(InitError::Protocol(other)),
+        }
+    }
     if let Some(hooks) = plan.spec.hooks() {
         let kind = crate::hooks::HookKind::CreateContainer;
         crate::hooks::run_hooks(kind, Some(hooks), &hook_state("creating"))?;
@@ -261,8 +283,10 @@ fn wait_for_start(
         }
     }
     if let Some(hooks) = ctx.plan.spec.hooks() {
+        // A hook without `env` gets the container process's environment (runc, youki).
         let kind = crate::hooks::HookKind::StartContainer;
-        crate::hooks::run_hooks(kind, Some(hooks), &hook_state("created"))?;
+        let env = Some(ctx.plan.process.env.as_slice());
+        crate::hooks::run_hooks_with_env(kind, Some(hooks), &hook_state("created"), env)?;
     }
     Ok(())
 }

@@ -69,6 +69,7 @@ pub mod personality;
 pub mod process;
 pub mod rootfs;
 pub mod rootless;
+pub mod sched;
 pub mod sealed_exe;
 pub mod security;
 pub mod signal;

@@ -174,6 +174,12 @@ enum Command {
         console_socket: Option<PathBuf>,
         #[arg(long = "preserve-fds", default_value_t = 0)]
         preserve_fds: u32,
+        /// Allow exec in a paused container.
+        #[arg(long = "ignore-paused")]
+        ignore_paused: bool,
+        /// Run the process in an existing sub-cgroup: [<controller>:]<cgroup>.
+        #[arg(long = "cgroup")]
+        cgroup: Vec<String>,
         id: String,
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
@@ -342,6 +348,8 @@ fn main() {
             pid_file,
             console_socket,
             preserve_fds,
+            ignore_paused,
+            cgroup,
             id,
             command,
         } => {
@@ -359,6 +367,8 @@ fn main() {
                 pid_file,
                 console_socket,
                 preserve_fds,
+                ignore_paused,
+                cgroups: cgroup,
             };
             match nanoclaw::exec::exec(&root, &id, &req) {
                 Ok(nanoclaw::exec::ExecOutcome::Detached { .. }) => Ok(0),

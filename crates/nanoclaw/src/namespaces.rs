@@ -326,7 +326,12 @@ pub unsafe fn spawn_init(
 ) -> Result<Pid, NamespaceError> {
     // The cgroup namespace is unshared by the init after the parent placed it in the
     // container's cgroup (init.rs), so the namespace is rooted at that cgroup, as in runc.
-    let create = (plan.namespaces.create - CloneFlags::CLONE_NEWCGROUP).bits() as u32 as u64;
+    // Likewise the time namespace: its offsets can only be written before a process is in it,
+    // so the init unshares it (time_for_children), writes the offsets and enters it at execve.
+    let create = (plan.namespaces.create
+        - CloneFlags::CLONE_NEWCGROUP
+        - CloneFlags::from_bits_retain(libc::CLONE_NEWTIME))
+    .bits() as u32 as u64;
     let pre = joins
         .iter()
         .filter(|j| j.flag == CloneFlags::CLONE_NEWUSER || j.flag == CloneFlags::CLONE_NEWPID)

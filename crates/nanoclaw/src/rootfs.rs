@@ -33,6 +33,13 @@ pub enum RootfsError {
     BadDestination { field: String, path: PathBuf },
     #[error("{field}: {why}")]
     Unsupported { field: String, why: String },
+    #[error("{field}: filesystem {fstype:?} must be mounted on ordinary directory: {path} in the rootfs is a {what}")]
+    NotOrdinaryDir {
+        field: String,
+        fstype: String,
+        path: PathBuf,
+        what: &'static str,
+    },
     #[error("{field}: tmpcopyup: {source}")]
     CopyUp {
         field: String,
@@ -269,6 +276,9 @@ impl<'a> RootfsMounter<'a> {
             }
             MountKind::Fs { fstype } if fstype == "tmpfs" => self.mount_tmpfs(m)?,
             MountKind::Fs { fstype } => {
+                if fstype == "proc" || fstype == "sysfs" {
+                    self.check_ordinary_dir(m, fstype)?;
+                }
                 let target = self.resolve(&m.field, &m.destination, Some(Create::Dir))?;
                 let source = m
                     .source
@@ -304,6 +314,10 @@ impl<'a> RootfsMounter<'a> {
             }
             MountKind::Cgroup => self.mount_cgroup(m)?,
         }
+        if let Some(attr) = &m.recursive_attr {
+            let mounted = self.reresolve(&m.field, &m.destination)?;
+            set_recursive_attr(&m.field, &mounted, attr)?;
+        }
         if !m.propagation.is_empty() {
             let mounted = self.reresolve(&m.field, &m.destination)?;
             let tpath = fd_path(&mounted);
@@ -319,6 +333,48 @@ impl<'a> RootfsMounter<'a> {
             }
         }
         Ok(())
+    }
+
+    /// proc and sysfs go only on a directory (or a path that does not exist yet): an image whose
+    /// `/proc` or `/sys` is a symlink or a file is refused, naming the path, as runc refuses
+    /// it ("must be mounted on ordinary directory"), rather than mounted where the link points.
+    /// The parent is resolved inside the rootfs; the last component is examined unfollowed.
+    fn check_ordinary_dir(&self, m: &MountPlan, fstype: &str) -> Result<(), RootfsError> {
+        let (Some(parent), Some(name)) = (m.destination.parent(), m.destination.file_name()) else {
+            return Ok(());
+        };
+        let parent_fd = match open_in_root(self.root_fd()?, parent) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => return Ok(()),
+            Err(e) => return Err(sys(format!("{}: resolve {}", m.field, parent.display()))(e)),
+        };
+        let st = match nix::sys::stat::fstatat(
+            &parent_fd,
+            name,
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        ) {
+            Ok(st) => st,
+            Err(Errno::ENOENT) => return Ok(()),
+            Err(e) => {
+                return Err(sys(format!(
+                    "{}: stat {}",
+                    m.field,
+                    m.destination.display()
+                ))(e))
+            }
+        };
+        let what = match st.st_mode & libc::S_IFMT {
+            libc::S_IFDIR => return Ok(()),
+            libc::S_IFLNK => "symlink",
+            libc::S_IFREG => "regular file",
+            _ => "special file",
+        };
+        Err(RootfsError::NotOrdinaryDir {
+            field: m.field.clone(),
+            fstype: fstype.to_string(),
+            path: m.destination.clone(),
+            what,
+        })
     }
 
     /// A tmpfs over a directory the image has takes that directory's mode (`mode=` ahead of
@@ -606,6 +662,37 @@ impl<'a> RootfsMounter<'a> {
 
 /// Remounts a bind mount with `flags`, keeping flags the kernel locked (a mount inherited
 /// from a more privileged namespace keeps its nosuid/nodev/noexec/ro/atime flags).
+/// mount_setattr(AT_RECURSIVE) on the mount at `fd` and every mount below it (the recursive
+/// mount options; Linux 5.12).
+fn set_recursive_attr(
+    field: &str,
+    fd: &OwnedFd,
+    attr: &crate::spec::RecursiveAttr,
+) -> Result<(), RootfsError> {
+    use std::os::fd::AsRawFd;
+    let ma = libc::mount_attr {
+        attr_set: attr.set,
+        attr_clr: attr.clear,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: mount_setattr reads `size_of::<mount_attr>()` bytes from `&ma`, which lives
+    // across the call; the path is an empty C string used with AT_EMPTY_PATH on our open fd.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
+            &ma as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    };
+    Errno::result(rc).map(drop).map_err(sys(format!(
+        "{field}: recursive mount options (mount_setattr)"
+    )))
+}
+
 fn remount(field: &str, target: &Path, flags: MsFlags) -> Result<(), RootfsError> {
     let base = MsFlags::MS_BIND | MsFlags::MS_REMOUNT;
     match mount(

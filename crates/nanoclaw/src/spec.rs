@@ -113,7 +113,92 @@ pub struct MountPlan {
     /// `tmpcopyup` (tmpfs only): the directory's content in the image is copied into the new
     /// tmpfs, owners and modes kept, as runc does (podman's `--read-only` and `--tmpfs`).
     pub copy_up: bool,
+    /// Recursive mount attributes (`rro`, `rnosuid`, `rnoatime`, ...): applied with
+    /// mount_setattr(AT_RECURSIVE) to the mount and every mount below it, after the mount.
+    pub recursive_attr: Option<RecursiveAttr>,
 }
+
+/// `struct mount_attr`'s set and clear masks for mount_setattr(2).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecursiveAttr {
+    pub set: u64,
+    pub clear: u64,
+}
+
+pub const MOUNT_ATTR_RDONLY: u64 = 0x1;
+pub const MOUNT_ATTR_NOSUID: u64 = 0x2;
+pub const MOUNT_ATTR_NODEV: u64 = 0x4;
+pub const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+/// The access-time field: cleared as a whole, then one of RELATIME (0), NOATIME, STRICTATIME.
+pub const MOUNT_ATTR_ATIME_MASK: u64 = 0x70;
+pub const MOUNT_ATTR_RELATIME: u64 = 0x0;
+pub const MOUNT_ATTR_NOATIME: u64 = 0x10;
+pub const MOUNT_ATTR_STRICTATIME: u64 = 0x20;
+pub const MOUNT_ATTR_NODIRATIME: u64 = 0x80;
+pub const MOUNT_ATTR_NOSYMFOLLOW: u64 = 0x0020_0000;
+
+impl RecursiveAttr {
+    /// Applies one recursive option; `None` when `opt` is not one. Later options win, as for
+    /// the plain flags. The access time is one field in the kernel (clearing part of it is
+    /// EINVAL), so every atime option clears the whole field and sets its mode: `ratime` and
+    /// `rnostrictatime` mean the kernel default (relatime), `rnorelatime` strictatime.
+    pub fn apply(&mut self, opt: &str) -> Option<()> {
+        let flag = |s: &mut Self, f: u64, on: bool| {
+            if on {
+                s.set |= f;
+                s.clear &= !f;
+            } else {
+                s.clear |= f;
+                s.set &= !f;
+            }
+        };
+        let atime = |s: &mut Self, mode: u64| {
+            s.clear |= MOUNT_ATTR_ATIME_MASK;
+            s.set = (s.set & !MOUNT_ATTR_ATIME_MASK) | mode;
+        };
+        match opt {
+            "rro" => flag(self, MOUNT_ATTR_RDONLY, true),
+            "rrw" => flag(self, MOUNT_ATTR_RDONLY, false),
+            "rnosuid" => flag(self, MOUNT_ATTR_NOSUID, true),
+            "rsuid" => flag(self, MOUNT_ATTR_NOSUID, false),
+            "rnodev" => flag(self, MOUNT_ATTR_NODEV, true),
+            "rdev" => flag(self, MOUNT_ATTR_NODEV, false),
+            "rnoexec" => flag(self, MOUNT_ATTR_NOEXEC, true),
+            "rexec" => flag(self, MOUNT_ATTR_NOEXEC, false),
+            "rnodiratime" => flag(self, MOUNT_ATTR_NODIRATIME, true),
+            "rdiratime" => flag(self, MOUNT_ATTR_NODIRATIME, false),
+            "rnosymfollow" => flag(self, MOUNT_ATTR_NOSYMFOLLOW, true),
+            "rsymfollow" => flag(self, MOUNT_ATTR_NOSYMFOLLOW, false),
+            "rnoatime" => atime(self, MOUNT_ATTR_NOATIME),
+            "rstrictatime" | "rnorelatime" => atime(self, MOUNT_ATTR_STRICTATIME),
+            "rrelatime" | "ratime" | "rnostrictatime" => atime(self, MOUNT_ATTR_RELATIME),
+            _ => return None,
+        }
+        Some(())
+    }
+}
+
+/// The recursive mount options of runtime-spec 1.1+ (mount_setattr, Linux 5.12).
+pub const RECURSIVE_MOUNT_OPTIONS: &[&str] = &[
+    "ratime",
+    "rdev",
+    "rdiratime",
+    "rexec",
+    "rnoatime",
+    "rnodev",
+    "rnodiratime",
+    "rnoexec",
+    "rnorelatime",
+    "rnostrictatime",
+    "rnosuid",
+    "rnosymfollow",
+    "rrelatime",
+    "rro",
+    "rrw",
+    "rstrictatime",
+    "rsuid",
+    "rsymfollow",
+];
 
 impl MountPlan {
     /// Flags a bind mount needs a remount for (they are ignored by the initial MS_BIND).
@@ -168,6 +253,8 @@ pub struct ProcessPlan {
     pub rlimits: Vec<RlimitPlan>,
     pub oom_score_adj: Option<i32>,
     pub no_new_privileges: bool,
+    /// process.scheduler, process.ioPriority, process.execCPUAffinity (sched.rs).
+    pub sched: crate::sched::SchedPlan,
     pub terminal: bool,
 }
 
@@ -268,6 +355,26 @@ fn ns_flag(t: LinuxNamespaceType) -> CloneFlags {
         // CLONE_NEWTIME (0x80) is not in nix's CloneFlags; libc has the bit.
         LinuxNamespaceType::Time => CloneFlags::from_bits_retain(libc::CLONE_NEWTIME),
     }
+}
+
+/// `linux.timeOffsets` in the format of `/proc/<pid>/timens_offsets` (validated by `validate`):
+/// one `<clock> <secs> <nanosecs>` line per clock.
+pub fn time_offsets_text(spec: &Spec) -> String {
+    let mut out = String::new();
+    let offsets = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.time_offsets().as_ref());
+    let mut sorted: Vec<_> = offsets.into_iter().flatten().collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    for (clock, off) in sorted {
+        out.push_str(&format!(
+            "{clock} {} {}\n",
+            off.secs().unwrap_or(0),
+            off.nanosecs().unwrap_or(0)
+        ));
+    }
+    out
 }
 
 /// Refuses a mount namespace path that is the runtime's own mount namespace or that of pid 1:
@@ -469,8 +576,28 @@ pub fn validate(bundle: &Path, spec: Spec, euid: u32) -> Result<Plan, SpecError>
         // Paths absolute, timeouts positive; the hooks themselves run in `container`/`init`.
         crate::hooks::validate(hooks).map_err(|e| field("hooks", e.to_string()))?;
     }
-    if linux.time_offsets().is_some() {
-        return Err(field("linux.timeOffsets", "not supported"));
+    if let Some(offsets) = linux.time_offsets() {
+        let newtime = CloneFlags::from_bits_retain(libc::CLONE_NEWTIME);
+        if !namespaces.creates(newtime) {
+            return Err(field(
+                "linux.timeOffsets",
+                "needs a new time namespace: add {\"type\": \"time\"} without a path to linux.namespaces",
+            ));
+        }
+        for (clock, off) in offsets {
+            if !matches!(clock.as_str(), "monotonic" | "boottime") {
+                return Err(field(
+                    format!("linux.timeOffsets.{clock}"),
+                    "unknown clock: expected monotonic or boottime",
+                ));
+            }
+            if off.nanosecs().unwrap_or(0) >= 1_000_000_000 {
+                return Err(field(
+                    format!("linux.timeOffsets.{clock}.nanosecs"),
+                    "must be below 1000000000",
+                ));
+            }
+        }
     }
     // Security profile (issue 4): capabilities, seccomp (compiled in memory), sysctl,
     // masked/readonly paths, personality, LSM labels — before anything is created.
@@ -608,7 +735,13 @@ fn mount_plan(
     let mut data_index = Vec::new();
     let mut bind = None;
     let mut copy_up = None;
+    let mut recursive_attr: Option<RecursiveAttr> = None;
     for (j, opt) in m.options().iter().flatten().enumerate() {
+        let mut attr = recursive_attr.unwrap_or_default();
+        if attr.apply(opt).is_some() {
+            recursive_attr = Some(attr);
+            continue;
+        }
         let (set, clear) = match opt.as_str() {
             "tmpcopyup" => {
                 copy_up = Some(j);
@@ -719,6 +852,7 @@ fn mount_plan(
                 propagation,
                 data: None,
                 copy_up: false,
+                recursive_attr,
             });
         }
         ("", None) => return Err(field(format!("{f}.type"), "missing (and no bind option)")),
@@ -766,6 +900,7 @@ fn mount_plan(
             Some(data.join(","))
         },
         copy_up: copy_up.is_some(),
+        recursive_attr,
     })
 }
 
@@ -776,11 +911,6 @@ fn mount_plan(
 fn runtime_only_option(opt: &str) -> Option<&'static str> {
     let name = opt.split_once('=').map_or(opt, |(k, _)| k);
     let why = match name {
-        "rro" | "rrw" | "rnosuid" | "rsuid" | "rnodev" | "rdev" | "rnoexec" | "rexec"
-        | "rnodiratime" | "rdiratime" | "rrelatime" | "rnorelatime" | "rnoatime" | "ratime"
-        | "rstrictatime" | "rnostrictatime" | "rnosymfollow" | "rsymfollow" => {
-            "recursive mount attributes are not supported by nanoclaw"
-        }
         "idmap" | "ridmap" => "id-mapped mounts are not supported by nanoclaw",
         "z" | "Z" => "SELinux relabeling is an engine option (nanoclaw has no LSM support)",
         "U" | "copy" | "nocopy" if opt == name => {
@@ -1017,15 +1147,10 @@ fn process_plan(
     }
     // A terminal needs --console-socket (checked by `create`, which knows the flags).
     let terminal = p.terminal().unwrap_or(false);
-    if p.scheduler().is_some() {
-        return Err(field("process.scheduler", "not supported"));
-    }
-    if p.io_priority().is_some() {
-        return Err(field("process.ioPriority", "not supported"));
-    }
-    if p.exec_cpu_affinity().is_some() {
-        return Err(field("process.execCPUAffinity", "not supported"));
-    }
+    let sched = crate::sched::plan(p).map_err(|e| match e {
+        crate::sched::SchedError::Invalid { field: f, why } => field(f, why),
+        other => field("process", other.to_string()),
+    })?;
     Ok(ProcessPlan {
         args,
         env,
@@ -1038,5 +1163,57 @@ fn process_plan(
         oom_score_adj: p.oom_score_adj(),
         no_new_privileges: p.no_new_privileges().unwrap_or(false),
         terminal,
+        sched,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recursive_mount_options_build_setattr_masks() {
+        let attr = |opts: &[&str]| {
+            let mut a = RecursiveAttr::default();
+            for o in opts {
+                a.apply(o).unwrap();
+            }
+            a
+        };
+        assert_eq!(
+            attr(&["rro", "rnosuid", "rnodev", "rnoexec"]),
+            RecursiveAttr {
+                set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+                clear: 0
+            }
+        );
+        assert_eq!(
+            attr(&["rro", "rrw"]),
+            RecursiveAttr {
+                set: 0,
+                clear: MOUNT_ATTR_RDONLY
+            }
+        );
+        // The atime field is always cleared whole (a partial clear is EINVAL in the kernel).
+        for (o, mode) in [
+            ("rnoatime", MOUNT_ATTR_NOATIME),
+            ("rstrictatime", MOUNT_ATTR_STRICTATIME),
+            ("rnorelatime", MOUNT_ATTR_STRICTATIME),
+            ("rrelatime", MOUNT_ATTR_RELATIME),
+            ("ratime", MOUNT_ATTR_RELATIME),
+            ("rnostrictatime", MOUNT_ATTR_RELATIME),
+        ] {
+            let a = attr(&["rnoatime", o]);
+            assert_eq!(
+                a.clear & MOUNT_ATTR_ATIME_MASK,
+                MOUNT_ATTR_ATIME_MASK,
+                "{o}"
+            );
+            assert_eq!(a.set & MOUNT_ATTR_ATIME_MASK, mode, "{o}");
+        }
+        for o in RECURSIVE_MOUNT_OPTIONS {
+            assert!(RecursiveAttr::default().apply(o).is_some(), "{o}");
+        }
+        assert!(RecursiveAttr::default().apply("ro").is_none());
+    }
 }

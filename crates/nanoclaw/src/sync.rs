@@ -7,7 +7,12 @@
 //!    while the child already mounts (a cgroup v1 move may wait for an RCU grace period: 10–20
 //!    ms were seen on this kind of host under load); the child waits for `Placed` before anything that depends on its cgroup
 //!    (the cgroup namespace, cgroup mounts, and everything after the mounts).
-//! 3. child → parent `Ready` (setup done, waiting on the exec fifo) or `Error(message)`.
+//! 3. Only when the config has prestart or createRuntime hooks: child → parent `Mounted` (the
+//!    mount namespace and every rootfs mount exist; pivot_root has not happened), the parent
+//!    runs those hooks in the runtime's namespaces, then parent → child `HooksDone`. The child
+//!    then runs the createContainer hooks and pivots (runtime spec: prestart, createRuntime,
+//!    createContainer, in that order, after the mounts and before pivot_root).
+//! 4. child → parent `Ready` (setup done, waiting on the exec fifo) or `Error(message)`.
 //!
 //! The child's messages are untrusted by the parent only in the sense that they are bounded
 //! text shown to the user; the parent never acts on their content.
@@ -20,6 +25,8 @@ const TAG_GO: u8 = 1;
 const TAG_READY: u8 = 2;
 const TAG_ERROR: u8 = 3;
 const TAG_PLACED: u8 = 4;
+const TAG_MOUNTED: u8 = 5;
+const TAG_HOOKS_DONE: u8 = 6;
 /// Largest message (an error text is truncated to fit).
 const MAX_MSG: usize = 4096;
 
@@ -37,6 +44,8 @@ pub enum SyncError {
 pub enum Msg {
     Go,
     Placed,
+    Mounted,
+    HooksDone,
     Ready,
     Error(String),
 }
@@ -70,6 +79,8 @@ impl SyncSocket {
         match msg {
             Msg::Go => buf.push(TAG_GO),
             Msg::Placed => buf.push(TAG_PLACED),
+            Msg::Mounted => buf.push(TAG_MOUNTED),
+            Msg::HooksDone => buf.push(TAG_HOOKS_DONE),
             Msg::Ready => buf.push(TAG_READY),
             Msg::Error(text) => {
                 buf.push(TAG_ERROR);
@@ -139,6 +150,8 @@ impl SyncSocket {
             None => Err(SyncError::Closed),
             Some((&TAG_GO, _)) => Ok(Msg::Go),
             Some((&TAG_PLACED, _)) => Ok(Msg::Placed),
+            Some((&TAG_MOUNTED, _)) => Ok(Msg::Mounted),
+            Some((&TAG_HOOKS_DONE, _)) => Ok(Msg::HooksDone),
             Some((&TAG_READY, _)) => Ok(Msg::Ready),
             Some((&TAG_ERROR, text)) => Ok(Msg::Error(String::from_utf8_lossy(text).into_owned())),
             Some((&t, _)) => Err(SyncError::Unexpected(t)),

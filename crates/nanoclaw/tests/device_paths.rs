@@ -25,7 +25,8 @@ fn device_outside_dev(bin: &Path) {
     ]);
     bundle.write_config(&spec).unwrap();
     let rt = Runtime::new(bin).unwrap();
-    let out = rt.run(bundle.path(), "devpath").unwrap();
+    let id = claw_testsupport::engines::unique_name("devpath");
+    let out = rt.run(bundle.path(), &id).unwrap();
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         "character special file 1:3 620\nWROTE\n",

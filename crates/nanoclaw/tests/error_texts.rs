@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use claw_testsupport::bundle::{Bundle, Runtime};
-use claw_testsupport::engines::wait_until;
+use claw_testsupport::engines::{unique_name, wait_until};
 use claw_testsupport::{require_root, which};
 use serde_json::json;
 
@@ -113,12 +113,16 @@ fn running_container(bin: &Path) {
     if !require_root("error texts: running container") {
         return;
     }
+    // Unique: runc and nanoclaw run this in parallel, and a container without
+    // cgroupsPath gets the cgroup named by its id.
+    let busy = unique_name("busy");
+    let busy = busy.as_str();
     let mut f = Fixture::new(bin, &["sleep", "100"]);
-    f.create("busy");
+    f.create(busy);
     let again =
         f.rt.command(["create", "--bundle"])
             .arg(f.bundle.path())
-            .arg("busy")
+            .arg(busy)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .output()
@@ -129,21 +133,21 @@ fn running_container(bin: &Path) {
         &String::from_utf8_lossy(&again.stderr),
         "container with given ID already exists",
     );
-    let st = f.rt.command(["start", "busy"]).status().unwrap();
+    let st = f.rt.command(["start", busy]).status().unwrap();
     assert!(st.success());
     expect(
         "start running",
-        &f.refused(&["start", "busy"]),
+        &f.refused(&["start", busy]),
         "cannot start an already running container",
     );
     expect(
         "delete running",
-        &f.refused(&["delete", "busy"]),
-        "cannot delete container busy that is not stopped: running",
+        &f.refused(&["delete", busy]),
+        &format!("cannot delete container {busy} that is not stopped: running"),
     );
     expect(
         "resume running",
-        &f.refused(&["resume", "busy"]),
+        &f.refused(&["resume", busy]),
         "container not paused",
     );
 }
@@ -152,38 +156,38 @@ fn stopped_container(bin: &Path) {
     if !require_root("error texts: stopped container") {
         return;
     }
+    // Unique: runc and nanoclaw run this in parallel, and a container without
+    // cgroupsPath gets the cgroup named by its id.
+    let done = unique_name("done");
+    let done = done.as_str();
     let mut f = Fixture::new(bin, &["true"]);
-    f.create("done");
-    assert!(f.rt.command(["start", "done"]).status().unwrap().success());
+    f.create(done);
+    assert!(f.rt.command(["start", done]).status().unwrap().success());
     assert!(
-        wait_until(Duration::from_secs(10), || f.status("done") == "stopped"),
+        wait_until(Duration::from_secs(10), || f.status(done) == "stopped"),
         "container never stopped"
     );
     for (what, cmd, phrase) in [
         (
             "kill stopped",
-            &["kill", "done", "9"][..],
+            &["kill", done, "9"][..],
             "container not running",
         ),
-        ("pause stopped", &["pause", "done"], "container not running"),
-        (
-            "resume stopped",
-            &["resume", "done"],
-            "container not paused",
-        ),
+        ("pause stopped", &["pause", done], "container not running"),
+        ("resume stopped", &["resume", done], "container not paused"),
         (
             "start stopped",
-            &["start", "done"],
+            &["start", done],
             "cannot start a container that has stopped",
         ),
         (
             "exec stopped",
-            &["exec", "done", "true"],
+            &["exec", done, "true"],
             "cannot exec in a stopped container",
         ),
         (
             "update stopped",
-            &["update", "--memory", "64M", "done"],
+            &["update", "--memory", "64M", done],
             "container not running",
         ),
     ] {
@@ -197,9 +201,13 @@ fn unrunnable_program(bin: &Path) {
     if !require_root("error texts: unrunnable program") {
         return;
     }
+    // Unique: runc and nanoclaw run this in parallel, and a container without
+    // cgroupsPath gets the cgroup named by its id.
+    let dir_as_program = unique_name("dir-as-program");
+    let dir_as_program = dir_as_program.as_str();
     let f = Fixture::new(bin, &["/etc"]);
     let path = f.bundle.path().to_string_lossy().into_owned();
-    let err = f.refused(&["create", "--bundle", &path, "dir-as-program"]);
+    let err = f.refused(&["create", "--bundle", &path, dir_as_program]);
     expect("create with /etc as the program", &err, "permission denied");
     assert!(
         f.rt.leftover_state().is_empty(),

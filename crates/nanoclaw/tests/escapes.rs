@@ -84,7 +84,8 @@ fn sh(script: &str) -> Value {
 fn run_in(bundle: Bundle, spec: &Value) -> Ran {
     bundle.write_config(spec).expect("write config");
     let runtime = Runtime::new(NANOCLAW).expect("runtime");
-    let out = runtime.run(bundle.path(), "esc").expect("spawn nanoclaw");
+    let id = claw_testsupport::engines::unique_name("esc");
+    let out = runtime.run(bundle.path(), &id).expect("spawn nanoclaw");
     Ran {
         out,
         bundle,

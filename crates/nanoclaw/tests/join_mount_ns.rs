@@ -436,7 +436,9 @@ fn rootless_cannot_join_a_foreign_mount_namespace() {
     }
     bundle.write_config(&spec).unwrap();
     std::os::unix::fs::chown(bundle.path().join("config.json"), Some(uid), Some(gid)).unwrap();
-    let out = runtime.run(bundle.path(), "rl").unwrap();
+    let out = runtime
+        .run(bundle.path(), &claw_testsupport::engines::unique_name("rl"))
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_ne!(out.status.code(), Some(0), "accepted: {stderr}");
     assert!(out.stdout.is_empty(), "the process ran");
@@ -516,7 +518,9 @@ fn rootless_joins_a_mount_namespace_of_its_own_user_namespace() {
     std::fs::write(bundle.rootfs().join("claw-marker"), "rootless rootfs\n").unwrap();
     bundle.write_config(&spec).unwrap();
     std::os::unix::fs::chown(bundle.path().join("config.json"), Some(uid), Some(gid)).unwrap();
-    let out = runtime.run(bundle.path(), "rl").unwrap();
+    let out = runtime
+        .run(bundle.path(), &claw_testsupport::engines::unique_name("rl"))
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

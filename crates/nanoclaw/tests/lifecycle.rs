@@ -501,10 +501,11 @@ fn hooks_get_the_state_and_their_failures_follow_the_spec() {
         "startContainer ran before start"
     );
 
-    // A failing poststart hook is a warning: start succeeds and the next hook still runs.
+    // A failing poststart hook fails `start` and stops the container (runtime-spec 1.3); the
+    // hooks after it do not run.
     let started = f.run(&rt, &["start", &id]);
     assert!(
-        started.status.success(),
+        !started.status.success(),
         "{}",
         String::from_utf8_lossy(&started.stderr)
     );
@@ -520,8 +521,13 @@ fn hooks_get_the_state_and_their_failures_follow_the_spec() {
             .unwrap();
     assert_eq!(sc["id"], json!(id));
     assert_eq!(sc["pid"], pid);
-    assert!(out.path().join("after-failed-poststart").exists());
+    assert!(!out.path().join("after-failed-poststart").exists());
     assert!(String::from_utf8_lossy(&started.stderr).contains("hooks.poststart[1]"));
+    assert_eq!(
+        f.status(&rt, &id),
+        "stopped",
+        "the container was not stopped"
+    );
 
     // poststop after the container is gone, even after a failing poststop hook.
     assert!(f.run(&rt, &["delete", "--force", &id]).status.success());

@@ -771,7 +771,9 @@ fn rshared_rootfs_propagation_reaches_the_host_and_unmounts_nothing_there() {
         )
         .unwrap();
         let runtime = Runtime::new(NANOCLAW).unwrap();
-        let out = runtime.run(&bundle, "t").unwrap();
+        let out = runtime
+            .run(&bundle, &claw_testsupport::engines::unique_name("t"))
+            .unwrap();
         let what = format!(
             "{propagation:?}: stdout {} stderr {}",
             String::from_utf8_lossy(&out.stdout),

@@ -161,11 +161,7 @@ fn runtime_only_options_are_refused() {
         return;
     }
     for (options, idx, expect) in [
-        (
-            json!(["nosuid", "rro"]),
-            1,
-            "rro: recursive mount attributes are not supported",
-        ),
+        // (Recursive attributes such as `rro` are implemented now: spec_conformance.rs.)
         (
             json!(["x-systemd.automount"]),
             0,

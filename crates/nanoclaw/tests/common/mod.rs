@@ -71,7 +71,10 @@ pub fn run_spec(spec: &Value) -> Ran {
 pub fn run_in(bundle: Bundle, spec: &Value) -> Ran {
     bundle.write_config(spec).expect("write config");
     let runtime = Runtime::new(NANOCLAW).expect("runtime");
-    let out = runtime.run(bundle.path(), "t").expect("spawn nanoclaw");
+    // Unique ids: a container without cgroupsPath gets the cgroup `<own>/<id>` (as with runc),
+    // shared by every --root, so tests running in parallel must not share an id.
+    let id = claw_testsupport::engines::unique_name("t");
+    let out = runtime.run(bundle.path(), &id).expect("spawn nanoclaw");
     Ran {
         out,
         bundle,
@@ -93,12 +96,13 @@ pub fn refused_in(test: &str, bundle: &Bundle, expect: &str) {
 /// [`refused_in`] with extra `run` flags before `--bundle`.
 pub fn refused_with_flags(test: &str, bundle: &Bundle, flags: &[&str], expect: &str) {
     let runtime = Runtime::new(NANOCLAW).unwrap();
+    let id = claw_testsupport::engines::unique_name("bad");
     let out = runtime
         .command(["run"])
         .args(flags)
         .arg("--bundle")
         .arg(bundle.path())
-        .arg("bad")
+        .arg(&id)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -117,7 +121,7 @@ pub fn refused_with_flags(test: &str, bundle: &Bundle, flags: &[&str], expect: &
     assert!(mounts.is_empty(), "{test}: mounts left: {mounts:?}");
     let leaked = runtime_processes(runtime.root());
     assert!(leaked.is_empty(), "{test}: processes left: {leaked:?}");
-    let cgroups = leftover_cgroups(runtime.root(), "bad");
+    let cgroups = leftover_cgroups(runtime.root(), &id);
     assert!(cgroups.is_empty(), "{test}: cgroups left: {cgroups:?}");
 }
 
