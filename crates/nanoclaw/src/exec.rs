@@ -797,6 +797,17 @@ fn child(go_r: OwnedFd, err_w: &OwnedFd, joins: &[NsFd], p: Prepared) -> Result<
     keep.extend(p.stdio.kept_fds());
     keep.extend((3..3u32.saturating_add(p.preserve_fds)).filter_map(|fd| RawFd::try_from(fd).ok()));
     crate::finish::close_fds_except(&mut keep);
+    let mut p = p;
+    if let Some(step) = p.seccomp.as_mut() {
+        // Still the host's /proc here (the mount namespace is joined later): `self` is our
+        // pid as the runtime and a NOTIFY agent see it.
+        if let Some(pid) = std::fs::read_link("/proc/self")
+            .ok()
+            .and_then(|l| l.to_str().and_then(|s| s.parse().ok()))
+        {
+            step.set_host_pid(pid);
+        }
+    }
     p.stdio.install().map_err(|source| ExecError::Sys {
         what: "stdio",
         source,

@@ -223,6 +223,13 @@ pub fn prepare_seccomp(spec: &Spec) -> Result<Option<SeccompStep>, SecurityError
 }
 
 impl SeccompStep {
+    /// Names the process the filter is loaded into, as the host sees it, for the state the
+    /// NOTIFY agent receives: an exec'd process's filter is compiled by the runtime, but it is
+    /// the exec child that loads it.
+    pub fn set_host_pid(&mut self, pid: i32) {
+        self.host_pid = pid;
+    }
+
     /// The NOTIFY agent connection, which a freshly forked exec child must keep open.
     pub fn agent_fd(&self) -> Option<std::os::fd::RawFd> {
         self.agent.as_ref().map(std::os::fd::AsRawFd::as_raw_fd)

@@ -565,7 +565,12 @@ fn seccomp_notify_agent_answers_for_the_container() {
         libseccomp::ScmpNotifResp::new_error(req.id, -18, libseccomp::ScmpNotifRespFlags::empty())
             .respond(fd.as_raw_fd())
             .expect("respond");
-        (state.metadata().clone(), *state.pid(), state.fds().clone())
+        (
+            state.metadata().clone(),
+            *state.pid(),
+            state.fds().clone(),
+            state.state().id().clone(),
+        )
     });
     let mut s = sh("mkdir /tmp/notified 2>&1; echo mkdir=$?");
     s["linux"]["seccomp"] = json!({
@@ -575,8 +580,9 @@ fn seccomp_notify_agent_answers_for_the_container() {
         "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"}]
     });
     let out = run(&s).ok();
-    let (metadata, pid, fds) = agent.join().expect("agent");
+    let (metadata, pid, fds, id) = agent.join().expect("agent");
     assert_eq!(metadata.as_deref(), Some("agent-test"));
+    assert!(id.starts_with("esc"), "the agent is told the container id, got {id:?}");
     assert!(pid > 1, "the agent gets the host pid, got {pid}");
     assert_eq!(fds, vec!["seccompFd".to_owned()]);
     assert!(out.contains("Invalid cross-device link"), "{out}");
