@@ -1,0 +1,858 @@
+//! IronClaw's LLM API key proxy (wasm32-wasip1), run by `ironclaw proxy`.
+//!
+//! `llm-proxy --upstream URL --secret REPOSITORY/TYPE/TAG --inject 'Header: ...{secret}...'
+//! [--upstream ... --secret ... --inject ...]...`
+//!
+//! Each route's key is fetched with `get_secret` from the key broker (released only to this
+//! module's attested launch measurement) and lives only in enclave memory. Clients speak
+//! plain HTTP/1.1 to the listener(s) the host preopened (fd 3, 4, ...), like SDKs pointed at
+//! a `base_url`; the proxy:
+//!
+//! - picks the route: the one route when there is one; otherwise the route whose upstream
+//!   host is the first path segment (`/api.openai.com/v1/...` → `/v1/...`); an absolute-form
+//!   target (`http://host/...`) must name a configured upstream. Anything else is refused
+//!   (403/404), as are CONNECT, heads over 16 KiB (431), bodies over 8 MiB (413) and chunked
+//!   request bodies (411);
+//! - drops the client's `Authorization`, `x-api-key`, `Proxy-Authorization`, `Host`,
+//!   hop-by-hop headers and any header named like the injected one, then adds `Host` and the
+//!   injected header (the template with `{secret}` replaced);
+//! - connects to the upstream through `ironclaw.connect` (the launch's measured egress list
+//!   is the only place it can reach) and relays the response to the client as it arrives:
+//!   a chunked or `text/event-stream` body goes out chunk by chunk, never buffered whole;
+//!   response headers whose value contains the key are dropped (no reflection);
+//! - answers 502 with the reason when the upstream is unreachable or fails before its
+//!   response head, 503 when the broker did not release the key (retried on the next
+//!   request; a 401 from the upstream also makes the next request fetch the key again, so a
+//!   rotated key is picked up), and keeps serving.
+//!
+//! Client connections are keep-alive with pipelining; one upstream request per client is in
+//! flight at a time; every socket is non-blocking under one `poll_oneoff` loop, so a slow
+//! client or upstream never blocks the others.
+
+const MAX_HEAD: usize = 16 << 10;
+const MAX_BODY: usize = 8 << 20;
+const MAX_HEADERS: usize = 64;
+/// Stop reading from an upstream while this much is waiting for its client.
+const HIGH_WATER: usize = 256 << 10;
+/// Client headers never forwarded: credentials, the connection's own and hop-by-hop ones.
+const DROPPED: &[&str] = &[
+    "authorization",
+    "x-api-key",
+    "proxy-authorization",
+    "proxy-connection",
+    "host",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+    "expect",
+    "content-length",
+    "transfer-encoding",
+];
+
+#[allow(non_camel_case_types)]
+mod wasi {
+    #[repr(C)]
+    pub struct Iovec {
+        pub buf: *mut u8,
+        pub len: usize,
+    }
+    #[repr(C)]
+    pub struct Ciovec {
+        pub buf: *const u8,
+        pub len: usize,
+    }
+    pub const EAGAIN: u16 = 6;
+    pub const FDFLAGS_NONBLOCK: u16 = 4;
+    pub const FILETYPE_SOCKET_STREAM: u8 = 6;
+    #[cfg(target_os = "wasi")]
+    #[link(wasm_import_module = "wasi_snapshot_preview1")]
+    extern "C" {
+        pub fn poll_oneoff(subs: *const u8, events: *mut u8, n: u32, nevents: *mut u32) -> u16;
+        pub fn sock_accept(fd: u32, flags: u16, out: *mut u32) -> u16;
+        pub fn sock_recv(
+            fd: u32,
+            iovs: *const Iovec,
+            n: u32,
+            flags: u16,
+            out_len: *mut u32,
+            out_flags: *mut u16,
+        ) -> u16;
+        pub fn sock_send(fd: u32, iovs: *const Ciovec, n: u32, flags: u16, out: *mut u32) -> u16;
+        pub fn fd_close(fd: u32) -> u16;
+        pub fn fd_fdstat_get(fd: u32, out: *mut u8) -> u16;
+        pub fn fd_fdstat_set_flags(fd: u32, flags: u16) -> u16;
+    }
+}
+
+/// One configured upstream and its key.
+struct Route {
+    /// Host name as configured (matched against path prefixes and absolute targets).
+    host: String,
+    /// `HOST:PORT`: the egress destination (as measured) and the `Host` header.
+    dest: String,
+    secret_path: String,
+    /// Injected header name, lower case.
+    header: String,
+    /// Injected header as `Name: value-with-{secret}`.
+    template: String,
+    secret: Option<Vec<u8>>,
+}
+
+impl Route {
+    /// The key, fetched from the broker on first use (or after a refusal / a 401).
+    fn key(&mut self) -> Result<&[u8], String> {
+        if self.secret.is_none() {
+            let k = ironclaw_guest::get_secret(&self.secret_path)
+                .map_err(|e| format!("key broker did not release {}: {e}", self.secret_path))?;
+            if k.is_empty() || k.iter().any(|b| *b < 0x20 || *b == 0x7f) {
+                return Err(format!(
+                    "secret {} is not a valid header value",
+                    self.secret_path
+                ));
+            }
+            self.secret = Some(k);
+        }
+        Ok(self.secret.as_deref().unwrap_or_default())
+    }
+}
+
+fn usage(why: &str) -> ! {
+    eprintln!(
+        "llm-proxy: {why}\nusage: llm-proxy (--upstream http://HOST[:PORT] --secret REPO/TYPE/TAG \
+         --inject 'Header: ...{{secret}}...')..."
+    );
+    std::process::exit(2);
+}
+
+fn parse_routes(args: &[String]) -> Vec<Route> {
+    let mut routes: Vec<Route> = Vec::new();
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let Some(value) = it.next() else {
+            usage(&format!("{flag} needs a value"))
+        };
+        match flag.as_str() {
+            "--upstream" => {
+                let rest = if let Some(r) = value.strip_prefix("http://") {
+                    r
+                } else if value.starts_with("https://") {
+                    usage(&format!(
+                        "{value}: TLS to the upstream is not built into this module yet; \
+                         use an http:// upstream"
+                    ))
+                } else {
+                    usage(&format!("{value}: expected http://HOST[:PORT]"))
+                };
+                let authority = rest.trim_end_matches('/');
+                if authority.is_empty() || authority.contains('/') || authority.contains('@') {
+                    usage(&format!(
+                        "{value}: expected http://HOST[:PORT] with no path"
+                    ));
+                }
+                let (host, dest) = match authority.rsplit_once(':') {
+                    Some((h, p)) if p.parse::<u16>().is_ok() => (h.to_string(), authority.into()),
+                    _ => (authority.to_string(), format!("{authority}:80")),
+                };
+                routes.push(Route {
+                    host: host.to_ascii_lowercase(),
+                    dest,
+                    secret_path: String::new(),
+                    header: String::new(),
+                    template: String::new(),
+                    secret: None,
+                });
+            }
+            "--secret" | "--inject" => {
+                let Some(r) = routes.last_mut() else {
+                    usage(&format!("{flag} before any --upstream"))
+                };
+                if flag == "--secret" {
+                    r.secret_path = value.clone();
+                } else {
+                    let Some((name, tmpl)) = value.split_once(':') else {
+                        usage(&format!("--inject {value:?}: expected 'Header: template'"))
+                    };
+                    let name = name.trim();
+                    let token = !name.is_empty()
+                        && name
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
+                    if !token || tmpl.matches("{secret}").count() != 1 {
+                        usage(&format!(
+                            "--inject {value:?}: a header name and a value with {{secret}} once"
+                        ));
+                    }
+                    r.header = name.to_ascii_lowercase();
+                    r.template = format!("{name}: {}", tmpl.trim());
+                }
+            }
+            other => usage(&format!("unknown argument {other}")),
+        }
+    }
+    if routes.is_empty() {
+        usage("no --upstream");
+    }
+    for r in &routes {
+        if r.secret_path.is_empty() || r.template.is_empty() {
+            usage(&format!("upstream {}: needs --secret and --inject", r.dest));
+        }
+    }
+    routes
+}
+
+/// An answer the proxy gives itself (never forwarded).
+struct Refusal {
+    status: &'static str,
+    reason: String,
+}
+
+fn refuse(status: &'static str, reason: impl Into<String>) -> Refusal {
+    Refusal {
+        status,
+        reason: reason.into(),
+    }
+}
+
+fn error_response(out: &mut Vec<u8>, r: &Refusal, close: bool) {
+    let body = format!("llm-proxy: {}\n", r.reason);
+    let conn = if close { "close" } else { "keep-alive" };
+    out.extend_from_slice(
+        format!(
+            "HTTP/1.1 {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: {conn}\r\n\r\n{body}",
+            r.status,
+            body.len()
+        )
+        .as_bytes(),
+    );
+}
+
+/// The route and upstream path for a request target.
+fn route_for(routes: &[Route], target: &str) -> Result<(usize, String), Refusal> {
+    let find = |host: &str| {
+        let host = host.to_ascii_lowercase();
+        routes
+            .iter()
+            .position(|r| r.host == host || r.dest.eq_ignore_ascii_case(&host))
+    };
+    if let Some(rest) = target
+        .strip_prefix("http://")
+        .or_else(|| target.strip_prefix("https://"))
+    {
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        return match find(authority) {
+            Some(i) => Ok((i, path.to_string())),
+            None => Err(refuse(
+                "403 Forbidden",
+                format!("host {authority} is not a configured upstream"),
+            )),
+        };
+    }
+    if !target.starts_with('/') {
+        return Err(refuse("400 Bad Request", "unsupported request target"));
+    }
+    let seg_end = target[1..].find(['/', '?']).map_or(target.len(), |i| i + 1);
+    if let Some(i) = find(&target[1..seg_end]) {
+        let path = &target[seg_end..];
+        let path = if path.starts_with('/') {
+            path.to_string()
+        } else {
+            format!("/{path}")
+        };
+        return Ok((i, path));
+    }
+    if routes.len() == 1 {
+        return Ok((0, target.to_string()));
+    }
+    Err(refuse(
+        "404 Not Found",
+        "no route: start the path with a configured upstream host",
+    ))
+}
+
+/// How the end of a response body is recognised.
+#[derive(Clone, Copy, PartialEq)]
+enum Framing {
+    /// No body (HEAD, 204, 304).
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Until the upstream closes: the client connection closes after it.
+    Close,
+}
+
+struct Upstream {
+    fd: u32,
+    route: usize,
+    dest: String,
+    /// Request bytes not yet sent.
+    out: Vec<u8>,
+    /// Response head bytes until it parses.
+    head: Vec<u8>,
+    framing: Option<Framing>,
+    relayed: u64,
+    /// Last bytes relayed (end of a chunked body).
+    tail: Vec<u8>,
+    is_head_request: bool,
+    /// The client asked to close after this response.
+    close_after: bool,
+}
+
+struct Client {
+    fd: u32,
+    inbuf: Vec<u8>,
+    out: Vec<u8>,
+    closing: bool,
+    dead: bool,
+    continued: bool,
+    up: Option<Upstream>,
+}
+
+enum Io {
+    Data(usize),
+    Again,
+    Eof,
+    Error(u16),
+}
+
+#[cfg(target_os = "wasi")]
+fn recv(fd: u32, buf: &mut [u8]) -> Io {
+    let iov = wasi::Iovec {
+        buf: buf.as_mut_ptr(),
+        len: buf.len(),
+    };
+    let (mut n, mut flags) = (0u32, 0u16);
+    // SAFETY: one iovec over `buf`, and two out-parameters, all live.
+    let r = unsafe { wasi::sock_recv(fd, &iov, 1, 0, &mut n, &mut flags) };
+    match (r, n) {
+        (0, 0) => Io::Eof,
+        (0, n) => Io::Data(n as usize),
+        (wasi::EAGAIN, _) => Io::Again,
+        (e, _) => Io::Error(e),
+    }
+}
+
+/// Sends what the socket takes from the front of `out` (never blocks).
+#[cfg(target_os = "wasi")]
+fn flush(fd: u32, out: &mut Vec<u8>) -> Result<(), u16> {
+    while !out.is_empty() {
+        let iov = wasi::Ciovec {
+            buf: out.as_ptr(),
+            len: out.len(),
+        };
+        let mut n = 0u32;
+        // SAFETY: one iovec over `out`, one out-parameter, all live.
+        let r = unsafe { wasi::sock_send(fd, &iov, 1, 0, &mut n) };
+        match r {
+            0 => {
+                out.drain(..(n as usize).min(out.len()));
+            }
+            wasi::EAGAIN => return Ok(()),
+            e => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(target_os = "wasi")]
+fn close(fd: u32) {
+    // SAFETY: no pointers; the caller owns `fd` and forgets it.
+    unsafe { wasi::fd_close(fd) };
+}
+
+fn errno_text(e: u16) -> String {
+    match e {
+        8 => "bad descriptor".into(),
+        14 => "connection aborted".into(),
+        15 => "connection refused".into(),
+        26 => "connection reset".into(),
+        29 => "I/O error".into(),
+        64 => "broken pipe".into(),
+        73 => "timed out".into(),
+        other => format!("errno {other}"),
+    }
+}
+
+/// Parses and starts every complete request at the front of `c.inbuf` while no upstream
+/// request is in flight.
+#[cfg(target_os = "wasi")]
+fn process_requests(c: &mut Client, routes: &mut [Route]) {
+    use std::os::fd::IntoRawFd;
+    while !c.closing && c.up.is_none() && !c.inbuf.is_empty() {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut headers);
+        let head = match req.parse(&c.inbuf) {
+            Ok(httparse::Status::Complete(n)) if n <= MAX_HEAD => n,
+            Ok(httparse::Status::Partial) if c.inbuf.len() <= MAX_HEAD => return,
+            Ok(_) | Err(httparse::Error::TooManyHeaders) => {
+                let r = refuse(
+                    "431 Request Header Fields Too Large",
+                    "request head over 16 KiB or 64 headers",
+                );
+                error_response(&mut c.out, &r, true);
+                c.closing = true;
+                return;
+            }
+            Err(e) => {
+                error_response(&mut c.out, &refuse("400 Bad Request", e.to_string()), true);
+                c.closing = true;
+                return;
+            }
+        };
+        let mut len = 0usize;
+        let mut close = req.version == Some(0);
+        let mut chunked = false;
+        let mut expect = false;
+        for h in req.headers.iter() {
+            let v = String::from_utf8_lossy(h.value).to_ascii_lowercase();
+            if h.name.eq_ignore_ascii_case("content-length") {
+                len = v.trim().parse().unwrap_or(usize::MAX);
+            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                chunked = true;
+            } else if h.name.eq_ignore_ascii_case("connection") {
+                close = v.contains("close") || (close && !v.contains("keep-alive"));
+            } else if h.name.eq_ignore_ascii_case("expect") {
+                expect = v.contains("100-continue");
+            }
+        }
+        if chunked {
+            let r = refuse(
+                "411 Length Required",
+                "chunked request bodies are not supported",
+            );
+            error_response(&mut c.out, &r, true);
+            c.closing = true;
+            return;
+        }
+        if len > MAX_BODY {
+            let r = refuse("413 Content Too Large", "request body over 8 MiB");
+            error_response(&mut c.out, &r, true);
+            c.closing = true;
+            return;
+        }
+        if c.inbuf.len() < head + len {
+            if expect && !c.continued {
+                c.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                c.continued = true;
+            }
+            return;
+        }
+        let method = req.method.unwrap_or("").to_string();
+        let target = req.path.unwrap_or("").to_string();
+        let outcome = if method.eq_ignore_ascii_case("CONNECT") {
+            Err(refuse("405 Method Not Allowed", "CONNECT is not proxied"))
+        } else {
+            route_for(routes, &target)
+        };
+        let started = outcome.and_then(|(ri, path)| {
+            let route = &mut routes[ri];
+            let header = route.header.clone();
+            let key = route
+                .key()
+                .map_err(|why| refuse("503 Service Unavailable", why))?
+                .to_vec();
+            let mut up =
+                format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n", route.dest).into_bytes();
+            for h in req.headers.iter() {
+                let name = h.name.to_ascii_lowercase();
+                if DROPPED.contains(&name.as_str()) || name == header {
+                    continue;
+                }
+                up.extend_from_slice(h.name.as_bytes());
+                up.extend_from_slice(b": ");
+                up.extend_from_slice(h.value);
+                up.extend_from_slice(b"\r\n");
+            }
+            let (before, after) = route
+                .template
+                .split_once("{secret}")
+                .unwrap_or((&route.template, ""));
+            up.extend_from_slice(before.as_bytes());
+            up.extend_from_slice(&key);
+            up.extend_from_slice(after.as_bytes());
+            up.extend_from_slice(
+                format!("\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n").as_bytes(),
+            );
+            up.extend_from_slice(&c.inbuf[head..head + len]);
+            let dest = route.dest.clone();
+            let fd = ironclaw_guest::connect(&dest)
+                .map_err(|e| refuse("502 Bad Gateway", format!("upstream {dest}: {e}")))?
+                .into_raw_fd() as u32;
+            // SAFETY: no pointers.
+            unsafe { wasi::fd_fdstat_set_flags(fd, wasi::FDFLAGS_NONBLOCK) };
+            Ok(Upstream {
+                fd,
+                route: ri,
+                dest,
+                out: up,
+                head: Vec::new(),
+                framing: None,
+                relayed: 0,
+                tail: Vec::new(),
+                is_head_request: method.eq_ignore_ascii_case("HEAD"),
+                close_after: close,
+            })
+        });
+        c.inbuf.drain(..head + len);
+        c.continued = false;
+        match started {
+            Ok(up) => c.up = Some(up),
+            Err(r) => {
+                error_response(&mut c.out, &r, close);
+                c.closing = close;
+            }
+        }
+    }
+}
+
+/// The response head rewritten for the client, and its framing.
+fn rewrite_head(
+    resp: &httparse::Response<'_, '_>,
+    secret: &[u8],
+    is_head_request: bool,
+    client_close: bool,
+) -> (Vec<u8>, Framing) {
+    let code = resp.code.unwrap_or(502);
+    let mut framing = Framing::Close;
+    for h in resp.headers.iter() {
+        if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            if String::from_utf8_lossy(h.value)
+                .to_ascii_lowercase()
+                .contains("chunked")
+            {
+                framing = Framing::Chunked;
+            }
+        } else if h.name.eq_ignore_ascii_case("content-length") && framing == Framing::Close {
+            if let Some(n) = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+            {
+                framing = Framing::Length(n);
+            }
+        }
+    }
+    if is_head_request || code == 204 || code == 304 {
+        framing = Framing::Empty;
+    }
+    let close = client_close || framing == Framing::Close;
+    let mut out = format!("HTTP/1.1 {code} {}\r\n", resp.reason.unwrap_or("")).into_bytes();
+    for h in resp.headers.iter() {
+        let name = h.name.to_ascii_lowercase();
+        let reflects = !secret.is_empty() && h.value.windows(secret.len()).any(|w| w == secret);
+        if reflects || ["connection", "keep-alive", "proxy-connection"].contains(&name.as_str()) {
+            continue;
+        }
+        out.extend_from_slice(h.name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(h.value);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(if close {
+        b"Connection: close\r\n\r\n".as_slice()
+    } else {
+        b"Connection: keep-alive\r\n\r\n".as_slice()
+    });
+    (out, framing)
+}
+
+impl Upstream {
+    /// Whether the relayed body is complete.
+    fn complete(&self) -> bool {
+        match self.framing {
+            Some(Framing::Empty) => true,
+            Some(Framing::Length(n)) => self.relayed >= n,
+            Some(Framing::Chunked) => self.tail.ends_with(b"0\r\n\r\n"),
+            _ => false,
+        }
+    }
+
+    /// Takes response bytes: parses the head, then relays body bytes to `out`.
+    /// Err = a refusal for the client (nothing relayed yet).
+    fn take(
+        &mut self,
+        data: &[u8],
+        routes: &mut [Route],
+        out: &mut Vec<u8>,
+    ) -> Result<(), Refusal> {
+        if self.framing.is_some() {
+            self.relay(data, out);
+            return Ok(());
+        }
+        self.head.extend_from_slice(data);
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut resp = httparse::Response::new(&mut headers);
+            let n = match resp.parse(&self.head) {
+                Ok(httparse::Status::Complete(n)) => n,
+                Ok(httparse::Status::Partial) if self.head.len() <= MAX_HEAD => return Ok(()),
+                Ok(_) => {
+                    return Err(refuse(
+                        "502 Bad Gateway",
+                        format!("upstream {}: response head over 16 KiB", self.dest),
+                    ))
+                }
+                Err(e) => {
+                    return Err(refuse(
+                        "502 Bad Gateway",
+                        format!("upstream {}: invalid response: {e}", self.dest),
+                    ))
+                }
+            };
+            let code = resp.code.unwrap_or(0);
+            if (100..200).contains(&code) {
+                // Interim response (we never send Expect): skip it.
+                self.head.drain(..n);
+                continue;
+            }
+            let route = &mut routes[self.route];
+            let secret = route.secret.clone().unwrap_or_default();
+            if code == 401 {
+                // Maybe the key was rotated at the broker: fetch it again next time.
+                route.secret = None;
+            }
+            let (head, framing) =
+                rewrite_head(&resp, &secret, self.is_head_request, self.close_after);
+            out.extend_from_slice(&head);
+            self.framing = Some(framing);
+            let rest = self.head.split_off(n);
+            self.head = Vec::new();
+            self.relay(&rest, out);
+            return Ok(());
+        }
+    }
+
+    fn relay(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        let data = match self.framing {
+            Some(Framing::Empty) => &data[..0],
+            Some(Framing::Length(n)) => {
+                let left = n.saturating_sub(self.relayed);
+                &data[..data.len().min(left as usize)]
+            }
+            _ => data,
+        };
+        out.extend_from_slice(data);
+        self.relayed += data.len() as u64;
+        if self.framing == Some(Framing::Chunked) {
+            self.tail.extend_from_slice(data);
+            let keep = self.tail.len().saturating_sub(5);
+            self.tail.drain(..keep);
+        }
+    }
+}
+
+/// Moves bytes for one client: its requests, its upstream's request and response.
+#[cfg(target_os = "wasi")]
+fn pump(c: &mut Client, routes: &mut [Route], buf: &mut [u8]) {
+    if c.up.is_none() && !c.closing {
+        loop {
+            match recv(c.fd, buf) {
+                Io::Data(n) => c.inbuf.extend_from_slice(&buf[..n]),
+                Io::Again => break,
+                Io::Eof | Io::Error(_) => {
+                    c.closing = true;
+                    break;
+                }
+            }
+            if c.inbuf.len() > MAX_HEAD + MAX_BODY {
+                break;
+            }
+        }
+        // A client that closed its side after a complete request still gets its answer.
+        let closing = std::mem::replace(&mut c.closing, false);
+        process_requests(c, routes);
+        c.closing |= closing;
+    }
+    while let Some(up) = c.up.as_mut() {
+        let mut failure: Option<String> = flush(up.fd, &mut up.out)
+            .err()
+            .map(|e| format!("upstream {}: {}", up.dest, errno_text(e)));
+        let mut ended = false;
+        while failure.is_none() && !ended && c.out.len() < HIGH_WATER {
+            match recv(up.fd, buf) {
+                Io::Data(n) => {
+                    if let Err(r) = up.take(&buf[..n], routes, &mut c.out) {
+                        failure = Some(r.reason);
+                    } else if up.complete() {
+                        ended = true;
+                    }
+                }
+                Io::Again => break,
+                Io::Eof => ended = true,
+                Io::Error(e) => failure = Some(format!("upstream {}: {}", up.dest, errno_text(e))),
+            }
+        }
+        if failure.is_none() && !ended {
+            break;
+        }
+        let complete = up.complete();
+        let started = up.framing.is_some();
+        let close_after = up.close_after || up.framing == Some(Framing::Close);
+        let dest = up.dest.clone();
+        close(up.fd);
+        c.up = None;
+        if !started {
+            let reason =
+                failure.unwrap_or_else(|| format!("upstream {dest}: closed without a response"));
+            error_response(&mut c.out, &refuse("502 Bad Gateway", reason), close_after);
+            c.closing |= close_after;
+        } else if !complete || close_after {
+            // Cut short (or delimited by the close): the client cannot reuse the connection.
+            c.closing = true;
+        }
+        process_requests(c, routes);
+    }
+    if flush(c.fd, &mut c.out).is_err() || (c.closing && c.out.is_empty() && c.up.is_none()) {
+        c.dead = true;
+    }
+}
+
+/// The listener fds the host preopened: 3, 4, ... while fd_fdstat_get says socket.
+#[cfg(target_os = "wasi")]
+fn listeners() -> Vec<u32> {
+    let mut out = Vec::new();
+    for fd in 3u32.. {
+        let mut stat = [0u8; 24];
+        // SAFETY: `stat` is 24 writable bytes, the size of a WASI fdstat.
+        let r = unsafe { wasi::fd_fdstat_get(fd, stat.as_mut_ptr()) };
+        if r != 0 || stat[0] != wasi::FILETYPE_SOCKET_STREAM {
+            break;
+        }
+        out.push(fd);
+    }
+    out
+}
+
+#[cfg(target_os = "wasi")]
+fn subscription(fd: u32, write: bool) -> [u8; 48] {
+    let mut s = [0u8; 48];
+    s[0..8].copy_from_slice(&u64::from(fd).to_le_bytes());
+    s[8] = if write { 2 } else { 1 };
+    s[16..20].copy_from_slice(&fd.to_le_bytes());
+    s
+}
+
+#[cfg(target_os = "wasi")]
+fn event_loop(routes: &mut [Route], mut listeners: Vec<u32>) {
+    for fd in &listeners {
+        // SAFETY: no pointers.
+        unsafe { wasi::fd_fdstat_set_flags(*fd, wasi::FDFLAGS_NONBLOCK) };
+    }
+    let mut clients: Vec<Client> = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    let mut subs: Vec<u8> = Vec::new();
+    let mut events: Vec<u8> = Vec::new();
+    loop {
+        if listeners.is_empty() && clients.is_empty() {
+            return;
+        }
+        subs.clear();
+        for fd in &listeners {
+            subs.extend_from_slice(&subscription(*fd, false));
+        }
+        for c in &clients {
+            if !c.out.is_empty() {
+                subs.extend_from_slice(&subscription(c.fd, true));
+            }
+            match &c.up {
+                None if !c.closing => subs.extend_from_slice(&subscription(c.fd, false)),
+                None => {}
+                Some(up) => {
+                    if !up.out.is_empty() {
+                        subs.extend_from_slice(&subscription(up.fd, true));
+                    }
+                    if c.out.len() < HIGH_WATER {
+                        subs.extend_from_slice(&subscription(up.fd, false));
+                    }
+                }
+            }
+        }
+        let n = (subs.len() / 48) as u32;
+        events.resize(subs.len() / 48 * 32, 0);
+        let mut got = 0u32;
+        // SAFETY: `subs` holds n subscriptions, `events` room for n events.
+        let r = unsafe { wasi::poll_oneoff(subs.as_ptr(), events.as_mut_ptr(), n, &mut got) };
+        if r != 0 {
+            eprintln!("llm-proxy: poll_oneoff: errno {r}");
+            std::process::exit(1);
+        }
+        for e in events.chunks(32).take(got as usize) {
+            let fd = u32::from_le_bytes([e[0], e[1], e[2], e[3]]);
+            let hangup = e[24] & 1 != 0;
+            if let Some(pos) = listeners.iter().position(|l| *l == fd) {
+                loop {
+                    let mut new = 0u32;
+                    // SAFETY: one out-parameter.
+                    let r = unsafe { wasi::sock_accept(fd, wasi::FDFLAGS_NONBLOCK, &mut new) };
+                    if r != 0 {
+                        if r != wasi::EAGAIN || hangup {
+                            // The host closed the listener (service terminating).
+                            close(fd);
+                            listeners.remove(pos);
+                        }
+                        break;
+                    }
+                    clients.push(Client {
+                        fd: new,
+                        inbuf: Vec::new(),
+                        out: Vec::new(),
+                        closing: false,
+                        dead: false,
+                        continued: false,
+                        up: None,
+                    });
+                }
+                continue;
+            }
+            let Some(c) = clients
+                .iter_mut()
+                .find(|c| c.fd == fd || c.up.as_ref().is_some_and(|u| u.fd == fd))
+            else {
+                continue;
+            };
+            if !c.dead {
+                pump(c, routes, &mut buf);
+            }
+        }
+        clients.retain(|c| {
+            if c.dead {
+                if let Some(up) = &c.up {
+                    close(up.fd);
+                }
+                close(c.fd);
+            }
+            !c.dead
+        });
+    }
+}
+
+#[cfg(target_os = "wasi")]
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut routes = parse_routes(&args);
+    for r in routes.iter_mut() {
+        // Fetch each key once at start; a failure is retried on the route's next request.
+        match r.key() {
+            Ok(_) => eprintln!("llm-proxy: key for {} ready", r.dest),
+            Err(why) => eprintln!("llm-proxy: {why} (retried on the next request)"),
+        }
+    }
+    let ls = listeners();
+    if ls.is_empty() {
+        eprintln!("llm-proxy: no listener (run it with ironclaw proxy --listen ...)");
+        std::process::exit(2);
+    }
+    event_loop(&mut routes, ls);
+}
+
+#[cfg(not(target_os = "wasi"))]
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let routes = parse_routes(&args);
+    let _ = route_for(&routes, "/");
+    eprintln!("llm-proxy runs inside IronClaw only (ironclaw proxy)");
+    std::process::exit(2);
+}
