@@ -1,0 +1,180 @@
+//! `ironclaw proxy`: runs the LLM API key proxy module (`examples/wasm/llm-proxy`, embedded
+//! in this binary as `ironclaw::shim::LLM_PROXY_MODULE`) with `ironclaw serve`'s machinery.
+//!
+//! Each route is `--upstream URL --secret PATH --inject 'Header: ...{secret}...'` (the n-th
+//! of each flag form route n). The upstreams' HOST:PORT become the launch's egress list,
+//! which is measured: the enclave can reach nothing else. The key never passes through this
+//! process: the module fetches it from the broker with `get_secret` (attested, JWE-wrapped
+//! to the enclave's ephemeral key).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use ironclaw::hypercall::RunIo;
+use ironclaw::service::{Egress, ListenAddr, ServiceConfig};
+use ironclaw::{exit_code, LaunchInputs};
+
+#[derive(Args)]
+pub struct ProxyArgs {
+    #[command(flatten)]
+    limits: crate::LimitArgs,
+    /// Listen address for clients: tcp:IP:PORT or unix:PATH (repeatable).
+    #[arg(long = "listen", value_name = "ADDR", required = true)]
+    listen: Vec<ListenAddr>,
+    /// Upstream base URL, http://HOST[:PORT] (repeatable: one per route).
+    #[arg(long = "upstream", value_name = "URL", required = true)]
+    upstream: Vec<String>,
+    /// Broker resource path of the route's key, REPOSITORY/TYPE/TAG (one per --upstream).
+    #[arg(long = "secret", value_name = "PATH")]
+    secret: Vec<String>,
+    /// Header added to the route's requests, e.g. 'Authorization: Bearer {secret}' or
+    /// 'x-api-key: {secret}' (one per --upstream).
+    #[arg(long = "inject", value_name = "HEADER")]
+    inject: Vec<String>,
+    /// CA certificate (PEM) the upstream's TLS chain must lead to.
+    #[arg(long, value_name = "FILE")]
+    upstream_ca: Option<PathBuf>,
+    /// Key broker (https://HOST:PORT) that releases the keys to this enclave.
+    #[arg(long, value_name = "URL")]
+    broker: Option<String>,
+    /// The broker's TLS certificate (PEM) to trust; required with --broker.
+    #[arg(long, value_name = "FILE", requires = "broker")]
+    broker_cert: Option<PathBuf>,
+    /// IronClaw state directory (platform key, sealing root).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Most client + upstream connections open at once.
+    #[arg(long, default_value_t = ServiceConfig::default().max_connections)]
+    max_connections: u64,
+    /// Close a connection after this long without traffic.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "120s")]
+    idle_timeout: Duration,
+    /// Print the launch measurement to stderr before serving.
+    #[arg(long)]
+    print_measurement: bool,
+}
+
+fn fail(msg: &str) -> ExitCode {
+    eprintln!("ironclaw proxy: {msg}");
+    ExitCode::from(exit_code::INTERNAL as u8)
+}
+
+/// The egress destination (`HOST:PORT`) of an upstream URL.
+pub fn upstream_egress(url: &str) -> Result<Egress, String> {
+    if url.starts_with("https://") {
+        return Err(format!(
+            "{url}: TLS from inside the enclave to the upstream is not available yet; \
+             use an http:// upstream"
+        ));
+    }
+    let Some(rest) = url.strip_prefix("http://") else {
+        return Err(format!("{url}: expected http://HOST[:PORT]"));
+    };
+    let authority = rest.trim_end_matches('/');
+    if authority.is_empty() || authority.contains(['/', '@', '?', '#']) {
+        return Err(format!("{url}: expected http://HOST[:PORT] with no path"));
+    }
+    let dest = match authority.rsplit_once(':') {
+        Some((_, p)) if p.parse::<u16>().is_ok() => authority.to_string(),
+        _ => format!("{authority}:80"),
+    };
+    dest.parse::<Egress>().map_err(|e| format!("{url}: {e}"))
+}
+
+pub fn proxy(a: ProxyArgs) -> ExitCode {
+    let n = a.upstream.len();
+    if a.secret.len() != n || a.inject.len() != n {
+        return fail("every --upstream needs one --secret and one --inject (in the same order)");
+    }
+    if let Some(ca) = &a.upstream_ca {
+        return fail(&format!(
+            "--upstream-ca {}: TLS to the upstream is not available yet",
+            ca.display()
+        ));
+    }
+    let mut egress = Vec::new();
+    let mut args = vec!["llm-proxy".to_string()];
+    for i in 0..n {
+        match upstream_egress(&a.upstream[i]) {
+            Ok(e) => {
+                if !egress.contains(&e) {
+                    egress.push(e);
+                }
+            }
+            Err(why) => return fail(&why),
+        }
+        if !a.inject[i].contains("{secret}") {
+            return fail(&format!("--inject {:?}: has no {{secret}}", a.inject[i]));
+        }
+        for (flag, v) in [
+            ("--upstream", &a.upstream[i]),
+            ("--secret", &a.secret[i]),
+            ("--inject", &a.inject[i]),
+        ] {
+            args.push(flag.to_string());
+            args.push(v.clone());
+        }
+    }
+    let service = ServiceConfig {
+        listen: a.listen,
+        egress,
+        max_connections: a.max_connections,
+        idle_timeout: a.idle_timeout,
+        ..ServiceConfig::default()
+    };
+    if let Err(e) = service.validate() {
+        return fail(&format!("invalid service configuration: {e}"));
+    }
+    let config = crate::cli_serve::service_launch_config(a.limits.config());
+    let bytes = ironclaw::shim::LLM_PROXY_MODULE;
+    let mut services = match crate::cli_broker::enclave_services(
+        bytes,
+        &config,
+        a.state_dir,
+        a.broker.as_deref(),
+        a.broker_cert.as_deref(),
+    ) {
+        // The evidence carries the service measurement (module, limits and egress list).
+        Ok(s) => s.with_measurement(&ironclaw::LaunchMeasurement::of_service(
+            bytes, &config, &service,
+        )),
+        Err(c) => return c,
+    };
+    let inputs = LaunchInputs {
+        args,
+        env: Vec::new(),
+    };
+    let (mut stdin, mut stdout, mut stderr) =
+        (std::io::empty(), std::io::stdout(), std::io::stderr());
+    let io = RunIo {
+        stdin: &mut stdin,
+        stdout: &mut stdout,
+        stderr: &mut stderr,
+    };
+    let print_measurement = a.print_measurement;
+    let mut on_ready = |bound: &[ListenAddr], m: &ironclaw::LaunchMeasurement| {
+        if print_measurement {
+            eprintln!("measurement: {m}");
+        }
+        for addr in bound {
+            eprintln!("ironclaw: listening on {addr}");
+        }
+    };
+    match ironclaw::service::serve(
+        bytes,
+        &inputs,
+        &config,
+        &service,
+        io,
+        Some(&mut services),
+        &mut on_ready,
+    ) {
+        Ok(report) => ExitCode::from((report.exit_code & 0xFF) as u8),
+        Err(e) => {
+            eprintln!("ironclaw: {e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}

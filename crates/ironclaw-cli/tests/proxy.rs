@@ -1,0 +1,538 @@
+//! `ironclaw proxy`: the LLM API key proxy end to end. A local HTTP upstream records what
+//! it receives and answers an OpenAI-style `/v1/chat/completions` (JSON and an SSE stream);
+//! a key broker (in process, HTTPS) releases the key only to the proxy's measurement; the
+//! upstream sees the key, the client never does; faults give the client a 502/503 with a
+//! reason and the proxy keeps serving.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ironclaw_broker::admin::{self, AdminRequest};
+use ironclaw_broker::{Broker, BrokerConfig};
+
+const KEY: &str = "sk-enclave-only-4711-openai";
+const KEY2: &str = "sk-ant-enclave-only-0815";
+
+/// What the upstream received: one request head (lower-cased names) + body per entry.
+type Log = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
+/// An HTTP/1.1 upstream on 127.0.0.1: one request per connection.
+struct Upstream {
+    addr: String,
+    log: Log,
+}
+
+fn read_head<R: BufRead>(r: &mut R) -> Option<String> {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        if line == "\r\n" {
+            return Some(head);
+        }
+        head.push_str(&line);
+    }
+}
+
+fn header(head: &str, name: &str) -> Option<String> {
+    head.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_string())
+    })
+}
+
+fn upstream_serve(mut s: TcpStream, log: Log) {
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let Some(head) = read_head(&mut r) else {
+        return;
+    };
+    let len: usize = header(&head, "content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).unwrap();
+    log.lock().unwrap().push((head.clone(), body.clone()));
+    let path = head.split(' ').nth(1).unwrap_or("").to_string();
+    let auth = header(&head, "authorization").unwrap_or_default();
+    if path == "/v1/chat/completions" && String::from_utf8_lossy(&body).contains("\"stream\":true")
+    {
+        s.write_all(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n",
+        )
+        .unwrap();
+        for (i, word) in ["Hel", "lo", "!"].iter().enumerate() {
+            let ev =
+                format!("data: {{\"choices\":[{{\"delta\":{{\"content\":\"{word}\"}}}}]}}\n\n");
+            s.write_all(format!("{:x}\r\n{ev}\r\n", ev.len()).as_bytes())
+                .unwrap();
+            s.flush().unwrap();
+            if i == 0 {
+                std::thread::sleep(Duration::from_millis(400));
+            }
+        }
+        let done = "data: [DONE]\n\n";
+        s.write_all(format!("{:x}\r\n{done}\r\n0\r\n\r\n", done.len()).as_bytes())
+            .unwrap();
+    } else if path == "/v1/chat/completions" {
+        let body = br#"{"id":"chatcmpl-1","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"Hello!"},"finish_reason":"stop"}]}"#;
+        s.write_all(
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        s.write_all(body).unwrap();
+    } else if path == "/reflect" {
+        // A hostile or careless upstream echoing the credential back.
+        let body = b"reflected";
+        s.write_all(
+            format!(
+                "HTTP/1.1 200 OK\r\nX-Echo-Auth: {auth}\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        s.write_all(body).unwrap();
+    } else {
+        s.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+            .unwrap();
+    }
+}
+
+impl Upstream {
+    fn start() -> Upstream {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let log: Log = Arc::default();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(s) = s else { continue };
+                let log = sink.clone();
+                std::thread::spawn(move || upstream_serve(s, log));
+            }
+        });
+        Upstream { addr, log }
+    }
+}
+
+/// A running `ironclaw proxy`; killed on drop.
+struct Proxy {
+    child: Child,
+    addr: String,
+    measurement: String,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proxy {
+    fn start(args: &[&str]) -> Proxy {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ironclaw"))
+            .arg("proxy")
+            .args(["--listen", "tcp:127.0.0.1:0", "--print-measurement"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line.clone());
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let (mut addr, mut measurement) = (None, None);
+        while addr.is_none() || measurement.is_none() {
+            match rx.recv_timeout(Duration::from_secs(30)) {
+                Ok(line) => {
+                    if let Some(a) = line.strip_prefix("ironclaw: listening on tcp:") {
+                        addr = Some(a.to_string());
+                    }
+                    if let Some(m) = line.strip_prefix("measurement: ") {
+                        measurement = Some(m.to_string());
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("proxy did not start: {}", log.lock().unwrap());
+                }
+            }
+        }
+        Proxy {
+            child,
+            addr: addr.unwrap(),
+            measurement: measurement.unwrap(),
+            stderr: log,
+        }
+    }
+
+    fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(&self.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s
+    }
+}
+
+/// A broker on 127.0.0.1 holding the keys; the policy is set once the proxy's measurement
+/// is known.
+struct BrokerSetup {
+    _tmp: tempfile::TempDir,
+    state: PathBuf,
+    host_state: PathBuf,
+    server: Option<ironclaw_broker::http::ServerHandle>,
+}
+
+impl Drop for BrokerSetup {
+    fn drop(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown();
+        }
+    }
+}
+
+impl BrokerSetup {
+    fn start() -> BrokerSetup {
+        let tmp = tempfile::tempdir().unwrap();
+        let (state, host_state) = (tmp.path().join("broker"), tmp.path().join("host"));
+        let broker = Arc::new(Broker::open(&state, BrokerConfig::default()).unwrap());
+        let tls = ironclaw_broker::tls::server_config(broker.state(), None, None).unwrap();
+        let server = ironclaw_broker::http::start(broker, "127.0.0.1:0", tls).unwrap();
+        for (path, v) in [("default/key/llm", KEY), ("default/key/anthropic", KEY2)] {
+            let r = admin::call(
+                &state,
+                AdminRequest::SecretPut {
+                    path: path.into(),
+                    value_b64: base64::Engine::encode(
+                        &base64::engine::general_purpose::STANDARD,
+                        v,
+                    ),
+                },
+            )
+            .unwrap();
+            assert!(r.ok, "{:?}", r.error);
+        }
+        BrokerSetup {
+            _tmp: tmp,
+            state,
+            host_state,
+            server: Some(server),
+        }
+    }
+
+    /// `--broker URL --broker-cert FILE --state-dir DIR`.
+    fn args(&self) -> Vec<String> {
+        vec![
+            "--broker".into(),
+            self.server.as_ref().unwrap().url(),
+            "--broker-cert".into(),
+            self.state.join("tls.crt").display().to_string(),
+            "--state-dir".into(),
+            self.host_state.display().to_string(),
+        ]
+    }
+
+    /// Releases `default/key/*` to `measurement` on this host.
+    fn allow(&self, measurement: &str) {
+        let out = Command::new(env!("CARGO_BIN_EXE_ironclaw"))
+            .args(["platform-key", "--state-dir"])
+            .arg(&self.host_state)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let jwk: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let policy = serde_json::json!({
+            "trusted_platform_keys": [jwk],
+            "rules": [{"resources": ["default/key/*"], "tee": ["kvm"], "measurements": [measurement]}],
+        });
+        let r = admin::call(&self.state, AdminRequest::PolicySet { policy }).unwrap();
+        assert!(r.ok, "{:?}", r.error);
+    }
+}
+
+/// A response: status line, head, body (chunked decoded).
+struct Response {
+    status: String,
+    head: String,
+    body: Vec<u8>,
+}
+
+/// Reads one response; `on_chunk` sees each decoded chunk as it arrives.
+fn read_response(s: &mut TcpStream, mut on_chunk: impl FnMut(&[u8])) -> Response {
+    let mut raw = Vec::new();
+    fn read_line(s: &mut TcpStream, raw: &mut Vec<u8>) -> String {
+        let mut byte = [0u8; 1];
+        let start = raw.len();
+        while !raw[start..].ends_with(b"\r\n") {
+            assert_eq!(s.read(&mut byte).unwrap(), 1, "closed: {raw:?}");
+            raw.push(byte[0]);
+        }
+        String::from_utf8_lossy(&raw[start..raw.len() - 2]).into_owned()
+    }
+    let status = read_line(s, &mut raw);
+    let mut head = String::new();
+    loop {
+        let l = read_line(s, &mut raw);
+        if l.is_empty() {
+            break;
+        }
+        head.push_str(&l);
+        head.push('\n');
+    }
+    let mut body = Vec::new();
+    if header(&head, "transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        loop {
+            let size = usize::from_str_radix(read_line(s, &mut raw).trim(), 16).unwrap();
+            let mut chunk = vec![0u8; size + 2];
+            let mut got = 0;
+            while got < chunk.len() {
+                let n = s.read(&mut chunk[got..]).unwrap();
+                assert!(n > 0, "closed inside a chunk");
+                got += n;
+            }
+            raw.extend_from_slice(&chunk);
+            if size == 0 {
+                break;
+            }
+            on_chunk(&chunk[..size]);
+            body.extend_from_slice(&chunk[..size]);
+        }
+    } else {
+        let len: usize = header(&head, "content-length").unwrap().parse().unwrap();
+        body.resize(len, 0);
+        s.read_exact(&mut body).unwrap();
+        raw.extend_from_slice(&body);
+    }
+    // No byte a client reads ever contains a key.
+    assert!(
+        !contains(&raw, KEY) && !contains(&raw, KEY2),
+        "a key reached the client"
+    );
+    Response { status, head, body }
+}
+
+fn post(s: &mut TcpStream, path: &str, extra: &str, body: &str) -> Response {
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: proxy\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    read_response(s, |_| {})
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+#[test]
+fn proxy_injects_the_key_streams_sse_and_never_shows_the_key_to_clients() {
+    if !claw_testsupport::require_kvm(
+        "proxy_injects_the_key_streams_sse_and_never_shows_the_key_to_clients",
+    ) {
+        return;
+    }
+    let up = Upstream::start();
+    let broker = BrokerSetup::start();
+    let upstream = format!("http://{}", up.addr);
+    let mut args: Vec<String> = broker.args();
+    args.extend(
+        [
+            "--upstream",
+            &upstream,
+            "--secret",
+            "default/key/llm",
+            "--inject",
+            "Authorization: Bearer {secret}",
+        ]
+        .map(String::from),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let proxy = Proxy::start(&args);
+    let mut c = proxy.connect();
+
+    // No policy for this measurement yet: the broker refuses, the client gets a 503.
+    let r = post(&mut c, "/v1/chat/completions", "", "{}");
+    assert!(r.status.starts_with("HTTP/1.1 503"), "{}", r.status);
+    assert!(contains(
+        &r.body,
+        "key broker did not release default/key/llm"
+    ));
+    assert!(up.log.lock().unwrap().is_empty());
+
+    broker.allow(&proxy.measurement);
+    let chat = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"Hi"}]}"#;
+    let r = post(
+        &mut c,
+        "/v1/chat/completions",
+        "Authorization: Bearer client-supplied-fake\r\nx-api-key: also-fake\r\n",
+        chat,
+    );
+    assert_eq!(
+        r.status,
+        "HTTP/1.1 200 OK",
+        "{}",
+        proxy.stderr.lock().unwrap()
+    );
+    assert!(contains(&r.body, "\"content\":\"Hello!\""));
+    {
+        let log = up.log.lock().unwrap();
+        let (head, body) = log.last().unwrap();
+        assert_eq!(
+            header(head, "authorization").as_deref(),
+            Some(format!("Bearer {KEY}").as_str())
+        );
+        assert!(!head.contains("client-supplied-fake") && !head.contains("also-fake"));
+        assert_eq!(header(head, "x-api-key"), None);
+        assert_eq!(header(head, "host").as_deref(), Some(up.addr.as_str()));
+        assert_eq!(body, chat.as_bytes());
+    }
+
+    // SSE on the same keep-alive connection: the first event arrives while the upstream
+    // is still holding back the rest (400 ms), i.e. it is relayed, not buffered.
+    let stream = r#"{"model":"gpt-4o","stream":true,"messages":[]}"#;
+    let req = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: proxy\r\nContent-Length: {}\r\n\r\n{stream}",
+        stream.len()
+    );
+    let sent = Instant::now();
+    c.write_all(req.as_bytes()).unwrap();
+    let mut arrivals = Vec::new();
+    let r = read_response(&mut c, |chunk| {
+        arrivals.push((sent.elapsed(), String::from_utf8_lossy(chunk).into_owned()))
+    });
+    assert_eq!(r.status, "HTTP/1.1 200 OK");
+    assert_eq!(
+        header(&r.head, "content-type").as_deref(),
+        Some("text/event-stream")
+    );
+    let text = String::from_utf8_lossy(&r.body);
+    assert!(
+        text.contains("\"Hel\"") && text.contains("data: [DONE]"),
+        "{text}"
+    );
+    let first = arrivals.first().unwrap();
+    let last = arrivals.last().unwrap();
+    assert!(first.1.contains("\"Hel\""), "{arrivals:?}");
+    assert!(
+        last.0 >= first.0 + Duration::from_millis(300),
+        "first event not streamed ahead of the rest: {arrivals:?}"
+    );
+    eprintln!("first SSE event after {:?}", first.0);
+
+    // An upstream reflecting the credential: that header never reaches the client.
+    let r = post(&mut c, "/reflect", "", "");
+    assert_eq!(r.status, "HTTP/1.1 200 OK");
+    assert_eq!(header(&r.head, "x-echo-auth"), None);
+    assert_eq!(r.body, b"reflected");
+
+    // Requests for other hosts, CONNECT and oversized heads are refused.
+    c.write_all(b"GET http://evil.example/steal HTTP/1.1\r\nHost: evil.example\r\n\r\n")
+        .unwrap();
+    let r = read_response(&mut c, |_| {});
+    assert!(r.status.starts_with("HTTP/1.1 403"), "{}", r.status);
+    assert!(contains(&r.body, "not a configured upstream"));
+    let mut big = proxy.connect();
+    let filler = "a".repeat(20 << 10);
+    big.write_all(format!("GET /v1/models HTTP/1.1\r\nX-Big: {filler}\r\n\r\n").as_bytes())
+        .unwrap();
+    let r = read_response(&mut big, |_| {});
+    assert!(r.status.starts_with("HTTP/1.1 431"), "{}", r.status);
+
+    let stderr = proxy.stderr.lock().unwrap().clone();
+    assert!(!stderr.contains(KEY), "key in the host's log: {stderr}");
+    let requests = up.log.lock().unwrap().len();
+    assert_eq!(
+        requests, 3,
+        "the refused requests never reached the upstream"
+    );
+}
+
+#[test]
+fn upstream_down_gives_502_and_the_other_route_keeps_working() {
+    if !claw_testsupport::require_kvm("upstream_down_gives_502_and_the_other_route_keeps_working") {
+        return;
+    }
+    let up = Upstream::start();
+    let dead = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let broker = BrokerSetup::start();
+    let (good, down) = (format!("http://{}", up.addr), format!("http://{dead}"));
+    let mut args: Vec<String> = broker.args();
+    args.extend(
+        [
+            "--upstream",
+            &down,
+            "--secret",
+            "default/key/llm",
+            "--inject",
+            "Authorization: Bearer {secret}",
+            "--upstream",
+            &good,
+            "--secret",
+            "default/key/anthropic",
+            "--inject",
+            "x-api-key: {secret}",
+        ]
+        .map(String::from),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let proxy = Proxy::start(&args);
+    broker.allow(&proxy.measurement);
+    let mut c = proxy.connect();
+    for _ in 0..2 {
+        let r = post(&mut c, &format!("/{dead}/v1/chat/completions"), "", "{}");
+        assert!(r.status.starts_with("HTTP/1.1 502"), "{}", r.status);
+        assert!(
+            contains(&r.body, &dead),
+            "{}",
+            String::from_utf8_lossy(&r.body)
+        );
+
+        let r = post(
+            &mut c,
+            &format!("/{}/v1/chat/completions", up.addr),
+            "x-api-key: client-fake\r\n",
+            "{}",
+        );
+        assert_eq!(
+            r.status,
+            "HTTP/1.1 200 OK",
+            "{}",
+            proxy.stderr.lock().unwrap()
+        );
+        let log = up.log.lock().unwrap();
+        let (head, _) = log.last().unwrap();
+        assert!(head.starts_with("POST /v1/chat/completions "), "{head}");
+        assert_eq!(header(head, "x-api-key").as_deref(), Some(KEY2));
+        assert_eq!(header(head, "authorization"), None);
+    }
+    // A path naming no configured upstream is refused (two routes: no default).
+    let r = post(&mut c, "/v1/chat/completions", "", "{}");
+    assert!(r.status.starts_with("HTTP/1.1 404"), "{}", r.status);
+}
