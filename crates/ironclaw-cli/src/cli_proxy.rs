@@ -23,7 +23,8 @@ pub struct ProxyArgs {
     /// Listen address for clients: tcp:IP:PORT or unix:PATH (repeatable).
     #[arg(long = "listen", value_name = "ADDR", required = true)]
     listen: Vec<ListenAddr>,
-    /// Upstream base URL, http://HOST[:PORT] (repeatable: one per route).
+    /// Upstream base URL, https://HOST[:PORT] (TLS from inside the enclave) or
+    /// http://HOST[:PORT] (repeatable: one per route).
     #[arg(long = "upstream", value_name = "URL", required = true)]
     upstream: Vec<String>,
     /// Broker resource path of the route's key, REPOSITORY/TYPE/TAG (one per --upstream).
@@ -33,7 +34,8 @@ pub struct ProxyArgs {
     /// 'x-api-key: {secret}' (one per --upstream).
     #[arg(long = "inject", value_name = "HEADER")]
     inject: Vec<String>,
-    /// CA certificate (PEM) the upstream's TLS chain must lead to.
+    /// CA certificate(s) (PEM) the https upstreams' chains must lead to (default: the
+    /// Mozilla root store compiled into the module).
     #[arg(long, value_name = "FILE")]
     upstream_ca: Option<PathBuf>,
     /// Key broker (https://HOST:PORT) that releases the keys to this enclave.
@@ -63,14 +65,12 @@ fn fail(msg: &str) -> ExitCode {
 
 /// The egress destination (`HOST:PORT`) of an upstream URL.
 pub fn upstream_egress(url: &str) -> Result<Egress, String> {
-    if url.starts_with("https://") {
-        return Err(format!(
-            "{url}: TLS from inside the enclave to the upstream is not available yet; \
-             use an http:// upstream"
-        ));
-    }
-    let Some(rest) = url.strip_prefix("http://") else {
-        return Err(format!("{url}: expected http://HOST[:PORT]"));
+    let (rest, port) = if let Some(r) = url.strip_prefix("http://") {
+        (r, 80)
+    } else if let Some(r) = url.strip_prefix("https://") {
+        (r, 443)
+    } else {
+        return Err(format!("{url}: expected http(s)://HOST[:PORT]"));
     };
     let authority = rest.trim_end_matches('/');
     if authority.is_empty() || authority.contains(['/', '@', '?', '#']) {
@@ -78,7 +78,7 @@ pub fn upstream_egress(url: &str) -> Result<Egress, String> {
     }
     let dest = match authority.rsplit_once(':') {
         Some((_, p)) if p.parse::<u16>().is_ok() => authority.to_string(),
-        _ => format!("{authority}:80"),
+        _ => format!("{authority}:{port}"),
     };
     dest.parse::<Egress>().map_err(|e| format!("{url}: {e}"))
 }
@@ -88,14 +88,14 @@ pub fn proxy(a: ProxyArgs) -> ExitCode {
     if a.secret.len() != n || a.inject.len() != n {
         return fail("every --upstream needs one --secret and one --inject (in the same order)");
     }
-    if let Some(ca) = &a.upstream_ca {
-        return fail(&format!(
-            "--upstream-ca {}: TLS to the upstream is not available yet",
-            ca.display()
-        ));
-    }
     let mut egress = Vec::new();
     let mut args = vec!["llm-proxy".to_string()];
+    if let Some(ca) = &a.upstream_ca {
+        match std::fs::read_to_string(ca) {
+            Ok(pem) => args.extend(["--upstream-ca-pem".to_string(), pem]),
+            Err(e) => return fail(&format!("--upstream-ca {}: {e}", ca.display())),
+        }
+    }
     for i in 0..n {
         match upstream_egress(&a.upstream[i]) {
             Ok(e) => {

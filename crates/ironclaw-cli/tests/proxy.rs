@@ -26,18 +26,16 @@ struct Upstream {
     log: Log,
 }
 
-fn read_head<R: BufRead>(r: &mut R) -> Option<String> {
-    let mut head = String::new();
-    loop {
-        let mut line = String::new();
-        if r.read_line(&mut line).ok()? == 0 {
+fn read_head<R: Read>(r: &mut R) -> Option<String> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if r.read(&mut byte).ok()? == 0 {
             return None;
         }
-        if line == "\r\n" {
-            return Some(head);
-        }
-        head.push_str(&line);
+        head.push(byte[0]);
     }
+    Some(String::from_utf8_lossy(&head[..head.len() - 2]).into_owned())
 }
 
 fn header(head: &str, name: &str) -> Option<String> {
@@ -49,16 +47,15 @@ fn header(head: &str, name: &str) -> Option<String> {
     })
 }
 
-fn upstream_serve(mut s: TcpStream, log: Log) {
-    let mut r = BufReader::new(s.try_clone().unwrap());
-    let Some(head) = read_head(&mut r) else {
+fn upstream_serve<S: Read + Write>(mut s: S, log: Log) {
+    let Some(head) = read_head(&mut s) else {
         return;
     };
     let len: usize = header(&head, "content-length")
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     let mut body = vec![0u8; len];
-    r.read_exact(&mut body).unwrap();
+    s.read_exact(&mut body).unwrap();
     log.lock().unwrap().push((head.clone(), body.clone()));
     let path = head.split(' ').nth(1).unwrap_or("").to_string();
     let auth = header(&head, "authorization").unwrap_or_default();
@@ -112,6 +109,11 @@ fn upstream_serve(mut s: TcpStream, log: Log) {
 
 impl Upstream {
     fn start() -> Upstream {
+        Self::start_with(None)
+    }
+
+    /// With `tls`: HTTPS with that server configuration.
+    fn start_with(tls: Option<Arc<rustls::ServerConfig>>) -> Upstream {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap().to_string();
         let log: Log = Arc::default();
@@ -120,11 +122,46 @@ impl Upstream {
             for s in l.incoming() {
                 let Ok(s) = s else { continue };
                 let log = sink.clone();
-                std::thread::spawn(move || upstream_serve(s, log));
+                let tls = tls.clone();
+                std::thread::spawn(move || match tls {
+                    None => upstream_serve(s, log),
+                    Some(cfg) => {
+                        let Ok(conn) = rustls::ServerConnection::new(cfg) else {
+                            return;
+                        };
+                        let mut tls = rustls::StreamOwned::new(conn, s);
+                        upstream_serve(&mut tls, log);
+                        tls.conn.send_close_notify();
+                        let _ = tls.flush();
+                    }
+                });
             }
         });
         Upstream { addr, log }
     }
+}
+
+/// A test CA (PEM) and a server configuration for 127.0.0.1 signed by it.
+fn test_pki() -> (String, Arc<rustls::ServerConfig>) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca)
+        .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap();
+    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![leaf.der().clone(), ca.der().clone()], key)
+    .unwrap();
+    (ca.pem(), Arc::new(cfg))
 }
 
 /// A running `ironclaw proxy`; killed on drop.
@@ -535,4 +572,98 @@ fn upstream_down_gives_502_and_the_other_route_keeps_working() {
     // A path naming no configured upstream is refused (two routes: no default).
     let r = post(&mut c, "/v1/chat/completions", "", "{}");
     assert!(r.status.starts_with("HTTP/1.1 404"), "{}", r.status);
+}
+
+#[test]
+fn https_upstream_verified_against_the_test_ca_and_a_wrong_ca_gives_502() {
+    if !claw_testsupport::require_kvm(
+        "https_upstream_verified_against_the_test_ca_and_a_wrong_ca_gives_502",
+    ) {
+        return;
+    }
+    let (ca_pem, server) = test_pki();
+    let (other_ca, _) = test_pki();
+    let up = Upstream::start_with(Some(server));
+    let broker = BrokerSetup::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, wrong) = (dir.path().join("ca.pem"), dir.path().join("wrong.pem"));
+    std::fs::write(&ca, ca_pem).unwrap();
+    std::fs::write(&wrong, other_ca).unwrap();
+    let upstream = format!("https://{}", up.addr);
+    let start = |ca: &std::path::Path| {
+        let mut args: Vec<String> = broker.args();
+        args.extend(
+            [
+                "--upstream",
+                &upstream,
+                "--secret",
+                "default/key/llm",
+                "--inject",
+                "Authorization: Bearer {secret}",
+                "--upstream-ca",
+                ca.to_str().unwrap(),
+            ]
+            .map(String::from),
+        );
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Proxy::start(&args)
+    };
+
+    let proxy = start(&ca);
+    broker.allow(&proxy.measurement);
+    let mut c = proxy.connect();
+    let chat = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"Hi"}]}"#;
+    let t = Instant::now();
+    let r = post(
+        &mut c,
+        "/v1/chat/completions",
+        "Authorization: Bearer nope\r\n",
+        chat,
+    );
+    eprintln!(
+        "first HTTPS request (key fetch + TLS handshake in the enclave): {:?}",
+        t.elapsed()
+    );
+    assert_eq!(
+        r.status,
+        "HTTP/1.1 200 OK",
+        "{}",
+        proxy.stderr.lock().unwrap()
+    );
+    assert!(contains(&r.body, "\"content\":\"Hello!\""));
+    let t = Instant::now();
+    let stream = r#"{"stream":true}"#;
+    let r = post(&mut c, "/v1/chat/completions", "", stream);
+    eprintln!("SSE over HTTPS: {:?}", t.elapsed());
+    assert!(
+        contains(&r.body, "data: [DONE]"),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    {
+        let log = up.log.lock().unwrap();
+        assert_eq!(log.len(), 2);
+        let (head, _) = &log[0];
+        assert_eq!(
+            header(head, "authorization").as_deref(),
+            Some(format!("Bearer {KEY}").as_str())
+        );
+    }
+    drop(proxy);
+
+    // Another CA: the chain does not verify, the client gets a 502 naming the TLS failure
+    // and nothing reached the upstream.
+    let proxy = start(&wrong);
+    broker.allow(&proxy.measurement);
+    let mut c = proxy.connect();
+    for _ in 0..2 {
+        let r = post(&mut c, "/v1/chat/completions", "", chat);
+        assert!(r.status.starts_with("HTTP/1.1 502"), "{}", r.status);
+        let body = String::from_utf8_lossy(&r.body);
+        assert!(
+            body.contains("TLS") && body.contains("certificate"),
+            "{body}"
+        );
+    }
+    assert_eq!(up.log.lock().unwrap().len(), 2);
 }

@@ -29,6 +29,8 @@
 //! flight at a time; every socket is non-blocking under one `poll_oneoff` loop, so a slow
 //! client or upstream never blocks the others.
 
+use std::sync::Arc;
+
 const MAX_HEAD: usize = 16 << 10;
 const MAX_BODY: usize = 8 << 20;
 const MAX_HEADERS: usize = 64;
@@ -92,6 +94,8 @@ struct Route {
     host: String,
     /// `HOST:PORT`: the egress destination (as measured) and the `Host` header.
     dest: String,
+    /// For an https upstream: the name its certificate must carry.
+    tls: Option<rustls_pki_types::ServerName<'static>>,
     secret_path: String,
     /// Injected header name, lower case.
     header: String,
@@ -126,24 +130,24 @@ fn usage(why: &str) -> ! {
     std::process::exit(2);
 }
 
-fn parse_routes(args: &[String]) -> Vec<Route> {
+/// The routes, and the CA certificates (PEM) given with `--upstream-ca-pem`.
+fn parse_routes(args: &[String]) -> (Vec<Route>, Option<String>) {
     let mut routes: Vec<Route> = Vec::new();
+    let mut ca = None;
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let Some(value) = it.next() else {
             usage(&format!("{flag} needs a value"))
         };
         match flag.as_str() {
+            "--upstream-ca-pem" => ca = Some(value.clone()),
             "--upstream" => {
-                let rest = if let Some(r) = value.strip_prefix("http://") {
-                    r
-                } else if value.starts_with("https://") {
-                    usage(&format!(
-                        "{value}: TLS to the upstream is not built into this module yet; \
-                         use an http:// upstream"
-                    ))
+                let (rest, https) = if let Some(r) = value.strip_prefix("http://") {
+                    (r, false)
+                } else if let Some(r) = value.strip_prefix("https://") {
+                    (r, true)
                 } else {
-                    usage(&format!("{value}: expected http://HOST[:PORT]"))
+                    usage(&format!("{value}: expected http(s)://HOST[:PORT]"))
                 };
                 let authority = rest.trim_end_matches('/');
                 if authority.is_empty() || authority.contains('/') || authority.contains('@') {
@@ -151,13 +155,24 @@ fn parse_routes(args: &[String]) -> Vec<Route> {
                         "{value}: expected http://HOST[:PORT] with no path"
                     ));
                 }
+                let default_port = if https { 443 } else { 80 };
                 let (host, dest) = match authority.rsplit_once(':') {
                     Some((h, p)) if p.parse::<u16>().is_ok() => (h.to_string(), authority.into()),
-                    _ => (authority.to_string(), format!("{authority}:80")),
+                    _ => (authority.to_string(), format!("{authority}:{default_port}")),
+                };
+                let tls = if https {
+                    let name = host.trim_start_matches('[').trim_end_matches(']');
+                    match rustls_pki_types::ServerName::try_from(name.to_string()) {
+                        Ok(n) => Some(n),
+                        Err(e) => usage(&format!("{value}: {e}")),
+                    }
+                } else {
+                    None
                 };
                 routes.push(Route {
                     host: host.to_ascii_lowercase(),
                     dest,
+                    tls,
                     secret_path: String::new(),
                     header: String::new(),
                     template: String::new(),
@@ -199,7 +214,37 @@ fn parse_routes(args: &[String]) -> Vec<Route> {
             usage(&format!("upstream {}: needs --secret and --inject", r.dest));
         }
     }
-    routes
+    (routes, ca)
+}
+
+/// The TLS client configuration: the given CA certificates, or the compiled-in Mozilla
+/// roots; TLS 1.2 and 1.3 with the RustCrypto provider.
+fn tls_config(ca_pem: Option<&str>) -> Arc<rustls::ClientConfig> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_pem {
+        Some(pem) => {
+            for cert in rustls_pki_types::CertificateDer::pem_slice_iter(pem.as_bytes()) {
+                let added = cert
+                    .map_err(|e| e.to_string())
+                    .and_then(|c| roots.add(c).map_err(|e| e.to_string()));
+                if let Err(e) = added {
+                    usage(&format!("--upstream-ca: {e}"));
+                }
+            }
+            if roots.is_empty() {
+                usage("--upstream-ca: no certificate in the PEM");
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let provider = Arc::new(rustls_rustcrypto::provider());
+    match rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+    {
+        Ok(b) => Arc::new(b.with_root_certificates(roots).with_no_client_auth()),
+        Err(e) => usage(&format!("TLS configuration: {e}")),
+    }
 }
 
 /// An answer the proxy gives itself (never forwarded).
@@ -287,6 +332,8 @@ enum Framing {
 
 struct Upstream {
     fd: u32,
+    /// The TLS session of an https upstream (`out` then holds TLS records).
+    tls: Option<Box<rustls::ClientConnection>>,
     route: usize,
     dest: String,
     /// Request bytes not yet sent.
@@ -377,10 +424,19 @@ fn errno_text(e: u16) -> String {
     }
 }
 
+/// Appends the TLS records the session wants to send to `out`.
+fn encode(conn: &mut rustls::ClientConnection, out: &mut Vec<u8>) {
+    while conn.wants_write() {
+        if conn.write_tls(out).is_err() {
+            break;
+        }
+    }
+}
+
 /// Parses and starts every complete request at the front of `c.inbuf` while no upstream
 /// request is in flight.
 #[cfg(target_os = "wasi")]
-fn process_requests(c: &mut Client, routes: &mut [Route]) {
+fn process_requests(c: &mut Client, routes: &mut [Route], tls: &Arc<rustls::ClientConfig>) {
     use std::os::fd::IntoRawFd;
     while !c.closing && c.up.is_none() && !c.inbuf.is_empty() {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -484,8 +540,28 @@ fn process_requests(c: &mut Client, routes: &mut [Route]) {
                 .into_raw_fd() as u32;
             // SAFETY: no pointers.
             unsafe { wasi::fd_fdstat_set_flags(fd, wasi::FDFLAGS_NONBLOCK) };
+            let mut session = None;
+            if let Some(name) = &route.tls {
+                let mut conn = match rustls::ClientConnection::new(tls.clone(), name.clone()) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        crate::close(fd);
+                        return Err(refuse(
+                            "502 Bad Gateway",
+                            format!("upstream {dest}: TLS: {e}"),
+                        ));
+                    }
+                };
+                conn.set_buffer_limit(None);
+                // Buffered by rustls until the handshake is done, then encrypted.
+                let _ = std::io::Write::write_all(&mut conn.writer(), &up);
+                up.clear();
+                encode(&mut conn, &mut up);
+                session = Some(Box::new(conn));
+            }
             Ok(Upstream {
                 fd,
+                tls: session,
                 route: ri,
                 dest,
                 out: up,
@@ -644,9 +720,47 @@ impl Upstream {
     }
 }
 
+/// Feeds TLS records to the session and returns the plaintext they carried; handshake
+/// answers go to `out`; `ended` is set when the upstream closed the TLS session.
+fn decrypt(
+    conn: &mut rustls::ClientConnection,
+    mut data: &[u8],
+    out: &mut Vec<u8>,
+    ended: &mut bool,
+) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let mut plain = Vec::new();
+    while !data.is_empty() {
+        conn.read_tls(&mut data).map_err(|e| e.to_string())?;
+        let state = conn.process_new_packets().map_err(|e| {
+            encode(conn, out); // the alert
+            e.to_string()
+        })?;
+        let mut n = state.plaintext_bytes_to_read();
+        while n > 0 {
+            let at = plain.len();
+            plain.resize(at + n, 0);
+            let got = conn
+                .reader()
+                .read(&mut plain[at..])
+                .map_err(|e| e.to_string())?;
+            plain.truncate(at + got);
+            if got == 0 {
+                break;
+            }
+            n -= got;
+        }
+        if state.peer_has_closed() {
+            *ended = true;
+        }
+    }
+    encode(conn, out);
+    Ok(plain)
+}
+
 /// Moves bytes for one client: its requests, its upstream's request and response.
 #[cfg(target_os = "wasi")]
-fn pump(c: &mut Client, routes: &mut [Route], buf: &mut [u8]) {
+fn pump(c: &mut Client, routes: &mut [Route], tls: &Arc<rustls::ClientConfig>, buf: &mut [u8]) {
     if c.up.is_none() && !c.closing {
         loop {
             match recv(c.fd, buf) {
@@ -663,7 +777,7 @@ fn pump(c: &mut Client, routes: &mut [Route], buf: &mut [u8]) {
         }
         // A client that closed its side after a complete request still gets its answer.
         let closing = std::mem::replace(&mut c.closing, false);
-        process_requests(c, routes);
+        process_requests(c, routes, tls);
         c.closing |= closing;
     }
     while let Some(up) = c.up.as_mut() {
@@ -672,17 +786,34 @@ fn pump(c: &mut Client, routes: &mut [Route], buf: &mut [u8]) {
             .map(|e| format!("upstream {}: {}", up.dest, errno_text(e)));
         let mut ended = false;
         while failure.is_none() && !ended && c.out.len() < HIGH_WATER {
-            match recv(up.fd, buf) {
-                Io::Data(n) => {
-                    if let Err(r) = up.take(&buf[..n], routes, &mut c.out) {
-                        failure = Some(r.reason);
-                    } else if up.complete() {
-                        ended = true;
-                    }
-                }
+            let n = match recv(up.fd, buf) {
+                Io::Data(n) => n,
                 Io::Again => break,
-                Io::Eof => ended = true,
-                Io::Error(e) => failure = Some(format!("upstream {}: {}", up.dest, errno_text(e))),
+                Io::Eof => {
+                    ended = true;
+                    break;
+                }
+                Io::Error(e) => {
+                    failure = Some(format!("upstream {}: {}", up.dest, errno_text(e)));
+                    break;
+                }
+            };
+            let plain = match up.tls.as_mut() {
+                None => Ok(buf[..n].to_vec()),
+                Some(conn) => decrypt(conn, &buf[..n], &mut up.out, &mut ended),
+            };
+            let taken = plain
+                .map_err(|e| format!("upstream {}: TLS: {e}", up.dest))
+                .and_then(|p| up.take(&p, routes, &mut c.out).map_err(|r| r.reason));
+            match taken {
+                Err(why) => failure = Some(why),
+                Ok(()) if up.complete() => ended = true,
+                Ok(()) => {}
+            }
+            if failure.is_none() && !up.out.is_empty() {
+                failure = flush(up.fd, &mut up.out)
+                    .err()
+                    .map(|e| format!("upstream {}: {}", up.dest, errno_text(e)));
             }
         }
         if failure.is_none() && !ended {
@@ -703,7 +834,7 @@ fn pump(c: &mut Client, routes: &mut [Route], buf: &mut [u8]) {
             // Cut short (or delimited by the close): the client cannot reuse the connection.
             c.closing = true;
         }
-        process_requests(c, routes);
+        process_requests(c, routes, tls);
     }
     if flush(c.fd, &mut c.out).is_err() || (c.closing && c.out.is_empty() && c.up.is_none()) {
         c.dead = true;
@@ -736,7 +867,7 @@ fn subscription(fd: u32, write: bool) -> [u8; 48] {
 }
 
 #[cfg(target_os = "wasi")]
-fn event_loop(routes: &mut [Route], mut listeners: Vec<u32>) {
+fn event_loop(routes: &mut [Route], tls: &Arc<rustls::ClientConfig>, mut listeners: Vec<u32>) {
     for fd in &listeners {
         // SAFETY: no pointers.
         unsafe { wasi::fd_fdstat_set_flags(*fd, wasi::FDFLAGS_NONBLOCK) };
@@ -814,7 +945,7 @@ fn event_loop(routes: &mut [Route], mut listeners: Vec<u32>) {
                 continue;
             };
             if !c.dead {
-                pump(c, routes, &mut buf);
+                pump(c, routes, tls, &mut buf);
             }
         }
         clients.retain(|c| {
@@ -832,7 +963,8 @@ fn event_loop(routes: &mut [Route], mut listeners: Vec<u32>) {
 #[cfg(target_os = "wasi")]
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut routes = parse_routes(&args);
+    let (mut routes, ca) = parse_routes(&args);
+    let tls = tls_config(ca.as_deref());
     for r in routes.iter_mut() {
         // Fetch each key once at start; a failure is retried on the route's next request.
         match r.key() {
@@ -845,14 +977,14 @@ fn main() {
         eprintln!("llm-proxy: no listener (run it with ironclaw proxy --listen ...)");
         std::process::exit(2);
     }
-    event_loop(&mut routes, ls);
+    event_loop(&mut routes, &tls, ls);
 }
 
 #[cfg(not(target_os = "wasi"))]
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let routes = parse_routes(&args);
-    let _ = route_for(&routes, "/");
+    let (routes, ca) = parse_routes(&args);
+    let _ = (route_for(&routes, "/"), tls_config(ca.as_deref()));
     eprintln!("llm-proxy runs inside IronClaw only (ironclaw proxy)");
     std::process::exit(2);
 }
