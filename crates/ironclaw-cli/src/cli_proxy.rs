@@ -3,7 +3,9 @@
 //!
 //! Each route is `--upstream URL --secret PATH --inject 'Header: ...{secret}...'` (the n-th
 //! of each flag form route n). The upstreams' HOST:PORT become the launch's egress list,
-//! which is measured: the enclave can reach nothing else. The key never passes through this
+//! which is measured: the enclave can reach nothing else. The routes themselves are measured
+//! too (a custom section of the launched module, see [`with_routes_section`]). The key never
+//! passes through this
 //! process: the module fetches it from the broker with `get_secret` (attested, JWE-wrapped
 //! to the enclave's ephemeral key).
 
@@ -56,6 +58,9 @@ pub struct ProxyArgs {
     /// Print the launch measurement to stderr before serving.
     #[arg(long)]
     print_measurement: bool,
+    /// Only print the launch measurement (stdout) and exit: what a broker policy pins.
+    #[arg(long)]
+    measure: bool,
 }
 
 fn fail(msg: &str) -> ExitCode {
@@ -81,6 +86,40 @@ pub fn upstream_egress(url: &str) -> Result<Egress, String> {
         _ => format!("{authority}:{port}"),
     };
     dest.parse::<Egress>().map_err(|e| format!("{url}: {e}"))
+}
+
+/// Name of the custom section that carries the proxy's routes in the launched module.
+pub const ROUTES_SECTION: &str = "ironclaw.proxy.routes";
+
+/// `module` with a custom section holding `args` (each as a little-endian u32 length and
+/// the bytes). The module is launched with this section, so the launch measurement covers
+/// the routes (upstreams, secret paths, injected header templates, CA certificates): a
+/// broker policy pinning the measurement pins them too. The module ignores the section
+/// and reads the same values from its argv.
+pub fn with_routes_section(module: &[u8], args: &[String]) -> Vec<u8> {
+    fn leb128(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let mut payload = Vec::new();
+    leb128(ROUTES_SECTION.len(), &mut payload);
+    payload.extend_from_slice(ROUTES_SECTION.as_bytes());
+    for a in args {
+        payload.extend_from_slice(&(a.len() as u32).to_le_bytes());
+        payload.extend_from_slice(a.as_bytes());
+    }
+    let mut out = module.to_vec();
+    out.push(0); // custom section
+    leb128(payload.len(), &mut out);
+    out.extend_from_slice(&payload);
+    out
 }
 
 pub fn proxy(a: ProxyArgs) -> ExitCode {
@@ -128,7 +167,15 @@ pub fn proxy(a: ProxyArgs) -> ExitCode {
         return fail(&format!("invalid service configuration: {e}"));
     }
     let config = crate::cli_serve::service_launch_config(a.limits.config());
-    let bytes = ironclaw::shim::LLM_PROXY_MODULE;
+    let module = with_routes_section(ironclaw::shim::LLM_PROXY_MODULE, &args);
+    let bytes = module.as_slice();
+    if a.measure {
+        println!(
+            "{}",
+            ironclaw::LaunchMeasurement::of_service(bytes, &config, &service)
+        );
+        return ExitCode::SUCCESS;
+    }
     let mut services = match crate::cli_broker::enclave_services(
         bytes,
         &config,

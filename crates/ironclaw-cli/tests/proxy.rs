@@ -610,6 +610,32 @@ fn https_upstream_verified_against_the_test_ca_and_a_wrong_ca_gives_502() {
     };
 
     let proxy = start(&ca);
+    // `ironclaw proxy --measure` (what an operator pins in the policy) agrees with the
+    // measurement the running proxy reports.
+    let mut margs: Vec<String> = vec!["proxy".into(), "--measure".into(), "--listen".into()];
+    margs.extend(
+        [
+            "tcp:127.0.0.1:0",
+            "--upstream",
+            &upstream,
+            "--secret",
+            "default/key/llm",
+            "--inject",
+            "Authorization: Bearer {secret}",
+            "--upstream-ca",
+            ca.to_str().unwrap(),
+        ]
+        .map(String::from),
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_ironclaw"))
+        .args(&margs)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        proxy.measurement
+    );
     broker.allow(&proxy.measurement);
     let mut c = proxy.connect();
     let chat = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"Hi"}]}"#;
@@ -649,13 +675,19 @@ fn https_upstream_verified_against_the_test_ca_and_a_wrong_ca_gives_502() {
             Some(format!("Bearer {KEY}").as_str())
         );
     }
+    let first = proxy.measurement.clone();
     drop(proxy);
 
     // Another CA: the chain does not verify, the client gets a 502 naming the TLS failure
     // and nothing reached the upstream.
     let proxy = start(&wrong);
-    broker.allow(&proxy.measurement);
+    // The routes (here the CA) are measured: the policy pinning the first proxy does not
+    // release the key to this one.
+    assert_ne!(proxy.measurement, first);
     let mut c = proxy.connect();
+    let r = post(&mut c, "/v1/chat/completions", "", chat);
+    assert!(r.status.starts_with("HTTP/1.1 503"), "{}", r.status);
+    broker.allow(&proxy.measurement);
     for _ in 0..2 {
         let r = post(&mut c, "/v1/chat/completions", "", chat);
         assert!(r.status.starts_with("HTTP/1.1 502"), "{}", r.status);
