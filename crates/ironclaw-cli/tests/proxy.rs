@@ -16,6 +16,7 @@ use ironclaw_broker::{Broker, BrokerConfig};
 
 const KEY: &str = "sk-enclave-only-4711-openai";
 const KEY2: &str = "sk-ant-enclave-only-0815";
+const ROTATED: &str = "sk-rotated-enclave-only-2342";
 
 /// What the upstream received: one request head (lower-cased names) + body per entry.
 type Log = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
@@ -89,6 +90,15 @@ fn upstream_serve<S: Read + Write>(mut s: S, log: Log) {
         )
         .unwrap();
         s.write_all(body).unwrap();
+    } else if path == "/unauthorized" {
+        s.write_all(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n")
+            .unwrap();
+    } else if path == "/reset" {
+        // Cut off mid-stream: one event, then the connection goes away.
+        s.write_all(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n6\r\ndata: \r\n",
+        )
+        .unwrap();
     } else if path == "/reflect" {
         // A hostile or careless upstream echoing the credential back.
         let body = b"reflected";
@@ -698,4 +708,123 @@ fn https_upstream_verified_against_the_test_ca_and_a_wrong_ca_gives_502() {
         );
     }
     assert_eq!(up.log.lock().unwrap().len(), 2);
+}
+
+fn put_secret(broker: &BrokerSetup, path: &str, value: &str) {
+    let r = admin::call(
+        &broker.state,
+        AdminRequest::SecretPut {
+            path: path.into(),
+            value_b64: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, value),
+        },
+    )
+    .unwrap();
+    assert!(r.ok, "{:?}", r.error);
+}
+
+#[test]
+fn rotated_key_is_fetched_again_after_a_401_and_a_cut_stream_closes_only_that_client() {
+    if !claw_testsupport::require_kvm(
+        "rotated_key_is_fetched_again_after_a_401_and_a_cut_stream_closes_only_that_client",
+    ) {
+        return;
+    }
+    let up = Upstream::start();
+    let broker = BrokerSetup::start();
+    let upstream = format!("http://{}", up.addr);
+    let mut args: Vec<String> = broker.args();
+    args.extend(
+        [
+            "--upstream",
+            &upstream,
+            "--secret",
+            "default/key/llm",
+            "--inject",
+            "Authorization: Bearer {secret}",
+        ]
+        .map(String::from),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let proxy = Proxy::start(&args);
+    broker.allow(&proxy.measurement);
+    let mut c = proxy.connect();
+    let last_auth = || {
+        let log = up.log.lock().unwrap();
+        header(&log.last().unwrap().0, "authorization").unwrap()
+    };
+    assert_eq!(
+        post(&mut c, "/v1/chat/completions", "", "{}").status,
+        "HTTP/1.1 200 OK"
+    );
+    assert_eq!(last_auth(), format!("Bearer {KEY}"));
+
+    put_secret(&broker, "default/key/llm", ROTATED);
+    // The cached key is still used until the upstream says 401 ...
+    let r = post(&mut c, "/unauthorized", "", "");
+    assert!(r.status.starts_with("HTTP/1.1 401"), "{}", r.status);
+    assert_eq!(last_auth(), format!("Bearer {KEY}"));
+    // ... then the next request fetches the rotated one.
+    assert_eq!(
+        post(&mut c, "/v1/chat/completions", "", "{}").status,
+        "HTTP/1.1 200 OK"
+    );
+    assert_eq!(last_auth(), format!("Bearer {ROTATED}"));
+
+    // The upstream cuts a stream: that client sees the truncated response end with the
+    // connection; another client is served as before.
+    let mut cut = proxy.connect();
+    cut.write_all(b"GET /reset HTTP/1.1\r\nHost: proxy\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = cut.read_to_end(&mut got);
+    let got = String::from_utf8_lossy(&got);
+    assert!(
+        got.starts_with("HTTP/1.1 200 OK") && got.contains("data: "),
+        "{got}"
+    );
+    assert!(
+        !got.ends_with("0\r\n\r\n"),
+        "a cut stream must not look complete: {got}"
+    );
+    assert_eq!(
+        post(&mut c, "/v1/chat/completions", "", "{}").status,
+        "HTTP/1.1 200 OK"
+    );
+}
+
+#[test]
+fn broker_down_at_start_gives_503_and_the_proxy_keeps_serving() {
+    if !claw_testsupport::require_kvm("broker_down_at_start_gives_503_and_the_proxy_keeps_serving")
+    {
+        return;
+    }
+    let up = Upstream::start();
+    let broker = BrokerSetup::start();
+    let cert = broker.state.join("tls.crt");
+    let dead = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("https://{}", l.local_addr().unwrap())
+    };
+    let upstream = format!("http://{}", up.addr);
+    let proxy = Proxy::start(&[
+        "--broker",
+        &dead,
+        "--broker-cert",
+        cert.to_str().unwrap(),
+        "--state-dir",
+        broker.host_state.to_str().unwrap(),
+        "--upstream",
+        &upstream,
+        "--secret",
+        "default/key/llm",
+        "--inject",
+        "Authorization: Bearer {secret}",
+    ]);
+    let mut c = proxy.connect();
+    for _ in 0..3 {
+        let r = post(&mut c, "/v1/chat/completions", "", "{}");
+        assert!(r.status.starts_with("HTTP/1.1 503"), "{}", r.status);
+        assert!(contains(&r.body, "key broker did not release"));
+    }
+    assert!(up.log.lock().unwrap().is_empty());
 }
