@@ -153,12 +153,17 @@ impl Upstream {
 
 /// A test CA (PEM) and a server configuration for 127.0.0.1 signed by it.
 fn test_pki() -> (String, Arc<rustls::ServerConfig>) {
+    test_pki_for("127.0.0.1")
+}
+
+/// A test CA (PEM) and a server configuration for `name` signed by it.
+fn test_pki_for(name: &str) -> (String, Arc<rustls::ServerConfig>) {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
     let leaf_key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+    let leaf = rcgen::CertificateParams::new(vec![name.to_string()])
         .unwrap()
         .signed_by(&leaf_key, &ca)
         .unwrap();
@@ -826,5 +831,47 @@ fn broker_down_at_start_gives_503_and_the_proxy_keeps_serving() {
         assert!(r.status.starts_with("HTTP/1.1 503"), "{}", r.status);
         assert!(contains(&r.body, "key broker did not release"));
     }
+    assert!(up.log.lock().unwrap().is_empty());
+}
+
+#[test]
+fn https_upstream_with_a_certificate_for_another_name_gives_502() {
+    if !claw_testsupport::require_kvm(
+        "https_upstream_with_a_certificate_for_another_name_gives_502",
+    ) {
+        return;
+    }
+    let (ca_pem, server) = test_pki_for("upstream.test");
+    let up = Upstream::start_with(Some(server));
+    let broker = BrokerSetup::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, ca_pem).unwrap();
+    let upstream = format!("https://{}", up.addr);
+    let mut args: Vec<String> = broker.args();
+    args.extend(
+        [
+            "--upstream",
+            &upstream,
+            "--secret",
+            "default/key/llm",
+            "--inject",
+            "Authorization: Bearer {secret}",
+            "--upstream-ca",
+            ca.to_str().unwrap(),
+        ]
+        .map(String::from),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let proxy = Proxy::start(&args);
+    broker.allow(&proxy.measurement);
+    let mut c = proxy.connect();
+    let r = post(&mut c, "/v1/chat/completions", "", "{}");
+    assert!(r.status.starts_with("HTTP/1.1 502"), "{}", r.status);
+    let body = String::from_utf8_lossy(&r.body);
+    assert!(
+        body.contains("TLS") && body.contains("certificate"),
+        "{body}"
+    );
     assert!(up.log.lock().unwrap().is_empty());
 }
