@@ -256,6 +256,9 @@ struct BrokerSetup {
     _tmp: tempfile::TempDir,
     state: PathBuf,
     host_state: PathBuf,
+    /// The host's platform key (JWK), made before any proxy starts: a proxy attesting makes
+    /// it too, and two processes creating it at once race.
+    platform_key: serde_json::Value,
     server: Option<ironclaw_broker::http::ServerHandle>,
 }
 
@@ -288,10 +291,22 @@ impl BrokerSetup {
             .unwrap();
             assert!(r.ok, "{:?}", r.error);
         }
+        let out = Command::new(env!("CARGO_BIN_EXE_ironclaw"))
+            .args(["platform-key", "--state-dir"])
+            .arg(&host_state)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let platform_key = serde_json::from_slice(&out.stdout).unwrap();
         BrokerSetup {
             _tmp: tmp,
             state,
             host_state,
+            platform_key,
             server: Some(server),
         }
     }
@@ -310,13 +325,7 @@ impl BrokerSetup {
 
     /// Releases `default/key/*` to `measurement` on this host.
     fn allow(&self, measurement: &str) {
-        let out = Command::new(env!("CARGO_BIN_EXE_ironclaw"))
-            .args(["platform-key", "--state-dir"])
-            .arg(&self.host_state)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        let jwk: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let jwk = &self.platform_key;
         let policy = serde_json::json!({
             "trusted_platform_keys": [jwk],
             "rules": [{"resources": ["default/key/*"], "tee": ["kvm"], "measurements": [measurement]}],
@@ -874,4 +883,108 @@ fn https_upstream_with_a_certificate_for_another_name_gives_502() {
         "{body}"
     );
     assert!(up.log.lock().unwrap().is_empty());
+}
+
+/// A TCP relay to `to` that records every byte it carries, both ways: what the host's relay
+/// (and anyone on the host's network path) sees of the enclave's upstream traffic.
+fn recording_relay(to: String) -> (String, Arc<Mutex<Vec<u8>>>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let seen: Arc<Mutex<Vec<u8>>> = Arc::default();
+    let sink = seen.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(a) = s else { continue };
+            let Ok(b) = TcpStream::connect(&to) else {
+                continue;
+            };
+            for (mut from, mut into) in [(a.try_clone().unwrap(), b.try_clone().unwrap()), (b, a)] {
+                let sink = sink.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16 << 10];
+                    loop {
+                        match from.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+                                if into.write_all(&buf[..n]).is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    let _ = into.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        }
+    });
+    (addr, seen)
+}
+
+#[test]
+fn the_bytes_relayed_to_an_https_upstream_never_contain_the_key() {
+    if !claw_testsupport::require_kvm(
+        "the_bytes_relayed_to_an_https_upstream_never_contain_the_key",
+    ) {
+        return;
+    }
+    let (ca_pem, server) = test_pki();
+    let up = Upstream::start_with(Some(server));
+    let (relay, seen) = recording_relay(up.addr.clone());
+    let broker = BrokerSetup::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, ca_pem).unwrap();
+    let upstream = format!("https://{relay}");
+    let mut args: Vec<String> = broker.args();
+    args.extend(
+        [
+            "--upstream",
+            &upstream,
+            "--secret",
+            "default/key/llm",
+            "--inject",
+            "Authorization: Bearer {secret}",
+            "--upstream-ca",
+            ca.to_str().unwrap(),
+        ]
+        .map(String::from),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let proxy = Proxy::start(&args);
+    broker.allow(&proxy.measurement);
+    let mut c = proxy.connect();
+    for body in ["{}", r#"{"stream":true}"#] {
+        let r = post(&mut c, "/v1/chat/completions", "", body);
+        assert_eq!(
+            r.status,
+            "HTTP/1.1 200 OK",
+            "{}",
+            proxy.stderr.lock().unwrap()
+        );
+    }
+    {
+        let log = up.log.lock().unwrap();
+        assert_eq!(log.len(), 2);
+        assert_eq!(
+            header(&log[0].0, "authorization").as_deref(),
+            Some(format!("Bearer {KEY}").as_str())
+        );
+    }
+    let seen = seen.lock().unwrap();
+    assert!(
+        seen.len() > 1000,
+        "the relay saw the TLS traffic ({} bytes)",
+        seen.len()
+    );
+    assert!(
+        !contains(&seen, KEY),
+        "the key crossed the host in plain text"
+    );
+    assert!(
+        !contains(&seen, "chat/completions"),
+        "requests crossed the host in plain text"
+    );
+    let stderr = proxy.stderr.lock().unwrap();
+    assert!(!stderr.contains(KEY));
 }
