@@ -25,6 +25,8 @@ type Log = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
 struct Upstream {
     addr: String,
     log: Log,
+    /// Connections accepted.
+    conns: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 fn read_head<R: Read>(r: &mut R) -> Option<String> {
@@ -48,10 +50,17 @@ fn header(head: &str, name: &str) -> Option<String> {
     })
 }
 
-fn upstream_serve<S: Read + Write>(mut s: S, log: Log) {
-    let Some(head) = read_head(&mut s) else {
-        return;
-    };
+/// Serves requests on `s`: one, or with `keepalive` until the peer closes.
+fn upstream_serve<S: Read + Write>(mut s: S, log: Log, keepalive: bool) {
+    while let Some(head) = read_head(&mut s) {
+        if !upstream_answer(&mut s, &log, head) || !keepalive {
+            return;
+        }
+    }
+}
+
+/// Answers one request; false when the connection must close.
+fn upstream_answer<S: Read + Write>(s: &mut S, log: &Log, head: String) -> bool {
     let len: usize = header(&head, "content-length")
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
@@ -99,6 +108,7 @@ fn upstream_serve<S: Read + Write>(mut s: S, log: Log) {
             b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n6\r\ndata: \r\n",
         )
         .unwrap();
+        return false;
     } else if path == "/reflect" {
         // A hostile or careless upstream echoing the credential back.
         let body = b"reflected";
@@ -115,39 +125,46 @@ fn upstream_serve<S: Read + Write>(mut s: S, log: Log) {
         s.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
             .unwrap();
     }
+    s.flush().is_ok()
 }
 
 impl Upstream {
+    /// One request per connection (the proxy's reuse of a closed connection is retried).
     fn start() -> Upstream {
-        Self::start_with(None)
+        Self::start_with(None, false)
     }
 
-    /// With `tls`: HTTPS with that server configuration.
-    fn start_with(tls: Option<Arc<rustls::ServerConfig>>) -> Upstream {
+    /// With `tls`: HTTPS with that server configuration; with `keepalive`, many requests per
+    /// connection.
+    fn start_with(tls: Option<Arc<rustls::ServerConfig>>, keepalive: bool) -> Upstream {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap().to_string();
         let log: Log = Arc::default();
+        let conns: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
         let sink = log.clone();
+        let count = conns.clone();
         std::thread::spawn(move || {
             for s in l.incoming() {
                 let Ok(s) = s else { continue };
+                let _ = s.set_nodelay(true);
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let log = sink.clone();
                 let tls = tls.clone();
                 std::thread::spawn(move || match tls {
-                    None => upstream_serve(s, log),
+                    None => upstream_serve(s, log, keepalive),
                     Some(cfg) => {
                         let Ok(conn) = rustls::ServerConnection::new(cfg) else {
                             return;
                         };
                         let mut tls = rustls::StreamOwned::new(conn, s);
-                        upstream_serve(&mut tls, log);
+                        upstream_serve(&mut tls, log, keepalive);
                         tls.conn.send_close_notify();
                         let _ = tls.flush();
                     }
                 });
             }
         });
-        Upstream { addr, log }
+        Upstream { addr, log, conns }
     }
 }
 
@@ -607,7 +624,7 @@ fn https_upstream_verified_against_the_test_ca_and_a_wrong_ca_gives_502() {
     }
     let (ca_pem, server) = test_pki();
     let (other_ca, _) = test_pki();
-    let up = Upstream::start_with(Some(server));
+    let up = Upstream::start_with(Some(server), false);
     let broker = BrokerSetup::start();
     let dir = tempfile::tempdir().unwrap();
     let (ca, wrong) = (dir.path().join("ca.pem"), dir.path().join("wrong.pem"));
@@ -851,7 +868,7 @@ fn https_upstream_with_a_certificate_for_another_name_gives_502() {
         return;
     }
     let (ca_pem, server) = test_pki_for("upstream.test");
-    let up = Upstream::start_with(Some(server));
+    let up = Upstream::start_with(Some(server), false);
     let broker = BrokerSetup::start();
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ca.pem");
@@ -929,7 +946,7 @@ fn the_bytes_relayed_to_an_https_upstream_never_contain_the_key() {
         return;
     }
     let (ca_pem, server) = test_pki();
-    let up = Upstream::start_with(Some(server));
+    let up = Upstream::start_with(Some(server), false);
     let (relay, seen) = recording_relay(up.addr.clone());
     let broker = BrokerSetup::start();
     let dir = tempfile::tempdir().unwrap();
@@ -987,4 +1004,71 @@ fn the_bytes_relayed_to_an_https_upstream_never_contain_the_key() {
     );
     let stderr = proxy.stderr.lock().unwrap();
     assert!(!stderr.contains(KEY));
+}
+
+#[test]
+fn upstream_tls_connections_are_kept_alive_and_reused() {
+    if !claw_testsupport::require_kvm("upstream_tls_connections_are_kept_alive_and_reused") {
+        return;
+    }
+    let (ca_pem, server) = test_pki();
+    let up = Upstream::start_with(Some(server), true);
+    let broker = BrokerSetup::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, ca_pem).unwrap();
+    let upstream = format!("https://{}", up.addr);
+    let mut args: Vec<String> = broker.args();
+    args.extend(
+        [
+            "--upstream",
+            &upstream,
+            "--secret",
+            "default/key/llm",
+            "--inject",
+            "Authorization: Bearer {secret}",
+            "--upstream-ca",
+            ca.to_str().unwrap(),
+        ]
+        .map(String::from),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let proxy = Proxy::start(&args);
+    broker.allow(&proxy.measurement);
+    let mut c = proxy.connect();
+    let mut times = Vec::new();
+    for i in 0..20 {
+        let body = if i % 5 == 4 {
+            r#"{"stream":true}"#
+        } else {
+            "{}"
+        };
+        let t = Instant::now();
+        let r = post(&mut c, "/v1/chat/completions", "", body);
+        times.push(t.elapsed());
+        assert_eq!(
+            r.status,
+            "HTTP/1.1 200 OK",
+            "{}",
+            proxy.stderr.lock().unwrap()
+        );
+    }
+    assert_eq!(up.log.lock().unwrap().len(), 20);
+    assert_eq!(
+        up.conns.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one TLS connection to the upstream, reused"
+    );
+    let mut json: Vec<_> = times
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 5 != 4 && *i > 0)
+        .map(|(_, t)| *t)
+        .collect();
+    json.sort();
+    eprintln!(
+        "first request {:?}; reused-connection JSON requests: p50 {:?}",
+        times[0],
+        json[json.len() / 2]
+    );
 }

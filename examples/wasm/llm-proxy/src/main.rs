@@ -26,7 +26,8 @@
 //!   rotated key is picked up), and keeps serving.
 //!
 //! Client connections are keep-alive with pipelining; one upstream request per client is in
-//! flight at a time; every socket is non-blocking under one `poll_oneoff` loop, so a slow
+//! flight at a time; upstream connections (and their TLS sessions) are kept alive and reused
+//! (a reused one found closed by the upstream is replaced once, before any response byte); every socket is non-blocking under one `poll_oneoff` loop, so a slow
 //! client or upstream never blocks the others.
 
 use std::sync::Arc;
@@ -102,7 +103,12 @@ struct Route {
     /// Injected header as `Name: value-with-{secret}`.
     template: String,
     secret: Option<Vec<u8>>,
+    /// Idle keep-alive connections to the upstream, most recent last.
+    idle: Vec<(u32, Option<Box<rustls::ClientConnection>>)>,
 }
+
+/// Idle upstream connections kept per route.
+const MAX_IDLE: usize = 16;
 
 impl Route {
     /// The key, fetched from the broker on first use (or after a refusal / a 401).
@@ -177,6 +183,7 @@ fn parse_routes(args: &[String]) -> (Vec<Route>, Option<String>) {
                     header: String::new(),
                     template: String::new(),
                     secret: None,
+                    idle: Vec::new(),
                 });
             }
             "--secret" | "--inject" => {
@@ -342,8 +349,14 @@ struct Upstream {
     head: Vec<u8>,
     framing: Option<Framing>,
     relayed: u64,
-    /// Last bytes relayed (end of a chunked body).
-    tail: Vec<u8>,
+    /// Where a chunked body is (its end, or invalid framing).
+    chunks: ChunkTracker,
+    /// Taken from the route's idle pool (may have been closed meanwhile: retried once).
+    reused: bool,
+    /// The request (plain text), kept for that retry.
+    request: Vec<u8>,
+    /// The upstream closed, or said it will (`Connection: close`).
+    upstream_close: bool,
     is_head_request: bool,
     /// The client asked to close after this response.
     close_after: bool,
@@ -424,6 +437,147 @@ fn errno_text(e: u16) -> String {
     }
 }
 
+/// Follows a chunked body's framing (without decoding it) to find its end.
+#[derive(Default)]
+struct ChunkTracker {
+    state: Chunk,
+    size: u64,
+}
+
+#[derive(Default, Clone, Copy, PartialEq)]
+enum Chunk {
+    #[default]
+    Size,
+    Ext,
+    SizeLf,
+    Data,
+    DataCr,
+    DataLf,
+    TrailerStart,
+    Trailer,
+    TrailerLf,
+    FinalLf,
+    Done,
+    Invalid,
+}
+
+impl ChunkTracker {
+    fn feed(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            if self.state == Chunk::Data {
+                let take = (data.len() as u64).min(self.size);
+                self.size -= take;
+                data = &data[take as usize..];
+                if self.size == 0 {
+                    self.state = Chunk::DataCr;
+                }
+                continue;
+            }
+            let b = data[0];
+            data = &data[1..];
+            self.state = match (self.state, b) {
+                (Chunk::Size, b) if b.is_ascii_hexdigit() => {
+                    let digit = u64::from((b as char).to_digit(16).unwrap_or(0));
+                    match self.size.checked_mul(16) {
+                        Some(v) => {
+                            self.size = v + digit;
+                            Chunk::Size
+                        }
+                        None => Chunk::Invalid,
+                    }
+                }
+                (Chunk::Size, b';') | (Chunk::Size, b' ') => Chunk::Ext,
+                (Chunk::Size | Chunk::Ext, b'\r') => Chunk::SizeLf,
+                (Chunk::Ext, _) => Chunk::Ext,
+                (Chunk::SizeLf, b'\n') if self.size == 0 => Chunk::TrailerStart,
+                (Chunk::SizeLf, b'\n') => Chunk::Data,
+                (Chunk::DataCr, b'\r') => Chunk::DataLf,
+                (Chunk::DataLf, b'\n') => Chunk::Size,
+                (Chunk::TrailerStart, b'\r') => Chunk::FinalLf,
+                (Chunk::Trailer, b'\r') => Chunk::TrailerLf,
+                (Chunk::TrailerStart | Chunk::Trailer, _) => Chunk::Trailer,
+                (Chunk::TrailerLf, b'\n') => Chunk::TrailerStart,
+                (Chunk::FinalLf, b'\n') => Chunk::Done,
+                _ => Chunk::Invalid,
+            };
+            if matches!(self.state, Chunk::Done | Chunk::Invalid) {
+                return;
+            }
+        }
+    }
+}
+
+/// Starts `request` to the route's upstream: on an idle keep-alive connection when there is
+/// one and `pooled`, else on a new one.
+#[cfg(target_os = "wasi")]
+fn start_upstream(
+    routes: &mut [Route],
+    ri: usize,
+    tls: &Arc<rustls::ClientConfig>,
+    request: Vec<u8>,
+    pooled: bool,
+    is_head_request: bool,
+    close_after: bool,
+) -> Result<Upstream, Refusal> {
+    use std::os::fd::IntoRawFd;
+    let route = &mut routes[ri];
+    let dest = route.dest.clone();
+    let idle = if pooled { route.idle.pop() } else { None };
+    let reused = idle.is_some();
+    let (fd, mut session) = match idle {
+        Some(c) => c,
+        None => {
+            let fd = ironclaw_guest::connect(&dest)
+                .map_err(|e| refuse("502 Bad Gateway", format!("upstream {dest}: {e}")))?
+                .into_raw_fd() as u32;
+            // SAFETY: no pointers.
+            unsafe { wasi::fd_fdstat_set_flags(fd, wasi::FDFLAGS_NONBLOCK) };
+            let mut session = None;
+            if let Some(name) = &route.tls {
+                match rustls::ClientConnection::new(tls.clone(), name.clone()) {
+                    Ok(mut conn) => {
+                        conn.set_buffer_limit(None);
+                        session = Some(Box::new(conn));
+                    }
+                    Err(e) => {
+                        close(fd);
+                        return Err(refuse(
+                            "502 Bad Gateway",
+                            format!("upstream {dest}: TLS: {e}"),
+                        ));
+                    }
+                }
+            }
+            (fd, session)
+        }
+    };
+    let mut out = Vec::new();
+    match session.as_mut() {
+        Some(conn) => {
+            // Buffered by rustls until the handshake is done, then encrypted.
+            let _ = std::io::Write::write_all(&mut conn.writer(), &request);
+            encode(conn, &mut out);
+        }
+        None => out.extend_from_slice(&request),
+    }
+    Ok(Upstream {
+        fd,
+        tls: session,
+        route: ri,
+        dest,
+        out,
+        head: Vec::new(),
+        framing: None,
+        relayed: 0,
+        chunks: ChunkTracker::default(),
+        reused,
+        request: if reused { request } else { Vec::new() },
+        upstream_close: false,
+        is_head_request,
+        close_after,
+    })
+}
+
 /// Appends the TLS records the session wants to send to `out`.
 fn encode(conn: &mut rustls::ClientConnection, out: &mut Vec<u8>) {
     while conn.wants_write() {
@@ -437,7 +591,6 @@ fn encode(conn: &mut rustls::ClientConnection, out: &mut Vec<u8>) {
 /// request is in flight.
 #[cfg(target_os = "wasi")]
 fn process_requests(c: &mut Client, routes: &mut [Route], tls: &Arc<rustls::ClientConfig>) {
-    use std::os::fd::IntoRawFd;
     while !c.closing && c.up.is_none() && !c.inbuf.is_empty() {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut headers);
@@ -530,48 +683,17 @@ fn process_requests(c: &mut Client, routes: &mut [Route], tls: &Arc<rustls::Clie
             up.extend_from_slice(before.as_bytes());
             up.extend_from_slice(&key);
             up.extend_from_slice(after.as_bytes());
-            up.extend_from_slice(
-                format!("\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n").as_bytes(),
-            );
+            up.extend_from_slice(format!("\r\nContent-Length: {len}\r\n\r\n").as_bytes());
             up.extend_from_slice(&c.inbuf[head..head + len]);
-            let dest = route.dest.clone();
-            let fd = ironclaw_guest::connect(&dest)
-                .map_err(|e| refuse("502 Bad Gateway", format!("upstream {dest}: {e}")))?
-                .into_raw_fd() as u32;
-            // SAFETY: no pointers.
-            unsafe { wasi::fd_fdstat_set_flags(fd, wasi::FDFLAGS_NONBLOCK) };
-            let mut session = None;
-            if let Some(name) = &route.tls {
-                let mut conn = match rustls::ClientConnection::new(tls.clone(), name.clone()) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        crate::close(fd);
-                        return Err(refuse(
-                            "502 Bad Gateway",
-                            format!("upstream {dest}: TLS: {e}"),
-                        ));
-                    }
-                };
-                conn.set_buffer_limit(None);
-                // Buffered by rustls until the handshake is done, then encrypted.
-                let _ = std::io::Write::write_all(&mut conn.writer(), &up);
-                up.clear();
-                encode(&mut conn, &mut up);
-                session = Some(Box::new(conn));
-            }
-            Ok(Upstream {
-                fd,
-                tls: session,
-                route: ri,
-                dest,
-                out: up,
-                head: Vec::new(),
-                framing: None,
-                relayed: 0,
-                tail: Vec::new(),
-                is_head_request: method.eq_ignore_ascii_case("HEAD"),
-                close_after: close,
-            })
+            start_upstream(
+                routes,
+                ri,
+                tls,
+                up,
+                true,
+                method.eq_ignore_ascii_case("HEAD"),
+                close,
+            )
         });
         c.inbuf.drain(..head + len);
         c.continued = false;
@@ -641,7 +763,7 @@ impl Upstream {
         match self.framing {
             Some(Framing::Empty) => true,
             Some(Framing::Length(n)) => self.relayed >= n,
-            Some(Framing::Chunked) => self.tail.ends_with(b"0\r\n\r\n"),
+            Some(Framing::Chunked) => self.chunks.state == Chunk::Done,
             _ => false,
         }
     }
@@ -684,6 +806,12 @@ impl Upstream {
                 self.head.drain(..n);
                 continue;
             }
+            self.upstream_close |= resp.headers.iter().any(|h| {
+                h.name.eq_ignore_ascii_case("connection")
+                    && String::from_utf8_lossy(h.value)
+                        .to_ascii_lowercase()
+                        .contains("close")
+            }) || resp.version == Some(0);
             let route = &mut routes[self.route];
             let secret = route.secret.clone().unwrap_or_default();
             if code == 401 {
@@ -713,9 +841,7 @@ impl Upstream {
         out.extend_from_slice(data);
         self.relayed += data.len() as u64;
         if self.framing == Some(Framing::Chunked) {
-            self.tail.extend_from_slice(data);
-            let keep = self.tail.len().saturating_sub(5);
-            self.tail.drain(..keep);
+            self.chunks.feed(data);
         }
     }
 }
@@ -791,6 +917,7 @@ fn pump(c: &mut Client, routes: &mut [Route], tls: &Arc<rustls::ClientConfig>, b
                 Io::Again => break,
                 Io::Eof => {
                     ended = true;
+                    up.upstream_close = true;
                     break;
                 }
                 Io::Error(e) => {
@@ -800,7 +927,15 @@ fn pump(c: &mut Client, routes: &mut [Route], tls: &Arc<rustls::ClientConfig>, b
             };
             let plain = match up.tls.as_mut() {
                 None => Ok(buf[..n].to_vec()),
-                Some(conn) => decrypt(conn, &buf[..n], &mut up.out, &mut ended),
+                Some(conn) => {
+                    let mut closed = false;
+                    let p = decrypt(conn, &buf[..n], &mut up.out, &mut closed);
+                    if closed {
+                        ended = true;
+                        up.upstream_close = true;
+                    }
+                    p
+                }
             };
             let taken = plain
                 .map_err(|e| format!("upstream {}: TLS: {e}", up.dest))
@@ -823,8 +958,41 @@ fn pump(c: &mut Client, routes: &mut [Route], tls: &Arc<rustls::ClientConfig>, b
         let started = up.framing.is_some();
         let close_after = up.close_after || up.framing == Some(Framing::Close);
         let dest = up.dest.clone();
-        close(up.fd);
-        c.up = None;
+        let Some(done) = c.up.take() else { break };
+        if !started && done.reused && done.head.is_empty() {
+            // An idle connection the upstream had closed meanwhile: once more on a new one.
+            close(done.fd);
+            match start_upstream(
+                routes,
+                done.route,
+                tls,
+                done.request,
+                false,
+                done.is_head_request,
+                done.close_after,
+            ) {
+                Ok(up) => {
+                    c.up = Some(up);
+                    continue;
+                }
+                Err(r) => {
+                    error_response(&mut c.out, &r, done.close_after);
+                    c.closing |= done.close_after;
+                    process_requests(c, routes, tls);
+                    continue;
+                }
+            }
+        }
+        let reusable = failure.is_none()
+            && complete
+            && !done.upstream_close
+            && done.framing != Some(Framing::Close)
+            && routes[done.route].idle.len() < MAX_IDLE;
+        if reusable {
+            routes[done.route].idle.push((done.fd, done.tls));
+        } else {
+            close(done.fd);
+        }
         if !started {
             let reason =
                 failure.unwrap_or_else(|| format!("upstream {dest}: closed without a response"));
