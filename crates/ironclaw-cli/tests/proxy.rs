@@ -1072,3 +1072,71 @@ fn upstream_tls_connections_are_kept_alive_and_reused() {
         json[json.len() / 2]
     );
 }
+
+#[test]
+fn sixteen_concurrent_clients_are_all_served_with_their_key() {
+    if !claw_testsupport::require_kvm("sixteen_concurrent_clients_are_all_served_with_their_key") {
+        return;
+    }
+    let (ca_pem, server) = test_pki();
+    let up = Upstream::start_with(Some(server), true);
+    let broker = BrokerSetup::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, ca_pem).unwrap();
+    let upstream = format!("https://{}", up.addr);
+    let mut args: Vec<String> = broker.args();
+    args.extend(
+        [
+            "--upstream",
+            &upstream,
+            "--secret",
+            "default/key/llm",
+            "--inject",
+            "Authorization: Bearer {secret}",
+            "--upstream-ca",
+            ca.to_str().unwrap(),
+        ]
+        .map(String::from),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let proxy = Proxy::start(&args);
+    broker.allow(&proxy.measurement);
+    // Warm up: the key fetch.
+    let mut c = proxy.connect();
+    assert_eq!(
+        post(&mut c, "/v1/chat/completions", "", "{}").status,
+        "HTTP/1.1 200 OK"
+    );
+    let per_client = 25;
+    let t = Instant::now();
+    let threads: Vec<_> = (0..16)
+        .map(|_| {
+            let mut c = proxy.connect();
+            std::thread::spawn(move || {
+                for _ in 0..per_client {
+                    let r = post(&mut c, "/v1/chat/completions", "", "{}");
+                    assert_eq!(r.status, "HTTP/1.1 200 OK");
+                    assert!(contains(&r.body, "Hello!"));
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let elapsed = t.elapsed();
+    let n = 16 * per_client;
+    eprintln!(
+        "16 clients x {per_client} requests over HTTPS in {elapsed:?}: {:.0} requests/s; {} upstream connections",
+        n as f64 / elapsed.as_secs_f64(),
+        up.conns.load(std::sync::atomic::Ordering::SeqCst)
+    );
+    let log = up.log.lock().unwrap();
+    assert_eq!(log.len(), n + 1);
+    let want = format!("Bearer {KEY}");
+    assert!(log
+        .iter()
+        .all(|(head, _)| header(head, "authorization").as_deref() == Some(want.as_str())));
+    assert!(up.conns.load(std::sync::atomic::Ordering::SeqCst) <= 17);
+}
