@@ -1140,3 +1140,175 @@ fn sixteen_concurrent_clients_are_all_served_with_their_key() {
         .all(|(head, _)| header(head, "authorization").as_deref() == Some(want.as_str())));
     assert!(up.conns.load(std::sync::atomic::Ordering::SeqCst) <= 17);
 }
+
+/// A network namespace joined to the host by a veth pair: the host side is `host_ip`.
+struct NetNs {
+    name: String,
+    veth: String,
+    host_ip: String,
+}
+
+impl NetNs {
+    fn create(tag: u32) -> NetNs {
+        let name = format!("clawproxy{tag}");
+        let (veth, peer) = (format!("clpx{tag}h"), format!("clpx{tag}c"));
+        let net = 16 + tag % 200;
+        let (host_ip, ns_ip) = (format!("10.213.{net}.1"), format!("10.213.{net}.2"));
+        let ns = NetNs {
+            name: name.clone(),
+            veth: veth.clone(),
+            host_ip: host_ip.clone(),
+        };
+        for cmd in [
+            format!("ip netns add {name}"),
+            format!("ip link add {veth} type veth peer name {peer}"),
+            format!("ip link set {peer} netns {name}"),
+            format!("ip addr add {host_ip}/30 dev {veth}"),
+            format!("ip link set {veth} up"),
+            format!("ip -n {name} addr add {ns_ip}/30 dev {peer}"),
+            format!("ip -n {name} link set {peer} up"),
+            format!("ip -n {name} link set lo up"),
+        ] {
+            let args: Vec<&str> = cmd.split(' ').collect();
+            let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+            assert!(
+                out.status.success(),
+                "{cmd}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        ns
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.veth])
+            .output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// Home-lab wiring: a NanoClaw container in its own network namespace calls the proxy over
+/// a veth pair and never holds the key.
+#[test]
+fn a_nanoclaw_container_uses_the_proxy_and_never_holds_the_key() {
+    if !claw_testsupport::require_kvm("a_nanoclaw_container_uses_the_proxy_and_never_holds_the_key")
+        || !claw_testsupport::require_root(
+            "a_nanoclaw_container_uses_the_proxy_and_never_holds_the_key",
+        )
+    {
+        return;
+    }
+    // The workspace builds nanoclaw next to ironclaw.
+    let nanoclaw = std::path::Path::new(env!("CARGO_BIN_EXE_ironclaw")).with_file_name("nanoclaw");
+    assert!(
+        nanoclaw.is_file(),
+        "{} is missing: cargo build -p nanoclaw",
+        nanoclaw.display()
+    );
+    let ns = NetNs::create(std::process::id() % 1000);
+    let up = Upstream::start();
+    let broker = BrokerSetup::start();
+    let upstream = format!("http://{}", up.addr);
+    let listen = format!("tcp:{}:0", ns.host_ip);
+    let mut args: Vec<String> = broker.args();
+    args.extend(
+        [
+            "--listen",
+            &listen,
+            "--upstream",
+            &upstream,
+            "--secret",
+            "default/key/llm",
+            "--inject",
+            "Authorization: Bearer {secret}",
+        ]
+        .map(String::from),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let proxy = Proxy::start(&args);
+    broker.allow(&proxy.measurement);
+    // Proxy::start listens on 127.0.0.1 too; the container uses the veth address.
+    let prefix = format!("ironclaw: listening on tcp:{}:", ns.host_ip);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let veth_addr = loop {
+        let log = proxy.stderr.lock().unwrap().clone();
+        if let Some(l) = log.lines().find(|l| l.starts_with(&prefix)) {
+            break l["ironclaw: listening on tcp:".len()..].to_string();
+        }
+        assert!(Instant::now() < deadline, "no veth listener: {log}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+
+    let bundle = claw_testsupport::bundle::Bundle::busybox().expect("busybox bundle");
+    let out = Command::new(&nanoclaw)
+        .args(["spec", "--bundle"])
+        .arg(bundle.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config = bundle.path().join("config.json");
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    let script = format!(
+        "wget -O - --header 'Authorization: Bearer container-fake' \
+         --post-data '{{\"model\":\"gpt-4o\"}}' http://{}/v1/chat/completions 2>&1; echo; env",
+        veth_addr
+    );
+    spec["process"]["args"] = serde_json::json!(["sh", "-c", script]);
+    spec["process"]["terminal"] = serde_json::json!(false);
+    for n in spec["linux"]["namespaces"].as_array_mut().unwrap() {
+        if n["type"] == "network" {
+            n["path"] = serde_json::json!(format!("/run/netns/{}", ns.name));
+        }
+    }
+    bundle.write_config(&spec).unwrap();
+    let runtime = claw_testsupport::bundle::Runtime::new(&nanoclaw).unwrap();
+    let out = runtime.run(bundle.path(), "proxyclient").unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stdout: {stdout}\nstderr: {}\nproxy: {}",
+        String::from_utf8_lossy(&out.stderr),
+        proxy.stderr.lock().unwrap()
+    );
+    assert!(
+        stdout.contains("Hello!"),
+        "{stdout}\nproxy: {}",
+        proxy.stderr.lock().unwrap()
+    );
+    assert!(!stdout.contains(KEY), "the container saw the key");
+    {
+        let log = up.log.lock().unwrap();
+        let (head, _) = log.last().unwrap();
+        assert_eq!(
+            header(head, "authorization").as_deref(),
+            Some(format!("Bearer {KEY}").as_str())
+        );
+    }
+    // Nothing in the container's files holds the key either.
+    let mut stack = vec![bundle.path().to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let ty = e.file_type().unwrap();
+            if ty.is_dir() {
+                stack.push(e.path());
+            } else if ty.is_file() {
+                let bytes = std::fs::read(e.path()).unwrap_or_default();
+                assert!(
+                    !contains(&bytes, KEY),
+                    "{} holds the key",
+                    e.path().display()
+                );
+            }
+        }
+    }
+}
