@@ -109,6 +109,20 @@ fn upstream_answer<S: Read + Write>(s: &mut S, log: &Log, head: String) -> bool 
         )
         .unwrap();
         return false;
+    } else if path == "/echo" {
+        // An echo service (httpbin's /headers): the credential in a streamed body, split
+        // across two chunks.
+        let body = format!("{{\"headers\":{{\"Authorization\":\"{auth}\"}}}}");
+        let (a, b) = body.split_at(body.len() / 2);
+        s.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .unwrap();
+        for part in [a, b] {
+            s.write_all(format!("{:x}\r\n{part}\r\n", part.len()).as_bytes())
+                .unwrap();
+            s.flush().unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        s.write_all(b"0\r\n\r\n").unwrap();
     } else if path == "/reflect" {
         // A hostile or careless upstream echoing the credential back.
         let body = b"reflected";
@@ -527,6 +541,20 @@ fn proxy_injects_the_key_streams_sse_and_never_shows_the_key_to_clients() {
     assert_eq!(header(&r.head, "x-echo-auth"), None);
     assert_eq!(r.body, b"reflected");
 
+    // An upstream echoing the key in its body: the response is cut before the key, the
+    // connection closes, and another connection is served as before.
+    let mut echo = proxy.connect();
+    echo.write_all(b"GET /echo HTTP/1.1\r\nHost: proxy\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = echo.read_to_end(&mut got);
+    assert!(!contains(&got, KEY), "the key was relayed to the client");
+    assert!(
+        !contains(&got, "0\r\n\r\n"),
+        "a cut body must not look complete"
+    );
+    assert!(contains(&got, "HTTP/1.1 200 OK"));
+
     // Requests for other hosts, CONNECT and oversized heads are refused.
     c.write_all(b"GET http://evil.example/steal HTTP/1.1\r\nHost: evil.example\r\n\r\n")
         .unwrap();
@@ -544,7 +572,7 @@ fn proxy_injects_the_key_streams_sse_and_never_shows_the_key_to_clients() {
     assert!(!stderr.contains(KEY), "key in the host's log: {stderr}");
     let requests = up.log.lock().unwrap().len();
     assert_eq!(
-        requests, 3,
+        requests, 4,
         "the refused requests never reached the upstream"
     );
 }

@@ -19,7 +19,8 @@
 //! - connects to the upstream through `ironclaw.connect` (the launch's measured egress list
 //!   is the only place it can reach) and relays the response to the client as it arrives:
 //!   a chunked or `text/event-stream` body goes out chunk by chunk, never buffered whole;
-//!   response headers whose value contains the key are dropped (no reflection);
+//!   response headers whose value contains the key are dropped, and a response body that
+//!   contains it is cut before those bytes (the client connection closes): no reflection;
 //! - answers 502 with the reason when the upstream is unreachable or fails before its
 //!   response head, 503 when the broker did not release the key (retried on the next
 //!   request; a 401 from the upstream also makes the next request fetch the key again, so a
@@ -357,6 +358,12 @@ struct Upstream {
     request: Vec<u8>,
     /// The upstream closed, or said it will (`Connection: close`).
     upstream_close: bool,
+    /// The key, to keep it out of the relayed body.
+    secret: Vec<u8>,
+    /// Body bytes held back: they could be the start of the key.
+    held: Vec<u8>,
+    /// The body contained the key: relaying stopped, the client connection is cut.
+    leaked: bool,
     is_head_request: bool,
     /// The client asked to close after this response.
     close_after: bool,
@@ -573,6 +580,9 @@ fn start_upstream(
         reused,
         request: if reused { request } else { Vec::new() },
         upstream_close: false,
+        secret: Vec::new(),
+        held: Vec::new(),
+        leaked: false,
         is_head_request,
         close_after,
     })
@@ -814,6 +824,7 @@ impl Upstream {
             }) || resp.version == Some(0);
             let route = &mut routes[self.route];
             let secret = route.secret.clone().unwrap_or_default();
+            self.secret = secret.clone();
             if code == 401 {
                 // Maybe the key was rotated at the broker: fetch it again next time.
                 route.secret = None;
@@ -838,11 +849,32 @@ impl Upstream {
             }
             _ => data,
         };
-        out.extend_from_slice(data);
         self.relayed += data.len() as u64;
         if self.framing == Some(Framing::Chunked) {
             self.chunks.feed(data);
         }
+        if self.leaked {
+            return;
+        }
+        // Never relay the key: hold back a tail that could be the start of it until the
+        // next bytes (or the end) show it is not.
+        let mut pending = std::mem::take(&mut self.held);
+        pending.extend_from_slice(data);
+        let key = &self.secret;
+        if key.is_empty() {
+            out.extend_from_slice(&pending);
+            return;
+        }
+        if pending.windows(key.len()).any(|w| w == key.as_slice()) {
+            self.leaked = true;
+            return;
+        }
+        let hold = (1..key.len().min(pending.len() + 1))
+            .rev()
+            .find(|k| pending.ends_with(&key[..*k]))
+            .unwrap_or(0);
+        out.extend_from_slice(&pending[..pending.len() - hold]);
+        self.held = pending[pending.len() - hold..].to_vec();
     }
 }
 
@@ -942,6 +974,16 @@ fn pump(c: &mut Client, routes: &mut [Route], tls: &Arc<rustls::ClientConfig>, b
                 .and_then(|p| up.take(&p, routes, &mut c.out).map_err(|r| r.reason));
             match taken {
                 Err(why) => failure = Some(why),
+                Ok(()) if up.leaked => {
+                    failure = Some(format!(
+                        "upstream {}: the response contained the key; cut",
+                        up.dest
+                    ));
+                    eprintln!(
+                        "llm-proxy: upstream {} echoed the key: response cut",
+                        up.dest
+                    );
+                }
                 Ok(()) if up.complete() => ended = true,
                 Ok(()) => {}
             }
@@ -983,6 +1025,10 @@ fn pump(c: &mut Client, routes: &mut [Route], tls: &Arc<rustls::ClientConfig>, b
                 }
             }
         }
+        if started && !done.leaked {
+            c.out.extend_from_slice(&done.held);
+        }
+        let failed = failure.is_some();
         let reusable = failure.is_none()
             && complete
             && !done.upstream_close
@@ -998,7 +1044,7 @@ fn pump(c: &mut Client, routes: &mut [Route], tls: &Arc<rustls::ClientConfig>, b
                 failure.unwrap_or_else(|| format!("upstream {dest}: closed without a response"));
             error_response(&mut c.out, &refuse("502 Bad Gateway", reason), close_after);
             c.closing |= close_after;
-        } else if !complete || close_after {
+        } else if !complete || close_after || failed {
             // Cut short (or delimited by the close): the client cannot reuse the connection.
             c.closing = true;
         }
