@@ -246,7 +246,13 @@ fn tls_config(ca_pem: Option<&str>) -> Arc<rustls::ClientConfig> {
         }
         None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
     }
-    let provider = Arc::new(rustls_rustcrypto::provider());
+    // ChaCha20-Poly1305 first: without AES instructions (the interpreter has none) it is the
+    // faster AEAD in software; the server still picks.
+    let mut provider = rustls_rustcrypto::provider();
+    provider
+        .cipher_suites
+        .sort_by_key(|s| !format!("{:?}", s.suite()).contains("CHACHA20"));
+    let provider = Arc::new(provider);
     match rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
     {
@@ -865,7 +871,7 @@ impl Upstream {
             out.extend_from_slice(&pending);
             return;
         }
-        if pending.windows(key.len()).any(|w| w == key.as_slice()) {
+        if contains(&pending, key) {
             self.leaked = true;
             return;
         }
@@ -876,6 +882,22 @@ impl Upstream {
         out.extend_from_slice(&pending[..pending.len() - hold]);
         self.held = pending[pending.len() - hold..].to_vec();
     }
+}
+
+/// Whether `needle` (not empty) occurs in `hay`: a scan for its first byte, then a compare
+/// (the interpreter pays per instruction, so no windowed compare per position).
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    let Some(&first) = needle.first() else {
+        return false;
+    };
+    let mut at = 0;
+    while let Some(p) = hay[at..].iter().position(|b| *b == first) {
+        if hay[at + p..].starts_with(needle) {
+            return true;
+        }
+        at += p + 1;
+    }
+    false
 }
 
 /// Feeds TLS records to the session and returns the plaintext they carried; handshake
