@@ -1407,3 +1407,73 @@ fn a_large_stream_is_relayed_whole_and_in_order() {
         "HTTP/1.1 200 OK"
     );
 }
+
+#[test]
+fn oversized_bodies_and_a_memory_flood_are_refused_and_the_proxy_keeps_serving() {
+    if !claw_testsupport::require_kvm(
+        "oversized_bodies_and_a_memory_flood_are_refused_and_the_proxy_keeps_serving",
+    ) {
+        return;
+    }
+    let up = Upstream::start();
+    let broker = BrokerSetup::start();
+    let upstream = format!("http://{}", up.addr);
+    let mut args: Vec<String> = broker.args();
+    args.extend(
+        [
+            "--upstream",
+            &upstream,
+            "--secret",
+            "default/key/llm",
+            "--inject",
+            "Authorization: Bearer {secret}",
+        ]
+        .map(String::from),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let proxy = Proxy::start(&args);
+    broker.allow(&proxy.measurement);
+
+    let mut big = proxy.connect();
+    big.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nContent-Length: 3145728\r\n\r\n")
+        .unwrap();
+    let r = read_response(&mut big, |_| {});
+    assert!(r.status.starts_with("HTTP/1.1 413"), "{}", r.status);
+
+    // Clients that each announce 2 MiB and send most of it, never finishing: the ones that
+    // would take the buffered total past the budget are refused with a 503.
+    let chunk = vec![b'a'; (2 << 20) - 4096];
+    let mut floods = Vec::new();
+    let mut refused = 0;
+    for _ in 0..4 {
+        let mut s = proxy.connect();
+        s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nContent-Length: 2097152\r\n\r\n")
+            .unwrap();
+        if s.write_all(&chunk).is_err() {
+            refused += 1;
+            continue;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        floods.push(s);
+    }
+    for s in floods.iter_mut() {
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let mut got = [0u8; 64];
+        if let Ok(n) = s.read(&mut got) {
+            if String::from_utf8_lossy(&got[..n]).starts_with("HTTP/1.1 503") {
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused >= 2, "only {refused} of 4 flooding clients refused");
+    // Still serving.
+    let mut c = proxy.connect();
+    let r = post(&mut c, "/v1/chat/completions", "", "{}");
+    assert_eq!(
+        r.status,
+        "HTTP/1.1 200 OK",
+        "{}",
+        proxy.stderr.lock().unwrap()
+    );
+}

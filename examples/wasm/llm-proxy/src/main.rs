@@ -11,7 +11,7 @@
 //! - picks the route: the one route when there is one; otherwise the route whose upstream
 //!   host is the first path segment (`/api.openai.com/v1/...` → `/v1/...`); an absolute-form
 //!   target (`http://host/...`) must name a configured upstream. Anything else is refused
-//!   (403/404), as are CONNECT, heads over 16 KiB (431), bodies over 8 MiB (413) and chunked
+//!   (403/404), as are CONNECT, heads over 16 KiB (431), bodies over 2 MiB (413), more than 4 MiB of request bytes buffered at once (503) and chunked
 //!   request bodies (411);
 //! - drops the client's `Authorization`, `x-api-key`, `Proxy-Authorization`, `Host`,
 //!   hop-by-hop headers and any header named like the injected one, then adds `Host` and the
@@ -34,7 +34,10 @@
 use std::sync::Arc;
 
 const MAX_HEAD: usize = 16 << 10;
-const MAX_BODY: usize = 8 << 20;
+const MAX_BODY: usize = 2 << 20;
+/// Request bytes buffered across all clients at once (the module's linear memory is
+/// bounded: 16 MiB by default); a client that would go over it gets a 503 and is closed.
+const BUFFER_BUDGET: usize = 4 << 20;
 const MAX_HEADERS: usize = 64;
 /// Stop reading from an upstream while this much is waiting for its client.
 const HIGH_WATER: usize = 256 << 10;
@@ -654,12 +657,14 @@ fn process_requests(c: &mut Client, routes: &mut [Route], tls: &Arc<rustls::Clie
             return;
         }
         if len > MAX_BODY {
-            let r = refuse("413 Content Too Large", "request body over 8 MiB");
+            let r = refuse("413 Content Too Large", "request body over 2 MiB");
             error_response(&mut c.out, &r, true);
             c.closing = true;
             return;
         }
         if c.inbuf.len() < head + len {
+            // Room for the whole body at once (no doubling past it).
+            c.inbuf.reserve_exact(head + len - c.inbuf.len());
             if expect && !c.continued {
                 c.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
                 c.continued = true;
@@ -940,9 +945,25 @@ fn decrypt(
 
 /// Moves bytes for one client: its requests, its upstream's request and response.
 #[cfg(target_os = "wasi")]
-fn pump(c: &mut Client, routes: &mut [Route], tls: &Arc<rustls::ClientConfig>, buf: &mut [u8]) {
+fn pump(
+    c: &mut Client,
+    routes: &mut [Route],
+    tls: &Arc<rustls::ClientConfig>,
+    buf: &mut [u8],
+    others: usize,
+) {
     if c.up.is_none() && !c.closing {
         loop {
+            if others + c.inbuf.len() + buf.len() > BUFFER_BUDGET {
+                let r = refuse(
+                    "503 Service Unavailable",
+                    "proxy busy: too many request bytes buffered",
+                );
+                error_response(&mut c.out, &r, true);
+                c.closing = true;
+                c.inbuf = Vec::new();
+                break;
+            }
             match recv(c.fd, buf) {
                 Io::Data(n) => c.inbuf.extend_from_slice(&buf[..n]),
                 Io::Again => break,
@@ -1174,6 +1195,7 @@ fn event_loop(routes: &mut [Route], tls: &Arc<rustls::ClientConfig>, mut listene
                 }
                 continue;
             }
+            let buffered: usize = clients.iter().map(|c| c.inbuf.len()).sum();
             let Some(c) = clients
                 .iter_mut()
                 .find(|c| c.fd == fd || c.up.as_ref().is_some_and(|u| u.fd == fd))
@@ -1181,7 +1203,7 @@ fn event_loop(routes: &mut [Route], tls: &Arc<rustls::ClientConfig>, mut listene
                 continue;
             };
             if !c.dead {
-                pump(c, routes, tls, &mut buf);
+                pump(c, routes, tls, &mut buf, buffered - c.inbuf.len());
             }
         }
         clients.retain(|c| {
