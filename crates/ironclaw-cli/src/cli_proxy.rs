@@ -20,8 +20,18 @@ use ironclaw::{exit_code, LaunchInputs};
 
 #[derive(Args)]
 pub struct ProxyArgs {
-    #[command(flatten)]
-    limits: crate::LimitArgs,
+    /// Guest memory in MiB (measured).
+    #[arg(long, default_value_t = 256)]
+    memory: u64,
+    /// Most Wasm linear memory in MiB (measured): client and upstream buffers live there.
+    #[arg(long, default_value_t = 96)]
+    max_wasm_memory: u64,
+    /// Fuel of one poll turn (measured; default: `ironclaw serve`'s).
+    #[arg(long)]
+    fuel: Option<u64>,
+    /// Debug launch (measured, and reported by attestation).
+    #[arg(long)]
+    debug: bool,
     /// Listen address for clients: tcp:IP:PORT or unix:PATH (repeatable).
     #[arg(long = "listen", value_name = "ADDR", required = true)]
     listen: Vec<ListenAddr>,
@@ -166,7 +176,16 @@ pub fn proxy(a: ProxyArgs) -> ExitCode {
     if let Err(e) = service.validate() {
         return fail(&format!("invalid service configuration: {e}"));
     }
-    let config = crate::cli_serve::service_launch_config(a.limits.config());
+    let config = crate::cli_serve::service_launch_config(ironclaw::LaunchConfig {
+        memory_mib: a.memory,
+        fuel: a.fuel,
+        max_wasm_memory_bytes: a.max_wasm_memory.saturating_mul(1 << 20),
+        debug: a.debug,
+        ..ironclaw::LaunchConfig::default()
+    });
+    if let Err(e) = config.validate() {
+        return fail(&format!("invalid launch configuration: {e}"));
+    }
     let module = with_routes_section(ironclaw::shim::LLM_PROXY_MODULE, &args);
     let bytes = module.as_slice();
     if a.measure {

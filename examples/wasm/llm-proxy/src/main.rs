@@ -40,7 +40,13 @@ const MAX_BODY: usize = 2 << 20;
 const BUFFER_BUDGET: usize = 4 << 20;
 const MAX_HEADERS: usize = 64;
 /// Stop reading from an upstream while this much is waiting for its client.
-const HIGH_WATER: usize = 256 << 10;
+const HIGH_WATER: usize = 64 << 10;
+/// Upstream requests in flight at once (each holds a client buffer, an upstream connection
+/// and maybe a TLS session); more wait with a 503.
+const MAX_IN_FLIGHT: usize = 256;
+/// Upstream requests in flight: recounted by the event loop before each client is pumped,
+/// counted up as requests start.
+static IN_FLIGHT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 /// Client headers never forwarded: credentials, the connection's own and hop-by-hop ones.
 const DROPPED: &[&str] = &[
     "authorization",
@@ -675,6 +681,11 @@ fn process_requests(c: &mut Client, routes: &mut [Route], tls: &Arc<rustls::Clie
         let target = req.path.unwrap_or("").to_string();
         let outcome = if method.eq_ignore_ascii_case("CONNECT") {
             Err(refuse("405 Method Not Allowed", "CONNECT is not proxied"))
+        } else if IN_FLIGHT.load(std::sync::atomic::Ordering::Relaxed) >= MAX_IN_FLIGHT {
+            Err(refuse(
+                "503 Service Unavailable",
+                "proxy busy: too many upstream requests in flight",
+            ))
         } else {
             route_for(routes, &target)
         };
@@ -719,7 +730,10 @@ fn process_requests(c: &mut Client, routes: &mut [Route], tls: &Arc<rustls::Clie
         c.inbuf.drain(..head + len);
         c.continued = false;
         match started {
-            Ok(up) => c.up = Some(up),
+            Ok(up) => {
+                IN_FLIGHT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                c.up = Some(up);
+            }
             Err(r) => {
                 error_response(&mut c.out, &r, close);
                 c.closing = close;
@@ -1196,6 +1210,8 @@ fn event_loop(routes: &mut [Route], tls: &Arc<rustls::ClientConfig>, mut listene
                 continue;
             }
             let buffered: usize = clients.iter().map(|c| c.inbuf.len()).sum();
+            let in_flight = clients.iter().filter(|c| c.up.is_some()).count();
+            IN_FLIGHT.store(in_flight, std::sync::atomic::Ordering::Relaxed);
             let Some(c) = clients
                 .iter_mut()
                 .find(|c| c.fd == fd || c.up.as_ref().is_some_and(|u| u.fd == fd))
