@@ -108,7 +108,11 @@ pub fn serve(a: ServeArgs) -> ExitCode {
         a.broker.as_deref(),
         a.broker_cert.as_deref(),
     ) {
-        Ok(s) => s,
+        // Evidence carries the service measurement (it covers the egress list), the one
+        // `ironclaw measure --listen ... --egress ...` prints and on_ready reports.
+        Ok(s) => s.with_measurement(&ironclaw::LaunchMeasurement::of_service(
+            &bytes, &config, &service,
+        )),
         Err(c) => return c,
     };
     let (mut stdin, mut stdout, mut stderr) =

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 mod cli_broker;
+mod cli_proxy;
 mod cli_serve;
 mod cli_verify;
 
@@ -46,6 +47,9 @@ enum Command {
     Verify(cli_verify::VerifyArgs),
     /// Print the host's platform public key (signs kvm evidence), generating it on first use.
     PlatformKey(cli_broker::PlatformKeyArgs),
+    /// Run the LLM API key proxy: clients send plain HTTP/1.1, the enclave adds the key it
+    /// fetched from the broker and forwards to the configured upstreams.
+    Proxy(cli_proxy::ProxyArgs),
     /// The key broker (KBS protocol): serve, secrets, policy.
     #[command(subcommand)]
     Broker(cli_broker::BrokerCommand),
@@ -156,6 +160,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Serve(args) => cli_serve::serve(args),
+        Command::Proxy(args) => cli_proxy::proxy(args),
         Command::Measure {
             limits,
             service,

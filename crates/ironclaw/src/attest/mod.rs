@@ -92,6 +92,14 @@ impl EnclaveServices {
         }
     }
 
+    /// Reports `m` instead of the plain launch measurement: a service launch's
+    /// [`LaunchMeasurement::of_service`], which also covers its egress list, so the broker's
+    /// policy pins where the enclave can send what it is given.
+    pub fn with_measurement(mut self, m: &LaunchMeasurement) -> Self {
+        self.measurement = Some(m.0);
+        self
+    }
+
     /// Enables `attest` with this platform key.
     pub fn with_platform_key(mut self, key: PlatformKey) -> Self {
         self.platform = Some(key);

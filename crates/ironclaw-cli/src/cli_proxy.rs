@@ -1,0 +1,246 @@
+//! `ironclaw proxy`: runs the LLM API key proxy module (`examples/wasm/llm-proxy`, embedded
+//! in this binary as `ironclaw::shim::LLM_PROXY_MODULE`) with `ironclaw serve`'s machinery.
+//!
+//! Each route is `--upstream URL --secret PATH --inject 'Header: ...{secret}...'` (the n-th
+//! of each flag form route n). The upstreams' HOST:PORT become the launch's egress list,
+//! which is measured: the enclave can reach nothing else. The routes themselves are measured
+//! too (a custom section of the launched module, see [`with_routes_section`]). The key never
+//! passes through this
+//! process: the module fetches it from the broker with `get_secret` (attested, JWE-wrapped
+//! to the enclave's ephemeral key).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use ironclaw::hypercall::RunIo;
+use ironclaw::service::{Egress, ListenAddr, ServiceConfig};
+use ironclaw::{exit_code, LaunchInputs};
+
+#[derive(Args)]
+pub struct ProxyArgs {
+    /// Guest memory in MiB (measured).
+    #[arg(long, default_value_t = 256)]
+    memory: u64,
+    /// Most Wasm linear memory in MiB (measured): client and upstream buffers live there.
+    #[arg(long, default_value_t = 96)]
+    max_wasm_memory: u64,
+    /// Fuel of one poll turn (measured; default: `ironclaw serve`'s).
+    #[arg(long)]
+    fuel: Option<u64>,
+    /// Debug launch (measured, and reported by attestation).
+    #[arg(long)]
+    debug: bool,
+    /// Listen address for clients: tcp:IP:PORT or unix:PATH (repeatable).
+    #[arg(long = "listen", value_name = "ADDR", required = true)]
+    listen: Vec<ListenAddr>,
+    /// Upstream base URL, https://HOST[:PORT] (TLS from inside the enclave) or
+    /// http://HOST[:PORT] (repeatable: one per route).
+    #[arg(long = "upstream", value_name = "URL", required = true)]
+    upstream: Vec<String>,
+    /// Broker resource path of the route's key, REPOSITORY/TYPE/TAG (one per --upstream).
+    #[arg(long = "secret", value_name = "PATH")]
+    secret: Vec<String>,
+    /// Header added to the route's requests, e.g. 'Authorization: Bearer {secret}' or
+    /// 'x-api-key: {secret}' (one per --upstream).
+    #[arg(long = "inject", value_name = "HEADER")]
+    inject: Vec<String>,
+    /// CA certificate(s) (PEM) the https upstreams' chains must lead to (default: the
+    /// Mozilla root store compiled into the module).
+    #[arg(long, value_name = "FILE")]
+    upstream_ca: Option<PathBuf>,
+    /// Key broker (https://HOST:PORT) that releases the keys to this enclave.
+    #[arg(long, value_name = "URL")]
+    broker: Option<String>,
+    /// The broker's TLS certificate (PEM) to trust; required with --broker.
+    #[arg(long, value_name = "FILE", requires = "broker")]
+    broker_cert: Option<PathBuf>,
+    /// IronClaw state directory (platform key, sealing root).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Most client + upstream connections open at once.
+    #[arg(long, default_value_t = ServiceConfig::default().max_connections)]
+    max_connections: u64,
+    /// Close a connection after this long without traffic.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "120s")]
+    idle_timeout: Duration,
+    /// Print the launch measurement to stderr before serving.
+    #[arg(long)]
+    print_measurement: bool,
+    /// Only print the launch measurement (stdout) and exit: what a broker policy pins.
+    #[arg(long)]
+    measure: bool,
+}
+
+fn fail(msg: &str) -> ExitCode {
+    eprintln!("ironclaw proxy: {msg}");
+    ExitCode::from(exit_code::INTERNAL as u8)
+}
+
+/// The egress destination (`HOST:PORT`) of an upstream URL.
+pub fn upstream_egress(url: &str) -> Result<Egress, String> {
+    let (rest, port) = if let Some(r) = url.strip_prefix("http://") {
+        (r, 80)
+    } else if let Some(r) = url.strip_prefix("https://") {
+        (r, 443)
+    } else {
+        return Err(format!("{url}: expected http(s)://HOST[:PORT]"));
+    };
+    let authority = rest.trim_end_matches('/');
+    if authority.is_empty() || authority.contains(['/', '@', '?', '#']) {
+        return Err(format!("{url}: expected http://HOST[:PORT] with no path"));
+    }
+    let dest = match authority.rsplit_once(':') {
+        Some((_, p)) if p.parse::<u16>().is_ok() => authority.to_string(),
+        _ => format!("{authority}:{port}"),
+    };
+    dest.parse::<Egress>().map_err(|e| format!("{url}: {e}"))
+}
+
+/// Name of the custom section that carries the proxy's routes in the launched module.
+pub const ROUTES_SECTION: &str = "ironclaw.proxy.routes";
+
+/// `module` with a custom section holding `args` (each as a little-endian u32 length and
+/// the bytes). The module is launched with this section, so the launch measurement covers
+/// the routes (upstreams, secret paths, injected header templates, CA certificates): a
+/// broker policy pinning the measurement pins them too. The module ignores the section
+/// and reads the same values from its argv.
+pub fn with_routes_section(module: &[u8], args: &[String]) -> Vec<u8> {
+    fn leb128(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let mut payload = Vec::new();
+    leb128(ROUTES_SECTION.len(), &mut payload);
+    payload.extend_from_slice(ROUTES_SECTION.as_bytes());
+    for a in args {
+        payload.extend_from_slice(&(a.len() as u32).to_le_bytes());
+        payload.extend_from_slice(a.as_bytes());
+    }
+    let mut out = module.to_vec();
+    out.push(0); // custom section
+    leb128(payload.len(), &mut out);
+    out.extend_from_slice(&payload);
+    out
+}
+
+pub fn proxy(a: ProxyArgs) -> ExitCode {
+    let n = a.upstream.len();
+    if a.secret.len() != n || a.inject.len() != n {
+        return fail("every --upstream needs one --secret and one --inject (in the same order)");
+    }
+    let mut egress = Vec::new();
+    let mut args = vec!["llm-proxy".to_string()];
+    if let Some(ca) = &a.upstream_ca {
+        match std::fs::read_to_string(ca) {
+            Ok(pem) => args.extend(["--upstream-ca-pem".to_string(), pem]),
+            Err(e) => return fail(&format!("--upstream-ca {}: {e}", ca.display())),
+        }
+    }
+    for i in 0..n {
+        match upstream_egress(&a.upstream[i]) {
+            Ok(e) => {
+                if !egress.contains(&e) {
+                    egress.push(e);
+                }
+            }
+            Err(why) => return fail(&why),
+        }
+        if !a.inject[i].contains("{secret}") {
+            return fail(&format!("--inject {:?}: has no {{secret}}", a.inject[i]));
+        }
+        for (flag, v) in [
+            ("--upstream", &a.upstream[i]),
+            ("--secret", &a.secret[i]),
+            ("--inject", &a.inject[i]),
+        ] {
+            args.push(flag.to_string());
+            args.push(v.clone());
+        }
+    }
+    let service = ServiceConfig {
+        listen: a.listen,
+        egress,
+        max_connections: a.max_connections,
+        idle_timeout: a.idle_timeout,
+        ..ServiceConfig::default()
+    };
+    if let Err(e) = service.validate() {
+        return fail(&format!("invalid service configuration: {e}"));
+    }
+    let config = crate::cli_serve::service_launch_config(ironclaw::LaunchConfig {
+        memory_mib: a.memory,
+        fuel: a.fuel,
+        max_wasm_memory_bytes: a.max_wasm_memory.saturating_mul(1 << 20),
+        debug: a.debug,
+        ..ironclaw::LaunchConfig::default()
+    });
+    if let Err(e) = config.validate() {
+        return fail(&format!("invalid launch configuration: {e}"));
+    }
+    let module = with_routes_section(ironclaw::shim::LLM_PROXY_MODULE, &args);
+    let bytes = module.as_slice();
+    if a.measure {
+        println!(
+            "{}",
+            ironclaw::LaunchMeasurement::of_service(bytes, &config, &service)
+        );
+        return ExitCode::SUCCESS;
+    }
+    let mut services = match crate::cli_broker::enclave_services(
+        bytes,
+        &config,
+        a.state_dir,
+        a.broker.as_deref(),
+        a.broker_cert.as_deref(),
+    ) {
+        // The evidence carries the service measurement (module, limits and egress list).
+        Ok(s) => s.with_measurement(&ironclaw::LaunchMeasurement::of_service(
+            bytes, &config, &service,
+        )),
+        Err(c) => return c,
+    };
+    let inputs = LaunchInputs {
+        args,
+        env: Vec::new(),
+    };
+    let (mut stdin, mut stdout, mut stderr) =
+        (std::io::empty(), std::io::stdout(), std::io::stderr());
+    let io = RunIo {
+        stdin: &mut stdin,
+        stdout: &mut stdout,
+        stderr: &mut stderr,
+    };
+    let print_measurement = a.print_measurement;
+    let mut on_ready = |bound: &[ListenAddr], m: &ironclaw::LaunchMeasurement| {
+        if print_measurement {
+            eprintln!("measurement: {m}");
+        }
+        for addr in bound {
+            eprintln!("ironclaw: listening on {addr}");
+        }
+    };
+    match ironclaw::service::serve(
+        bytes,
+        &inputs,
+        &config,
+        &service,
+        io,
+        Some(&mut services),
+        &mut on_ready,
+    ) {
+        Ok(report) => ExitCode::from((report.exit_code & 0xFF) as u8),
+        Err(e) => {
+            eprintln!("ironclaw: {e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}
