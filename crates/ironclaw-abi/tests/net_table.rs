@@ -220,7 +220,7 @@ fn random_host_answers_never_break_the_table_invariants() {
                     1 => rng.next() % (W as u32 * 2),
                     _ => rng.next(),
                 };
-                let len = if rng.next() % 4 == 0 {
+                let len = if rng.next().is_multiple_of(4) {
                     (rng.next() % 5000) as usize
                 } else {
                     0
@@ -228,7 +228,7 @@ fn random_host_answers_never_break_the_table_invariants() {
                 let data: Vec<u8> = (0..len).map(|i| i as u8).collect();
                 evs.extend(ev(kind, handle, value, &data));
             }
-            if rng.next() % 10 == 0 {
+            if rng.next().is_multiple_of(10) {
                 evs.truncate(evs.len().saturating_sub((rng.next() % 20) as usize));
             }
             t.apply_events(&evs, u64::from(rng.next() % 2));
@@ -241,9 +241,9 @@ fn random_host_answers_never_break_the_table_invariants() {
                 }
                 let _ = t.accept(fd, true);
                 let mut buf = [0u8; 700];
-                let _ = t.recv(fd, &mut [&mut buf[..]], rng.next() % 3 == 0);
+                let _ = t.recv(fd, &mut [&mut buf[..]], rng.next().is_multiple_of(3));
                 let _ = t.send(fd, &buf[..(rng.next() % 700) as usize]);
-                if rng.next() % 17 == 0 {
+                if rng.next().is_multiple_of(17) {
                     let _ = t.close(fd);
                 }
             }
