@@ -255,3 +255,33 @@ fn random_host_answers_never_break_the_table_invariants() {
         }
     }
 }
+
+#[test]
+fn shutdown_directions() {
+    let mut t = with_conn();
+    t.apply_events(&ev(net::EV_DATA, 1, 0, b"unread"), 0);
+    assert_eq!(t.shutdown(4, 0), Err(errno::INVAL));
+    assert_eq!(t.shutdown(4, 4), Err(errno::INVAL));
+    t.shutdown(4, net::SHUT_RD).unwrap();
+    // Buffered bytes are dropped and their credit returned; reads see end of stream.
+    assert_eq!(t.recv(4, &mut [&mut [0u8; 8][..]], false), Ok(0));
+    assert_eq!(
+        ops(&mut t),
+        vec![
+            (net::OP_SHUTDOWN, 1, net::SHUT_RD, vec![]),
+            (net::OP_WINDOW, 1, 6, vec![])
+        ]
+    );
+    // Data the host sends after a read shutdown is discarded, credit flows back.
+    t.apply_events(&ev(net::EV_DATA, 1, 0, b"late"), 0);
+    assert_eq!(ops(&mut t), vec![(net::OP_WINDOW, 1, 4, vec![])]);
+    t.shutdown(4, net::SHUT_WR).unwrap();
+    assert_eq!(t.send(4, b"x"), Err(errno::PIPE));
+    assert!(
+        t.readiness(4).unwrap().writable,
+        "a shut-down writer does not block"
+    );
+    assert_eq!(t.shutdown(3, net::SHUT_WR), Err(errno::NOTCONN));
+    assert_eq!(t.shutdown(9, net::SHUT_WR), Err(errno::BADF));
+    assert_eq!(t.violations, 0);
+}
