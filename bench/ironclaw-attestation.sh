@@ -11,6 +11,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TARGET=${CARGO_TARGET_DIR:-$PWD/target}
-cargo build --release --locked -p ironclaw --example attest_bench >&2
+cargo build --release --locked -p ironclaw-cli --example attest_bench >&2
 echo "# $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 "$TARGET/release/examples/attest_bench" "${1:-50}" "${2:-5}"

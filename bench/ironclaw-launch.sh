@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-200}
 TARGET=${CARGO_TARGET_DIR:-$PWD/target}
-cargo build --release --locked -p ironclaw --bin ironclaw --example launch_bench >&2
+cargo build --release --locked -p ironclaw-cli --bin ironclaw -p ironclaw --example launch_bench >&2
 echo "# $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 "$TARGET/release/ironclaw" check
 echo

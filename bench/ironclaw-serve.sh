@@ -14,7 +14,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-5}
 TARGET=${CARGO_TARGET_DIR:-$PWD/target}
-cargo build --release --locked -p ironclaw --bin ironclaw --example serve_bench >&2
+cargo build --release --locked -p ironclaw-cli --bin ironclaw >&2
+cargo build --release --locked -p ironclaw --example serve_bench >&2
 cargo build --release --locked --manifest-path examples/wasm/Cargo.toml -p sign-service \
   --target-dir "$TARGET/sign-service-native" >&2
 NATIVE="$TARGET/sign-service-native/release/sign-service"

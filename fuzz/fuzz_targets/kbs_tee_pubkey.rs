@@ -1,4 +1,4 @@
-//! The `tee-pubkey` JWK of `/attest` (EC P-256 and RSA) and the resource JWE
+//! The `tee-pubkey` JWK of `/attest` (EC P-256, P-521 and RSA) and the resource JWE
 //! encrypted to whatever it accepts: never a panic; an accepted RSA key is
 //! always 2048..=8192 bits.
 #![no_main]
@@ -39,10 +39,11 @@ fuzz_target!(|data: &[u8]| {
             let (n, e) = rest.split_at(split.min(rest.len()));
             check(&json!({"kty": "RSA", "alg": alg, "n": B64.encode(n), "e": B64.encode(e)}));
         }
-        // EC with raw coordinates.
+        // EC with raw coordinates, P-256 or P-521.
         _ => {
+            let crv = if sel & 0x8 != 0 { "P-521" } else { "P-256" };
             let (x, y) = rest.split_at(rest.len() / 2);
-            check(&json!({"kty": "EC", "crv": "P-256", "alg": alg, "x": B64.encode(x), "y": B64.encode(y)}));
+            check(&json!({"kty": "EC", "crv": crv, "alg": alg, "x": B64.encode(x), "y": B64.encode(y)}));
         }
     }
 });

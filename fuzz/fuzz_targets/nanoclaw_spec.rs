@@ -1,6 +1,7 @@
 //! nanoclaw: config.json is the container tier's untrusted input. Parsing and validating any
 //! bytes must return a value or a field-naming error, never panic, hang or touch the host
-//! (validate only stats paths).
+//! (validate only stats paths and, as root, gives filesystem options to a filesystem context
+//! that is never mounted: fsopts.rs).
 #![no_main]
 
 use std::path::{Path, PathBuf};

@@ -76,16 +76,15 @@ pub fn user_ids(name: &str) -> Option<(u32, u32)> {
     })
 }
 
-/// True when `name` exists; otherwise reports the test as skipped.
+/// True when `name` exists; otherwise the test is skipped (or fails under CI; see
+/// [`crate::SkipPolicy`]).
+#[track_caller]
 pub fn require_user(test: &str, name: &str) -> bool {
-    let ok = user_ids(name).is_some();
-    if !ok {
-        crate::skip(
-            test,
-            &format!("needs the user `{name}` (scripts/install-deps creates it)"),
-        );
-    }
-    ok
+    crate::require(
+        test,
+        user_ids(name).is_some(),
+        &format!("needs the user `{name}` (scripts/install-deps creates it)"),
+    )
 }
 
 /// An OCI runtime binary with a private state root.

@@ -157,14 +157,34 @@ impl Containerd {
     /// the tests drive containerd through `ctr`, whose `--runc-binary` sets the runc shim's
     /// `BinaryName` option for the task.
     pub fn start() -> std::io::Result<Self> {
+        Self::start_with(None, unique_name("claw"))
+    }
+
+    /// Starts containerd with its CRI plugin (Kubernetes' API on the same socket), the
+    /// plugin's settings being `cri_toml(dir)` (TOML lines under
+    /// `[plugins."io.containerd.grpc.v1.cri"]`, `dir` being this containerd's directory). CRI
+    /// works in the `k8s.io` namespace, which `ctr()` then uses.
+    pub fn start_cri(cri_toml: impl FnOnce(&Path) -> String) -> std::io::Result<Self> {
+        Self::start_with(Some(Box::new(cri_toml)), "k8s.io".to_string())
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn start_with(
+        cri: Option<Box<dyn FnOnce(&Path) -> String + '_>>,
+        namespace: String,
+    ) -> std::io::Result<Self> {
         // Short path: unix socket paths are limited to 107 bytes.
         let dir = tempfile::Builder::new()
             .prefix("clawctd-")
             .tempdir_in("/tmp")?;
         let d = dir.path();
+        let plugins = match cri {
+            None => "disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n".to_string(),
+            Some(f) => format!("[plugins.\"io.containerd.grpc.v1.cri\"]\n{}\n", f(d)),
+        };
         let config = format!(
-            "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
-             [grpc]\n  address = \"{sock}\"\n[ttrpc]\n  address = \"{sock}.ttrpc\"\n",
+            "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\n\
+             [grpc]\n  address = \"{sock}\"\n[ttrpc]\n  address = \"{sock}.ttrpc\"\n{plugins}",
             root = d.join("root").display(),
             state = d.join("state").display(),
             sock = d.join("c.sock").display(),
@@ -178,7 +198,7 @@ impl Containerd {
             .stderr(log)
             .spawn()?;
         let me = Self {
-            namespace: unique_name("claw"),
+            namespace,
             dir,
             daemon,
         };
@@ -220,9 +240,14 @@ impl Containerd {
 
     /// Builds a busybox OCI image with umoci and imports it as `image_ref`.
     pub fn import_busybox(&self, image_ref: &str) -> std::io::Result<()> {
-        let work = self.dir.path().join("image");
+        self.import_busybox_with(image_ref, &["--config.cmd", "/bin/sh"])
+    }
+
+    /// [`Self::import_busybox`] with other `umoci config` arguments.
+    pub fn import_busybox_with(&self, image_ref: &str, config: &[&str]) -> std::io::Result<()> {
+        let work = self.dir.path().join(format!("image-{}", unique_name("i")));
         std::fs::create_dir_all(&work)?;
-        let tar = build_busybox_oci_tar(&work)?;
+        let tar = build_busybox_oci_tar_with(&work, config)?;
         let out = self
             .ctr()
             .args(["images", "import", "--index-name", image_ref])
@@ -240,6 +265,23 @@ impl Containerd {
 
 impl Drop for Containerd {
     fn drop(&mut self) {
+        // A failed test may leave tasks running: remove every container of the namespace
+        // through containerd first, so their shims and processes stop with it.
+        if let Ok(out) = self.ctr().args(["containers", "ls", "--quiet"]).output() {
+            for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                for args in [
+                    &["tasks", "rm", "--force", id][..],
+                    &["containers", "rm", id],
+                ] {
+                    let _ = self
+                        .ctr()
+                        .args(args)
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .status();
+                }
+            }
+        }
         let _ = self.daemon.kill();
         let _ = self.daemon.wait();
         // The shim's per-namespace runtime root; empty once every task was deleted.
@@ -270,6 +312,11 @@ impl Drop for Containerd {
 /// Makes an OCI image layout holding one busybox layer (cmd /bin/sh) and tars it; returns the
 /// tar's path. Uses umoci (Debian package, installed by scripts/install-deps).
 pub fn build_busybox_oci_tar(work: &Path) -> std::io::Result<PathBuf> {
+    build_busybox_oci_tar_with(work, &["--config.cmd", "/bin/sh"])
+}
+
+/// [`build_busybox_oci_tar`] with other `umoci config` arguments (entrypoint, cmd).
+pub fn build_busybox_oci_tar_with(work: &Path, config: &[&str]) -> std::io::Result<PathBuf> {
     let layout = work.join("layout");
     let bundle = work.join("bundle");
     let image = format!("{}:latest", layout.display());
@@ -289,15 +336,9 @@ pub fn build_busybox_oci_tar(work: &Path) -> std::io::Result<PathBuf> {
     step(&["unpack", "--image", &image, &bundle.to_string_lossy()])?;
     crate::populate_busybox_rootfs(&bundle.join("rootfs"))?;
     step(&["repack", "--image", &image, &bundle.to_string_lossy()])?;
-    step(&[
-        "config",
-        "--image",
-        &image,
-        "--config.cmd",
-        "/bin/sh",
-        "--config.env",
-        "PATH=/bin",
-    ])?;
+    let mut args = vec!["config", "--image", &image, "--config.env", "PATH=/bin"];
+    args.extend(config);
+    step(&args)?;
     let tar = work.join("busybox-oci.tar");
     let out = Command::new("tar")
         .arg("-C")

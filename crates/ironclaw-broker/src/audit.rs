@@ -1,27 +1,32 @@
 //! The audit log: one JSON object per line for every release and refusal.
 
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
+
+use crate::session::PeerKey;
 
 /// One audit record.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct AuditEvent {
     /// Unix time, milliseconds.
     pub ts_ms: u128,
-    /// `challenge`, `attested`, `release`, `refusal`.
+    /// `challenge`, `attested`, `release`, `refusal` (and, written apart from
+    /// this struct, `suppressed`: see [`AuditLog::record_unauthenticated`]).
     pub event: &'static str,
     /// The endpoint (`auth`, `attest`, `resource`).
     pub endpoint: &'static str,
     /// Peer address.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peer: Option<String>,
-    /// Session id (the cookie), when there is one.
+    /// The session, when the request named one: [`crate::session::audit_ref`]
+    /// of the cookie value, never the id itself.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session: Option<String>,
     /// TEE kind.
@@ -92,6 +97,7 @@ pub struct AuditLog {
     path: PathBuf,
     rotation: AuditRotation,
     live: Mutex<Live>,
+    limiter: Mutex<Limiter>,
 }
 
 fn open_live(path: &Path) -> std::io::Result<Live> {
@@ -112,10 +118,21 @@ impl AuditLog {
 
     /// Opens (creating 0600) the log, rotated per `rotation`.
     pub fn open_with(path: &Path, rotation: AuditRotation) -> std::io::Result<Self> {
+        Self::open_limited(path, rotation, AuditLimits::default())
+    }
+
+    /// Opens (creating 0600) the log, rotated per `rotation`, unauthenticated
+    /// records limited per `limits`.
+    pub fn open_limited(
+        path: &Path,
+        rotation: AuditRotation,
+        limits: AuditLimits,
+    ) -> std::io::Result<Self> {
         Ok(AuditLog {
             path: path.to_path_buf(),
             rotation,
             live: Mutex::new(open_live(path)?),
+            limiter: Mutex::new(Limiter::new(limits)),
         })
     }
 
@@ -148,21 +165,57 @@ impl AuditLog {
         Ok(())
     }
 
-    /// Appends `ev` (timestamped now). A failing write is reported on stderr:
-    /// the request it describes has already been decided.
+    /// Appends `ev` (timestamped now), unconditionally: releases, attestations,
+    /// and refusals of authenticated requests. A failing write is reported on
+    /// stderr: the request it describes has already been decided.
     pub fn record(&self, mut ev: AuditEvent) {
-        ev.ts_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or(0);
-        let Ok(mut line) = serde_json::to_vec(&ev) else {
-            return;
+        ev.ts_ms = now_ms();
+        self.flush_due_summaries(false);
+        self.write_event(&ev);
+    }
+
+    /// Records `ev` about a request nobody has authenticated (a challenge, a
+    /// refusal before or of attestation) from `peer`: anyone can send those as
+    /// fast as the network allows, so they are rate-limited per peer and in
+    /// total ([`AuditLimits`]). What is over the limit is not lost: it is
+    /// counted per peer and error type, and written as one `suppressed` line
+    /// per peer every `summary_interval` (and when the log is dropped).
+    pub fn record_unauthenticated(&self, mut ev: AuditEvent, peer: PeerKey) {
+        ev.ts_ms = now_ms();
+        let admitted = {
+            let mut l = lock(&self.limiter);
+            l.admit(peer, &ev)
         };
+        self.flush_due_summaries(false);
+        if admitted {
+            self.write_event(&ev);
+        }
+    }
+
+    /// Writes every pending `suppressed` summary now.
+    pub fn flush_summaries(&self) {
+        self.flush_due_summaries(true);
+    }
+
+    fn flush_due_summaries(&self, force: bool) {
+        let lines = {
+            let mut l = lock(&self.limiter);
+            l.take_summaries(force)
+        };
+        for line in lines {
+            self.write_line(line);
+        }
+    }
+
+    fn write_event(&self, ev: &AuditEvent) {
+        if let Ok(line) = serde_json::to_vec(ev) {
+            self.write_line(line);
+        }
+    }
+
+    fn write_line(&self, mut line: Vec<u8>) {
         line.push(b'\n');
-        let mut live = match self.live.lock() {
-            Ok(f) => f,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut live = lock(&self.live);
         let len = line.len() as u64;
         if live.size > 0 && live.size.saturating_add(len) > self.rotation.max_bytes {
             if let Err(e) = self.rotate(&mut live) {
@@ -182,6 +235,205 @@ impl AuditLog {
                 }
             }
         }
+    }
+}
+
+impl Drop for AuditLog {
+    fn drop(&mut self) {
+        self.flush_due_summaries(true);
+    }
+}
+
+fn now_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+/// Limits on records of unauthenticated requests (challenges and refusals):
+/// token buckets per peer and for all peers together.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AuditLimits {
+    /// Lines one peer may write in a burst.
+    pub per_peer_burst: f64,
+    /// Lines per second one peer may write, sustained.
+    pub per_peer_per_sec: f64,
+    /// Lines all peers together may write in a burst.
+    pub global_burst: f64,
+    /// Lines per second all peers together may write, sustained.
+    pub global_per_sec: f64,
+    /// How often pending `suppressed` summaries are written.
+    pub summary_interval: Duration,
+}
+
+impl Default for AuditLimits {
+    fn default() -> Self {
+        AuditLimits {
+            per_peer_burst: 20.0,
+            per_peer_per_sec: 1.0,
+            global_burst: 200.0,
+            global_per_sec: 20.0,
+            summary_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Peers tracked individually; beyond this, new peers share one bucket and one
+/// summary (`"peer": "other"`).
+const MAX_TRACKED_PEERS: usize = 4096;
+/// Peers with their own pending summary; beyond this, `"other"`.
+const MAX_SUMMARY_PEERS: usize = 256;
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    fn full(burst: f64, now: Instant) -> Self {
+        Bucket {
+            tokens: burst,
+            last: now,
+        }
+    }
+
+    fn refill(&mut self, now: Instant, rate: f64, burst: f64) {
+        let dt = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + dt * rate).min(burst);
+        self.last = now;
+    }
+
+    fn take(&mut self, now: Instant, rate: f64, burst: f64) -> bool {
+        self.refill(now, rate, burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Summary {
+    count: u64,
+    first_ms: u128,
+    last_ms: u128,
+    /// (endpoint/event/error) -> count, e.g. `resource:MissingCookie`.
+    kinds: BTreeMap<String, u64>,
+}
+
+#[derive(Debug)]
+struct Limiter {
+    limits: AuditLimits,
+    global: Bucket,
+    peers: HashMap<PeerKey, Bucket>,
+    other: Bucket,
+    /// Pending summaries; `None` = peers beyond `MAX_SUMMARY_PEERS`.
+    pending: HashMap<Option<PeerKey>, Summary>,
+    last_flush: Instant,
+}
+
+impl Limiter {
+    fn new(limits: AuditLimits) -> Self {
+        let now = Instant::now();
+        Limiter {
+            limits,
+            global: Bucket::full(limits.global_burst, now),
+            peers: HashMap::new(),
+            other: Bucket::full(limits.per_peer_burst, now),
+            pending: HashMap::new(),
+            last_flush: now,
+        }
+    }
+
+    fn peer_bucket(&mut self, peer: PeerKey, now: Instant) -> Option<&mut Bucket> {
+        let (rate, burst) = (self.limits.per_peer_per_sec, self.limits.per_peer_burst);
+        if !self.peers.contains_key(&peer) && self.peers.len() >= MAX_TRACKED_PEERS {
+            // Forget peers whose bucket has refilled: they are not limited.
+            self.peers.retain(|_, b| {
+                b.refill(now, rate, burst);
+                b.tokens < burst
+            });
+        }
+        if self.peers.len() >= MAX_TRACKED_PEERS && !self.peers.contains_key(&peer) {
+            return None;
+        }
+        Some(
+            self.peers
+                .entry(peer)
+                .or_insert_with(|| Bucket::full(burst, now)),
+        )
+    }
+
+    /// Whether `ev` from `peer` may be written now; if not, it is counted.
+    fn admit(&mut self, peer: PeerKey, ev: &AuditEvent) -> bool {
+        let now = Instant::now();
+        let l = self.limits;
+        let peer_ok = match self.peer_bucket(peer, now) {
+            Some(b) => b.take(now, l.per_peer_per_sec, l.per_peer_burst),
+            None => self.other.take(now, l.per_peer_per_sec, l.per_peer_burst),
+        };
+        if peer_ok && self.global.take(now, l.global_per_sec, l.global_burst) {
+            return true;
+        }
+        let key =
+            if self.pending.contains_key(&Some(peer)) || self.pending.len() < MAX_SUMMARY_PEERS {
+                Some(peer)
+            } else {
+                None
+            };
+        let s = self.pending.entry(key).or_default();
+        if s.count == 0 {
+            s.first_ms = ev.ts_ms;
+        }
+        s.count += 1;
+        s.last_ms = ev.ts_ms;
+        let kind = format!(
+            "{}:{}",
+            ev.endpoint,
+            ev.error.as_deref().unwrap_or(ev.event)
+        );
+        *s.kinds.entry(kind).or_default() += 1;
+        false
+    }
+
+    /// The summary lines due (all pending ones when `force`).
+    fn take_summaries(&mut self, force: bool) -> Vec<Vec<u8>> {
+        if self.pending.is_empty() {
+            return Vec::new();
+        }
+        let now = Instant::now();
+        if !force && now.saturating_duration_since(self.last_flush) < self.limits.summary_interval {
+            return Vec::new();
+        }
+        self.last_flush = now;
+        let ts = now_ms();
+        let mut out = Vec::new();
+        for (peer, s) in self.pending.drain() {
+            let line = serde_json::json!({
+                "ts_ms": ts,
+                "event": "suppressed",
+                "peer": peer.map_or_else(|| "other".to_string(), |p| p.to_string()),
+                "count": s.count,
+                "first_ts_ms": s.first_ms,
+                "last_ts_ms": s.last_ms,
+                "kinds": s.kinds,
+            });
+            if let Ok(bytes) = serde_json::to_vec(&line) {
+                out.push(bytes);
+            }
+        }
+        out
     }
 }
 
@@ -237,6 +489,61 @@ mod tests {
         assert_eq!(reasons(&log.rotated_path(1)), ["c"]);
         assert_eq!(reasons(&path), ["d"]);
         assert!(!log.rotated_path(3).exists());
+    }
+
+    #[test]
+    fn unauthenticated_records_are_limited_per_peer_and_counted_never_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let limits = AuditLimits {
+            per_peer_burst: 5.0,
+            per_peer_per_sec: 0.0,
+            global_burst: 8.0,
+            global_per_sec: 0.0,
+            summary_interval: Duration::from_secs(3600),
+        };
+        let log = AuditLog::open_limited(&path, AuditRotation::default(), limits).unwrap();
+        let a = PeerKey::V4([10, 0, 0, 1]);
+        let b = PeerKey::V4([10, 0, 0, 2]);
+        for i in 0..100 {
+            log.record_unauthenticated(event(format!("a{i}")), a);
+        }
+        // Peer b is not starved by a: it has its own bucket (the global one
+        // still has 3 lines left).
+        for i in 0..100 {
+            log.record_unauthenticated(event(format!("b{i}")), b);
+        }
+        // Authenticated records are never limited.
+        for i in 0..50 {
+            log.record(AuditEvent {
+                event: "release",
+                endpoint: "resource",
+                reason: Some(format!("r{i}")),
+                ..Default::default()
+            });
+        }
+        log.flush_summaries();
+        let all = lines(&path);
+        let count = |prefix: &str| {
+            all.iter()
+                .filter(|l| l["reason"].as_str().is_some_and(|r| r.starts_with(prefix)))
+                .count()
+        };
+        assert_eq!(count("a"), 5);
+        assert_eq!(count("b"), 3, "the global bucket's remainder");
+        assert_eq!(count("r"), 50);
+        let summary = |peer: &str| {
+            all.iter()
+                .find(|l| l["event"] == "suppressed" && l["peer"] == peer)
+                .unwrap_or_else(|| panic!("no summary for {peer}: {all:?}"))
+                .clone()
+        };
+        assert_eq!(summary("10.0.0.1")["count"], 95);
+        assert_eq!(summary("10.0.0.2")["count"], 97);
+        assert_eq!(summary("10.0.0.1")["kinds"]["resource:refusal"], 95);
+        // Flushed once: nothing pending any more.
+        log.flush_summaries();
+        assert_eq!(lines(&path).len(), all.len());
     }
 
     #[test]

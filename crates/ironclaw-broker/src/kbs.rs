@@ -48,6 +48,8 @@ pub struct ApiResponse {
     pub body: Vec<u8>,
     /// `Set-Cookie` value.
     pub set_cookie: Option<String>,
+    /// `Retry-After` seconds.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiResponse {
@@ -56,6 +58,7 @@ impl ApiResponse {
             status: 200,
             body: serde_json::to_vec(v).unwrap_or_default(),
             set_cookie: None,
+            retry_after: None,
         }
     }
 }
@@ -66,6 +69,7 @@ impl From<ApiError> for ApiResponse {
             status: e.status(),
             body: e.body(),
             set_cookie: None,
+            retry_after: e.retry_after(),
         }
     }
 }
@@ -86,10 +90,19 @@ impl Broker {
         let path = req.path.split('?').next().unwrap_or("");
         let mut ev = AuditEvent {
             peer: req.peer.clone(),
-            session: req.session.clone(),
+            session: req.session.as_deref().map(crate::session::audit_ref),
             ..Default::default()
         };
         let result = match (req.method.as_str(), path) {
+            ("GET", "/healthz") => return ApiResponse::json(&json!({"status": "ok"})),
+            ("POST" | "DELETE", p) if p.starts_with("/kbs/v0/resource/") => {
+                ev.endpoint = "admin";
+                self.admin_resource(req, &p["/kbs/v0/resource/".len()..], &mut ev)
+            }
+            ("POST" | "GET", "/kbs/v0/resource-policy") => {
+                ev.endpoint = "admin";
+                self.admin_policy(req, &mut ev)
+            }
             ("POST", "/kbs/v0/auth") => {
                 ev.endpoint = "auth";
                 self.auth(req, &mut ev)
@@ -117,7 +130,12 @@ impl Broker {
                     ev.event = "refusal";
                     ev.error = Some(e.name().into());
                     ev.reason = Some(e.to_string());
-                    self.audit.record(ev);
+                    if e.after_authentication() {
+                        self.audit.record(ev);
+                    } else {
+                        let peer = crate::session::PeerKey::of(req.peer.as_deref());
+                        self.audit.record_unauthenticated(ev, peer);
+                    }
                 }
                 e.into()
             }
@@ -131,16 +149,16 @@ impl Broker {
         let request: AuthRequest = serde_json::from_slice(&req.body)
             .map_err(|e| ApiError::InvalidRequest(format!("body is not a KBS Request: {e}")))?;
         ev.tee = Some(request.tee.name().into());
-        let major = request.version.split('.').next().unwrap_or("");
-        if major != "0" || request.version.split('.').count() != 3 {
+        if request.version != crate::error::SUPPORTED_VERSION {
             return Err(ApiError::UnsupportedVersion(
                 request.version.chars().take(64).collect(),
             ));
         }
-        let (id, nonce) = self.sessions().create(request.tee)?;
-        ev.session = Some(id.clone());
+        let peer = crate::session::PeerKey::of(req.peer.as_deref());
+        let (id, nonce) = self.sessions().create(request.tee, peer)?;
+        ev.session = Some(crate::session::audit_ref(&id));
         ev.event = "challenge";
-        self.audit.record(ev.clone());
+        self.audit.record_unauthenticated(ev.clone(), peer);
         let challenge = Challenge {
             nonce,
             extra_params: Value::Object(serde_json::Map::new()),
@@ -200,9 +218,15 @@ impl Broker {
         }
         let key = tee_key::parse(&att.runtime_data.tee_pubkey)?;
         if !att.tee_evidence.additional_evidence.is_empty() {
-            return Err(ApiError::InvalidRequest(
-                "additional_evidence is not supported".into(),
+            return Err(ApiError::UnsupportedAdditionalEvidence(
+                att.tee_evidence.additional_evidence.len(),
             ));
+        }
+        if let Some(init) = &att.init_data {
+            return Err(ApiError::UnsupportedInitData {
+                format: init.format.chars().take(32).collect(),
+                len: init.body.len(),
+            });
         }
         let digest = runtime_data_digest(
             nonce,
@@ -246,12 +270,12 @@ impl Broker {
     ) -> Result<ApiResponse, ApiError> {
         let parts: Vec<&str> = rest.split('/').collect();
         if parts.len() != 3 {
-            return Err(ApiError::InvalidRequest(
+            return Err(ApiError::InvalidPath(
                 "resource path must be /kbs/v0/resource/<repository>/<type>/<tag>".into(),
             ));
         }
         for c in &parts {
-            check_component(c).map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
+            check_component(c).map_err(|e| ApiError::InvalidPath(e.to_string()))?;
         }
         let resource = parts.join("/");
         ev.resource = Some(resource.clone());
@@ -293,6 +317,71 @@ impl Broker {
         ev.event = "release";
         self.audit.record(ev.clone());
         Ok(ApiResponse::json(&jwe))
+    }
+
+    /// Checks the admin token of `req` (trustee's Ed25519-signed JWT).
+    fn admin_auth(&self, req: &ApiRequest, ev: &mut AuditEvent) -> Result<(), ApiError> {
+        ev.credential = Some("admin");
+        let header = req
+            .authorization
+            .as_deref()
+            .ok_or(crate::admin_http::AdminAuthError::MissingToken)?;
+        let token =
+            bearer_token(header).map_err(|_| crate::admin_http::AdminAuthError::MissingToken)?;
+        self.admin_keys.verify(token, unix_now())?;
+        Ok(())
+    }
+
+    /// `POST` (set, the body is the value) or `DELETE` a resource.
+    fn admin_resource(
+        &self,
+        req: &ApiRequest,
+        rest: &str,
+        ev: &mut AuditEvent,
+    ) -> Result<ApiResponse, ApiError> {
+        self.admin_auth(req, ev)?;
+        crate::admin::check_path(rest).map_err(ApiError::InvalidPath)?;
+        ev.resource = Some(rest.to_string());
+        if req.method == "DELETE" {
+            let existed = self
+                .store
+                .delete_secret(rest)
+                .map_err(|e| ApiError::AdminFailed(e.to_string()))?;
+            if !existed {
+                return Err(ApiError::ResourceNotFound(rest.to_string()));
+            }
+            ev.event = "admin-resource-delete";
+        } else {
+            self.store
+                .put_secret(rest, &req.body)
+                .map_err(|e| ApiError::AdminFailed(e.to_string()))?;
+            ev.event = "admin-resource-set";
+        }
+        self.audit.record(ev.clone());
+        Ok(ApiResponse::json(&json!({})))
+    }
+
+    /// `POST` (`{"policy": base64 JSON policy}`) or `GET` the release policy.
+    fn admin_policy(&self, req: &ApiRequest, ev: &mut AuditEvent) -> Result<ApiResponse, ApiError> {
+        use base64::Engine;
+        self.admin_auth(req, ev)?;
+        if req.method == "GET" {
+            let text = serde_json::to_vec(&self.policy())
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
+            return Ok(ApiResponse::json(&json!({
+                "policy": base64::engine::general_purpose::STANDARD.encode(text)
+            })));
+        }
+        let value =
+            crate::admin_http::policy_from_body(&req.body).map_err(ApiError::AdminFailed)?;
+        let text = serde_json::to_vec(&value).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let policy = crate::policy::Policy::from_json(&text)
+            .map_err(|e| ApiError::AdminFailed(format!("policy: {e}")))?;
+        self.set_policy(policy)
+            .map_err(|e| ApiError::AdminFailed(e.to_string()))?;
+        ev.event = "admin-policy-set";
+        self.audit.record(ev.clone());
+        Ok(ApiResponse::json(&json!({})))
     }
 
     /// The claims and tee-pubkey of a Bearer attestation token: only what its

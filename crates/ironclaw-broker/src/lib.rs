@@ -20,12 +20,14 @@
 //! | [`tee_key`] | tee-pubkey JWKs (EC P-256, RSA) and the resource JWE |
 //! | [`audit`] | JSON-lines audit log |
 //! | [`admin`] | admin socket and the `secret` / `policy` commands |
-//! | [`client`] | a small HTTPS client for the KBS API (tests, benchmark, the host's forwarder) |
+//! | [`admin_http`] | trustee's admin API over HTTPS (Ed25519-signed admin tokens) |
+//! | [`client`] | re-export of `ironclaw-kbs-client`, the small HTTPS client for the KBS API (tests, benchmark, the host's forwarder) |
 //! | [`tls`] | certificate loading / first-start self-signed certificate |
+//! | [`secmem`] | non-dumpable process, key material in `MADV_DONTDUMP` mappings |
 
 pub mod admin;
+pub mod admin_http;
 pub mod audit;
-pub mod client;
 pub mod clock;
 pub mod collateral;
 pub mod error;
@@ -33,6 +35,7 @@ pub mod evidence;
 pub mod http;
 pub mod kbs;
 pub mod policy;
+pub mod secmem;
 pub mod session;
 pub mod statedir;
 pub mod store;
@@ -40,6 +43,9 @@ pub mod tee_key;
 pub mod tls;
 pub mod token;
 pub mod trustee_evidence;
+
+/// The KBS HTTPS client (its own crate, so the VMM links it without this server).
+pub use ironclaw_kbs_client as client;
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard, RwLock};
@@ -49,7 +55,7 @@ use getrandom::SysRng;
 use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use rand_core::UnwrapErr;
 
-use crate::audit::{AuditLog, AuditRotation};
+use crate::audit::{AuditLimits, AuditLog, AuditRotation};
 use crate::policy::Policy;
 use crate::session::Sessions;
 use crate::statedir::{StateDir, StateError};
@@ -68,8 +74,15 @@ pub struct BrokerConfig {
     pub session_ttl: Duration,
     /// Most sessions held at once.
     pub max_sessions: usize,
+    /// Most sessions held at once for one peer (IPv4 address or IPv6 /64);
+    /// see [`session`] for how the table stays fair.
+    pub max_sessions_per_peer: usize,
     /// Rotation of `STATE/audit.jsonl`.
     pub audit: AuditRotation,
+    /// Rate limits on audit records of unauthenticated requests.
+    pub audit_limits: AuditLimits,
+    /// Keys allowed to use the HTTP admin API (none: disabled).
+    pub admin_keys: admin_http::AdminKeys,
 }
 
 impl Default for BrokerConfig {
@@ -77,7 +90,10 @@ impl Default for BrokerConfig {
         BrokerConfig {
             session_ttl: Duration::from_secs(300),
             max_sessions: 10_000,
+            max_sessions_per_peer: 1024,
             audit: AuditRotation::default(),
+            audit_limits: AuditLimits::default(),
+            admin_keys: admin_http::AdminKeys::none(),
         }
     }
 }
@@ -123,8 +139,10 @@ pub struct Broker {
     store: Store,
     policy: RwLock<Policy>,
     sessions: Mutex<Sessions>,
-    token_key: p256::ecdsa::SigningKey,
+    /// The token signing key, in a mapping excluded from core dumps.
+    token_key: secmem::NoDump<p256::ecdsa::SigningKey>,
     audit: AuditLog,
+    admin_keys: admin_http::AdminKeys,
     /// The instant evidence is verified at (the wall clock unless set otherwise).
     evidence_clock: std::sync::Arc<dyn clock::Clock>,
 }
@@ -163,20 +181,26 @@ impl Broker {
         let pem = std::str::from_utf8(&pem).map_err(|e| key_err(e.to_string()))?;
         let token_key =
             p256::ecdsa::SigningKey::from_pkcs8_pem(pem).map_err(|e| key_err(e.to_string()))?;
+        let token_key = secmem::NoDump::new(token_key).map_err(|e| key_err(e.to_string()))?;
+        secmem::scrub_stack();
         let audit_path = state.path("audit.jsonl");
-        let audit = AuditLog::open_with(&audit_path, config.audit).map_err(|source| {
-            BrokerError::Audit {
+        let audit = AuditLog::open_limited(&audit_path, config.audit, config.audit_limits)
+            .map_err(|source| BrokerError::Audit {
                 path: audit_path.display().to_string(),
                 source,
-            }
-        })?;
+            })?;
         Ok(Broker {
             state,
             store,
             policy: RwLock::new(policy),
-            sessions: Mutex::new(Sessions::new(config.session_ttl, config.max_sessions)),
+            sessions: Mutex::new(Sessions::new(
+                config.session_ttl,
+                config.max_sessions,
+                config.max_sessions_per_peer,
+            )),
             token_key,
             audit,
+            admin_keys: config.admin_keys,
             evidence_clock: std::sync::Arc::new(clock::WallClock),
         })
     }
@@ -226,6 +250,12 @@ impl Broker {
             Err(poisoned) => *poisoned.into_inner() = policy,
         }
         Ok(())
+    }
+
+    /// Writes the pending `suppressed` summaries of the audit log now (they are
+    /// otherwise written every `summary_interval` and when the broker is dropped).
+    pub fn flush_audit(&self) {
+        self.audit.flush_summaries();
     }
 
     fn sessions(&self) -> MutexGuard<'_, Sessions> {

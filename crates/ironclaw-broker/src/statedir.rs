@@ -14,6 +14,7 @@ use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
 
 use rand_core::Rng;
 
@@ -88,7 +89,7 @@ impl StateDir {
         &self,
         name: &str,
         make: impl FnOnce() -> Vec<u8>,
-    ) -> Result<Vec<u8>, StateError> {
+    ) -> Result<Zeroizing<Vec<u8>>, StateError> {
         let path = self.path(name);
         match OpenOptions::new()
             .write(true)
@@ -97,19 +98,21 @@ impl StateDir {
             .open(&path)
         {
             Ok(mut f) => {
-                let data = make();
+                let data = Zeroizing::new(make());
                 f.write_all(&data)
                     .and_then(|()| f.sync_all())
                     .map_err(io_err(&path))?;
                 Ok(data)
             }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => read_secret_file(&path),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                read_secret_file(&path).map(Zeroizing::new)
+            }
             Err(e) => Err(StateError::Io { path, source: e }),
         }
     }
 
     /// A random 32-byte key file.
-    pub fn key32(&self, name: &str) -> Result<[u8; 32], StateError> {
+    pub fn key32(&self, name: &str) -> Result<Zeroizing<[u8; 32]>, StateError> {
         let data = self.load_or_create(name, || {
             let mut k = vec![0u8; 32];
             crate::rng().fill_bytes(&mut k);
@@ -117,6 +120,7 @@ impl StateDir {
         })?;
         data.as_slice()
             .try_into()
+            .map(Zeroizing::new)
             .map_err(|_| StateError::BadKeyFile {
                 path: self.path(name),
                 reason: format!("{} bytes, expected 32", data.len()),

@@ -66,7 +66,8 @@ fn dberr<E: std::fmt::Display>(e: E) -> StoreError {
 /// The open store.
 pub struct Store {
     db: Database,
-    cipher: Aes256Gcm,
+    /// The AES key schedule, in a mapping excluded from core dumps.
+    cipher: crate::secmem::NoDump<Aes256Gcm>,
 }
 
 impl std::fmt::Debug for Store {
@@ -95,6 +96,7 @@ impl Store {
         tx.open_table(META).map_err(dberr)?;
         tx.commit().map_err(dberr)?;
         let cipher = Aes256Gcm::new_from_slice(key).map_err(dberr)?;
+        let cipher = crate::secmem::NoDump::new(cipher).map_err(dberr)?;
         Ok(Store { db, cipher })
     }
 

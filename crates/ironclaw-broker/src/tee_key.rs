@@ -7,6 +7,9 @@
 //! - `{"kty":"EC","crv":"P-256","alg":"ECDH-ES+A256KW","x":..,"y":..}`: IronClaw's
 //!   own enclave and current CoCo guest-components. Parsed and encrypted to by
 //!   [`ironclaw_enclave::jwe`] (the same code the enclave decrypts with).
+//! - `{"kty":"EC","crv":"P-521","alg":"ECDH-ES+A256KW",..}` (66-byte coordinates):
+//!   kbs_protocol's `ECDH-ES+A256KW-P521` key, which trustee accepts. The same
+//!   RFC 7518 4.6 composition (Concat KDF SHA-256, A256KW) on P-521, here.
 //! - `{"kty":"RSA","alg":..,"n":..,"e":..}`: CoCo guest-components' RSA tee key
 //!   (older releases' default). `alg` is the JWE key management algorithm the
 //!   client will decrypt the content key with (RFC 7518 4.2, 4.3):
@@ -31,7 +34,7 @@
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD as B64, Engine};
 use ironclaw_enclave::jwe::{self, JweError};
-use kbs_types::{ProtectedHeader, Response, TeePubKey};
+use kbs_types::{Response, TeePubKey};
 use rand_core::CryptoRng;
 use rsa::BoxedUint;
 use zeroize::Zeroizing;
@@ -179,6 +182,8 @@ pub enum EncryptError {
 pub enum TeeKey {
     /// P-256 for `ECDH-ES+A256KW`.
     Ec(p256::PublicKey),
+    /// P-521 for `ECDH-ES+A256KW`.
+    EcP521(p521::PublicKey),
     /// RSA with the key management algorithm the client declared.
     Rsa {
         /// The public key (size and exponent checked).
@@ -276,9 +281,46 @@ fn parse_rsa(alg: &str, n: &str, e: &str) -> Result<TeeKey, TeeKeyError> {
     Ok(TeeKey::Rsa { key, alg })
 }
 
+/// P-521 coordinates are 66 bytes (RFC 7518 6.2.1.2: the full field size).
+const P521_COORD_LEN: usize = 66;
+
+fn p521_coord(field: &'static str, v: &str) -> Result<Vec<u8>, TeeKeyError> {
+    let b = b64_member(field, v)?;
+    if b.len() != P521_COORD_LEN {
+        return Err(TeeKeyError::BadField {
+            field,
+            reason: format!(
+                "decodes to {} bytes, expected {P521_COORD_LEN} for P-521",
+                b.len()
+            ),
+        });
+    }
+    Ok(b)
+}
+
+fn parse_p521(alg: &str, x: &str, y: &str) -> Result<TeeKey, TeeKeyError> {
+    if alg != jwe::ALG {
+        return Err(TeeKeyError::UnsupportedAlg {
+            kty: "EC",
+            found: alg.chars().take(64).collect(),
+            expected: "\"ECDH-ES+A256KW\"",
+        });
+    }
+    let mut sec1 = vec![0x04];
+    sec1.extend(p521_coord("x", x)?);
+    sec1.extend(p521_coord("y", y)?);
+    p521::PublicKey::from_sec1_bytes(&sec1)
+        .map(TeeKey::EcP521)
+        .map_err(|_| TeeKeyError::BadField {
+            field: "x",
+            reason: "(x, y) is not a valid P-521 public key".into(),
+        })
+}
+
 /// Parses and validates the `tee-pubkey` of an `/attest` request.
 pub fn parse(jwk: &TeePubKey) -> Result<TeeKey, TeeKeyError> {
     match jwk {
+        TeePubKey::EC { crv, alg, x, y } if crv == "P-521" => parse_p521(alg, x, y),
         TeePubKey::EC { .. } => jwe::parse_tee_pubkey(jwk)
             .map(TeeKey::Ec)
             .map_err(TeeKeyError::Ec),
@@ -312,7 +354,7 @@ impl TeeKey {
     /// The `alg` the resource JWE will carry.
     pub fn alg(&self) -> &'static str {
         match self {
-            TeeKey::Ec(_) => jwe::ALG,
+            TeeKey::Ec(_) | TeeKey::EcP521(_) => jwe::ALG,
             TeeKey::Rsa { alg, .. } => alg.name(),
         }
     }
@@ -325,6 +367,7 @@ impl TeeKey {
     ) -> Result<Response, EncryptError> {
         match self {
             TeeKey::Ec(k) => jwe::encrypt(k, plaintext, rng).map_err(EncryptError::Ec),
+            TeeKey::EcP521(k) => p521_jwe(k, plaintext, rng),
             TeeKey::Rsa { key, alg } => rsa_jwe(key, *alg, plaintext, rng),
         }
     }
@@ -352,14 +395,63 @@ fn rsa_jwe<R: CryptoRng + ?Sized>(
     }
     .map_err(rsa_err)?;
 
-    let protected = ProtectedHeader {
-        alg: alg.name().into(),
-        enc: ENC.into(),
-        other_fields: serde_json::Map::new(),
-    };
+    let protected = jwe::protected_header(alg.name(), ENC, serde_json::Map::new());
     let content_err = || EncryptError::Content {
         len: plaintext.len(),
     };
+    let aad = protected.generate_aad().map_err(|_| content_err())?;
+    let (ciphertext, tag) =
+        gcm_encrypt(cek.as_ref(), &iv, &aad, plaintext).ok_or_else(content_err)?;
+    Ok(Response {
+        protected,
+        encrypted_key,
+        aad: None,
+        iv: iv.to_vec(),
+        ciphertext,
+        tag,
+    })
+}
+
+/// `ECDH-ES+A256KW` + `A256GCM` to a P-521 key (RFC 7518 4.6: ephemeral P-521
+/// key in `epk`, Concat KDF SHA-256 over the shared x coordinate, A256KW of a
+/// random CEK).
+fn p521_jwe<R: CryptoRng + ?Sized>(
+    recipient: &p521::PublicKey,
+    plaintext: &[u8],
+    rng: &mut R,
+) -> Result<Response, EncryptError> {
+    use aes_kw::{KeyInit, KwAes256};
+    use p521::elliptic_curve::Generate;
+    let content_err = || EncryptError::Content {
+        len: plaintext.len(),
+    };
+    let eph = p521::SecretKey::generate_from_rng(rng);
+    let shared =
+        p521::elliptic_curve::ecdh::diffie_hellman(eph.to_nonzero_scalar(), recipient.as_affine());
+    let kek = jwe::concat_kdf_256(shared.raw_secret_bytes().as_slice(), jwe::ALG, &[], &[]);
+    let mut cek = Zeroizing::new([0u8; CEK_LEN]);
+    rng.fill_bytes(cek.as_mut());
+    let mut iv = [0u8; IV_LEN];
+    rng.fill_bytes(&mut iv);
+    let mut wrapped = [0u8; CEK_LEN + 8];
+    let encrypted_key = KwAes256::new_from_slice(kek.as_ref())
+        .map_err(|_| content_err())?
+        .wrap_key(cek.as_ref(), &mut wrapped)
+        .map_err(|_| content_err())?
+        .to_vec();
+    let sec1 = eph.public_key().to_sec1_bytes();
+    let (x, y) = (
+        sec1.get(1..1 + P521_COORD_LEN).unwrap_or_default(),
+        sec1.get(1 + P521_COORD_LEN..).unwrap_or_default(),
+    );
+    let mut epk = serde_json::Map::new();
+    epk.insert("crv".into(), "P-521".into());
+    epk.insert("kty".into(), "EC".into());
+    epk.insert("x".into(), B64.encode(x).into());
+    epk.insert("y".into(), B64.encode(y).into());
+    let mut other = serde_json::Map::new();
+    other.insert("epk".into(), serde_json::Value::Object(epk));
+    let protected = jwe::protected_header(jwe::ALG, ENC, other);
     let aad = protected.generate_aad().map_err(|_| content_err())?;
     let (ciphertext, tag) =
         gcm_encrypt(cek.as_ref(), &iv, &aad, plaintext).ok_or_else(content_err)?;

@@ -32,20 +32,18 @@ pub enum TlsError {
     Config(String),
 }
 
-/// Reads every certificate of a PEM file.
-pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem = |reason: String| TlsError::Pem {
-        path: path.display().to_string(),
-        reason,
-    };
-    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| pem(e.to_string()))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| pem(e.to_string()))?;
-    if certs.is_empty() {
-        return Err(pem("no CERTIFICATE block".into()));
+impl From<ironclaw_kbs_client::TlsError> for TlsError {
+    fn from(e: ironclaw_kbs_client::TlsError) -> Self {
+        match e {
+            ironclaw_kbs_client::TlsError::Pem { path, reason } => TlsError::Pem { path, reason },
+            ironclaw_kbs_client::TlsError::Config(c) => TlsError::Config(c),
+        }
     }
-    Ok(certs)
+}
+
+/// Reads every certificate of a PEM file (the KBS client's loader: one parser for both sides).
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    ironclaw_kbs_client::load_certs(path).map_err(TlsError::from)
 }
 
 fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
@@ -93,23 +91,5 @@ pub fn server_config(
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(|e| TlsError::Config(e.to_string()))?;
-    Ok(Arc::new(cfg))
-}
-
-/// A client configuration trusting exactly `roots`.
-pub fn client_config(
-    roots: &[CertificateDer<'static>],
-) -> Result<Arc<rustls::ClientConfig>, TlsError> {
-    let mut store = rustls::RootCertStore::empty();
-    for c in roots {
-        store
-            .add(c.clone())
-            .map_err(|e| TlsError::Config(e.to_string()))?;
-    }
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError::Config(e.to_string()))?
-        .with_root_certificates(store)
-        .with_no_client_auth();
     Ok(Arc::new(cfg))
 }

@@ -205,7 +205,7 @@ fn one_byte_different_measurement_is_refused() {
     m[47] ^= 1;
     let (mut e, rd) = Enclave::auth(env.client());
     let err = e.attest(sign_evidence(&env.platform, m, rd)).unwrap_err();
-    assert_eq!(refused_type(err), (403, "PolicyDeny".into()));
+    assert_eq!(refused_type(err), (401, "PolicyDeny".into()));
     let line = env.last_refusal();
     assert_eq!(line["error"], "PolicyDeny");
     assert!(line["reason"].as_str().unwrap().contains(&hex::encode(m)));
@@ -335,7 +335,7 @@ fn malformed_jwk_is_refused() {
     let err = e
         .attest_raw(&serde_json::to_vec(&att).unwrap())
         .unwrap_err();
-    assert_eq!(refused_type(err), (400, "MalformedTeePubKey".into()));
+    assert_eq!(refused_type(err), (401, "MalformedTeePubKey".into()));
     assert_eq!(env.last_refusal()["error"], "MalformedTeePubKey");
 }
 
@@ -365,7 +365,7 @@ fn sample_kind_only_when_policy_enables_it() {
     };
     assert_eq!(
         refused_type(run(&env).unwrap_err()),
-        (403, "SampleDisabled".into())
+        (401, "SampleDisabled".into())
     );
     env.admin(AdminRequest::SecretPut {
         path: "test/key/s".into(),
@@ -386,23 +386,37 @@ fn malformed_requests_get_4xx_json() {
     let env = Env::new(Duration::from_secs(60));
     let mut c = env.client();
     for (method, path, body, status) in [
-        ("POST", "/kbs/v0/auth", &b"{not json"[..], 400),
+        // Refusals of KBS requests are 401 as trustee answers them (the reason
+        // is in the body's type), unknown paths 404, HTTP-level errors keep theirs.
+        ("POST", "/kbs/v0/auth", &b"{not json"[..], 401),
         (
             "POST",
             "/kbs/v0/auth",
             br#"{"version":"0.4.0","tee":"vmware","extra-params":""}"#,
-            400,
+            401,
         ),
         (
             "POST",
             "/kbs/v0/auth",
             br#"{"version":"9.0.0","tee":"kvm","extra-params":""}"#,
-            400,
+            401,
+        ),
+        (
+            "POST",
+            "/kbs/v0/auth",
+            br#"{"version":"0.4.1","tee":"kvm","extra-params":""}"#,
+            401,
+        ),
+        (
+            "POST",
+            "/kbs/v0/auth",
+            br#"{"version":"0.1.0","tee":"kvm","extra-params":""}"#,
+            401,
         ),
         ("GET", "/kbs/v0/auth", b"", 405),
         ("GET", "/nope", b"", 404),
-        ("GET", "/kbs/v0/resource/../key/x", b"", 400),
-        ("GET", "/kbs/v0/resource/a/b", b"", 400),
+        ("GET", "/kbs/v0/resource/../key/x", b"", 404),
+        ("GET", "/kbs/v0/resource/a/b", b"", 404),
         ("POST", "/kbs/v0/attest", b"{}", 401),
     ] {
         let r = c.request(method, path, None, body).unwrap();
@@ -412,11 +426,22 @@ fn malformed_requests_get_4xx_json() {
             .error_type
             .starts_with(ironclaw_broker::error::ERROR_TYPE_PREFIX));
     }
-    // An attest body that is not an Attestation, on a live session: 400, and the nonce is spent.
+    // The protocol version must be exactly the supported one (trustee: `=0.4.0`).
+    for v in ["0.4.1", "0.3.0", "0.4", "0.4.0-rc1"] {
+        let body = format!(r#"{{"version":"{v}","tee":"kvm","extra-params":{{}}}}"#);
+        let r = c
+            .request("POST", "/kbs/v0/auth", None, body.as_bytes())
+            .unwrap();
+        let info: kbs_types::ErrorInformation = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(r.status, 401, "{v}");
+        assert!(info.error_type.ends_with(":UnsupportedVersion"), "{v}");
+        assert!(info.detail.contains("exactly \"0.4.0\""), "{}", info.detail);
+    }
+    // An attest body that is not an Attestation, on a live session: 401, and the nonce is spent.
     let (mut e, _) = Enclave::auth(env.client());
     e.kbs.attest_request(json!({})).unwrap();
     let err = e.attest_raw(b"[1,2,3]").unwrap_err();
-    assert_eq!(refused_type(err), (400, "InvalidRequest".into()));
+    assert_eq!(refused_type(err), (401, "InvalidRequest".into()));
 }
 
 #[test]

@@ -30,16 +30,7 @@ use kbs_types::Tee;
 use serde_json::{json, Value};
 
 fn fixtures(test: &str) -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/attestation");
-    if dir.join("index.json").is_file() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "SKIPPED: {test}: attestation fixtures not found at {} (shared/ must sit beside the repo)",
-            dir.display()
-        );
-        None
-    }
+    claw_testsupport::require_attestation_fixtures(test)
 }
 
 fn read(dir: &Path, rel: &str) -> Vec<u8> {
@@ -266,7 +257,7 @@ fn snp_trustee_evidence_verifies_then_fails_the_binding_or_the_signature_or_the_
     env.expect(
         SNP,
         snp_trustee_evidence(&report, None),
-        (400, "MalformedEvidence"),
+        (401, "MalformedEvidence"),
         &["snp cert_chain", "signed by a VCEK", "no VCEK certificate"],
     );
 
@@ -276,7 +267,7 @@ fn snp_trustee_evidence_verifies_then_fails_the_binding_or_the_signature_or_the_
     env.expect(
         SNP,
         bad,
-        (400, "MalformedEvidence"),
+        (401, "MalformedEvidence"),
         &["snp attestation_report.report_data", "expected 64 bytes"],
     );
     drop(env);
@@ -430,7 +421,7 @@ fn sgx_trustee_evidence_with_operator_collateral() {
     env.expect(
         SGX,
         quote_evidence(&tdx, false),
-        (400, "MalformedEvidence"),
+        (401, "MalformedEvidence"),
         &["tee_type says TDX"],
     );
     drop(env);
@@ -473,19 +464,19 @@ fn dcap_evidence_fields_are_named_when_malformed() {
     env.expect(
         TDX,
         json!({"quote": "not base64!"}),
-        (400, "MalformedEvidence"),
+        (401, "MalformedEvidence"),
         &["tdx quote", "not standard base64"],
     );
     env.expect(
         SGX,
         json!({"quote": ""}),
-        (400, "MalformedEvidence"),
+        (401, "MalformedEvidence"),
         &["sgx quote", "empty"],
     );
     env.expect(
         TDX,
         json!({"quote": STANDARD.encode([0u8; 64]), "cc_eventlog": 7}),
-        (400, "MalformedEvidence"),
+        (401, "MalformedEvidence"),
         &["tdx cc_eventlog"],
     );
 }

@@ -217,11 +217,55 @@ fn kek(secret: &p256::NonZeroScalar, public: &PublicKey) -> Zeroizing<[u8; 32]> 
 fn epk_value(key: &PublicKey) -> Value {
     let (x, y) = xy_of(key);
     let mut m = Map::new();
-    m.insert("kty".into(), Value::String("EC".into()));
     m.insert("crv".into(), Value::String(CRV.into()));
+    m.insert("kty".into(), Value::String("EC".into()));
     m.insert("x".into(), Value::String(x));
     m.insert("y".into(), Value::String(y));
     Value::Object(m)
+}
+
+/// `v` with the members of every object, at every depth, in sorted (byte-wise)
+/// order.
+///
+/// Why: KBS clients (CoCo guest-components' kbs_protocol) do not use the
+/// `protected` member as received for the AAD; they parse it into a
+/// `kbs_types::ProtectedHeader` and serialize it again (`generate_aad`). Built
+/// without serde_json's `preserve_order` (as they are, and as trustee is),
+/// `serde_json::Map` is a BTreeMap, so that re-serialization lists nested
+/// members sorted. A header sent in any other order fails their tag check.
+/// With `preserve_order` (on in this workspace through a dependency) a Map
+/// keeps insertion order, so the order has to be made explicit here.
+pub fn sort_keys(v: Value) -> Value {
+    match v {
+        Value::Object(m) => {
+            let mut members: Vec<(String, Value)> = m.into_iter().collect();
+            members.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::Object(
+                members
+                    .into_iter()
+                    .map(|(k, v)| (k, sort_keys(v)))
+                    .collect(),
+            )
+        }
+        Value::Array(a) => Value::Array(a.into_iter().map(sort_keys).collect()),
+        other => other,
+    }
+}
+
+/// The protected header of a resource JWE exactly as trustee's KBS writes it
+/// and as KBS clients re-serialize it before checking the tag: `alg`, `enc`
+/// (the struct's members, in that order), then the other members sorted, with
+/// every nested object sorted too (see [`sort_keys`]).
+pub fn protected_header(alg: &str, enc: &str, other: Map<String, Value>) -> ProtectedHeader {
+    let other = match sort_keys(Value::Object(other)) {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    };
+    ProtectedHeader {
+        alg: alg.into(),
+        enc: enc.into(),
+        other_fields: other,
+    }
 }
 
 /// Encrypts `plaintext` to `recipient` (broker side).
@@ -249,11 +293,7 @@ pub fn encrypt<R: CryptoRng + ?Sized>(
 
     let mut other = Map::new();
     other.insert("epk".into(), epk_value(&eph.public_key()));
-    let protected = ProtectedHeader {
-        alg: ALG.into(),
-        enc: ENC.into(),
-        other_fields: other,
-    };
+    let protected = protected_header(ALG, ENC, other);
     let aad = protected.generate_aad().map_err(|_| JweError::Encrypt {
         len: plaintext.len(),
     })?;

@@ -252,3 +252,60 @@ fn decrypt_wire_uses_the_header_bytes_as_sent() {
     let parsed: Response = serde_json::from_str(&body).unwrap();
     assert_eq!(key.decrypt(&parsed), Err(JweError::Decrypt));
 }
+
+/// The protected header goes out exactly as trustee's KBS writes it: `alg`, `enc`,
+/// then `epk` with its members sorted (`crv`, `kty`, `x`, `y`). KBS clients
+/// (guest-components' kbs_protocol) rebuild the header from its parsed form, with
+/// serde_json's sorted maps, and use that as the AAD: any other member order fails
+/// their tag check even though the CEK unwraps.
+#[test]
+fn protected_header_bytes_are_trustees_sorted_form() {
+    let key = EnclaveKey::generate(&mut rng());
+    let recipient = jwe::parse_tee_pubkey(&key.tee_pubkey()).unwrap();
+    let resp = jwe::encrypt(&recipient, b"sorted", &mut rng()).unwrap();
+    let wire: serde_json::Value = serde_json::to_value(&resp).unwrap();
+    let header = B64
+        .decode(wire["protected"].as_str().unwrap())
+        .map(String::from_utf8)
+        .unwrap()
+        .unwrap();
+    let epk = &resp.protected.other_fields["epk"];
+    let expected = format!(
+        r#"{{"alg":"ECDH-ES+A256KW","enc":"A256GCM","epk":{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}}}"#,
+        epk["x"].as_str().unwrap(),
+        epk["y"].as_str().unwrap()
+    );
+    assert_eq!(header, expected);
+    // Both ways of deriving the AAD agree, so both decrypt.
+    assert_eq!(
+        key.decrypt_wire(wire.to_string().as_bytes()).unwrap(),
+        b"sorted"
+    );
+    let parsed: Response = serde_json::from_value(wire).unwrap();
+    assert_eq!(key.decrypt(&parsed).unwrap(), b"sorted");
+}
+
+#[test]
+fn sort_keys_orders_every_level() {
+    let mut inner = serde_json::Map::new();
+    inner.insert("z".into(), 1.into());
+    inner.insert("a".into(), serde_json::json!([{"y": 1, "b": 2}]));
+    let mut outer = serde_json::Map::new();
+    outer.insert("m".into(), serde_json::Value::Object(inner));
+    outer.insert("c".into(), 3.into());
+    let sorted = jwe::sort_keys(serde_json::Value::Object(outer));
+    assert_eq!(
+        sorted.to_string(),
+        r#"{"c":3,"m":{"a":[{"b":2,"y":1}],"z":1}}"#
+    );
+    let h = jwe::protected_header("A", "B", {
+        let mut m = serde_json::Map::new();
+        m.insert("zz".into(), 1.into());
+        m.insert("apu".into(), 2.into());
+        m
+    });
+    assert_eq!(
+        serde_json::to_string(&h).unwrap(),
+        r#"{"alg":"A","enc":"B","apu":2,"zz":1}"#
+    );
+}

@@ -7,11 +7,14 @@ use std::time::{Duration, Instant};
 use ironclaw_verifier::{verify, TeeKind, VerifyOptions, VerifyTime};
 
 fn main() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/attestation");
-    if !dir.join("index.json").is_file() {
-        eprintln!("SKIPPED: fixtures not found at {}", dir.display());
-        return;
-    }
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let Some(dir) = claw_testsupport::find_attestation_fixtures(&repo) else {
+        eprintln!(
+            "verify_latency: no shared/fixtures/attestation beside {} or an ancestor",
+            repo.display()
+        );
+        std::process::exit(1);
+    };
     let n: usize = std::env::args()
         .nth(1)
         .and_then(|s| s.parse().ok())

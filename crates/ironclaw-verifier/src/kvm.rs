@@ -1,26 +1,14 @@
-//! IronClaw's own `kvm` evidence: what an enclave on plain KVM can prove.
+//! IronClaw's own `kvm` evidence, verifier side: decode, check the signature under a trusted
+//! platform key, normalize into an [`AttestationResult`]. The format (envelope, claims) and the
+//! producer side live in `ironclaw-kvm-evidence` (re-exported here), so the host's VMM signs
+//! evidence without linking this crate.
 //!
 //! On plain KVM nothing in the CPU attests the guest: the host's VMM computed the
 //! launch measurement and the host signs it. The evidence says so in so many
 //! words (`"root-of-trust": "host"`), its result has no hardware TCB, and a
 //! verifier accepts it only under a platform key it was explicitly told to trust.
 //!
-//! Envelope: a tagged COSE_Sign1 (RFC 9052), algorithm ES384 (P-384, SHA-384),
-//! protected header `alg`, `kid` = the platform key's RFC 7638 JWK thumbprint
-//! (SHA-256, raw bytes), `content type` = [`CONTENT_TYPE`]. The payload is a CBOR
-//! map with text keys:
-//!
-//! | key | CBOR type | meaning |
-//! |---|---|---|
-//! | `format` | text | [`FORMAT`] |
-//! | `version` | uint | [`VERSION`] |
-//! | `tee` | text | `"kvm"` |
-//! | `root-of-trust` | text | `"host"` |
-//! | `measurement` | bstr (48) | the launch measurement (SHA-384) the host computed |
-//! | `report-data` | bstr (64) | caller data, e.g. the KBS runtime-data digest, zero-padded |
-//! | `debug` | bool | the enclave was launched debuggable |
-//! | `launch-config` | map text → uint / bool / text | the launch parameters the measurement covers |
-//!
+//! The envelope and the claims are documented in `ironclaw_kvm_evidence`.
 //! Unknown payload keys are refused (a verifier must not accept claims it does
 //! not understand), as are duplicate keys.
 
@@ -28,11 +16,13 @@ use std::collections::BTreeMap;
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD as B64, Engine};
 use ciborium::Value as Cbor;
-use coset::{
-    iana, CborSerializable, CoseSign1, CoseSign1Builder, HeaderBuilder, TaggedCborSerializable,
+use coset::{iana, CborSerializable, CoseSign1, TaggedCborSerializable};
+use p384::ecdsa::{signature::Verifier, Signature, VerifyingKey};
+
+pub use ironclaw_kvm_evidence::{
+    key_id, public_jwk, sign, thumbprint, EncodeError, KvmClaims, LaunchValue, CONTENT_TYPE,
+    FORMAT, MEASUREMENT_LEN, REPORT_DATA_LEN, ROOT_OF_TRUST, VERSION,
 };
-use p384::ecdsa::{signature::Signer, signature::Verifier, Signature, SigningKey, VerifyingKey};
-use sha2::{Digest, Sha256};
 
 use crate::result::{
     AttestationResult, Bytes, CertInfo, Measurements, PolicyBits, TcbInfo, TcbStatus, TeeKind,
@@ -40,92 +30,10 @@ use crate::result::{
 use crate::time::VerifyTime;
 use crate::VerifyError;
 
-/// COSE content type of the payload.
-pub const CONTENT_TYPE: &str = "application/vnd.ironclaw.kvm-evidence+cbor";
-/// `format` claim.
-pub const FORMAT: &str = "ironclaw-kvm-evidence";
-/// `version` claim.
-pub const VERSION: u64 = 1;
-/// `root-of-trust` claim: always the host on plain KVM.
-pub const ROOT_OF_TRUST: &str = "host";
-/// Launch measurement length.
-pub const MEASUREMENT_LEN: usize = 48;
-/// report_data length.
-pub const REPORT_DATA_LEN: usize = 64;
 /// Largest evidence accepted (the real thing is well under 1 KiB).
 pub const MAX_EVIDENCE_LEN: usize = 16 * 1024;
 
 const FMT: &str = "kvm evidence";
-
-/// One launch-config value.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum LaunchValue {
-    /// An unsigned integer (sizes, limits).
-    Uint(u64),
-    /// A flag.
-    Bool(bool),
-    /// A name.
-    Text(String),
-}
-
-impl LaunchValue {
-    fn to_json(&self) -> serde_json::Value {
-        match self {
-            LaunchValue::Uint(n) => serde_json::Value::from(*n),
-            LaunchValue::Bool(b) => serde_json::Value::Bool(*b),
-            LaunchValue::Text(s) => serde_json::Value::String(s.clone()),
-        }
-    }
-    fn to_cbor(&self) -> Cbor {
-        match self {
-            LaunchValue::Uint(n) => Cbor::Integer((*n).into()),
-            LaunchValue::Bool(b) => Cbor::Bool(*b),
-            LaunchValue::Text(s) => Cbor::Text(s.clone()),
-        }
-    }
-}
-
-/// What the host asserts about one enclave.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KvmClaims {
-    /// Launch measurement (SHA-384) computed by the host over what it loaded.
-    pub measurement: [u8; MEASUREMENT_LEN],
-    /// Caller data bound into the evidence.
-    pub report_data: [u8; REPORT_DATA_LEN],
-    /// Whether the enclave was launched debuggable.
-    pub debug: bool,
-    /// Launch parameters covered by the measurement.
-    pub launch_config: BTreeMap<String, LaunchValue>,
-}
-
-/// RFC 7638 JWK thumbprint (SHA-256) of a P-384 public key.
-pub fn thumbprint(key: &VerifyingKey) -> [u8; 32] {
-    let (x, y) = xy(key);
-    // Members in lexicographic order, no whitespace (RFC 7638 section 3).
-    let canonical = format!(r#"{{"crv":"P-384","kty":"EC","x":"{x}","y":"{y}"}}"#);
-    Sha256::digest(canonical.as_bytes()).into()
-}
-
-/// The thumbprint as base64url text (the `kid` shown to operators).
-pub fn key_id(key: &VerifyingKey) -> String {
-    B64.encode(thumbprint(key))
-}
-
-fn xy(key: &VerifyingKey) -> (String, String) {
-    let point = p384::PublicKey::from(key).to_sec1_bytes();
-    let x = point.get(1..1 + MEASUREMENT_LEN).unwrap_or_default();
-    let y = point.get(1 + MEASUREMENT_LEN..).unwrap_or_default();
-    (B64.encode(x), B64.encode(y))
-}
-
-/// The public JWK a broker is told to trust (`ironclaw platform-key` prints it).
-pub fn public_jwk(key: &VerifyingKey) -> serde_json::Value {
-    let (x, y) = xy(key);
-    serde_json::json!({
-        "kty": "EC", "crv": "P-384", "x": x, "y": y,
-        "alg": "ES384", "use": "sig", "kid": key_id(key),
-    })
-}
 
 /// Parses a public P-384 JWK (as [`public_jwk`] writes it). A `kid`, if present,
 /// must be the key's thumbprint.
@@ -166,55 +74,6 @@ pub fn parse_public_jwk(jwk: &serde_json::Value) -> Result<VerifyingKey, VerifyE
         }
     }
     Ok(key)
-}
-
-fn payload(claims: &KvmClaims) -> Cbor {
-    let text = |s: &str| Cbor::Text(s.to_string());
-    let config = claims
-        .launch_config
-        .iter()
-        .map(|(k, v)| (text(k), v.to_cbor()))
-        .collect();
-    Cbor::Map(vec![
-        (text("format"), text(FORMAT)),
-        (text("version"), Cbor::Integer(VERSION.into())),
-        (text("tee"), text("kvm")),
-        (text("root-of-trust"), text(ROOT_OF_TRUST)),
-        (
-            text("measurement"),
-            Cbor::Bytes(claims.measurement.to_vec()),
-        ),
-        (
-            text("report-data"),
-            Cbor::Bytes(claims.report_data.to_vec()),
-        ),
-        (text("debug"), Cbor::Bool(claims.debug)),
-        (text("launch-config"), Cbor::Map(config)),
-    ])
-}
-
-/// Signs `claims` with the platform key: tagged COSE_Sign1 bytes.
-pub fn sign(claims: &KvmClaims, key: &SigningKey) -> Result<Vec<u8>, VerifyError> {
-    let enc_err = |e: String| VerifyError::Input {
-        what: "kvm evidence encoding".into(),
-        reason: e,
-    };
-    let mut body = Vec::new();
-    ciborium::into_writer(&payload(claims), &mut body).map_err(|e| enc_err(e.to_string()))?;
-    let protected = HeaderBuilder::new()
-        .algorithm(iana::Algorithm::ES384)
-        .key_id(thumbprint(key.verifying_key()).to_vec())
-        .content_type(CONTENT_TYPE.to_string())
-        .build();
-    let sign1 = CoseSign1Builder::new()
-        .protected(protected)
-        .payload(body)
-        .create_signature(b"", |data| {
-            let sig: Signature = key.sign(data);
-            sig.to_bytes().to_vec()
-        })
-        .build();
-    sign1.to_tagged_vec().map_err(|e| enc_err(e.to_string()))
 }
 
 fn malformed(field: &'static str, reason: impl Into<String>) -> VerifyError {
@@ -440,6 +299,7 @@ pub fn verify(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use p384::ecdsa::{signature::Signer, SigningKey};
 
     fn key(seed: u8) -> SigningKey {
         SigningKey::from_slice(&[seed; 48]).expect("valid scalar")

@@ -1,5 +1,7 @@
 //! IronClaw host library: a KVM micro-VM with no guest OS that runs one measured
-//! WebAssembly module.
+//! WebAssembly module. The `ironclaw` command is crates/ironclaw-cli; this library links
+//! neither the key broker nor the verifier (it signs `kvm` evidence with
+//! `ironclaw-kvm-evidence` and relays KBS requests with `ironclaw-kbs-client`).
 //!
 //! - [`launch::run`] — one launch, end to end (the `ironclaw run` command is a thin wrapper).
 //! - [`measurement::LaunchMeasurement`] — the SHA-384 launch measurement, documented layout.

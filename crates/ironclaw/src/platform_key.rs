@@ -1,5 +1,5 @@
 //! The host's platform key: signs `kvm` evidence (ES384, see
-//! `ironclaw_verifier::kvm`). Generated on first use as
+//! `ironclaw_kvm_evidence`, verified by `ironclaw_verifier::kvm`). Generated on first use as
 //! `STATE/platform-key.pem` (PKCS#8, mode 0600); its public half is what
 //! `ironclaw platform-key` prints for a broker to trust.
 //!
@@ -91,7 +91,7 @@ impl std::fmt::Debug for PlatformKey {
         write!(
             f,
             "PlatformKey({})",
-            ironclaw_verifier::kvm::key_id(self.key.verifying_key())
+            ironclaw_kvm_evidence::key_id(self.key.verifying_key())
         )
     }
 }
@@ -137,7 +137,7 @@ impl PlatformKey {
 
     /// Public JWK (with `kid` = RFC 7638 thumbprint).
     pub fn public_jwk(&self) -> serde_json::Value {
-        ironclaw_verifier::kvm::public_jwk(self.verifying_key())
+        ironclaw_kvm_evidence::public_jwk(self.verifying_key())
     }
 
     /// Public key as SPKI PEM.

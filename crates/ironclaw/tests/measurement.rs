@@ -1,13 +1,13 @@
-//! The launch measurement: matches an independent implementation of the documented layout,
-//! changes with one byte of the module and with every launch parameter, and the CLI's
-//! `measure` and `run --print-measurement` print the same value.
+//! The launch measurement: matches an independent implementation of the documented layout and
+//! changes with one byte of the module and with every launch parameter. (That the CLI's
+//! `measure` and `run --print-measurement` print the same value is crates/ironclaw-cli's
+//! tests/cli_measure.rs.)
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
-use common::{example, example_bytes};
+use common::example_bytes;
 use ironclaw::measurement::{LaunchMeasurement, MEASUREMENT_TAG};
 use ironclaw::LaunchConfig;
 use sha2::{Digest, Sha384};
@@ -128,106 +128,6 @@ fn one_byte_of_module_or_any_parameter_changes_the_measurement() {
         assert!(!seen.contains(&m), "{v:?} collides");
         seen.push(m);
     }
-}
-
-fn ironclaw(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_ironclaw"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-#[test]
-fn cli_measure_and_print_measurement_agree_with_the_library() {
-    let path = example("hello.wasm");
-    let path = path.to_str().unwrap();
-    let module = example_bytes("hello.wasm");
-    let out = ironclaw(&["measure", path]);
-    assert!(out.status.success());
-    let printed = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(
-        printed.trim(),
-        LaunchMeasurement::of_launch(&module, &LaunchConfig::default()).to_hex()
-    );
-    let out = ironclaw(&[
-        "measure", "--memory", "128", "--fuel", "100000", "--debug", path,
-    ]);
-    let expected = LaunchConfig {
-        memory_mib: 128,
-        fuel: Some(100_000),
-        debug: true,
-        ..Default::default()
-    };
-    assert_eq!(
-        String::from_utf8(out.stdout).unwrap().trim(),
-        LaunchMeasurement::of_launch(&module, &expected).to_hex()
-    );
-
-    if !claw_testsupport::require_kvm(
-        "cli_measure_and_print_measurement_agree_with_the_library (run part)",
-    ) {
-        return;
-    }
-    let out = ironclaw(&[
-        "run",
-        "--print-measurement",
-        "--memory",
-        "128",
-        "--fuel",
-        "100000",
-        "--debug",
-        path,
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(out.stdout, b"hello from wasm\n");
-    let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(
-        stderr.contains(&format!(
-            "measurement: {}",
-            LaunchMeasurement::of_launch(&module, &expected).to_hex()
-        )),
-        "{stderr}"
-    );
-}
-
-#[test]
-fn cli_exit_codes_and_messages() {
-    if !claw_testsupport::require_kvm("cli_exit_codes_and_messages") {
-        return;
-    }
-    let trap = example("trap.wasm");
-    let out = ironclaw(&["run", trap.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(ironclaw::exit_code::TRAP));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("wasm trap"));
-    let code = example("exit-code.wasm");
-    assert_eq!(
-        ironclaw(&["run", code.to_str().unwrap()]).status.code(),
-        Some(42)
-    );
-    let lp = example("infinite-loop.wasm");
-    let out = ironclaw(&["run", "--fuel", "100000", lp.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(ironclaw::exit_code::FUEL));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("fuel limit"));
-    let out = ironclaw(&["run", "--timeout", "200ms", lp.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(ironclaw::exit_code::TIMEOUT));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("timeout"));
-    let out = ironclaw(&["run", "/nonexistent/module.wasm"]);
-    assert_eq!(out.status.code(), Some(ironclaw::exit_code::INTERNAL));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/module.wasm"));
-    let out = ironclaw(&["check"]);
-    assert!(out.status.success());
-    let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("kvm: usable"), "{text}");
-    assert!(
-        ["kvm_pvm", "kvm_intel", "kvm_amd"]
-            .iter()
-            .any(|b| text.contains(b)),
-        "{text}"
-    );
 }
 
 /// Layout 2 (services), written out from the documentation: version 2 and item 7.

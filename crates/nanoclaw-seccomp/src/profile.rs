@@ -15,6 +15,15 @@
 //!   kexec is never allowed, keyctl/add_key/request_key never, ...) only when the capability that
 //!   the kernel would require anyway is in the container's bounding set.
 //!
+//! * `io_uring_setup`, `io_uring_enter` and `io_uring_register` are denied: io_uring's
+//!   operations bypass the per-syscall filter (each submitted op is a syscall seccomp never
+//!   sees) and the subsystem has been a steady source of kernel privilege escalations. moby
+//!   removed them from its default profile in v25 (moby/moby#46762) and the containers-common
+//!   profile podman applies never had them.
+//!
+//! `tests/engine_profile.rs` diffs this allowlist against the profile the installed engine
+//! (podman's containers-common) applies by default.
+//!
 //! OCI profiles carry no capability conditions, so the conditions are evaluated here, when the
 //! profile is generated, against the capabilities the same config grants (as Docker does when it
 //! builds a container's profile).
@@ -51,8 +60,7 @@ getgroups32 getitimer getpeername getpgid getpgrp getpid getppid getpriority get
 getresgid32 getresuid getresuid32 getrlimit get_robust_list getrusage getsid getsockname
 getsockopt get_thread_area gettid gettimeofday getuid getuid32 getxattr inotify_add_watch
 inotify_init inotify_init1 inotify_rm_watch io_cancel ioctl io_destroy io_getevents
-io_pgetevents io_pgetevents_time64 ioprio_get ioprio_set io_setup io_submit io_uring_enter
-io_uring_register io_uring_setup ipc kill landlock_add_rule landlock_create_ruleset
+io_pgetevents io_pgetevents_time64 ioprio_get ioprio_set io_setup io_submit ipc kill landlock_add_rule landlock_create_ruleset
 landlock_restrict_self lchown lchown32 lgetxattr link linkat listen listxattr llistxattr _llseek
 lremovexattr lseek lsetxattr lstat lstat64 madvise membarrier memfd_create memfd_secret mincore
 mkdir mkdirat mknod mknodat mlock mlock2 mlockall mmap mmap2 mprotect mq_getsetattr mq_notify

@@ -180,7 +180,19 @@ fn save(state_dir: &Path, paths: &CgroupPaths) -> Result<(), CgroupStepError> {
         path: path.clone(),
         msg: e.to_string(),
     })?;
-    std::fs::write(&tmp, json).map_err(io(&tmp))?;
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(&json))
+            .map_err(io(&tmp))?;
+    }
     std::fs::rename(&tmp, &path).map_err(io(&path))
 }
 
@@ -198,17 +210,50 @@ pub fn load(state_dir: &Path) -> Result<Option<Box<dyn CgroupManager>>, CgroupSt
             path: path.clone(),
             msg: e.to_string(),
         })?;
-    // The record lives in root-owned state; still, only ever act on cgroupfs directories.
+    // The record lives in the container owner's private state; still, never trust it to name
+    // what may be killed and removed: each directory must lie strictly below a cgroup
+    // hierarchy that the host's mount table (not the record) shows, and be a cgroup
+    // filesystem itself.
+    let layout =
+        nanoclaw_cgroups::layout::Layout::detect().map_err(|e| CgroupStepError::Corrupt {
+            path: path.clone(),
+            msg: format!("cgroup layout: {e}"),
+        })?;
+    let real_mounts: Vec<&Path> = layout
+        .v1
+        .iter()
+        .map(|h| h.mountpoint.as_path())
+        .chain(layout.unified.iter().map(|u| u.mountpoint.as_path()))
+        .collect();
     for d in paths.dirs() {
-        if !d.dir.starts_with(&d.mountpoint)
+        let corrupt = |why: String| CgroupStepError::Corrupt {
+            path: path.clone(),
+            msg: format!("{}: {why}", d.dir.display()),
+        };
+        if !real_mounts.contains(&d.mountpoint.as_path()) {
+            return Err(corrupt(format!(
+                "{} is not a cgroup hierarchy in the host's mount table",
+                d.mountpoint.display()
+            )));
+        }
+        if d.dir == d.mountpoint
+            || !d.dir.starts_with(&d.mountpoint)
             || d.dir
                 .components()
                 .any(|c| matches!(c, std::path::Component::ParentDir))
         {
-            return Err(CgroupStepError::Corrupt {
-                path,
-                msg: format!("{} is outside {}", d.dir.display(), d.mountpoint.display()),
-            });
+            return Err(corrupt(format!(
+                "not a cgroup below {}",
+                d.mountpoint.display()
+            )));
+        }
+        if let Ok(fs) = nix::sys::statfs::statfs(&d.dir) {
+            let t = fs.filesystem_type();
+            if t != nix::sys::statfs::CGROUP_SUPER_MAGIC
+                && t != nix::sys::statfs::CGROUP2_SUPER_MAGIC
+            {
+                return Err(corrupt("not on a cgroup filesystem".into()));
+            }
         }
     }
     Ok(Some(nanoclaw_cgroups::open(paths)))

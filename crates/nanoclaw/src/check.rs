@@ -131,72 +131,6 @@ fn user_namespaces() -> Feature {
     }
 }
 
-/// The cgroup hierarchies mounted in this mount namespace.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CgroupLayout {
-    /// (mount point, controllers) of every v1 hierarchy.
-    pub v1: Vec<(String, Vec<String>)>,
-    /// (mount point, controllers enabled in it) of the cgroup2 hierarchy.
-    pub v2: Option<(String, Vec<String>)>,
-}
-
-impl CgroupLayout {
-    pub fn mode(&self) -> &'static str {
-        match (self.v1.is_empty(), self.v2.is_some()) {
-            (true, true) => "v2 (unified)",
-            (false, true) => "hybrid (v1 + v2)",
-            (false, false) => "v1 (legacy)",
-            (true, false) => "none",
-        }
-    }
-}
-
-/// Parses /proc/self/mountinfo text into the cgroup layout.
-pub fn parse_cgroup_mounts(mountinfo: &str) -> CgroupLayout {
-    let mut layout = CgroupLayout::default();
-    for line in mountinfo.lines() {
-        let Some((left, right)) = line.split_once(" - ") else {
-            continue;
-        };
-        let mount_point = left.split(' ').nth(4).unwrap_or_default().to_owned();
-        let mut r = right.split(' ');
-        let fstype = r.next().unwrap_or_default();
-        let _source = r.next();
-        let options = r.next().unwrap_or_default();
-        match fstype {
-            "cgroup" => {
-                let controllers = options
-                    .split(',')
-                    .filter(|o| {
-                        !matches!(
-                            *o,
-                            "rw" | "ro"
-                                | "xattr"
-                                | "clone_children"
-                                | "noprefix"
-                                | "cpuset_v2_mode"
-                        ) && !o.contains('=')
-                    })
-                    .chain(options.split(',').filter(|o| o.starts_with("name=")))
-                    .map(str::to_owned)
-                    .collect();
-                layout.v1.push((mount_point, controllers));
-            }
-            "cgroup2" => {
-                let controllers =
-                    std::fs::read_to_string(format!("{mount_point}/cgroup.controllers"))
-                        .unwrap_or_default()
-                        .split_whitespace()
-                        .map(str::to_owned)
-                        .collect();
-                layout.v2 = Some((mount_point, controllers));
-            }
-            _ => {}
-        }
-    }
-    layout
-}
-
 fn cgroups() -> Feature {
     // The layout exactly as the cgroup manager (nanoclaw-cgroups) detects and will use it.
     let (available, detail) = match nanoclaw_cgroups::check_summary() {
@@ -365,35 +299,6 @@ fn kvm() -> Feature {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hybrid_layout_is_recognised() {
-        let text = "\
-32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
-33 31 0:30 / /sys/fs/cgroup/cpuacct rw,relatime - cgroup cgroup rw,cpuacct
-40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd
-41 31 0:38 / /nonexistent/unified rw,relatime - cgroup2 cgroup2 rw
-";
-        let l = parse_cgroup_mounts(text);
-        assert_eq!(l.mode(), "hybrid (v1 + v2)");
-        assert_eq!(
-            l.v1[0],
-            ("/sys/fs/cgroup/cpu".to_owned(), vec!["cpu".to_owned()])
-        );
-        assert_eq!(l.v1[2].1, vec!["name=systemd".to_owned()]);
-        assert_eq!(
-            l.v2.as_ref().map(|v| v.0.as_str()),
-            Some("/nonexistent/unified")
-        );
-    }
-
-    #[test]
-    fn pure_v2_and_none() {
-        let l =
-            parse_cgroup_mounts("30 23 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n");
-        assert_eq!(l.mode(), "v2 (unified)");
-        assert_eq!(parse_cgroup_mounts("").mode(), "none");
-    }
 
     #[test]
     fn a_missing_required_feature_is_reported() {

@@ -49,9 +49,9 @@ pub enum ContainerError {
     },
     #[error("the runtime must be single-threaded to clone the container init ({0} threads)")]
     MultiThreaded(usize),
-    #[error("container {id:?} is not in the created state (status {status:?})")]
+    #[error("{}: container {id:?} is {}", crate::ops::start_refusal(*status), crate::ops::status_name(*status))]
     NotCreated { id: String, status: Status },
-    #[error("container {id:?} is {status:?}; stop it first or use --force")]
+    #[error("cannot delete container {id} that is not stopped: {}; stop it first or use --force", crate::ops::status_name(*status))]
     StillRunning { id: String, status: Status },
     #[error("process.terminal is true but no --console-socket was given: the pty master needs somewhere to go")]
     TerminalNeedsSocket,
@@ -89,6 +89,9 @@ pub struct CreateOptions {
     pub no_new_keyring: bool,
     /// --no-pivot: MS_MOVE + chroot instead of pivot_root (rootfs on ramfs).
     pub no_pivot: bool,
+    /// The runtime stays in the foreground (`run`): terminal stdio is relayed through pipes
+    /// rather than replaced by /dev/null (stdio.rs).
+    pub relay_stdio: bool,
 }
 
 /// A created container: the init is blocked on the exec fifo.
@@ -97,6 +100,8 @@ pub struct Created {
     pub pid: Pid,
     pub state_dir: StateDir,
     pub state: State,
+    /// The runtime's ends of the stdio relay (`run` in the foreground, caller on a terminal).
+    pub stdio_relay: Option<crate::stdio::RelayEnds>,
 }
 
 /// Undoes a half-made container. Disarmed once create succeeded.
@@ -138,7 +143,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
     let euid = nix::unistd::geteuid().as_raw();
     // Validate before touching anything on the host.
     state::validate_id(&opts.id)?;
-    let plan = spec::load(&opts.bundle, euid)?;
+    let (plan, config_bytes) = spec::load_with_source(&opts.bundle, euid)?;
     let setgroups_denied = namespaces::setgroups_denied(&plan);
     if setgroups_denied && !plan.process.additional_gids.is_empty() {
         return Err(ContainerError::RootlessGroups);
@@ -167,6 +172,18 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
         std::ffi::CString::new(format!("_ses.{}", opts.id)).ok()
     };
 
+    // The caller's terminal never reaches a process without one of its own (stdio.rs).
+    let (stdio, stdio_relay) = if plan.process.terminal {
+        (crate::stdio::ContainerStdio::default(), None)
+    } else {
+        crate::stdio::isolate_from_caller_tty(opts.relay_stdio).map_err(|source| {
+            ContainerError::Io {
+                what: "stdio relay pipes".into(),
+                source,
+            }
+        })?
+    };
+
     let state_dir = StateDir::create(&opts.root, &opts.id)?;
     let mut unwind = Unwind {
         pid: None,
@@ -174,7 +191,9 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
         cgroup: None,
     };
     let fifo_path = state_dir.exec_fifo();
+    let snapshot = state_dir.write_private(state::CONFIG_SNAPSHOT, &config_bytes);
     unwind.state_dir = Some(state_dir);
+    snapshot?;
     crate::testpoint::hit("create:state-dir");
 
     nix::unistd::mkfifo(fifo_path.as_path(), Mode::from_bits_truncate(0o600))
@@ -197,7 +216,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
             dir.path(),
             &opts.id,
             &plan.spec,
-            euid != 0,
+            crate::rootless::is_rootless(),
         )?);
     }
     crate::testpoint::hit("create:cgroup");
@@ -213,6 +232,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
         session_keyring,
         container_id: &opts.id,
         no_pivot: opts.no_pivot,
+        stdio,
     };
     // SAFETY: checked above that this process is single-threaded. The closure runs only in
     // the child, which never returns into this function (spawn_init _exits).
@@ -287,9 +307,10 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
         bundle: plan.bundle.clone(),
         annotations: plan.spec.annotations().clone().unwrap_or_default(),
         init_start_time: state::process_start_time(pid.as_raw()).unwrap_or(0),
-        rootless: euid != 0,
+        rootless: crate::rootless::is_rootless(),
         rootfs: plan.rootfs.clone(),
         created: humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string(),
+        no_new_keyring: opts.no_new_keyring,
     };
     let state_dir = unwind
         .state_dir
@@ -310,6 +331,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
         pid,
         state_dir,
         state,
+        stdio_relay,
     })
 }
 
@@ -458,10 +480,14 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), ContainerError> 
 /// SIGKILLs the init (if it is still ours) and waits until it is gone: reaped if it is our
 /// child, otherwise until /proc shows it exited.
 fn kill_and_reap(pid: Pid, start_time: u64) {
+    // The pidfd pins the process; only then is the start-time check free of pid reuse.
+    let Ok(pidfd) = crate::ops::pidfd_open(pid.as_raw()) else {
+        return;
+    };
     if !state::init_alive(pid.as_raw(), start_time) {
         return;
     }
-    let _ = kill(pid, Signal::SIGKILL);
+    let _ = crate::ops::pidfd_send_signal(&pidfd, Signal::SIGKILL as i32);
     for _ in 0..2000 {
         match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::StillAlive) => {}
@@ -520,7 +546,11 @@ pub fn run(opts: &CreateOptions) -> Result<i32, ContainerError> {
     let old = set
         .thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK)
         .map_err(sys("sigprocmask"))?;
-    let result = run_blocked(opts, &set);
+    let foreground = CreateOptions {
+        relay_stdio: true,
+        ..opts.clone()
+    };
+    let result = run_blocked(&foreground, &set);
     let _ = old.thread_set_mask();
     result
 }
@@ -571,9 +601,25 @@ fn run_blocked(opts: &CreateOptions, set: &SigSet) -> Result<i32, ContainerError
         let _ = created.state_dir.remove();
         return Err(e);
     }
+    let stdio_relay = match created.stdio_relay.map(crate::stdio::RelayEnds::start) {
+        Some(Err(source)) => {
+            kill_and_reap(pid, created.state.init_start_time);
+            let _ = crate::cgroup::remove(created.state_dir.path());
+            let _ = created.state_dir.remove();
+            return Err(ContainerError::Io {
+                what: "starting the stdio relay".into(),
+                source,
+            });
+        }
+        Some(Ok(r)) => Some(r),
+        None => None,
+    };
     // Release the lock while the workload runs, so other commands (state, kill) can act.
     drop(created.state_dir);
     let code = wait_forwarding(pid, set);
+    if let Some(r) = stdio_relay {
+        r.finish();
+    }
     drop(relay);
     // Delete: the init is reaped; with a new pid namespace every other process of the
     // container died with it.

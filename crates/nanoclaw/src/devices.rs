@@ -28,6 +28,8 @@ pub enum DeviceError {
     },
     #[error(transparent)]
     Rootfs(#[from] RootfsError),
+    #[error("{field}: {path}: the image has a file there that is not a device node; outside /dev a device never replaces an image file")]
+    Occupied { field: String, path: String },
 }
 
 /// The default devices every container gets (runtime-spec "Default Devices").
@@ -107,8 +109,8 @@ fn create_device(mounter: &RootfsMounter<'_>, d: &DevicePlan) -> Result<(), Devi
     };
     let (dir, name) = split(&d.path);
     let parent = mounter.resolve(&d.field, dir, Some(Create::Dir))?;
-    if mounter.in_userns() {
-        // mknod is not permitted in a user namespace: bind the host's node.
+    // mknod is not permitted in a user namespace: bind the host's node.
+    let bind_host_node = || -> Result<(), DeviceError> {
         let target = mounter.resolve(&d.field, &d.path, Some(Create::File))?;
         mounter.bind(
             &d.field,
@@ -118,9 +120,30 @@ fn create_device(mounter: &RootfsMounter<'_>, d: &DevicePlan) -> Result<(), Devi
             false,
             MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
         )?;
-        return Ok(());
+        Ok(())
+    };
+    if mounter.in_userns() {
+        return bind_host_node();
     }
-    // Replace whatever the image has at that path (a regular file would shadow the device).
+    // Under /dev (the container's own tmpfs unless bind-mounted) whatever is at the path is
+    // replaced (a regular file would shadow the device). Elsewhere the node lands in the
+    // image's own directory, as with runc: an old device node or fifo is replaced, but an
+    // image file is never deleted for it.
+    if !d.path.starts_with("/dev") {
+        match nix::sys::stat::fstatat(&parent, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => {
+                let kind = st.st_mode & libc::S_IFMT;
+                if !matches!(kind, libc::S_IFCHR | libc::S_IFBLK | libc::S_IFIFO) {
+                    return Err(DeviceError::Occupied {
+                        field: d.field.clone(),
+                        path: d.path.display().to_string(),
+                    });
+                }
+            }
+            Err(Errno::ENOENT) => {}
+            Err(e) => return Err(err("stat", e)),
+        }
+    }
     match nix::unistd::unlinkat(&parent, name, nix::unistd::UnlinkatFlags::NoRemoveDir) {
         Ok(()) | Err(Errno::ENOENT) => {}
         Err(e) => return Err(err("unlink", e)),
@@ -130,14 +153,19 @@ fn create_device(mounter: &RootfsMounter<'_>, d: &DevicePlan) -> Result<(), Devi
         DeviceKind::Block => SFlag::S_IFBLK,
         DeviceKind::Fifo => SFlag::S_IFIFO,
     };
-    nix::sys::stat::mknodat(
+    match nix::sys::stat::mknodat(
         &parent,
         name,
         kind,
         Mode::from_bits_truncate(d.mode),
         makedev(d.major, d.minor),
-    )
-    .map_err(|e| err("mknod", e))?;
+    ) {
+        Ok(()) => {}
+        // The runtime itself runs as root of a user namespace it did not create (rootless
+        // podman): no mknod there either; bind the host's node, as runc does.
+        Err(Errno::EPERM) if kind != SFlag::S_IFIFO => return bind_host_node(),
+        Err(e) => return Err(err("mknod", e)),
+    }
     nix::unistd::fchownat(
         &parent,
         name,

@@ -27,7 +27,7 @@ pub struct EventsArgs {
 pub enum EventsError {
     #[error(transparent)]
     State(#[from] StateError),
-    #[error("container {id:?} is stopped")]
+    #[error("container with id {id} is not running (it is stopped)")]
     Stopped { id: String },
     #[error("container {id:?} has no cgroup (rootless without cgroup access)")]
     NoCgroup { id: String },

@@ -24,7 +24,7 @@
 //! nothing the runtime does on the host is done from inside the container's view.
 
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -37,6 +37,7 @@ use nix::unistd::{ForkResult, Pid};
 use oci_spec::runtime::{Process, Spec};
 
 use crate::console;
+use crate::finish::{FinishError, Never, ProcessFinish};
 use crate::spec::ProcessPlan;
 
 /// Upper bound for a `--process` file (runc has none; a process.json is a few KiB).
@@ -61,8 +62,6 @@ pub enum ExecError {
     NoCommand,
     #[error("--cap {0:?}: unknown capability")]
     BadCap(String),
-    #[error("process.args[0]: {0}")]
-    NotFound(String),
     #[error("--user {0:?}: expected UID[:GID] with numeric ids")]
     BadUser(String),
     #[error("--env {0:?}: expected KEY=VALUE")]
@@ -98,6 +97,8 @@ pub enum ExecError {
     Console(#[from] console::ConsoleError),
     #[error("exec failed inside the container: {0}")]
     InContainer(String),
+    #[error(transparent)]
+    Finish(#[from] FinishError),
 }
 
 fn sys(what: &'static str) -> impl FnOnce(nix::Error) -> ExecError {
@@ -348,11 +349,18 @@ pub struct Prepared {
     pub console: Option<(UnixStream, Option<(u32, u32)>)>,
     pub setgroups_denied: bool,
     pub preserve_fds: u32,
+    /// The container's session keyring name (`_ses.<id>`), unless it was created with
+    /// `--no-new-keyring`.
+    pub session_keyring: Option<std::ffi::CString>,
+    pub container_id: String,
+    pub bundle: PathBuf,
+    /// What the process's fds 0-2 become when the caller's are a terminal.
+    pub stdio: crate::stdio::ContainerStdio,
 }
 
 /// `exec`: validates the request against the container, then runs the process in it.
 pub fn exec(root: &Path, id: &str, req: &ExecRequest) -> Result<ExecOutcome, ExecError> {
-    let (namespaces, join, relay, prepared) = {
+    let (namespaces, join, relay, prepared, stdio_relay) = {
         // The lock is held while the container is checked and the process planned, and released
         // before the process runs: a long foreground exec must not block `kill` or `delete`.
         let dir =
@@ -369,7 +377,9 @@ pub fn exec(root: &Path, id: &str, req: &ExecRequest) -> Result<ExecOutcome, Exe
             _ => {}
         }
         let init_pid = st.pid.ok_or_else(|| not("stopped"))?;
-        let config = st.bundle.join("config.json");
+        // The config validated at create (runc snapshots it too): later edits of the bundle's
+        // config.json do not change what an exec'd process gets.
+        let config = dir.config_snapshot();
         let bytes = std::fs::read(&config).map_err(|source| ExecError::ProcessFile {
             path: config.clone(),
             source,
@@ -397,6 +407,14 @@ pub fn exec(root: &Path, id: &str, req: &ExecRequest) -> Result<ExecOutcome, Exe
             (false, Some(_)) => return Err(ExecError::SocketWithoutTty),
             (true, Some(path)) => Some((console::connect(path)?, size)),
             (false, None) => None,
+        };
+        let (stdio, stdio_relay) = if terminal {
+            (crate::stdio::ContainerStdio::default(), None)
+        } else {
+            crate::stdio::isolate_from_caller_tty(!req.detach).map_err(|source| ExecError::Sys {
+                what: "stdio relay pipes",
+                source: nix::Error::from_raw(source.raw_os_error().unwrap_or(libc::EIO)),
+            })?
         };
         let plan = plan_process(&st.bundle, spec, process, nix::unistd::geteuid().as_raw())?;
         let caps = crate::security::capability_plan(&plan.spec)
@@ -427,13 +445,21 @@ pub fn exec(root: &Path, id: &str, req: &ExecRequest) -> Result<ExecOutcome, Exe
                 console,
                 setgroups_denied,
                 preserve_fds: req.preserve_fds,
+                session_keyring: (!st.no_new_keyring)
+                    .then(|| std::ffi::CString::new(format!("_ses.{id}")).ok())
+                    .flatten(),
+                container_id: id.to_string(),
+                bundle: st.bundle.clone(),
+                stdio,
             },
+            stdio_relay,
         )
     };
     exec_in(
         namespaces,
         prepared,
         relay,
+        stdio_relay,
         req.detach,
         req.pid_file.as_deref(),
         &*join,
@@ -467,6 +493,7 @@ pub fn exec_in(
     namespaces: Namespaces,
     prepared: Prepared,
     relay: Option<UnixStream>,
+    stdio_relay: Option<crate::stdio::RelayEnds>,
     detach: bool,
     pid_file: Option<&Path>,
     join_cgroup: &dyn Fn(i32) -> Result<(), String>,
@@ -498,16 +525,16 @@ pub fn exec_in(
         ForkResult::Child => {
             drop(go_w);
             drop(relay);
+            drop(stdio_relay);
             drop(err_r);
-            let code = match child(go_r, &joins, prepared) {
+            let code = match child(go_r, &err_w, &joins, prepared) {
                 Ok(never) => match never {},
                 Err(e) => {
                     let mut f = std::fs::File::from(err_w);
                     let _ = f.write_all(e.to_string().as_bytes());
-                    if matches!(e, ExecError::NotFound(_)) {
-                        127
-                    } else {
-                        1
+                    match &e {
+                        ExecError::Finish(f) => f.exit_status(),
+                        _ => 1,
                     }
                 }
             };
@@ -520,8 +547,14 @@ pub fn exec_in(
             drop(err_w);
             drop(prepared);
             if let Some(own) = &own_pid_ns {
-                nix::sched::setns(own.as_fd(), CloneFlags::CLONE_NEWPID)
-                    .map_err(sys("setns(pid) back to the runtime's"))?;
+                match nix::sched::setns(own.as_fd(), CloneFlags::CLONE_NEWPID) {
+                    Ok(()) => {}
+                    // Root of a user namespace that does not own our own pid namespace
+                    // (rootless podman): the way back is closed. Only the terminal relay's
+                    // threads need it; a detached or plain exec goes on without them.
+                    Err(nix::Error::EPERM) if relay.is_none() => {}
+                    Err(e) => return Err(sys("setns(pid) back to the runtime's")(e)),
+                }
             }
             let started = parent_start(pid, go_w, err_r, join_cgroup);
             if let Err(e) = started {
@@ -548,9 +581,22 @@ pub fn exec_in(
                 }
                 None => None,
             };
-            Ok(ExecOutcome::Exited {
-                code: wait_forwarding_signals(pid)?,
-            })
+            let stdio_relay = match stdio_relay.map(crate::stdio::RelayEnds::start).transpose() {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+                    let _ = waitpid(pid, None);
+                    return Err(ExecError::Sys {
+                        what: "starting the stdio relay",
+                        source: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+                    });
+                }
+            };
+            let code = wait_forwarding_signals(pid);
+            if let Some(r) = stdio_relay {
+                r.finish();
+            }
+            Ok(ExecOutcome::Exited { code: code? })
         }
     }
 }
@@ -594,9 +640,25 @@ pub fn write_pid_file(path: &Path, pid: i32) -> Result<(), ExecError> {
     })
 }
 
-enum Never {}
-
-fn child(go_r: OwnedFd, joins: &[NsFd], p: Prepared) -> Result<Never, ExecError> {
+/// The exec'd process, between fork and execve. Non-dumpable from its first instruction: until
+/// execve it holds the runtime's memory (environment, the compiled filter) and fds, and a
+/// process inside the container with the same uid could otherwise ptrace it or open its
+/// /proc/<pid> files and steer it into execve before seccomp and no_new_privs (runc's
+/// CVE-2016-9962). Then it drops every fd it was not asked to keep, takes its stdio, waits for
+/// the runtime (cgroup joined), joins the namespaces and finishes like the init (finish.rs).
+fn child(go_r: OwnedFd, err_w: &OwnedFd, joins: &[NsFd], p: Prepared) -> Result<Never, ExecError> {
+    nix::sys::prctl::set_dumpable(false).map_err(sys("prctl(PR_SET_DUMPABLE, 0)"))?;
+    let mut keep: Vec<RawFd> = vec![0, 1, 2, go_r.as_raw_fd(), err_w.as_raw_fd()];
+    keep.extend(joins.iter().map(|ns| ns.fd.as_raw_fd()));
+    keep.extend(p.console.as_ref().map(|(sock, _)| sock.as_raw_fd()));
+    keep.extend(p.seccomp.as_ref().and_then(|s| s.agent_fd()));
+    keep.extend(p.stdio.kept_fds());
+    keep.extend((3..3u32.saturating_add(p.preserve_fds)).filter_map(|fd| RawFd::try_from(fd).ok()));
+    crate::finish::close_fds_except(&mut keep);
+    p.stdio.install().map_err(|source| ExecError::Sys {
+        what: "stdio",
+        source,
+    })?;
     let mut b = [0u8; 1];
     match nix::unistd::read(&go_r, &mut b) {
         Ok(1) => {}
@@ -621,64 +683,21 @@ fn child(go_r: OwnedFd, joins: &[NsFd], p: Prepared) -> Result<Never, ExecError>
             source,
         })?;
     }
-    let plan = &p.plan;
-    crate::process::set_rlimits(plan).map_err(|e| ExecError::Plan(e.to_string()))?;
-    if let Some((sock, size)) = p.console {
-        console::setup_in_container(&sock, size)?;
-    }
-    let sec = |e: crate::security::SecurityError| ExecError::Plan(e.to_string());
-    let mut seccomp = p.seccomp;
-    let bundle = PathBuf::new();
-    // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it before the
-    // capabilities go (as the init does); otherwise last, just before execve.
-    if !plan.no_new_privileges {
-        if let Some(step) = seccomp.take() {
-            step.install(&p.spec, "", &bundle).map_err(sec)?;
-        }
-    }
-    p.caps.before_user_switch().map_err(|e| sec(e.into()))?;
-    crate::process::switch_user(plan, p.setgroups_denied)
-        .map_err(|e| ExecError::Plan(e.to_string()))?;
-    p.caps.after_user_switch().map_err(|e| sec(e.into()))?;
-    nix::unistd::chdir(&plan.cwd).map_err(sys("chdir(process.cwd)"))?;
-    if plan.no_new_privileges {
-        nix::sys::prctl::set_no_new_privs().map_err(sys("prctl(PR_SET_NO_NEW_PRIVS)"))?;
-    }
-    let exe = crate::process::find_executable(plan).map_err(|e| match e {
-        crate::process::ProcessError::NotFound { .. } => ExecError::NotFound(e.to_string()),
-        other => ExecError::Plan(other.to_string()),
-    })?;
-    let exe = crate::process::c_path(&exe).map_err(|e| ExecError::Plan(e.to_string()))?;
-    let argv = crate::process::c_strings("process.args", &plan.args)
-        .map_err(|e| ExecError::Plan(e.to_string()))?;
-    let envp = crate::process::c_strings("process.env", &plan.env)
-        .map_err(|e| ExecError::Plan(e.to_string()))?;
-    if let Some(mask) = plan.umask {
-        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
-    }
-    reset_signals();
-    let first = 3u32.saturating_add(p.preserve_fds);
-    // SAFETY: close_range only changes fd flags; no pointers involved.
-    let r = unsafe { libc::close_range(first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as i32) };
-    nix::errno::Errno::result(r).map_err(sys("close_range(CLOEXEC)"))?;
-    crate::security::apply_apparmor(&p.spec).map_err(sec)?;
-    if let Some(step) = seccomp {
-        step.install(&p.spec, "", &bundle).map_err(sec)?;
-    }
-    let err = nix::unistd::execve(&exe, &argv, &envp).unwrap_err();
-    Err(sys("execve")(err))
-}
-
-fn reset_signals() {
-    let dfl = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
-    for sig in Signal::iterator() {
-        if sig == Signal::SIGKILL || sig == Signal::SIGSTOP {
-            continue;
-        }
-        // SAFETY: installing SIG_DFL has no handler code to be unsafe about.
-        let _ = unsafe { nix::sys::signal::sigaction(sig, &dfl) };
-    }
-    let _ = SigSet::empty().thread_set_mask();
+    let umask = nix::sys::stat::umask(nix::sys::stat::Mode::empty());
+    nix::sys::stat::umask(umask);
+    let finish = ProcessFinish {
+        process: &p.plan,
+        spec: &p.spec,
+        container_id: &p.container_id,
+        bundle: &p.bundle,
+        setgroups_denied: p.setgroups_denied,
+        session_keyring: p.session_keyring.as_deref(),
+        console: p.console.as_ref().map(|(sock, size)| (sock, *size)),
+        seccomp: p.seccomp,
+        preserve_fds: p.preserve_fds,
+        default_umask: umask,
+    };
+    finish.exec(|| Ok::<(), ExecError>(()))
 }
 
 static FORWARD_TO: AtomicI32 = AtomicI32::new(0);
@@ -839,7 +858,11 @@ mod tests {
 
     #[test]
     fn own_cgroups_resolve_to_existing_directories() {
-        // Joining our own cgroups is a no-op move that must find every hierarchy's directory.
+        // Joining our own cgroups is a no-op move that must find every hierarchy's directory;
+        // writing cgroup.procs needs root.
+        if !claw_testsupport::require_root("own_cgroups_resolve_to_existing_directories") {
+            return;
+        }
         let me = std::process::id() as i32;
         join_cgroups_of(me, me).unwrap();
     }

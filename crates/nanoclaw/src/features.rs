@@ -18,8 +18,10 @@ pub const OCI_VERSION_MIN: &str = "1.0.0";
 pub const OCI_VERSION_MAX: &str = "1.2.1";
 
 /// Mount options (mount(8) names) that `spec.rs` maps to mount flags or propagation for
-/// `mounts[].options`; anything else is passed to mount(2) as filesystem data (`mode=755`).
-/// `remount` is refused in a container mount, so it is not listed.
+/// `mounts[].options`, plus runc's `tmpcopyup` extension (and crun's `notmpcopyup`); other
+/// options an engine or mount(8) knows (`rro`, `idmap`, `x-*`, `nofail`, ...) are refused, and
+/// anything else is passed to mount(2) as filesystem data (`mode=755`). `remount` is refused
+/// in a container mount, so it is not listed.
 pub const MOUNT_OPTIONS: &[&str] = &[
     "async",
     "atime",
@@ -41,6 +43,7 @@ pub const MOUNT_OPTIONS: &[&str] = &[
     "norelatime",
     "nostrictatime",
     "nosuid",
+    "notmpcopyup",
     "private",
     "rbind",
     "relatime",
@@ -56,6 +59,7 @@ pub const MOUNT_OPTIONS: &[&str] = &[
     "strictatime",
     "suid",
     "sync",
+    "tmpcopyup",
     "unbindable",
 ];
 

@@ -14,10 +14,10 @@
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
-use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use nix::sys::stat::Mode;
 
 use crate::devices::{self, DeviceError};
+use crate::finish::{FinishError, Never, ProcessFinish};
 use crate::namespaces::{self, JoinFd, NamespaceError};
 use crate::process::{self, ProcessError};
 use crate::rootfs::{self, RootfsError, RootfsMounter};
@@ -45,6 +45,8 @@ pub enum InitError {
     /// Security profile steps (issue 4): paths, sysctl, capabilities, seccomp, AppArmor.
     #[error(transparent)]
     Security(#[from] crate::security::SecurityError),
+    #[error(transparent)]
+    Finish(#[from] FinishError),
     #[error("{what}: {source}")]
     Sys {
         what: &'static str,
@@ -77,6 +79,8 @@ pub struct InitContext<'a> {
     pub container_id: &'a str,
     /// `--no-pivot`: move the rootfs onto / and chroot instead of pivot_root.
     pub no_pivot: bool,
+    /// What fds 0-2 become when the caller's are a terminal (stdio.rs).
+    pub stdio: crate::stdio::ContainerStdio,
 }
 
 /// Child entry point after clone. Never returns to the runtime's code: the caller `_exit`s
@@ -91,16 +95,13 @@ pub fn run(ctx: InitContext<'_>) -> i32 {
             if sync.send(&Msg::Error(e.to_string())).is_err() {
                 eprintln!("nanoclaw: container init: {e}");
             }
-            if matches!(e, InitError::Process(ProcessError::NotFound { .. })) {
-                127
-            } else {
-                1
+            match &e {
+                InitError::Finish(f) => f.exit_status(),
+                _ => 1,
             }
         }
     }
 }
-
-enum Never {}
 
 fn setup_and_exec(ctx: &InitContext<'_>) -> Result<Never, InitError> {
     let plan = ctx.plan;
@@ -111,11 +112,13 @@ fn setup_and_exec(ctx: &InitContext<'_>) -> Result<Never, InitError> {
     let mut keep: Vec<RawFd> = vec![0, 1, 2, ctx.sync.as_raw_fd(), ctx.exec_fifo.as_raw_fd()];
     keep.extend(ctx.joins.iter().map(|j| j.fd.as_raw_fd()));
     keep.extend(ctx.console.as_ref().map(|c| c.as_raw_fd()));
+    keep.extend(ctx.stdio.kept_fds());
     // --preserve-fds N: the caller's fds 3..3+N go to the workload.
     keep.extend(
         (3..3u32.saturating_add(ctx.preserve_fds)).filter_map(|fd| RawFd::try_from(fd).ok()),
     );
-    close_fds_except(&mut keep);
+    crate::finish::close_fds_except(&mut keep);
+    ctx.stdio.install().map_err(sys("stdio"))?;
 
     // 1. The parent writes our uid/gid maps, then says Go; it moves us into the cgroup while
     //    we go on (see `CgroupPlacement`).
@@ -155,28 +158,6 @@ fn setup_and_exec(ctx: &InitContext<'_>) -> Result<Never, InitError> {
         });
     }
 
-    // A fresh session keyring: the caller's keys are not the container's.
-    if let Some(name) = &ctx.session_keyring {
-        // SAFETY: KEYCTL_JOIN_SESSION_KEYRING takes a NUL-terminated name that outlives the
-        // call; the other arguments are unused.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_keyctl,
-                1, /* KEYCTL_JOIN_SESSION_KEYRING */
-                name.as_ptr(),
-                0,
-                0,
-                0,
-            )
-        };
-        // ENOSYS/EACCES: keyrings unavailable or refused (e.g. a restrictive seccomp on the
-        // host); runc ignores that too, the container then simply shares no new keyring.
-        match nix::errno::Errno::result(r) {
-            Ok(_) | Err(nix::Error::ENOSYS) | Err(nix::Error::EACCES) | Err(nix::Error::EPERM) => {}
-            Err(e) => return Err(sys("keyctl(JOIN_SESSION_KEYRING)")(e)),
-        }
-    }
-
     // 3. UTS names.
     namespaces::set_uts(plan.hostname.as_deref(), plan.domainname.as_deref())
         .map_err(sys("sethostname/setdomainname"))?;
@@ -203,7 +184,7 @@ fn setup_and_exec(ctx: &InitContext<'_>) -> Result<Never, InitError> {
     crate::security::apply_before_pivot(&plan.spec, &plan.rootfs)?;
     // The seccomp filter is compiled now and loaded last; a NOTIFY agent is connected now,
     // while linux.seccomp.listenerPath on the host is still reachable.
-    let mut seccomp = crate::security::prepare_seccomp(&plan.spec)?;
+    let seccomp = crate::security::prepare_seccomp(&plan.spec)?;
     // Lifecycle (issue 3): createContainer hooks, inside the container's namespaces and before
     // pivot_root, so their paths still resolve in the runtime's filesystem (spec). The host's
     // /proc is still mounted here: `self` names our pid as the host sees it.
@@ -230,76 +211,41 @@ fn setup_and_exec(ctx: &InitContext<'_>) -> Result<Never, InitError> {
         mounter.pivot()?;
     }
     rootfs::finish_root(plan)?;
-    // Lifecycle step (issue 3): the terminal, from the container's own devpts, while still root.
-    if let Some(sock) = &ctx.console {
-        let size = plan
-            .spec
-            .process()
-            .as_ref()
-            .and_then(|p| p.console_size())
-            .map(|b| {
-                let clamp = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
-                (clamp(b.height()), clamp(b.width()))
-            });
-        crate::console::setup_in_container(sock, size)?;
-    }
+    // 5-7. The steps every container process shares with `exec` (finish.rs): keyring,
+    //      terminal or new session, rlimits, personality, capabilities and the uid switch,
+    //      the cwd check, no_new_privs, fds close-on-exec; then Ready and the wait for
+    //      `start`; then AppArmor and seccomp, last, and execve.
+    let console_size = plan
+        .spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.console_size())
+        .map(|b| {
+            let clamp = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+            (clamp(b.height()), clamp(b.width()))
+        });
+    let finish = ProcessFinish {
+        process: &plan.process,
+        spec: &plan.spec,
+        container_id: ctx.container_id,
+        bundle: &plan.bundle,
+        setgroups_denied,
+        session_keyring: ctx.session_keyring.as_deref(),
+        console: ctx.console.as_ref().map(|sock| (sock, console_size)),
+        seccomp,
+        preserve_fds: ctx.preserve_fds,
+        default_umask: original_umask,
+    };
+    finish.exec(|| wait_for_start(ctx, &hook_state))
+}
 
-    // 5. Process attributes, while still root of the namespace.
-    process::set_rlimits(&plan.process)?;
-    // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it now, before the
-    // capabilities go (runc does the same); otherwise it is loaded last, just before execve.
-    if !plan.process.no_new_privileges {
-        if let Some(step) = seccomp.take() {
-            step.install(&plan.spec, "", &plan.bundle)?;
-        }
-    }
-    // Capabilities: bounding set + PR_SET_KEEPCAPS before the uid switch (setuid away from 0
-    // would clear the permitted set), capset and the ambient set after it.
-    let caps = crate::security::capability_plan(&plan.spec)?;
-    caps.before_user_switch()
-        .map_err(crate::security::SecurityError::from)?;
-    process::switch_user(&plan.process, setgroups_denied)?;
-    caps.after_user_switch()
-        .map_err(crate::security::SecurityError::from)?;
-    nix::unistd::chdir(&plan.process.cwd).map_err(|source| {
-        InitError::Process(ProcessError::Sys {
-            field: "process.cwd".into(),
-            source,
-        })
-    })?;
-    // The cwd must lie inside the new root (CVE-2024-21626: a cwd reached through a leaked fd
-    // of the host). The kernel marks a cwd outside the root "(unreachable)", which getcwd
-    // reports as ENOENT.
-    match nix::unistd::getcwd() {
-        Ok(cwd) if cwd.is_absolute() => {}
-        Ok(_) | Err(_) => {
-            return Err(InitError::Process(ProcessError::Sys {
-                field: "process.cwd".into(),
-                source: nix::Error::ENOENT,
-            }))
-        }
-    }
-    if plan.process.no_new_privileges {
-        nix::sys::prctl::set_no_new_privs().map_err(sys("prctl(PR_SET_NO_NEW_PRIVS)"))?;
-    }
-
-    // 6. Resolve the executable inside the container, prepare argv/envp.
-    let exe = process::c_path(&process::find_executable(&plan.process)?)?;
-    let argv = process::c_strings("process.args", &plan.process.args)?;
-    let envp = process::c_strings("process.env", &plan.process.env)?;
-    process::set_umask(&plan.process, original_umask);
-    reset_signals()?;
-    // Every fd above stderr becomes close-on-exec: nothing of the runtime (state dir lock,
-    // sync socket, exec fifo, namespace fds, anything the caller leaked to us) reaches the
-    // workload. Lifecycle issue (3): --preserve-fds / LISTEN_FDS start above 2 and are
-    // excluded here.
-    // SAFETY: close_range only changes fd flags; no pointers involved.
-    let first = 3u32.saturating_add(ctx.preserve_fds);
-    let r = unsafe { libc::close_range(first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as i32) };
-    nix::errno::Errno::result(r).map_err(sys("close_range(CLOEXEC)"))?;
+/// Reports Ready, blocks until `start` writes the exec fifo, then runs the startContainer
+/// hooks (in the container: paths resolve inside it). A hook failure ends the init.
+fn wait_for_start(
+    ctx: &InitContext<'_>,
+    hook_state: &dyn Fn(&str) -> Vec<u8>,
+) -> Result<(), InitError> {
     ctx.sync.send(&Msg::Ready)?;
-
-    // 7. Block until `start` writes the exec fifo.
     let mut byte = [0u8; 1];
     loop {
         match nix::unistd::read(&ctx.exec_fifo, &mut byte) {
@@ -314,22 +260,11 @@ fn setup_and_exec(ctx: &InitContext<'_>) -> Result<Never, InitError> {
             Err(e) => return Err(sys("read exec fifo")(e)),
         }
     }
-    // Lifecycle (issue 3): startContainer hooks, in the container (paths resolve inside it),
-    // after `start` and before the workload runs. A failure ends the init: the container stops.
-    if let Some(hooks) = plan.spec.hooks() {
+    if let Some(hooks) = ctx.plan.spec.hooks() {
         let kind = crate::hooks::HookKind::StartContainer;
         crate::hooks::run_hooks(kind, Some(hooks), &hook_state("created"))?;
     }
-    // AppArmor's exec transition, then the seccomp filter: the last step before execve.
-    crate::security::apply_apparmor(&plan.spec)?;
-    if let Some(step) = seccomp {
-        step.install(&plan.spec, "", &plan.bundle)?;
-    }
-    let err = nix::unistd::execve(&exe, &argv, &envp).unwrap_err();
-    Err(InitError::Sys {
-        what: "execve",
-        source: err,
-    })
+    Ok(())
 }
 
 /// The parent moves the init into the container's cgroup after `Go`, while the init already
@@ -367,40 +302,4 @@ impl CgroupPlacement<'_> {
         self.done.set(true);
         Ok(())
     }
-}
-
-/// Default dispositions and an empty signal mask for the workload. Rust's runtime ignores
-/// SIGPIPE and `run` blocks the signals it forwards; ignored and blocked signals would
-/// otherwise survive execve.
-fn reset_signals() -> Result<(), InitError> {
-    let dfl = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
-    for sig in Signal::iterator() {
-        if sig == Signal::SIGKILL || sig == Signal::SIGSTOP {
-            continue;
-        }
-        // SAFETY: installing SIG_DFL has no handler code to be unsafe about.
-        let _ = unsafe { sigaction(sig, &dfl) };
-    }
-    SigSet::empty()
-        .thread_set_mask()
-        .map_err(sys("sigprocmask"))?;
-    Ok(())
-}
-
-/// Closes every fd not in `keep` (close_range over the gaps).
-fn close_fds_except(keep: &mut [RawFd]) {
-    keep.sort_unstable();
-    let mut next: u32 = 0;
-    for &fd in keep.iter() {
-        let Ok(fd) = u32::try_from(fd) else { continue };
-        if fd > next {
-            // SAFETY: closes fds of this (child) process. Objects owning them live only in
-            // the parent's stack frames copied by clone, which the child never returns to or
-            // drops (it execs or _exits); the fds the init uses are in `keep`.
-            unsafe { libc::close_range(next, fd - 1, 0) };
-        }
-        next = fd.saturating_add(1);
-    }
-    // SAFETY: as above, for everything above the highest kept fd.
-    unsafe { libc::close_range(next, u32::MAX, 0) };
 }

@@ -6,6 +6,7 @@
 //! | module | side | responsibility |
 //! |---|---|---|
 //! | [`spec`] | runtime | parse + validate config.json into a [`spec::Plan`] before anything is created |
+//! | [`fsopts`] | runtime | filesystem options checked by the kernel's own parser (fsopen/fsconfig) before anything exists |
 //! | [`spec_template`] | runtime | the default config.json of `nanoclaw spec` |
 //! | [`state`] | runtime | state dir per container under --root, OCI state JSON, locking |
 //! | [`container`] | runtime | create / start / delete / run orchestration, unwinding on failure |
@@ -13,6 +14,7 @@
 //! | [`sync`] | both | the parent/child socket protocol |
 //! | [`init`] | container | the init's setup sequence, in order, up to execve |
 //! | [`rootfs`] | container | mounts resolved inside the rootfs, pivot_root, readonly root |
+//! | [`tmpcopyup`] | container | `tmpcopyup`: the image directory's content copied into a new tmpfs |
 //! | [`devices`] | container | default devices, /dev symlinks, linux.devices |
 //! | [`process`] | container | rlimits, oomScoreAdj, user/groups, umask, cwd, executable lookup |
 //! | [`log`] | runtime | runc-style --log/--log-format error records |
@@ -25,6 +27,8 @@
 //! | [`cgroup`] | runtime | the container's cgroup: validate, create before the clone, remove on delete/unwind (nanoclaw-cgroups) |
 //! | [`update`] | runtime | `update`: runc's resource flags or `-r resources.json` applied to the live cgroup |
 //! | [`events`] | runtime | `events`: stats every --interval and OOM events as runc's JSON lines; `--stats` |
+//! | [`finish`] | container | the last steps every container process takes (init and exec): keyring, session, caps, cwd check, seccomp, execve |
+//! | [`stdio`] | runtime | the caller's terminal never reaches a process without its own: pipe relay or /dev/null |
 //! | [`exec`] | both | `exec`: a new process joining the container's namespaces, cgroup and settings |
 //! | [`testpoint`] | runtime | named SIGKILL crash points for the crash-safety tests |
 //! | [`ops`] | runtime | state / kill (pidfd) / list / ps / pause / resume on an existing container |
@@ -33,6 +37,7 @@
 //! | [`masked_paths`] | container | linux.maskedPaths / readonlyPaths, race-free through O_PATH fds |
 //! | [`sysctl`] | both | linux.sysctl: namespaced keys only; written beneath the container's /proc/sys |
 //! | [`personality`] | both | linux.personality |
+//! | [`rootless`] | runtime | rootless detection as runc's "auto" (euid, user namespace), default --root |
 //! | [`check`] | runtime | `nanoclaw check`: the host's isolation features |
 //! | [`sealed_exe`] | runtime | re-exec from a read-only clone (root) or sealed memfd copy (rootless) of the binary (CVE-2019-5736) |
 //!
@@ -51,6 +56,8 @@ pub mod devices;
 pub mod events;
 pub mod exec;
 pub mod features;
+pub mod finish;
+pub mod fsopts;
 pub mod hooks;
 pub mod init;
 pub mod list;
@@ -61,15 +68,18 @@ pub mod ops;
 pub mod personality;
 pub mod process;
 pub mod rootfs;
+pub mod rootless;
 pub mod sealed_exe;
 pub mod security;
 pub mod signal;
 pub mod spec;
 pub mod spec_template;
 pub mod state;
+pub mod stdio;
 pub mod sync;
 pub mod sysctl;
 pub mod testpoint;
+pub mod tmpcopyup;
 pub mod update;
 
 pub use container::{create, delete, run, start, ContainerError, CreateOptions};

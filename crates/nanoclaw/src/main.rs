@@ -185,7 +185,7 @@ fn main() {
     let root = cli
         .root
         .clone()
-        .unwrap_or_else(|| nanoclaw::state::default_root(nix::unistd::geteuid().as_raw()));
+        .unwrap_or_else(nanoclaw::rootless::default_root);
     let format = match cli.log_format {
         Format::Text => LogFormat::Text,
         Format::Json => LogFormat::Json,
@@ -409,6 +409,7 @@ fn create_options(
         preserve_fds,
         no_new_keyring,
         no_pivot,
+        relay_stdio: false,
     })
 }
 

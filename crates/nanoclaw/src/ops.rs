@@ -20,13 +20,17 @@ use crate::state::{self, State, StateDir, StateError, Status};
 pub enum OpsError {
     #[error(transparent)]
     State(#[from] StateError),
-    #[error("container {id:?} is not running")]
+    /// Starts with runc's wording: containerd's runc shim treats a kill error containing
+    /// `container not running` as "process already finished" (a pod stop relies on it).
+    #[error("container not running: container {id:?} has no live init")]
     NotRunning { id: String },
-    #[error("container {id:?} is {status}: {what}")]
+    /// `runc_says` is runc's own message for the refusal (`container not running`,
+    /// `container not paused`), which engines may match.
+    #[error("{runc_says}: container {id:?} is {status}")]
     WrongStatus {
         id: String,
         status: &'static str,
-        what: &'static str,
+        runc_says: &'static str,
     },
     #[error("signal {signal} to container {id:?} (pid {pid}): {source}")]
     Signal {
@@ -53,6 +57,18 @@ pub fn status_name(s: Status) -> &'static str {
         Status::Running => "running",
         Status::Paused => "paused",
         Status::Stopped => "stopped",
+    }
+}
+
+/// runc's refusal of `start` on a container that is not `created` (its wording, which engines
+/// may match).
+pub fn start_refusal(s: Status) -> &'static str {
+    match s {
+        Status::Running => "cannot start an already running container",
+        Status::Stopped => "cannot start a container that has stopped",
+        Status::Paused => "cannot start a container in the paused state",
+        Status::Creating => "cannot start a container in the creating state",
+        Status::Created => "cannot start a container in the created state",
     }
 }
 
@@ -131,7 +147,7 @@ pub fn hook_state_json(dir: &StateDir, st: &State) -> Vec<u8> {
     .unwrap_or_default()
 }
 
-fn pidfd_open(pid: i32) -> nix::Result<OwnedFd> {
+pub(crate) fn pidfd_open(pid: i32) -> nix::Result<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1; no pointers.
     let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     let fd = nix::errno::Errno::result(r)?;
@@ -140,7 +156,7 @@ fn pidfd_open(pid: i32) -> nix::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-fn pidfd_send_signal(fd: &OwnedFd, sig: i32) -> nix::Result<()> {
+pub(crate) fn pidfd_send_signal(fd: &OwnedFd, sig: i32) -> nix::Result<()> {
     // SAFETY: pidfd_send_signal(fd, sig, NULL, 0): a null siginfo is allowed (the kernel fills
     // in a kill(2)-like one); fd is a live pidfd.
     let r = unsafe {
@@ -273,24 +289,16 @@ fn freeze_or_thaw(root: &Path, id: &str, freeze: bool) -> Result<(), OpsError> {
     let dir = StateDir::open(root, id)?;
     let mut st = dir.load()?;
     let status = status_of(&dir, &st);
-    let (want, next, what) = if freeze {
-        (
-            Status::Running,
-            Status::Paused,
-            "only a running container can be paused",
-        )
+    let (want, next, runc_says) = if freeze {
+        (Status::Running, Status::Paused, "container not running")
     } else {
-        (
-            Status::Paused,
-            Status::Running,
-            "only a paused container can be resumed",
-        )
+        (Status::Paused, Status::Running, "container not paused")
     };
     if status != want {
         return Err(OpsError::WrongStatus {
             id: id.to_string(),
             status: status_name(status),
-            what,
+            runc_says,
         });
     }
     let cg = |msg: String| OpsError::Cgroup {
@@ -425,6 +433,7 @@ mod tests {
             rootless: false,
             rootfs: "/b/rootfs".into(),
             created: String::new(),
+            no_new_keyring: false,
         };
         assert!(matches!(
             signal_init(&st, 0),

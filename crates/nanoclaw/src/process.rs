@@ -20,6 +20,11 @@ pub enum ProcessError {
     OomScoreAdj(std::io::Error),
     #[error("process.args[0]: {name:?}: executable file not found in $PATH")]
     NotFound { name: String },
+    /// runc's (Go's exec.LookPath) wording: podman maps "permission denied" to exit 126.
+    #[error(
+        "process.args[0]: {name:?}: permission denied (a directory or a file without execute bits)"
+    )]
+    NotExecutable { name: String },
     #[error("{field}: contains NUL")]
     Nul { field: String },
 }
@@ -107,8 +112,13 @@ pub fn find_executable(p: &ProcessPlan) -> Result<PathBuf, ProcessError> {
     if name.contains('/') {
         // Checked here (as runc does at create) so a missing program fails `create`, where
         // engines report it, rather than the workload's start.
-        if std::fs::metadata(name).is_err() {
+        let Ok(m) = std::fs::metadata(name) else {
             return Err(ProcessError::NotFound {
+                name: name.to_string(),
+            });
+        };
+        if m.is_dir() || m.permissions().mode() & 0o111 == 0 {
+            return Err(ProcessError::NotExecutable {
                 name: name.to_string(),
             });
         }

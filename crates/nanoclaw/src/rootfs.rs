@@ -33,6 +33,11 @@ pub enum RootfsError {
     BadDestination { field: String, path: PathBuf },
     #[error("{field}: {why}")]
     Unsupported { field: String, why: String },
+    #[error("{field}: tmpcopyup: {source}")]
+    CopyUp {
+        field: String,
+        source: crate::tmpcopyup::CopyUpError,
+    },
 }
 
 fn sys(what: impl Into<String>) -> impl FnOnce(nix::Error) -> RootfsError {
@@ -262,6 +267,7 @@ impl<'a> RootfsMounter<'a> {
                     m.remount_flags(),
                 )?;
             }
+            MountKind::Fs { fstype } if fstype == "tmpfs" => self.mount_tmpfs(m)?,
             MountKind::Fs { fstype } => {
                 let target = self.resolve(&m.field, &m.destination, Some(Create::Dir))?;
                 let source = m
@@ -311,6 +317,105 @@ impl<'a> RootfsMounter<'a> {
                 )
                 .map_err(sys(format!("{}: propagation {p:?}", m.field)))?;
             }
+        }
+        Ok(())
+    }
+
+    /// A tmpfs over a directory the image has takes that directory's mode (`mode=` ahead of
+    /// the config's own options, so a `mode=` there still wins), as runc does; with
+    /// `tmpcopyup` the directory's content is copied in (see [`crate::tmpcopyup`]). A copy-up
+    /// tmpfs is mounted writable and remounted read-only after the copy if `ro` was asked.
+    fn mount_tmpfs(&self, m: &MountPlan) -> Result<(), RootfsError> {
+        let existing = match open_in_root(self.root_fd()?, &m.destination) {
+            Ok(fd) => Some(fd),
+            Err(Errno::ENOENT) => None,
+            Err(e) => {
+                return Err(sys(format!(
+                    "{}: resolve {}",
+                    m.field,
+                    m.destination.display()
+                ))(e))
+            }
+        };
+        let existed = existing.is_some();
+        let target = match existing {
+            Some(fd) => fd,
+            None => self.resolve(&m.field, &m.destination, Some(Create::Dir))?,
+        };
+        let st = nix::sys::stat::fstat(&target).map_err(sys(format!(
+            "{}: stat {}",
+            m.field,
+            m.destination.display()
+        )))?;
+        let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+        let mut data = m.data.clone();
+        let mut copy_from = None;
+        // A directory created just now has nothing to copy and no mode of its own to keep:
+        // the tmpfs keeps the kernel's 1777, as with runc.
+        if existed && is_dir {
+            let mode = format!("mode={:04o}", st.st_mode & 0o7777);
+            data = Some(match data {
+                Some(d) => format!("{mode},{d}"),
+                None => mode,
+            });
+            if m.copy_up {
+                // Opened before the tmpfs covers it: this fd still reads the image's directory.
+                let fd = nix::fcntl::openat(
+                    &target,
+                    ".",
+                    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(sys(format!(
+                    "{}: tmpcopyup: open {}",
+                    m.field,
+                    m.destination.display()
+                )))?;
+                copy_from = Some(fd);
+            }
+        }
+        let flags = if copy_from.is_some() {
+            m.flags - MsFlags::MS_RDONLY
+        } else {
+            m.flags
+        };
+        let source = m.source.clone().unwrap_or_else(|| PathBuf::from("tmpfs"));
+        mount(
+            Some(source.as_path()),
+            fd_path(&target).as_path(),
+            Some("tmpfs"),
+            flags,
+            data.as_deref(),
+        )
+        .map_err(sys(format!(
+            "{}: mount tmpfs on {} (options {:?})",
+            m.field,
+            m.destination.display(),
+            data.as_deref().unwrap_or("")
+        )))?;
+        let Some(src) = copy_from else {
+            return Ok(());
+        };
+        let mounted = self.reresolve(&m.field, &m.destination)?;
+        let dst = nix::fcntl::openat(
+            &mounted,
+            ".",
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(sys(format!(
+            "{}: tmpcopyup: open the new tmpfs on {}",
+            m.field,
+            m.destination.display()
+        )))?;
+        crate::tmpcopyup::copy_dir_contents(&src, &dst, &m.destination).map_err(|e| {
+            RootfsError::CopyUp {
+                field: m.field.clone(),
+                source: e,
+            }
+        })?;
+        if m.flags.contains(MsFlags::MS_RDONLY) {
+            remount(&m.field, &fd_path(&mounted), m.remount_flags())?;
         }
         Ok(())
     }

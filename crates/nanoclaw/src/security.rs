@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | `linux.sysctl` | [`crate::sysctl`] | rootfs complete, before pivot_root, through the container's /proc |
 //! | `linux.maskedPaths`, `linux.readonlyPaths` | [`crate::masked_paths`] | right after sysctl |
-//! | `linux.personality` | [`crate::personality`] | right after the paths |
+//! | `linux.personality` | [`crate::personality`] | finish.rs, before the uid switch (init and exec) |
 //! | `process.capabilities` | [`crate::capabilities`] | bounding + keepcaps before the uid switch, the rest after |
 //! | `process.apparmorProfile` | here | just before execve |
 //! | `linux.seccomp` | `nanoclaw-seccomp` | last, just before execve (before the capability drop when `noNewPrivileges` is false, since loading a filter then needs CAP_SYS_ADMIN) |
@@ -159,7 +159,7 @@ pub fn capability_plan(spec: &Spec) -> Result<CapabilityPlan, SecurityError> {
 
 /// Before pivot_root, with the container's mounts complete under `rootfs`: sysctl (through the
 /// container's /proc/sys, before readonlyPaths freezes it), then read-only and masked paths,
-/// then the personality.
+/// (The personality is applied by finish.rs, for the init and exec'd processes alike.)
 pub fn apply_before_pivot(spec: &Spec, rootfs: &Path) -> Result<(), SecurityError> {
     let linux = spec.linux().as_ref();
     sysctl::apply(linux.and_then(|l| l.sysctl().as_ref()), rootfs)?;
@@ -172,9 +172,6 @@ pub fn apply_before_pivot(spec: &Spec, rootfs: &Path) -> Result<(), SecurityErro
             .and_then(|l| l.readonly_paths().as_deref())
             .unwrap_or_default(),
     )?;
-    if let Some(value) = personality::plan(linux.and_then(|l| l.personality().as_ref()))? {
-        personality::apply(value)?;
-    }
     Ok(())
 }
 
@@ -226,6 +223,11 @@ pub fn prepare_seccomp(spec: &Spec) -> Result<Option<SeccompStep>, SecurityError
 }
 
 impl SeccompStep {
+    /// The NOTIFY agent connection, which a freshly forked exec child must keep open.
+    pub fn agent_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.agent.as_ref().map(std::os::fd::AsRawFd::as_raw_fd)
+    }
+
     /// Loads the filter; with NOTIFY rules, hands the listener fd to the agent and closes it.
     /// `id` and `bundle` go into the state the agent receives.
     pub fn install(self, spec: &Spec, id: &str, bundle: &Path) -> Result<(), SecurityError> {

@@ -110,6 +110,9 @@ pub struct MountPlan {
     pub propagation: Vec<MsFlags>,
     /// Filesystem data options (`mode=755,size=65536k`), comma-joined.
     pub data: Option<String>,
+    /// `tmpcopyup` (tmpfs only): the directory's content in the image is copied into the new
+    /// tmpfs, owners and modes kept, as runc does (podman's `--read-only` and `--tmpfs`).
+    pub copy_up: bool,
 }
 
 impl MountPlan {
@@ -195,6 +198,11 @@ pub struct Plan {
 /// Reads and validates `<bundle>/config.json`. `euid` is the runtime's effective uid (rootless
 /// needs a user namespace).
 pub fn load(bundle: &Path, euid: u32) -> Result<Plan, SpecError> {
+    load_with_source(bundle, euid).map(|(plan, _)| plan)
+}
+
+/// [`load`], also returning the exact bytes that were validated (the state's config snapshot).
+pub fn load_with_source(bundle: &Path, euid: u32) -> Result<(Plan, Vec<u8>), SpecError> {
     let bundle_abs = std::path::absolute(bundle).map_err(|source| SpecError::Bundle {
         path: bundle.to_path_buf(),
         source,
@@ -202,7 +210,7 @@ pub fn load(bundle: &Path, euid: u32) -> Result<Plan, SpecError> {
     let config = bundle_abs.join("config.json");
     let bytes = read_bounded(&config)?;
     let spec = parse(&config, &bytes)?;
-    validate(&bundle_abs, spec, euid)
+    Ok((validate(&bundle_abs, spec, euid)?, bytes))
 }
 
 fn read_bounded(path: &Path) -> Result<Vec<u8>, SpecError> {
@@ -596,9 +604,20 @@ fn mount_plan(
     let mut flags = MsFlags::empty();
     let mut propagation = Vec::new();
     let mut data = Vec::new();
+    // `options[j]` index of each `data` entry, to name a refused one.
+    let mut data_index = Vec::new();
     let mut bind = None;
+    let mut copy_up = None;
     for (j, opt) in m.options().iter().flatten().enumerate() {
         let (set, clear) = match opt.as_str() {
+            "tmpcopyup" => {
+                copy_up = Some(j);
+                continue;
+            }
+            "notmpcopyup" => {
+                copy_up = None;
+                continue;
+            }
             "defaults" | "rw" => (MsFlags::empty(), MsFlags::MS_RDONLY),
             "ro" => (MsFlags::MS_RDONLY, MsFlags::empty()),
             "nosuid" => (MsFlags::MS_NOSUID, MsFlags::empty()),
@@ -643,9 +662,15 @@ fn mount_plan(
                     propagation.push(p);
                 } else if other.is_empty() || other.contains(',') || other.contains('\0') {
                     return Err(field(format!("{f}.options[{j}]"), "invalid option"));
+                } else if let Some(why) = runtime_only_option(other) {
+                    return Err(field(
+                        format!("{f}.options[{j}]"),
+                        format!("{other}: {why}"),
+                    ));
                 } else {
                     // Unknown to the VFS layer: a filesystem option (mode=755, size=..., newinstance).
                     data.push(other.to_string());
+                    data_index.push(j);
                 }
                 continue;
             }
@@ -653,6 +678,14 @@ fn mount_plan(
         flags = (flags | set) & !clear;
     }
     let typ = m.typ().as_deref().unwrap_or("");
+    if let Some(j) = copy_up {
+        if typ != "tmpfs" || bind.is_some() {
+            return Err(field(
+                format!("{f}.options[{j}]"),
+                "tmpcopyup applies to tmpfs mounts only",
+            ));
+        }
+    }
     let kind = match (typ, bind) {
         ("bind", recursive) | ("" | "none", recursive @ Some(_)) => {
             let recursive = recursive.unwrap_or(false);
@@ -685,6 +718,7 @@ fn mount_plan(
                 flags,
                 propagation,
                 data: None,
+                copy_up: false,
             });
         }
         ("", None) => return Err(field(format!("{f}.type"), "missing (and no bind option)")),
@@ -698,6 +732,15 @@ fn mount_plan(
             }
             if t == "none" {
                 return Err(field(format!("{f}.type"), "\"none\" without a bind option"));
+            }
+            // The filesystem's own parser judges its options now, before anything exists.
+            let opts: Vec<&str> = data.iter().map(String::as_str).collect();
+            if let Err(r) = crate::fsopts::check(t, &opts) {
+                let j = data_index.get(r.index).copied().unwrap_or(r.index);
+                return Err(field(
+                    format!("{f}.options[{j}]"),
+                    format!("{}: {}", opts.get(r.index).unwrap_or(&""), r.reason),
+                ));
             }
             MountKind::Fs {
                 fstype: t.to_string(),
@@ -722,16 +765,46 @@ fn mount_plan(
         } else {
             Some(data.join(","))
         },
+        copy_up: copy_up.is_some(),
     })
+}
+
+/// Options that engines or mount(8) understand but that are neither a mount(2) flag nor a
+/// filesystem option: passed on as filesystem data they would fail the mount with a bare
+/// EINVAL (or, worse, be taken by a filesystem with a different meaning). Returns why each
+/// is refused; `None` for anything else (a filesystem option such as `size=64m`).
+fn runtime_only_option(opt: &str) -> Option<&'static str> {
+    let name = opt.split_once('=').map_or(opt, |(k, _)| k);
+    let why = match name {
+        "rro" | "rrw" | "rnosuid" | "rsuid" | "rnodev" | "rdev" | "rnoexec" | "rexec"
+        | "rnodiratime" | "rdiratime" | "rrelatime" | "rnorelatime" | "rnoatime" | "ratime"
+        | "rstrictatime" | "rnostrictatime" | "rnosymfollow" | "rsymfollow" => {
+            "recursive mount attributes are not supported by nanoclaw"
+        }
+        "idmap" | "ridmap" => "id-mapped mounts are not supported by nanoclaw",
+        "z" | "Z" => "SELinux relabeling is an engine option (nanoclaw has no LSM support)",
+        "U" | "copy" | "nocopy" if opt == name => {
+            "an engine (podman/docker) volume option, not a runtime mount option"
+        }
+        "auto" | "noauto" | "user" | "nouser" | "users" | "owner" | "group" | "nofail"
+        | "_netdev" | "comment" | "loop" => "a mount(8)/fstab option, not a mount(2) option",
+        _ if name.starts_with("x-") || name.starts_with("X-") => {
+            "a userspace (x-*) option, not a mount(2) option"
+        }
+        _ => return None,
+    };
+    Some(why)
 }
 
 fn device_plan(i: usize, d: &oci_spec::runtime::LinuxDevice) -> Result<DevicePlan, SpecError> {
     let f = format!("linux.devices[{i}]");
+    // Anywhere in the rootfs, as runc allows (`ctr run --device /srv/x` makes the container
+    // path the host path); the node is made by a RESOLVE_IN_ROOT walk, so it stays inside.
     let path = container_path(&format!("{f}.path"), d.path())?;
-    if !path.starts_with("/dev") {
+    if path == Path::new("/") {
         return Err(field(
             format!("{f}.path"),
-            "devices must be created under /dev",
+            "a device cannot replace the rootfs /",
         ));
     }
     let kind = match d.typ() {
@@ -753,10 +826,7 @@ fn device_plan(i: usize, d: &oci_spec::runtime::LinuxDevice) -> Result<DevicePla
     };
     let major = num(d.major(), "major")?;
     let minor = num(d.minor(), "minor")?;
-    let mode = d.file_mode().unwrap_or(0o666);
-    if mode & !0o7777 != 0 {
-        return Err(field(format!("{f}.fileMode"), "has bits outside 07777"));
-    }
+    let mode = device_mode(&f, kind, d.file_mode())?;
     Ok(DevicePlan {
         field: f,
         path,
@@ -767,6 +837,39 @@ fn device_plan(i: usize, d: &oci_spec::runtime::LinuxDevice) -> Result<DevicePla
         uid: d.uid(),
         gid: d.gid(),
     })
+}
+
+/// `linux.devices[].fileMode`: the permission bits of the node (default 0666). Engines copy
+/// the host node's whole `st_mode` here (podman writes 0o20660 for a character device), so
+/// file-type bits are accepted as runc does; runc drops them silently and lets `type` decide,
+/// while here they must at least agree with `type` (a block-device or regular-file mode on a
+/// `"c"` entry is a contradiction in the config, not something to guess about).
+fn device_mode(f: &str, kind: DeviceKind, mode: Option<u32>) -> Result<u32, SpecError> {
+    const S_IFMT: u32 = 0o170000;
+    let Some(mode) = mode else {
+        return Ok(0o666);
+    };
+    let type_bits = mode & S_IFMT;
+    let expected = match kind {
+        DeviceKind::Char => 0o020000,
+        DeviceKind::Block => 0o060000,
+        DeviceKind::Fifo => 0o010000,
+    };
+    if mode & !(S_IFMT | 0o7777) != 0 {
+        return Err(field(
+            format!("{f}.fileMode"),
+            format!("{mode:#o} has bits outside the file type and 07777"),
+        ));
+    }
+    if type_bits != 0 && type_bits != expected {
+        return Err(field(
+            format!("{f}.fileMode"),
+            format!(
+                "{mode:#o} has file-type bits {type_bits:#o} that contradict `type` (expected {expected:#o} or none)"
+            ),
+        ));
+    }
+    Ok(mode & 0o7777)
 }
 
 fn rlimit_resource(t: PosixRlimitType) -> Resource {
@@ -830,6 +933,27 @@ fn process_plan(
         return Err(field("process.user.username", "is for Windows only"));
     }
     let gids = user.additional_gids().clone().unwrap_or_default();
+    // (uid_t)-1 means "leave unchanged" to setresuid/setresgid/chown: the process would keep
+    // the runtime's ids (root) instead of switching.
+    let unchanged = u32::MAX;
+    if user.uid() == unchanged {
+        return Err(field(
+            "process.user.uid",
+            "4294967295 (-1) is not a valid id",
+        ));
+    }
+    if user.gid() == unchanged {
+        return Err(field(
+            "process.user.gid",
+            "4294967295 (-1) is not a valid id",
+        ));
+    }
+    if let Some(i) = gids.iter().position(|g| *g == unchanged) {
+        return Err(field(
+            format!("process.user.additionalGids[{i}]"),
+            "4294967295 (-1) is not a valid id",
+        ));
+    }
     if ns.creates(CloneFlags::CLONE_NEWUSER) {
         if !is_mapped(uid_maps, user.uid()) {
             return Err(field(

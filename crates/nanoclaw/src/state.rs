@@ -15,14 +15,16 @@ use serde::{Deserialize, Serialize};
 
 pub const STATE_FILE: &str = "state.json";
 pub const EXEC_FIFO: &str = "exec.fifo";
+/// The bundle's config.json as validated at create; `exec` plans from it (as runc does).
+pub const CONFIG_SNAPSHOT: &str = "config.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("invalid container id {id:?}: {why}")]
     InvalidId { id: String, why: &'static str },
-    #[error("container {id:?} already exists (state dir {dir})")]
+    #[error("container with given ID already exists: {id:?} (state dir {dir})")]
     Exists { id: String, dir: PathBuf },
-    #[error("container {id:?} does not exist (no state dir under {root})")]
+    #[error("container does not exist: {id:?} (no state dir under {root})")]
     NotFound { id: String, root: PathBuf },
     #[error("state of container {id:?}: {path}: {source}")]
     Io {
@@ -74,6 +76,9 @@ pub struct State {
     /// Creation time, RFC 3339 UTC with nanoseconds (runc's `created`).
     #[serde(rename = "nanoclawCreated", default)]
     pub created: String,
+    /// `--no-new-keyring` at create: exec'd processes keep the caller's session keyring too.
+    #[serde(rename = "nanoclawNoNewKeyring", default)]
+    pub no_new_keyring: bool,
 }
 
 /// Checks a container id like runc does: non-empty, at most 1024 bytes, `[A-Za-z0-9_+.-]`,
@@ -122,7 +127,7 @@ impl StateDir {
         };
         std::fs::DirBuilder::new()
             .recursive(true)
-            .mode(0o711)
+            .mode(0o700)
             .create(root)
             .map_err(|e| io(root, e))?;
         // The default rootless --root may be under a shared /tmp: refuse a root directory
@@ -142,7 +147,8 @@ impl StateDir {
             ));
         }
         let dir = root.join(id);
-        match std::fs::DirBuilder::new().mode(0o711).create(&dir) {
+        // 0700: the records (hook environments, the config) are the container owner's only.
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 return Err(StateError::Exists {
@@ -208,31 +214,40 @@ impl StateDir {
         self.dir.join(EXEC_FIFO)
     }
 
-    /// Atomically replaces state.json (write to a temp file, fsync-free rename: the state dir
-    /// lives on tmpfs /run and is rebuilt after a reboot anyway).
-    pub fn save(&self, state: &State) -> Result<(), StateError> {
-        let tmp = self.dir.join(".state.json.tmp");
-        let path = self.dir.join(STATE_FILE);
+    pub fn config_snapshot(&self) -> PathBuf {
+        self.dir.join(CONFIG_SNAPSHOT)
+    }
+
+    /// Writes a private (0600) record file atomically: temp file, then rename.
+    pub fn write_private(&self, name: &str, bytes: &[u8]) -> Result<(), StateError> {
+        let tmp = self.dir.join(format!(".{name}.tmp"));
+        let path = self.dir.join(name);
         let io = |p: &Path, source| StateError::Io {
             id: self.id.clone(),
             path: p.to_path_buf(),
             source,
         };
-        let bytes = serde_json::to_vec(state).map_err(|e| StateError::Corrupt {
-            id: self.id.clone(),
-            path: path.clone(),
-            source: e,
-        })?;
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
-            .mode(0o644)
+            .mode(0o600)
             .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
             .open(&tmp)
             .map_err(|e| io(&tmp, e))?;
-        f.write_all(&bytes).map_err(|e| io(&tmp, e))?;
+        f.write_all(bytes).map_err(|e| io(&tmp, e))?;
         std::fs::rename(&tmp, &path).map_err(|e| io(&path, e))
+    }
+
+    /// Atomically replaces state.json (write to a temp file, fsync-free rename: the state dir
+    /// lives on tmpfs /run and is rebuilt after a reboot anyway).
+    pub fn save(&self, state: &State) -> Result<(), StateError> {
+        let bytes = serde_json::to_vec(state).map_err(|e| StateError::Corrupt {
+            id: self.id.clone(),
+            path: self.dir.join(STATE_FILE),
+            source: e,
+        })?;
+        self.write_private(STATE_FILE, &bytes)
     }
 
     pub fn load(&self) -> Result<State, StateError> {

@@ -69,7 +69,7 @@ pub struct UpdateArgs {
 pub enum UpdateError {
     #[error(transparent)]
     State(#[from] StateError),
-    #[error("container {id:?} is stopped: nothing to update")]
+    #[error("container not running: container {id:?} is stopped, nothing to update")]
     Stopped { id: String },
     #[error("container {id:?} has no cgroup (rootless without cgroup access)")]
     NoCgroup { id: String },

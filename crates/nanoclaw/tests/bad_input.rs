@@ -336,17 +336,72 @@ fn wrong_field_type() {
 }
 
 #[test]
-fn device_outside_dev() {
-    if !root("device_outside_dev") {
+fn device_over_the_rootfs() {
+    if !root("device_over_the_rootfs") {
         return;
     }
     let mut spec = base();
-    spec["linux"]["devices"] = json!([{"path": "/etc/evil", "type": "c", "major": 1, "minor": 3}]);
+    spec["linux"]["devices"] = json!([{"path": "/", "type": "c", "major": 1, "minor": 3}]);
     refused(
-        "device_outside_dev",
+        "device_over_the_rootfs",
         &spec,
-        "`linux.devices[0].path`: devices must be created under /dev",
+        "`linux.devices[0].path`: a device cannot replace the rootfs /",
     );
+}
+
+/// Outside /dev a device node goes into the image's own directory (as runc): an image file
+/// already at that path is never deleted for it; the container is refused, the file kept.
+#[test]
+fn device_over_an_image_file_outside_dev() {
+    if !root("device_over_an_image_file_outside_dev") {
+        return;
+    }
+    let bundle = Bundle::busybox().unwrap();
+    std::fs::write(bundle.rootfs().join("etc/keep"), "image file\n").unwrap();
+    let mut spec = base();
+    spec["linux"]["devices"] = json!([{"path": "/etc/keep", "type": "c", "major": 1, "minor": 3}]);
+    bundle.write_config(&spec).unwrap();
+    refused_in(
+        "device_over_an_image_file_outside_dev",
+        &bundle,
+        "linux.devices[0]: /etc/keep: the image has a file there that is not a device node",
+    );
+    assert_eq!(
+        std::fs::read_to_string(bundle.rootfs().join("etc/keep")).unwrap(),
+        "image file\n"
+    );
+}
+
+/// File-type bits in `fileMode` are accepted when they agree with `type` (run.rs checks that);
+/// a block-device or regular-file type on a `"c"` entry, or bits above the type, are refused.
+#[test]
+fn device_file_mode_contradicting_type() {
+    if !root("device_file_mode_contradicting_type") {
+        return;
+    }
+    for (mode, expect) in [
+        (
+            0o60660,
+            "0o60660 has file-type bits 0o60000 that contradict `type`",
+        ),
+        (
+            0o100644,
+            "0o100644 has file-type bits 0o100000 that contradict `type`",
+        ),
+        (
+            0o220660,
+            "0o220660 has bits outside the file type and 07777",
+        ),
+    ] {
+        let mut spec = base();
+        spec["linux"]["devices"] =
+            json!([{"path": "/dev/x", "type": "c", "major": 1, "minor": 3, "fileMode": mode}]);
+        refused(
+            "device_file_mode_contradicting_type",
+            &spec,
+            &format!("`linux.devices[0].fileMode`: {expect}"),
+        );
+    }
 }
 
 #[test]
@@ -368,16 +423,17 @@ fn failing_mount_in_init_unwinds() {
     if !root("failing_mount_in_init_unwinds") {
         return;
     }
-    // A valid type whose mount fails in the init (bad tmpfs option).
+    // A valid mount that fails in the init: a tmpfs over a file of the image (ENOTDIR).
+    // (A bad filesystem option is refused earlier now, by the filesystem's own parser.)
     let mut spec = base();
     spec["mounts"]
         .as_array_mut()
         .unwrap()
-        .push(json!({"destination": "/bad", "type": "tmpfs", "source": "tmpfs", "options": ["size=notasize"]}));
+        .push(json!({"destination": "/bin/busybox", "type": "tmpfs", "source": "tmpfs", "options": ["size=1m"]}));
     refused(
         "failing_mount_in_init_unwinds",
         &spec,
-        "mounts[7]: mount tmpfs on /bad",
+        "mounts[7]: mount tmpfs on /bin/busybox",
     );
 }
 
@@ -415,4 +471,79 @@ fn no_pivot_with_shared_rootfs_propagation() {
         &["--no-pivot"],
         "linux.rootfsPropagation: a shared or non-recursive propagation keeps the host's mounts shared; --no-pivot needs",
     );
+}
+
+#[test]
+fn uid_minus_one_is_refused() {
+    if !root("uid_minus_one_is_refused") {
+        return;
+    }
+    // (uid_t)-1 means "unchanged" to setresuid: the process would stay root.
+    for (field, user) in [
+        ("process.user.uid", json!({"uid": 4294967295u32, "gid": 0})),
+        ("process.user.gid", json!({"uid": 0, "gid": 4294967295u32})),
+        (
+            "process.user.additionalGids[1]",
+            json!({"uid": 0, "gid": 0, "additionalGids": [5, 4294967295u32]}),
+        ),
+    ] {
+        let mut spec = base();
+        spec["process"]["user"] = user;
+        refused("uid_minus_one_is_refused", &spec, field);
+    }
+}
+
+/// A cgroup record rewritten to name a fake "hierarchy" whose cgroup.procs lists a host
+/// process: `delete --force` refuses the record and the host process lives on.
+#[test]
+fn forged_cgroup_record_is_refused_by_delete() {
+    if !root("forged_cgroup_record_is_refused_by_delete") {
+        return;
+    }
+    let bundle = Bundle::busybox().unwrap();
+    bundle
+        .write_config(&spec_with_args(&["sleep", "100"]))
+        .unwrap();
+    let runtime = Runtime::new(NANOCLAW).unwrap();
+    let id = "forged";
+    create_waiting(&runtime, &bundle, id);
+    let mut victim = std::process::Command::new("sleep")
+        .arg("100")
+        .spawn()
+        .unwrap();
+    let fake = tempfile::tempdir().unwrap();
+    let fake_cg = fake.path().join("victim");
+    std::fs::create_dir(&fake_cg).unwrap();
+    std::fs::write(fake_cg.join("cgroup.procs"), format!("{}\n", victim.id())).unwrap();
+    let record = runtime.root().join(id).join("cgroup.json");
+    let original = std::fs::read(&record).unwrap();
+    let mut cg: Value = serde_json::from_slice(&original).unwrap();
+    let forge = |d: &mut Value| {
+        d["mountpoint"] = json!(fake.path());
+        d["dir"] = json!(fake_cg);
+    };
+    if let Some(v1) = cg["v1"].as_object_mut() {
+        v1.values_mut().for_each(forge);
+    }
+    if cg["unified"].is_object() {
+        forge(&mut cg["unified"]);
+    }
+    std::fs::write(&record, serde_json::to_vec(&cg).unwrap()).unwrap();
+    let out = runtime.command(["delete", "--force", id]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let alive = victim.try_wait().unwrap().is_none();
+    let _ = victim.kill();
+    let _ = victim.wait();
+    assert!(
+        alive,
+        "delete --force killed a host process through a forged record"
+    );
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("not a cgroup hierarchy in the host's mount table"),
+        "{stderr}"
+    );
+    // Restore the real record so the container and its cgroup can be cleaned up.
+    std::fs::write(&record, original).unwrap();
+    delete_leaving_nothing(&runtime, id);
 }

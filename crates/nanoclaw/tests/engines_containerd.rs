@@ -171,6 +171,84 @@ fn ctr_failure_message(runtime: &Path) {
     let _ = ctd.ctr().args(["container", "delete", &id]).output();
 }
 
+/// A task that exits on its own: the shim reports it STOPPED with its exit status; a kill
+/// then is "already finished" (the shim recognises runc's `container not running`, which is
+/// what a Kubernetes pod stop relies on), and `ctr task rm -f` removes it. Nothing is left.
+fn ctr_exited_task(runtime: &Path) {
+    if !ready("containerd exited task") {
+        return;
+    }
+    let ctd = Containerd::start().unwrap();
+    ctd.import_busybox(IMAGE).unwrap();
+    let rt = runtime.to_string_lossy().into_owned();
+    let id = unique_name("exits");
+    run_ok(ctd.ctr().args([
+        "run",
+        "-d",
+        "--runc-binary",
+        &rt,
+        IMAGE,
+        &id,
+        "sh",
+        "-c",
+        "exit 3",
+    ]));
+    assert!(
+        wait_until(Duration::from_secs(10), || task_status(&ctd, &id)
+            .as_deref()
+            == Some("STOPPED")),
+        "task {id} was never reported stopped"
+    );
+    // The kill reaches the runtime, whose refusal the shim maps to "not found".
+    let kill = run(ctd.ctr().args(["task", "kill", "--signal", "SIGTERM", &id]));
+    let stderr = String::from_utf8_lossy(&kill.stderr);
+    assert!(!kill.status.success());
+    assert!(stderr.contains("not found"), "{stderr}");
+    assert!(!stderr.contains("unknown error after kill"), "{stderr}");
+    // `rm -f` on the exited task removes it.
+    run_ok(ctd.ctr().args(["task", "rm", "-f", &id]));
+    assert_eq!(task_status(&ctd, &id), None);
+    run_ok(ctd.ctr().args(["container", "delete", &id]));
+    let root = ctd.runtime_root();
+    assert!(
+        !root.join(&id).exists(),
+        "{} left behind",
+        root.join(&id).display()
+    );
+}
+
+/// `ctr run --device <host node outside /dev>`: containerd uses the host path as the container
+/// path; the node appears there, usable (the device cgroup rule allows it).
+fn ctr_device_outside_dev(runtime: &Path) {
+    if !ready("containerd --device outside /dev") {
+        return;
+    }
+    let ctd = Containerd::start().unwrap();
+    ctd.import_busybox(IMAGE).unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("claw-ctrdev-")
+        .tempdir()
+        .unwrap();
+    let node = dir.path().join("ttyclaw");
+    run_ok(Command::new("mknod").arg(&node).args(["c", "1", "3"]));
+    let node = node.to_string_lossy().into_owned();
+    let id = unique_name("dev");
+    let out = run_ok(ctd.ctr().args([
+        "run",
+        "--rm",
+        "--runc-binary",
+        &runtime.to_string_lossy(),
+        "--device",
+        &node,
+        IMAGE,
+        &id,
+        "sh",
+        "-c",
+        &format!("stat -c '%F %t:%T' {node} && echo x > {node} && echo WROTE"),
+    ]));
+    assert_eq!(out, "character special file 1:3\nWROTE\n");
+}
+
 fn runc() -> PathBuf {
     // Debian installs runc in /usr/sbin, which a CI PATH may lack.
     which("runc")
@@ -187,6 +265,14 @@ mod runc {
     fn containerd_failure_message() {
         super::ctr_failure_message(&super::runc());
     }
+    #[test]
+    fn containerd_exited_task() {
+        super::ctr_exited_task(&super::runc());
+    }
+    #[test]
+    fn containerd_device_outside_dev() {
+        super::ctr_device_outside_dev(&super::runc());
+    }
 }
 
 fn nanoclaw() -> PathBuf {
@@ -201,5 +287,13 @@ mod nanoclaw {
     #[test]
     fn containerd_failure_message() {
         super::ctr_failure_message(&super::nanoclaw());
+    }
+    #[test]
+    fn containerd_exited_task() {
+        super::ctr_exited_task(&super::nanoclaw());
+    }
+    #[test]
+    fn containerd_device_outside_dev() {
+        super::ctr_device_outside_dev(&super::nanoclaw());
     }
 }

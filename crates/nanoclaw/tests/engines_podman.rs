@@ -5,10 +5,11 @@
 //! Every scenario runs against runc too: runc passing and nanoclaw failing points at nanoclaw.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use claw_testsupport::engines::{
-    cgroup_dirs_named, podman, run, run_in_pty, run_ok, PodmanContainer, PODMAN_ULIMITS,
+    cgroup_dirs_named, podman, run, run_in_pty, run_ok, unique_name, PodmanContainer,
+    PODMAN_ULIMITS,
 };
 use claw_testsupport::{require_root, require_tool, which, BusyboxRootfs};
 
@@ -135,6 +136,274 @@ fn detached_exec_stop_rm(runtime: &Path) {
     assert!(left.is_empty(), "cgroups left after podman rm: {left:?}");
 }
 
+/// `--device` of a character device node (made with mknod in a temporary directory, as a USB
+/// serial stick would be in /dev) and `--privileged`: podman writes the host node's whole
+/// `st_mode` into `linux.devices[].fileMode` (type bits included); the node appears in the
+/// container with the host's numbers and permission bits and can be written.
+fn device_and_privileged(runtime: &Path) {
+    if !ready("podman --device/--privileged") {
+        return;
+    }
+    let rootfs = BusyboxRootfs::new().unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("claw-devnode-")
+        .tempdir()
+        .unwrap();
+    let node = dir.path().join("ttyclaw");
+    // A character device with /dev/null's numbers: writable without hardware.
+    run_ok(Command::new("mknod").arg(&node).args(["c", "1", "3"]));
+    run_ok(Command::new("chmod").arg("0640").arg(&node));
+
+    let c = PodmanContainer::new(runtime, "claw-device");
+    let out = run_ok(
+        podman(runtime)
+            .args(["run", "--rm", "--name", &c.name])
+            .args(PODMAN_ULIMITS)
+            .arg("--device")
+            .arg(format!("{}:/dev/ttyUSB7", node.display()))
+            .arg("--rootfs")
+            .arg(rootfs.path())
+            .args([
+                "sh",
+                "-c",
+                "stat -c '%F %t:%T %a' /dev/ttyUSB7 && echo hello > /dev/ttyUSB7 && echo WROTE",
+            ]),
+    );
+    assert_eq!(out, "character special file 1:3 640\nWROTE\n");
+
+    // --privileged: every host device is listed (each with type bits in fileMode); /dev/kvm
+    // and /dev/loop-control are among them on this machine.
+    let host = |p: &str| {
+        run_ok(Command::new("stat").args(["-c", "%t:%T %a", p]))
+            .trim()
+            .to_string()
+    };
+    let c = PodmanContainer::new(runtime, "claw-privileged");
+    let out = run_ok(
+        podman(runtime)
+            .args(["run", "--rm", "--privileged", "--name", &c.name])
+            .args(PODMAN_ULIMITS)
+            .arg("--rootfs")
+            .arg(rootfs.path())
+            .args([
+                "sh",
+                "-c",
+                "stat -c '%t:%T %a' /dev/kvm /dev/loop-control; grep CapEff /proc/self/status",
+            ]),
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert_eq!(lines[0], host("/dev/kvm"), "{out}");
+    assert_eq!(lines[1], host("/dev/loop-control"), "{out}");
+    // All capabilities: CapEff is the full bounding set of the host, not podman's default 14.
+    let host_bnd = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("CapBnd:"))
+        .map(|l| l.split_whitespace().nth(1).unwrap_or("").to_string())
+        .unwrap();
+    assert_eq!(
+        lines[2].split_whitespace().nth(1),
+        Some(host_bnd.as_str()),
+        "{out}"
+    );
+}
+
+/// `--read-only` (podman adds tmpfs mounts with `tmpcopyup` on /run, /tmp and /var/tmp) and
+/// `--tmpfs`: what the image ships in those directories is visible and writable in the
+/// container, owners and modes kept; the rest of the rootfs is read-only; the image itself is
+/// not changed.
+fn read_only_tmpcopyup(runtime: &Path) {
+    if !ready("podman --read-only/--tmpfs") {
+        return;
+    }
+    let rootfs = BusyboxRootfs::new().unwrap();
+    let r = rootfs.path();
+    std::fs::create_dir_all(r.join("run/mosquitto")).unwrap();
+    std::fs::create_dir_all(r.join("data")).unwrap();
+    std::fs::write(r.join("run/mosquitto/mosquitto.conf"), "listener 1883\n").unwrap();
+    std::fs::write(r.join("data/seed"), "seed\n").unwrap();
+    run_ok(
+        Command::new("chown")
+            .args(["-R", "1883:1883"])
+            .arg(r.join("run/mosquitto")),
+    );
+    run_ok(
+        Command::new("chmod")
+            .arg("0750")
+            .arg(r.join("run/mosquitto")),
+    );
+
+    let c = PodmanContainer::new(runtime, "claw-readonly");
+    let out = run_ok(
+        podman(runtime)
+            .args(["run", "--rm", "--read-only", "--tmpfs", "/data", "--name", &c.name])
+            .args(PODMAN_ULIMITS)
+            .arg("--rootfs")
+            .arg(r)
+            .args([
+                "sh",
+                "-c",
+                "for d in /run /data /tmp /var/tmp; do grep \" $d \" /proc/mounts | cut -d' ' -f3; done; \
+                 stat -c '%n %a %u:%g' /run/mosquitto; cat /run/mosquitto/mosquitto.conf /data/seed; \
+                 echo x > /run/new && echo x > /data/new && echo x > /tmp/new && echo x > /var/tmp/new && echo WROTE; \
+                 touch /etc/new 2>/dev/null || echo ROOT-RO",
+            ]),
+    );
+    assert_eq!(
+        out,
+        "tmpfs\ntmpfs\ntmpfs\ntmpfs\n/run/mosquitto 750 1883:1883\nlistener 1883\nseed\nWROTE\nROOT-RO\n"
+    );
+    assert!(!r.join("run/new").exists());
+    assert!(!r.join("data/new").exists());
+}
+
+/// A podman-compose project in a temporary directory, with a local image imported from a
+/// busybox rootfs (no registry); `down`, its network and its image are removed on drop.
+struct ComposeProject {
+    dir: tempfile::TempDir,
+    name: String,
+    image: String,
+    runtime: PathBuf,
+}
+
+impl ComposeProject {
+    fn new(runtime: &Path, rootfs: &Path, compose_yaml: impl Fn(&str) -> String) -> Self {
+        let name = unique_name("clawcompose");
+        let image = format!("localhost/{name}:1");
+        let dir = tempfile::Builder::new()
+            .prefix("claw-compose-")
+            .tempdir()
+            .unwrap();
+        run_ok(Command::new("sh").arg("-c").arg(format!(
+            "tar -C '{}' -c . | podman import --change CMD=/bin/sh - {image}",
+            rootfs.display()
+        )));
+        std::fs::write(dir.path().join("compose.yml"), compose_yaml(&image)).unwrap();
+        Self {
+            dir,
+            name,
+            image,
+            runtime: runtime.to_path_buf(),
+        }
+    }
+
+    /// `podman-compose -p <name> --podman-args '--runtime <runtime>' <args>` in the project
+    /// directory.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("podman-compose");
+        c.current_dir(self.dir.path())
+            .arg("--podman-args")
+            .arg(format!("--runtime {}", self.runtime.display()))
+            .args(["-p", &self.name])
+            .args(args);
+        c
+    }
+}
+
+impl Drop for ComposeProject {
+    fn drop(&mut self) {
+        let quiet = |c: &mut Command| {
+            let _ = c.stdout(Stdio::null()).stderr(Stdio::null()).status();
+        };
+        quiet(&mut self.command(&["down"]));
+        quiet(Command::new("podman").args(["network", "rm", &format!("{}_default", self.name)]));
+        quiet(Command::new("podman").args(["rmi", "--force", &self.image]));
+    }
+}
+
+/// The README's home-lab shape with a local image: a broker-like service with
+/// `read_only: true` and a `tmpfs:` entry (podman-compose turns them into `--read-only` and
+/// `--tmpfs`, so tmpcopyup) and a bridge-like service with a serial device (`devices:`, a
+/// character node made with mknod). The image's /run content is there, the root is
+/// read-only, the device is usable, both services exit 0 under the runtime given.
+fn compose_home_lab(runtime: &Path) {
+    if !ready("podman-compose home lab")
+        || !require_tool("podman-compose home lab", "podman-compose")
+    {
+        return;
+    }
+    let rootfs = BusyboxRootfs::new().unwrap();
+    std::fs::create_dir_all(rootfs.path().join("run/mosquitto")).unwrap();
+    std::fs::write(
+        rootfs.path().join("run/mosquitto/broker.conf"),
+        "listener 1883\n",
+    )
+    .unwrap();
+    let dev_dir = tempfile::Builder::new()
+        .prefix("claw-serial-")
+        .tempdir()
+        .unwrap();
+    let node = dev_dir.path().join("ttyUSB-claw");
+    run_ok(Command::new("mknod").arg(&node).args(["c", "1", "3"]));
+    let node = node.display().to_string();
+    let project = ComposeProject::new(runtime, rootfs.path(), |image| {
+        format!(
+            "services:\n\
+             \x20 broker:\n\
+             \x20   image: {image}\n\
+             \x20   read_only: true\n\
+             \x20   tmpfs:\n      - /data\n\
+             \x20   ulimits:\n      nofile: 1024\n      nproc: 1024\n\
+             \x20   command: [\"sh\", \"-c\", \"cat /run/mosquitto/broker.conf; echo x > /data/x && echo x > /run/x && echo WROTE; touch /etc/x 2>/dev/null || echo ROOT-RO\"]\n\
+             \x20 bridge:\n\
+             \x20   image: {image}\n\
+             \x20   devices:\n      - {node}:/dev/ttyACM0\n\
+             \x20   ulimits:\n      nofile: 1024\n      nproc: 1024\n\
+             \x20   command: [\"sh\", \"-c\", \"stat -c '%F %t:%T' /dev/ttyACM0 && echo hi > /dev/ttyACM0 && echo SERIAL-OK\"]\n"
+        )
+    });
+    let out = run(&mut project.command(&["up"]));
+    let diag = format!(
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (service, expect) in [
+        ("broker", "listener 1883\nWROTE\nROOT-RO\n"),
+        ("bridge", "character special file 1:3\nSERIAL-OK\n"),
+    ] {
+        let container = format!("{}_{service}_1", project.name);
+        let state = run_ok(podman(runtime).args([
+            "inspect",
+            "--format",
+            "{{.State.ExitCode}} {{.OCIRuntime}}",
+            &container,
+        ]));
+        assert_eq!(
+            state.trim(),
+            format!("0 {}", runtime.display()),
+            "{service}: {diag}"
+        );
+        let logs = run_ok(podman(runtime).args(["logs", &container]));
+        assert_eq!(logs, expect, "{service}: {diag}");
+    }
+}
+
+/// podman turns the runtime's create error into its exit status by the wording: "executable
+/// file not found" / "no such file or directory" give 127, "permission denied" gives 126.
+fn missing_or_unrunnable_command(runtime: &Path) {
+    if !ready("podman 126/127") {
+        return;
+    }
+    let rootfs = BusyboxRootfs::new().unwrap();
+    for (cmd, code) in [("no-such-cmd", 127), ("/no/such/cmd", 127), ("/etc", 126)] {
+        let c = PodmanContainer::new(runtime, "claw-badcmd");
+        let out = run(podman(runtime)
+            .args(["run", "--rm", "--name", &c.name])
+            .args(PODMAN_ULIMITS)
+            .arg("--rootfs")
+            .arg(rootfs.path())
+            .arg(cmd));
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 fn runc() -> PathBuf {
     // Debian installs runc in /usr/sbin, which a CI PATH may lack.
     which("runc")
@@ -155,6 +424,22 @@ mod runc {
     fn podman_detached_exec_stop_rm() {
         super::detached_exec_stop_rm(&super::runc());
     }
+    #[test]
+    fn podman_device_and_privileged() {
+        super::device_and_privileged(&super::runc());
+    }
+    #[test]
+    fn podman_read_only_tmpcopyup() {
+        super::read_only_tmpcopyup(&super::runc());
+    }
+    #[test]
+    fn podman_compose_home_lab() {
+        super::compose_home_lab(&super::runc());
+    }
+    #[test]
+    fn podman_missing_or_unrunnable_command() {
+        super::missing_or_unrunnable_command(&super::runc());
+    }
 }
 
 fn nanoclaw() -> PathBuf {
@@ -173,5 +458,21 @@ mod nanoclaw {
     #[test]
     fn podman_detached_exec_stop_rm() {
         super::detached_exec_stop_rm(&super::nanoclaw());
+    }
+    #[test]
+    fn podman_device_and_privileged() {
+        super::device_and_privileged(&super::nanoclaw());
+    }
+    #[test]
+    fn podman_read_only_tmpcopyup() {
+        super::read_only_tmpcopyup(&super::nanoclaw());
+    }
+    #[test]
+    fn podman_compose_home_lab() {
+        super::compose_home_lab(&super::nanoclaw());
+    }
+    #[test]
+    fn podman_missing_or_unrunnable_command() {
+        super::missing_or_unrunnable_command(&super::nanoclaw());
     }
 }

@@ -6,11 +6,12 @@
 
 use std::io::Write;
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
-use std::sync::OnceLock;
 
 use claw_testsupport::bundle::{Bundle, Runtime};
+
+mod common;
 use serde_json::{json, Value};
 
 const NANOCLAW: &str = env!("CARGO_BIN_EXE_nanoclaw");
@@ -19,37 +20,7 @@ fn root(test: &str) -> bool {
     claw_testsupport::require_root(test)
 }
 
-/// Builds the static probe once per test binary.
-fn probe() -> &'static Path {
-    static PROBE: OnceLock<PathBuf> = OnceLock::new();
-    PROBE.get_or_init(|| {
-        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("escape-probe");
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/escape_probe/probe.rs");
-        let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
-        let status = std::process::Command::new(rustc)
-            .args([
-                "--edition",
-                "2021",
-                "-C",
-                "opt-level=1",
-                "-C",
-                "panic=abort",
-            ])
-            .args([
-                "-C",
-                "target-feature=+crt-static",
-                "-C",
-                "strip=symbols",
-                "-o",
-            ])
-            .arg(&out)
-            .arg(&src)
-            .status()
-            .expect("run rustc");
-        assert!(status.success(), "building the escape probe failed");
-        out
-    })
-}
+use common::bundle_with_probe;
 
 struct Ran {
     out: Output,
@@ -108,12 +79,6 @@ fn spec(args: &[&str]) -> Value {
 
 fn sh(script: &str) -> Value {
     spec(&["sh", "-c", script])
-}
-
-fn bundle_with_probe() -> Bundle {
-    let bundle = Bundle::busybox().expect("bundle");
-    std::fs::copy(probe(), bundle.rootfs().join("probe")).expect("copy probe");
-    bundle
 }
 
 fn run_in(bundle: Bundle, spec: &Value) -> Ran {

@@ -1,21 +1,58 @@
 //! The binary as shipped (`scripts/build-nanoclaw`: static-pie, libseccomp linked in) runs
-//! containers like the dynamic debug binary the other tests use. `scripts/test` builds it and
-//! passes its path in `NANOCLAW_RELEASE_BIN`; without that variable the test skips loudly.
+//! containers like the dynamic debug binary the other tests use. `scripts/test` builds it first
+//! and passes its path in `NANOCLAW_RELEASE_BIN`; without that variable the test runs
+//! `scripts/build-nanoclaw` itself (cargo rebuilds only what changed), so a plain
+//! `cargo test -p nanoclaw` tests the shipped build too. A build that fails is a skip outside
+//! CI and a failure under CI (`claw_testsupport::SkipPolicy`), never a silent pass.
 
 mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::OnceLock;
 
 use claw_testsupport::bundle::{Bundle, Runtime};
 use common::*;
 use serde_json::json;
 
+/// `NANOCLAW_RELEASE_BIN`, or the path `scripts/build-nanoclaw` prints after building it; the
+/// error says why neither gave a binary.
+fn locate_or_build() -> Result<String, String> {
+    if let Some(bin) = std::env::var_os("NANOCLAW_RELEASE_BIN").filter(|b| !b.is_empty()) {
+        let bin = bin.to_string_lossy().into_owned();
+        return if Path::new(&bin).is_file() {
+            Ok(bin)
+        } else {
+            Err(format!("NANOCLAW_RELEASE_BIN={bin} is not a file"))
+        };
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/build-nanoclaw");
+    let out = Command::new(&script)
+        .output()
+        .map_err(|e| format!("running {}: {e}", script.display()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let bin = stdout.trim();
+    if !out.status.success() || bin.is_empty() {
+        return Err(format!(
+            "{} failed ({}): {}",
+            script.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(bin.to_owned())
+}
+
 fn release_bin(test: &str) -> Option<String> {
     if !root(test) {
         return None;
     }
-    match std::env::var("NANOCLAW_RELEASE_BIN") {
-        Ok(bin) => Some(bin),
-        Err(_) => {
-            claw_testsupport::skip(test, "NANOCLAW_RELEASE_BIN not set (scripts/test sets it)");
+    // One build per test binary, however many tests ask.
+    static BIN: OnceLock<Result<String, String>> = OnceLock::new();
+    match BIN.get_or_init(locate_or_build) {
+        Ok(bin) => Some(bin.clone()),
+        Err(why) => {
+            claw_testsupport::skip(test, &format!("needs the static-pie build: {why}"));
             None
         }
     }

@@ -148,10 +148,12 @@ fn devices_present_and_usable() {
         head -c 16 /dev/urandom | wc -c; head -c 16 /dev/random | wc -c; \
         if echo x > /dev/full 2>/dev/null; then echo full-wrote; else echo full-ENOSPC; fi; \
         for d in null zero full random urandom tty; do stat -c '%n %F %t:%T %a' /dev/$d; done; \
-        stat -c '%t:%T %a %u:%g' /dev/clawdev; \
+        stat -c '%t:%T %a %u:%g' /dev/clawdev; stat -c '%F %t:%T %a' /dev/clawfifo; \
         for l in fd stdin stdout stderr ptmx; do readlink /dev/$l; done";
     let mut spec = sh(script);
-    spec["linux"]["devices"] = json!([{"path": "/dev/clawdev", "type": "c", "major": 1, "minor": 3, "fileMode": 0o600, "uid": 7, "gid": 8}]);
+    spec["linux"]["devices"] = json!([{"path": "/dev/clawdev", "type": "c", "major": 1, "minor": 3, "fileMode": 0o600, "uid": 7, "gid": 8},
+        // As podman writes it: the host node's st_mode, file-type bits included.
+        {"path": "/dev/clawfifo", "type": "p", "major": 0, "minor": 0, "fileMode": 0o010640}]);
     let out = run_spec(&spec).ok();
     let expect = "null-ok\n 00 00 00 00\n16\n16\nfull-ENOSPC\n\
         /dev/null character special file 1:3 666\n\
@@ -161,6 +163,7 @@ fn devices_present_and_usable() {
         /dev/urandom character special file 1:9 666\n\
         /dev/tty character special file 5:0 666\n\
         1:3 600 7:8\n\
+        fifo 0:0 640\n\
         /proc/self/fd\n/proc/self/fd/0\n/proc/self/fd/1\n/proc/self/fd/2\npts/ptmx\n";
     assert_eq!(out, expect);
 }

@@ -6,18 +6,10 @@ use std::path::{Path, PathBuf};
 
 use ironclaw_verifier::{VerifyOptions, VerifyTime};
 
-/// The fixture directory, or `None` (after a loud SKIPPED line) when shared/ is absent.
+/// The fixture directory, or `None` after a recorded skip when shared/ is absent (a failure
+/// under CI; see `claw_testsupport::SkipPolicy`).
 pub fn fixtures(test: &str) -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/attestation");
-    if dir.join("index.json").is_file() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "SKIPPED: {test}: attestation fixtures not found at {} (shared/ must sit beside the repo)",
-            dir.display()
-        );
-        None
-    }
+    claw_testsupport::require_attestation_fixtures(test)
 }
 
 pub fn index(dir: &Path) -> serde_json::Value {

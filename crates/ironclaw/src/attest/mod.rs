@@ -8,8 +8,8 @@ pub mod untrusted_enclave_call;
 use std::collections::BTreeMap;
 
 use ironclaw_abi::{call, status};
-use ironclaw_broker::client::KbsHttpClient;
-use ironclaw_verifier::kvm::{KvmClaims, LaunchValue};
+use ironclaw_kbs_client::KbsHttpClient;
+use ironclaw_kvm_evidence::{KvmClaims, LaunchValue};
 
 use crate::hypercall::{ExtensionResponse, IronClawCalls};
 use crate::platform_key::PlatformKey;
@@ -167,7 +167,7 @@ impl EnclaveServices {
                     debug: self.debug,
                     launch_config: self.launch_config.clone(),
                 };
-                match ironclaw_verifier::kvm::sign(&claims, key.signing_key()) {
+                match ironclaw_kvm_evidence::sign(&claims, key.signing_key()) {
                     Ok(evidence) => ExtensionResponse {
                         status: status::OK,
                         values: [0; 2],

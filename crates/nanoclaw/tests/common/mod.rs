@@ -1,7 +1,9 @@
 //! Helpers shared by the nanoclaw integration tests.
 #![allow(dead_code)]
 
+use std::path::{Path, PathBuf};
 use std::process::Output;
+use std::sync::OnceLock;
 
 use claw_testsupport::bundle::{Bundle, Runtime};
 use serde_json::{json, Value};
@@ -212,4 +214,44 @@ pub fn delete_leaving_nothing(runtime: &Runtime, id: &str) {
         "{:?}",
         runtime.leftover_state()
     );
+}
+
+/// The static escape probe (tests/escape_probe/probe.rs), built once per test binary with
+/// plain `rustc` (std only), so it runs in a busybox rootfs.
+pub fn probe() -> &'static Path {
+    static PROBE: OnceLock<PathBuf> = OnceLock::new();
+    PROBE.get_or_init(|| {
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("escape-probe");
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/escape_probe/probe.rs");
+        let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+        let status = std::process::Command::new(rustc)
+            .args([
+                "--edition",
+                "2021",
+                "-C",
+                "opt-level=1",
+                "-C",
+                "panic=abort",
+            ])
+            .args([
+                "-C",
+                "target-feature=+crt-static",
+                "-C",
+                "strip=symbols",
+                "-o",
+            ])
+            .arg(&out)
+            .arg(&src)
+            .status()
+            .expect("run rustc");
+        assert!(status.success(), "building the escape probe failed");
+        out
+    })
+}
+
+/// A busybox bundle with the probe at /probe.
+pub fn bundle_with_probe() -> Bundle {
+    let bundle = Bundle::busybox().expect("bundle");
+    std::fs::copy(probe(), bundle.rootfs().join("probe")).expect("copy probe");
+    bundle
 }

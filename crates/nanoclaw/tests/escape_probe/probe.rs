@@ -25,6 +25,14 @@ const SYS_UNSHARE: i64 = 272;
 const SYS_FINIT_MODULE: i64 = 313;
 const SYS_BPF: i64 = 321;
 const SYS_OPEN_BY_HANDLE_AT: i64 = 304;
+const SYS_IOCTL: i64 = 16;
+const SYS_WAIT4: i64 = 61;
+const TIOCSTI: i64 = 0x5412;
+const TIOCLINUX: i64 = 0x541C;
+const PTRACE_SEIZE: i64 = 0x4206;
+const KEYCTL_READ: i64 = 11;
+const WALL: i64 = 0x4000_0000;
+const WNOHANG: i64 = 1;
 
 fn errno() -> i32 {
     // SAFETY: __errno_location returns this thread's errno slot, valid for the thread's life.
@@ -121,6 +129,103 @@ fn main() {
                 } else {
                     -1
                 }
+            }
+            // Push a command into the input queue of the terminal on fds 0-2 (one byte each).
+            "tiocsti" => {
+                let mut ret = -1;
+                for fd in 0..3i64 {
+                    for b in b"echo INJECTED\n" {
+                        ret = unsafe { syscall(SYS_IOCTL, fd, TIOCSTI, b as *const u8) };
+                        if ret < 0 {
+                            break;
+                        }
+                    }
+                    report(&format!("tiocsti-fd{fd}"), ret);
+                }
+                continue;
+            }
+            // TIOCLINUX subcode 6 (TIOCL_GETSHIFTSTATE), a read-only query on a virtual
+            // console; any answer but ENOTTY/EINVAL means the fd is a console we could drive.
+            "tioclinux" => {
+                for fd in 0..3i64 {
+                    let mut arg = [6u8; 2];
+                    let ret = unsafe { syscall(SYS_IOCTL, fd, TIOCLINUX, arg.as_mut_ptr()) };
+                    report(&format!("tioclinux-fd{fd}"), ret);
+                }
+                continue;
+            }
+            "isatty" => {
+                for fd in 0..3i64 {
+                    let mut termios = [0u8; 64];
+                    // TCGETS
+                    let ret = unsafe { syscall(SYS_IOCTL, fd, 0x5401i64, termios.as_mut_ptr()) };
+                    println!("isatty-fd{fd}: {}", if ret == 0 { "yes" } else { "no" });
+                }
+                continue;
+            }
+            // keyctl_read KEY: the payload of a key we should not possess.
+            "keyread" => {
+                let serial: i64 = it.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+                let mut buf = [0u8; 256];
+                let ret =
+                    unsafe { syscall(SYS_KEYCTL, KEYCTL_READ, serial, buf.as_mut_ptr(), 256i64) };
+                if ret > 0 {
+                    let n = (ret as usize).min(buf.len());
+                    println!("keyread-payload: {}", String::from_utf8_lossy(&buf[..n]));
+                }
+                ret
+            }
+            // Attaches to every new process that appears until the file /stop-race exists and
+            // counts attaches that caught a process before it became the workload `COMM` (the
+            // runtime's exec child, between fork and execve). Writes the counts to /race.out.
+            "ptrace-race" => {
+                let comm = it.next().cloned().unwrap_or_default();
+                let me = std::process::id();
+                let mut seen = std::collections::BTreeSet::new();
+                let (mut wins, mut after_exec, mut denied) = (0u32, 0u32, 0u32);
+                let mut win_comms = Vec::new();
+                while !std::path::Path::new("/stop-race").exists() {
+                    let Ok(dir) = std::fs::read_dir("/proc") else { break };
+                    for e in dir.flatten() {
+                        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                            continue;
+                        };
+                        // A refused pid is tried again on every pass (it may become attachable
+                        // later, e.g. after its capability drop); an attached one only once.
+                        if pid == me || pid == 1 || seen.contains(&pid) {
+                            continue;
+                        }
+                        // SEIZE does not stop the tracee; it stays traced until it exits, and
+                        // its exit is collected below so its real parent sees it.
+                        let r = unsafe { syscall(SYS_PTRACE, PTRACE_SEIZE, pid as i64, 0i64, 0i64) };
+                        if r < 0 {
+                            denied += 1;
+                            continue;
+                        }
+                        seen.insert(pid);
+                        let c = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                            .unwrap_or_default()
+                            .trim()
+                            .to_string();
+                        if c == comm {
+                            after_exec += 1;
+                        } else {
+                            wins += 1;
+                            win_comms.push(c);
+                        }
+                    }
+                    let mut status = 0i32;
+                    while unsafe {
+                        syscall(SYS_WAIT4, -1i64, &mut status as *mut i32, WALL | WNOHANG, 0i64)
+                    } > 0
+                    {}
+                }
+                let out = format!(
+                    "wins={wins} after_exec={after_exec} denied={denied} attached={} win_comms={win_comms:?}\n",
+                    seen.len()
+                );
+                let _ = std::fs::write("/race.out", out);
+                0
             }
             other => {
                 println!("{other}: unknown probe");

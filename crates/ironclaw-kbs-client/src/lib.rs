@@ -1,5 +1,6 @@
 //! A small HTTPS client for the KBS API: used by the tests, the benchmark and
 //! the IronClaw host, which forwards the enclave's KBS requests to the broker.
+//! It is its own crate so the host's VMM does not link the broker's server.
 //!
 //! It trusts exactly the certificates it is given (a KBS certificate is pinned
 //! per deployment; `STATE/tls.crt` for the self-signed one), keeps one
@@ -10,14 +11,67 @@
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls::crypto::ring;
+use rustls_pki_types::{pem::PemObject, CertificateDer, ServerName};
 
 /// Largest reply body.
 pub const MAX_REPLY_BODY: usize = 8 * 1024 * 1024;
 const MAX_REPLY_HEAD: usize = 16 * 1024;
+
+/// Certificate and TLS configuration errors.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// PEM content.
+    #[error("{path}: {reason}")]
+    Pem {
+        /// File.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// rustls refused the configuration.
+    #[error("TLS configuration: {0}")]
+    Config(String),
+}
+
+/// Reads every certificate of a PEM file (`STATE/tls.crt` of the broker, or a deployment's
+/// pinned KBS certificate).
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = |reason: String| TlsError::Pem {
+        path: path.display().to_string(),
+        reason,
+    };
+    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| pem(e.to_string()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| pem(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(pem("no CERTIFICATE block".into()));
+    }
+    Ok(certs)
+}
+
+/// A client configuration trusting exactly `roots`.
+pub fn client_config(
+    roots: &[CertificateDer<'static>],
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let mut store = rustls::RootCertStore::empty();
+    for c in roots {
+        store
+            .add(c.clone())
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    Ok(Arc::new(cfg))
+}
 
 /// Client errors.
 #[derive(Debug, thiserror::Error)]
@@ -30,7 +84,7 @@ pub enum ClientError {
     BadHeader(String),
     /// TLS configuration.
     #[error(transparent)]
-    Tls(#[from] crate::tls::TlsError),
+    Tls(#[from] TlsError),
     /// Network / TLS failure.
     #[error("{addr}: {source}")]
     Io {
@@ -69,9 +123,14 @@ pub struct KbsHttpClient {
     server_name: ServerName<'static>,
     tls: Arc<rustls::ClientConfig>,
     conn: Option<Conn>,
+    connector: Option<Connector>,
     /// Socket timeouts.
     pub timeout: Duration,
 }
+
+/// Opens the TCP connection to `HOST:PORT` (the default is
+/// `TcpStream::connect`); tests use it to connect from chosen source addresses.
+pub type Connector = Arc<dyn Fn(&str) -> io::Result<TcpStream> + Send + Sync>;
 
 impl std::fmt::Debug for KbsHttpClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -106,10 +165,23 @@ impl KbsHttpClient {
             addr: authority.to_string(),
             host,
             server_name,
-            tls: crate::tls::client_config(roots)?,
+            tls: client_config(roots)?,
             conn: None,
+            connector: None,
             timeout: Duration::from_secs(30),
         })
+    }
+
+    /// Opens connections with `connector` instead of `TcpStream::connect`.
+    pub fn with_connector(mut self, connector: Connector) -> Self {
+        self.connector = Some(connector);
+        self
+    }
+
+    /// Closes the kept-alive connection: the next request opens a new one
+    /// (a fresh TCP connection and TLS handshake).
+    pub fn close(&mut self) {
+        self.conn = None;
     }
 
     fn io(&self) -> impl FnOnce(io::Error) -> ClientError + '_ {
@@ -120,7 +192,11 @@ impl KbsHttpClient {
     }
 
     fn connect(&self) -> Result<Conn, ClientError> {
-        let tcp = TcpStream::connect(&self.addr).map_err(self.io())?;
+        let tcp = match &self.connector {
+            Some(c) => c(&self.addr),
+            None => TcpStream::connect(&self.addr),
+        }
+        .map_err(self.io())?;
         tcp.set_read_timeout(Some(self.timeout))
             .map_err(self.io())?;
         tcp.set_write_timeout(Some(self.timeout))

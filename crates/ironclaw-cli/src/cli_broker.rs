@@ -48,6 +48,28 @@ pub enum BrokerCommand {
         #[arg(long, default_value_t = ironclaw_broker::audit::AuditRotation::DEFAULT_KEEP,
               value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1000))]
         audit_keep: usize,
+        /// Audit lines one peer may write in a burst for requests nobody has
+        /// authenticated (challenges, refusals); the rest are counted in
+        /// periodic `suppressed` lines.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+        audit_unauth_burst: u32,
+        /// Sustained audit lines per second per peer for unauthenticated requests.
+        #[arg(long, default_value_t = 1.0)]
+        audit_unauth_rate: f64,
+        /// Ed25519 public key (PEM) allowed to use trustee's admin API over HTTPS
+        /// (`kbs-client config --auth-private-key ...`); repeatable. Without one
+        /// that API is disabled (the admin socket always works).
+        #[arg(long, value_name = "FILE")]
+        admin_public_key: Vec<PathBuf>,
+        /// Connections served at once.
+        #[arg(long, default_value_t = ironclaw_broker::http::MAX_CONNECTIONS,
+              value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=65536))]
+        max_connections: usize,
+        /// Connections one peer (IPv4 address, IPv6 /64) may hold at once; raise it
+        /// when many guests reach the broker through one NAT address.
+        #[arg(long, default_value_t = ironclaw_broker::http::MAX_CONNECTIONS_PER_PEER,
+              value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=65536))]
+        max_connections_per_peer: usize,
     },
     /// Manage secrets (works while the broker runs).
     #[command(subcommand)]
@@ -59,17 +81,20 @@ pub enum BrokerCommand {
 
 #[derive(Subcommand)]
 pub enum SecretCommand {
-    /// Store a secret at repository/type/tag.
+    /// Store a secret at repository/type/tag. The value is read from standard
+    /// input (all of it, byte for byte: use `printf %s`, not `echo`) unless
+    /// --file is given.
     Put {
         #[arg(long)]
         state: PathBuf,
         path: String,
-        /// The value as text.
-        #[arg(long, conflicts_with = "file", required_unless_present = "file")]
-        value: Option<String>,
-        /// Read the value from a file.
-        #[arg(long)]
+        /// Read the value from FILE ("-": standard input, the default).
+        #[arg(long, conflicts_with = "value")]
         file: Option<PathBuf>,
+        /// DISCOURAGED: the value on the command line, where every local user
+        /// can read it (/proc/PID/cmdline) and shell history keeps it.
+        #[arg(long)]
+        value: Option<String>,
     },
     /// List secret paths.
     List {
@@ -130,6 +155,11 @@ fn admin_call(state: &std::path::Path, req: AdminRequest) -> Result<admin::Admin
 }
 
 pub fn broker(cmd: BrokerCommand) -> ExitCode {
+    // Every broker command handles key material (the store key at least): no
+    // core dumps, no same-uid ptrace / /proc/PID/mem (see ironclaw_broker::secmem).
+    if let Err(e) = ironclaw_broker::secmem::disable_core_dumps() {
+        return fail(format!("prctl(PR_SET_DUMPABLE, 0): {e}"));
+    }
     match cmd {
         BrokerCommand::Serve {
             listen,
@@ -139,9 +169,35 @@ pub fn broker(cmd: BrokerCommand) -> ExitCode {
             session_ttl,
             audit_max_bytes,
             audit_keep,
+            audit_unauth_burst,
+            audit_unauth_rate,
+            admin_public_key,
+            max_connections,
+            max_connections_per_peer,
         } => {
+            let mut admin_keys = Vec::new();
+            for f in &admin_public_key {
+                match ironclaw_broker::admin_http::AdminKeys::load_pem(f) {
+                    Ok(k) => admin_keys.push(k),
+                    Err(e) => return fail(e),
+                }
+            }
+            if !(audit_unauth_rate.is_finite() && audit_unauth_rate >= 0.0) {
+                return fail(format!(
+                    "--audit-unauth-rate {audit_unauth_rate}: must be a number >= 0"
+                ));
+            }
             let config = BrokerConfig {
+                audit_limits: ironclaw_broker::audit::AuditLimits {
+                    per_peer_burst: f64::from(audit_unauth_burst),
+                    per_peer_per_sec: audit_unauth_rate,
+                    global_burst: ironclaw_broker::audit::AuditLimits::default()
+                        .global_burst
+                        .max(f64::from(audit_unauth_burst)),
+                    ..Default::default()
+                },
                 session_ttl: Duration::from_secs(session_ttl),
+                admin_keys: ironclaw_broker::admin_http::AdminKeys::new(admin_keys),
                 audit: ironclaw_broker::audit::AuditRotation {
                     max_bytes: audit_max_bytes,
                     keep: audit_keep,
@@ -160,7 +216,12 @@ pub fn broker(cmd: BrokerCommand) -> ExitCode {
                 Ok(t) => t,
                 Err(e) => return fail(e),
             };
-            let server = match ironclaw_broker::http::start(broker, &listen, tls) {
+            let limits = ironclaw_broker::http::ServeLimits {
+                max_connections,
+                max_connections_per_peer,
+                ..Default::default()
+            };
+            let server = match ironclaw_broker::http::start_with(broker, &listen, tls, limits) {
                 Ok(s) => s,
                 Err(e) => return fail(format!("listening on {listen}: {e}")),
             };
@@ -179,12 +240,35 @@ pub fn broker(cmd: BrokerCommand) -> ExitCode {
             file,
         }) => {
             let bytes = match (value, file) {
-                (Some(v), _) => v.into_bytes(),
-                (None, Some(f)) => match std::fs::read(&f) {
+                (Some(v), _) => {
+                    eprintln!(
+                        "ironclaw: WARNING: --value puts the secret on the command line, where \
+                         every local user can read it (/proc/PID/cmdline) and shell history \
+                         keeps it; pass it on standard input or with --file instead"
+                    );
+                    v.into_bytes()
+                }
+                (None, Some(f)) if f.as_os_str() != "-" => match std::fs::read(&f) {
                     Ok(b) => b,
                     Err(e) => return fail(format!("{}: {e}", f.display())),
                 },
-                (None, None) => return fail("give --value or --file"),
+                (None, _) => {
+                    use std::io::{IsTerminal, Read};
+                    let mut stdin = std::io::stdin();
+                    if stdin.is_terminal() {
+                        eprintln!(
+                            "ironclaw: reading the secret from standard input (end with Ctrl-D)"
+                        );
+                    }
+                    let mut b = Vec::new();
+                    if let Err(e) = stdin.read_to_end(&mut b) {
+                        return fail(format!("standard input: {e}"));
+                    }
+                    if b.is_empty() {
+                        return fail("the secret read from standard input is empty");
+                    }
+                    b
+                }
             };
             let value_b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
             match admin_call(&state, AdminRequest::SecretPut { path, value_b64 }) {

@@ -1,8 +1,6 @@
 //! `ironclaw serve`: the example signing service under concurrent, idle and slow clients,
 //! measured egress, signals, stale socket files and the per-turn CPU guard.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
@@ -122,7 +120,10 @@ impl Drop for Service {
 }
 
 fn wasm(name: &str) -> String {
-    common::example(name).display().to_string()
+    std::path::PathBuf::from(ironclaw::shim::EXAMPLES_DIR)
+        .join(name)
+        .display()
+        .to_string()
 }
 
 fn expected_mac(body: &[u8]) -> String {

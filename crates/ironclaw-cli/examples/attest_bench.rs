@@ -52,7 +52,7 @@ fn main() {
     let server = ironclaw_broker::http::start(broker, "127.0.0.1:0", tls).expect("listen");
     let roots = ironclaw_broker::tls::load_certs(&broker_dir.join("tls.crt")).expect("cert");
 
-    let examples = Path::new(env!("IRONCLAW_EXAMPLES_DIR"));
+    let examples = Path::new(ironclaw::shim::EXAMPLES_DIR);
     let module = std::fs::read(examples.join("secret-hmac.wasm")).expect("secret-hmac.wasm");
     let anchor = std::fs::read(examples.join("hmac-stdin.wasm")).expect("hmac-stdin.wasm");
     let config = LaunchConfig::default();

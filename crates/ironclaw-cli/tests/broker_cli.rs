@@ -4,6 +4,19 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Output, Stdio};
 
+fn ironclaw_stdin(args: &[&str], input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ironclaw"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
 fn ironclaw(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ironclaw"))
         .args(args)
@@ -38,19 +51,14 @@ fn secrets_and_policy_with_and_without_a_running_broker() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("broker");
     let s = state.to_str().unwrap();
-    // No broker running: the store is opened directly.
-    assert!(ironclaw(&[
-        "broker",
-        "secret",
-        "put",
-        "--state",
-        s,
-        "default/key/a",
-        "--value",
-        "x"
-    ])
-    .status
-    .success());
+    // No broker running: the store is opened directly. The value comes on
+    // standard input, never on the command line.
+    let put = ironclaw_stdin(
+        &["broker", "secret", "put", "--state", s, "default/key/a"],
+        b"x",
+    );
+    assert!(put.status.success(), "{put:?}");
+    assert!(put.stderr.is_empty(), "no warning for stdin: {put:?}");
     let bad = ironclaw(&[
         "broker", "secret", "put", "--state", s, "../key/a", "--value", "x",
     ]);
@@ -101,15 +109,37 @@ fn secrets_and_policy_with_and_without_a_running_broker() {
         "{}",
         String::from_utf8_lossy(&set.stderr)
     );
+    // --value still works, with a loud warning about the command line.
+    let put = ironclaw(&[
+        "broker", "secret", "put", "--state", s, "a/b/c", "--value", "y",
+    ]);
+    assert!(put.status.success());
+    let warning = String::from_utf8_lossy(&put.stderr);
     assert!(
-        ironclaw(&["broker", "secret", "put", "--state", s, "a/b/c", "--value", "y"])
-            .status
-            .success()
+        warning.contains("WARNING") && warning.contains("/proc/PID/cmdline"),
+        "{warning}"
     );
+    // --file FILE, and an empty standard input is refused.
+    let value_file = dir.path().join("value");
+    std::fs::write(&value_file, b"from-file").unwrap();
+    let put = ironclaw(&[
+        "broker",
+        "secret",
+        "put",
+        "--state",
+        s,
+        "a/b/d",
+        "--file",
+        value_file.to_str().unwrap(),
+    ]);
+    assert!(put.status.success(), "{put:?}");
+    let empty = ironclaw_stdin(&["broker", "secret", "put", "--state", s, "a/b/e"], b"");
+    assert_eq!(empty.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&empty.stderr).contains("empty"));
     let list = ironclaw(&["broker", "secret", "list", "--state", s]);
     assert_eq!(
         String::from_utf8_lossy(&list.stdout),
-        "a/b/c\ndefault/key/a\n"
+        "a/b/c\na/b/d\ndefault/key/a\n"
     );
     let show = ironclaw(&["broker", "policy", "show", "--state", s]);
     assert!(String::from_utf8_lossy(&show.stdout).contains("\"allow_sample\": true"));
@@ -147,6 +177,9 @@ fn broker_serve_rotates_its_audit_log_as_the_flags_say() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ironclaw"))
         .args(["broker", "serve", "--listen", "127.0.0.1:0", "--state", s])
         .args(["--audit-max-bytes", "4096", "--audit-keep", "2"])
+        // Refusals of unauthenticated requests are rate-limited per peer by
+        // default; this test is about rotation.
+        .args(["--audit-unauth-burst", "1000"])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -168,6 +201,15 @@ fn broker_serve_rotates_its_audit_log_as_the_flags_say() {
             .unwrap();
         assert_eq!(r.status, 401);
     }
+    // Key material of the running broker is in mappings excluded from core
+    // dumps (the store's AES key schedule and the token signing key at least).
+    let smaps = std::fs::read_to_string(format!("/proc/{}/smaps", child.id())).unwrap();
+    let dd = smaps
+        .lines()
+        .filter_map(|l| l.strip_prefix("VmFlags:"))
+        .filter(|f| f.split_whitespace().any(|x| x == "dd"))
+        .count();
+    assert!(dd >= 2, "{dd} MADV_DONTDUMP mappings");
     child.kill().unwrap();
     child.wait().unwrap();
     for name in ["audit.jsonl", "audit.jsonl.1", "audit.jsonl.2"] {
@@ -179,4 +221,87 @@ fn broker_serve_rotates_its_audit_log_as_the_flags_say() {
         }
     }
     assert!(!state.join("audit.jsonl.3").exists(), "--audit-keep 2");
+}
+
+/// The uid owning `/proc/PID/environ`: the process's own uid while it is
+/// dumpable, root once it is not (proc(5), PR_SET_DUMPABLE).
+fn proc_owner(pid: u32) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}/environ"))
+        .unwrap()
+        .uid()
+}
+
+#[test]
+fn broker_process_is_not_dumpable() {
+    use std::os::unix::process::CommandExt;
+    if !claw_testsupport::require_root("broker_process_is_not_dumpable") {
+        return;
+    }
+    const NOBODY: u32 = 65534;
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::chown(dir.path(), Some(NOBODY), Some(NOBODY)).unwrap();
+    let state = dir.path().join("broker");
+    // Control: an ordinary process of that uid owns its /proc files.
+    let mut control = Command::new("sleep")
+        .arg("30")
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .spawn()
+        .unwrap();
+    let control_owner = proc_owner(control.id());
+    control.kill().unwrap();
+    control.wait().unwrap();
+    assert_eq!(control_owner, NOBODY);
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ironclaw"))
+        .args(["broker", "serve", "--listen", "127.0.0.1:0", "--state"])
+        .arg(&state)
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("https://"), "{line:?}");
+    let owner = proc_owner(child.id());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        owner, 0,
+        "the broker's /proc files belong to root: not dumpable"
+    );
+}
+
+#[test]
+fn broker_serve_refuses_an_unusable_admin_public_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("broker");
+    let not_ed25519 = dir.path().join("key.pem");
+    std::fs::write(
+        &not_ed25519,
+        "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+    )
+    .unwrap();
+    for file in [dir.path().join("missing.pem"), not_ed25519] {
+        let out = ironclaw(&[
+            "broker",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--state",
+            state.to_str().unwrap(),
+            "--admin-public-key",
+            file.to_str().unwrap(),
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("admin public key") && err.contains(file.to_str().unwrap()),
+            "{err}"
+        );
+    }
 }

@@ -5,16 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn fixtures(test: &str) -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/attestation");
-    if dir.join("index.json").is_file() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "SKIPPED: {test}: attestation fixtures not found at {}",
-            dir.display()
-        );
-        None
-    }
+    claw_testsupport::require_attestation_fixtures(test)
 }
 
 fn ironclaw(args: &[&str]) -> Output {

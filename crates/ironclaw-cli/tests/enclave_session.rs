@@ -73,7 +73,7 @@ fn setup(ttl: Duration) -> Setup {
     let (broker_state, host_state) = (tmp.path().join("broker"), tmp.path().join("host"));
     let module = tmp.path().join("secret-hmac.wasm");
     std::fs::copy(
-        Path::new(env!("IRONCLAW_EXAMPLES_DIR")).join("secret-hmac.wasm"),
+        Path::new(ironclaw::shim::EXAMPLES_DIR).join("secret-hmac.wasm"),
         &module,
     )
     .unwrap();

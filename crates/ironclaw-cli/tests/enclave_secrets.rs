@@ -16,7 +16,7 @@ use sha2::Sha256;
 const SECRET: &[u8] = b"sk-enclave-only-4711";
 
 fn example(name: &str) -> Vec<u8> {
-    std::fs::read(Path::new(env!("IRONCLAW_EXAMPLES_DIR")).join(name)).unwrap()
+    std::fs::read(Path::new(ironclaw::shim::EXAMPLES_DIR).join(name)).unwrap()
 }
 
 /// The module with one more byte (an empty custom section named "x"): still valid, another measurement.
