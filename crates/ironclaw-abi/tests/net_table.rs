@@ -220,7 +220,7 @@ fn random_host_answers_never_break_the_table_invariants() {
                     1 => rng.next() % (W as u32 * 2),
                     _ => rng.next(),
                 };
-                let len = if rng.next() % 4 == 0 {
+                let len = if rng.next().is_multiple_of(4) {
                     (rng.next() % 5000) as usize
                 } else {
                     0
@@ -228,7 +228,7 @@ fn random_host_answers_never_break_the_table_invariants() {
                 let data: Vec<u8> = (0..len).map(|i| i as u8).collect();
                 evs.extend(ev(kind, handle, value, &data));
             }
-            if rng.next() % 10 == 0 {
+            if rng.next().is_multiple_of(10) {
                 evs.truncate(evs.len().saturating_sub((rng.next() % 20) as usize));
             }
             t.apply_events(&evs, u64::from(rng.next() % 2));
@@ -241,9 +241,9 @@ fn random_host_answers_never_break_the_table_invariants() {
                 }
                 let _ = t.accept(fd, true);
                 let mut buf = [0u8; 700];
-                let _ = t.recv(fd, &mut [&mut buf[..]], rng.next() % 3 == 0);
+                let _ = t.recv(fd, &mut [&mut buf[..]], rng.next().is_multiple_of(3));
                 let _ = t.send(fd, &buf[..(rng.next() % 700) as usize]);
-                if rng.next() % 17 == 0 {
+                if rng.next().is_multiple_of(17) {
                     let _ = t.close(fd);
                 }
             }
@@ -254,4 +254,34 @@ fn random_host_answers_never_break_the_table_invariants() {
             }
         }
     }
+}
+
+#[test]
+fn shutdown_directions() {
+    let mut t = with_conn();
+    t.apply_events(&ev(net::EV_DATA, 1, 0, b"unread"), 0);
+    assert_eq!(t.shutdown(4, 0), Err(errno::INVAL));
+    assert_eq!(t.shutdown(4, 4), Err(errno::INVAL));
+    t.shutdown(4, net::SHUT_RD).unwrap();
+    // Buffered bytes are dropped and their credit returned; reads see end of stream.
+    assert_eq!(t.recv(4, &mut [&mut [0u8; 8][..]], false), Ok(0));
+    assert_eq!(
+        ops(&mut t),
+        vec![
+            (net::OP_SHUTDOWN, 1, net::SHUT_RD, vec![]),
+            (net::OP_WINDOW, 1, 6, vec![])
+        ]
+    );
+    // Data the host sends after a read shutdown is discarded, credit flows back.
+    t.apply_events(&ev(net::EV_DATA, 1, 0, b"late"), 0);
+    assert_eq!(ops(&mut t), vec![(net::OP_WINDOW, 1, 4, vec![])]);
+    t.shutdown(4, net::SHUT_WR).unwrap();
+    assert_eq!(t.send(4, b"x"), Err(errno::PIPE));
+    assert!(
+        t.readiness(4).unwrap().writable,
+        "a shut-down writer does not block"
+    );
+    assert_eq!(t.shutdown(3, net::SHUT_WR), Err(errno::NOTCONN));
+    assert_eq!(t.shutdown(9, net::SHUT_WR), Err(errno::BADF));
+    assert_eq!(t.violations, 0);
 }

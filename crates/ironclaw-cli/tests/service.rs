@@ -744,3 +744,65 @@ fn a_module_opening_connections_in_a_loop_hits_the_connection_limit() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_clock_subscription_waits_on_the_host_without_spinning() {
+    if !need("a_clock_subscription_waits_on_the_host_without_spinning") {
+        return;
+    }
+    let t = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_ironclaw"))
+        .args([
+            "serve",
+            "--stats",
+            "--listen",
+            "tcp:127.0.0.1:0",
+            &wasm("poll-clock.wasm"),
+        ])
+        .output()
+        .unwrap();
+    let took = t.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(took >= Duration::from_millis(300), "{took:?}");
+    // A sleeping module costs a handful of exits, not a busy loop of them.
+    let exits: u64 = err
+        .split("exits=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no exit count in {err}"));
+    assert!(exits <= 10, "{exits} exits for one 300 ms sleep");
+}
+
+#[test]
+fn sigterm_ends_a_service_whose_module_computes_through_the_grace_period() {
+    if !need("sigterm_ends_a_service_whose_module_computes_through_the_grace_period") {
+        return;
+    }
+    // A turn budget far beyond the test: only the grace period can end this spin.
+    let mut svc = Service::start(&[
+        "--listen",
+        "tcp:127.0.0.1:0",
+        "--fuel",
+        "1000000000000",
+        "--grace",
+        "300ms",
+        &wasm("accept-then-spin.wasm"),
+    ]);
+    let _c = connect(&svc.tcp());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        svc.child.try_wait().unwrap().is_none(),
+        "the module should be spinning"
+    );
+    let t = Instant::now();
+    svc.signal(libc::SIGTERM);
+    let status = svc.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "{}", svc.stderr.lock().unwrap());
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+}

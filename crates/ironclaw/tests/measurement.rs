@@ -129,3 +129,71 @@ fn one_byte_of_module_or_any_parameter_changes_the_measurement() {
         seen.push(m);
     }
 }
+
+/// Layout 2 (services), written out from the documentation: version 2 and item 7.
+#[test]
+fn service_measurement_follows_the_documented_layout() {
+    use ironclaw::service::ServiceConfig;
+    let module = example_bytes("sign-service.wasm");
+    let c = LaunchConfig {
+        fuel: Some(1_000_000),
+        ..Default::default()
+    };
+    let s = ServiceConfig {
+        listen: vec![
+            "tcp:127.0.0.1:8080".parse().unwrap(),
+            "unix:/run/x.sock".parse().unwrap(),
+        ],
+        egress: vec![
+            "api.example:443".parse().unwrap(),
+            "[::1]:8443".parse().unwrap(),
+        ],
+        max_connections: 77,
+        window: 4096,
+        idle_timeout: Duration::from_millis(1500),
+        grace: Duration::from_secs(3),
+    };
+    let mut h = Sha384::new();
+    let mut item = |b: &[u8]| {
+        h.update((b.len() as u64).to_le_bytes());
+        h.update(b);
+    };
+    item(MEASUREMENT_TAG);
+    item(&2u32.to_le_bytes());
+    let mut addrs = ironclaw_abi::layout::SHIM_BASE.to_le_bytes().to_vec();
+    addrs.extend_from_slice(&ironclaw::shim::SHIM_ENTRY.to_le_bytes());
+    item(&addrs);
+    item(&Sha384::digest(ironclaw::shim::SHIM_IMAGE));
+    item(&module);
+    item(&ironclaw::measurement::encode_config(&c));
+    let mut svc = 2u32.to_le_bytes().to_vec();
+    for v in [77u64, 4096, 1500, 3000] {
+        svc.extend_from_slice(&v.to_le_bytes());
+    }
+    svc.extend_from_slice(&2u32.to_le_bytes());
+    for e in ["api.example:443", "[::1]:8443"] {
+        svc.extend_from_slice(&(e.len() as u32).to_le_bytes());
+        svc.extend_from_slice(e.as_bytes());
+    }
+    item(&svc);
+    let expected: [u8; 48] = h.finalize().into();
+    assert_eq!(LaunchMeasurement::of_service(&module, &c, &s).0, expected);
+    // Listen addresses are not measured; the order of the egress list is.
+    let mut moved = s.clone();
+    moved.listen[0] = "tcp:0.0.0.0:1".parse().unwrap();
+    assert_eq!(
+        LaunchMeasurement::of_service(&module, &c, &moved),
+        LaunchMeasurement::of_service(&module, &c, &s)
+    );
+    let mut swapped = s.clone();
+    swapped.egress.reverse();
+    assert_ne!(
+        LaunchMeasurement::of_service(&module, &c, &swapped),
+        LaunchMeasurement::of_service(&module, &c, &s)
+    );
+    // A batch launch of the same module never shares the digest.
+    assert_ne!(
+        LaunchMeasurement::of_launch(&module, &c),
+        LaunchMeasurement::of_service(&module, &c, &s)
+    );
+}

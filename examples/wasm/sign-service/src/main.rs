@@ -60,8 +60,16 @@ mod wasi {
     }
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+/// Lowercase hex (a table lookup: `format!` per byte costs more than the HMAC itself
+/// when interpreted).
+fn hex(b: &[u8]) -> Vec<u8> {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = Vec::with_capacity(b.len() * 2);
+    for x in b {
+        out.push(DIGITS[usize::from(x >> 4)]);
+        out.push(DIGITS[usize::from(x & 15)]);
+    }
+    out
 }
 
 fn key() -> Vec<u8> {
@@ -100,15 +108,27 @@ struct Response {
 }
 
 fn respond(out: &mut Vec<u8>, r: &Response, close: bool) {
-    let conn = if close { "close" } else { "keep-alive" };
-    out.extend_from_slice(
-        format!(
-            "HTTP/1.1 {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: {conn}\r\n\r\n",
-            r.status,
-            r.body.len()
-        )
-        .as_bytes(),
-    );
+    // Built by hand: `format!` is costly when interpreted.
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(r.status.as_bytes());
+    out.extend_from_slice(b"\r\nContent-Type: text/plain\r\nContent-Length: ");
+    let mut digits = [0u8; 20];
+    let mut n = r.body.len();
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+    out.extend_from_slice(if close {
+        b"\r\nConnection: close\r\n\r\n".as_slice()
+    } else {
+        b"\r\nConnection: keep-alive\r\n\r\n".as_slice()
+    });
     out.extend_from_slice(&r.body);
 }
 
@@ -141,7 +161,7 @@ fn handle(key: &[u8], method: &str, path: &str, body: &[u8]) -> Response {
             mac.update(body);
             Response {
                 status: "200 OK",
-                body: hex(&mac.finalize().into_bytes()).into_bytes(),
+                body: hex(&mac.finalize().into_bytes()),
             }
         }
         ("POST", "/fetch") => fetch(String::from_utf8_lossy(body).trim()),
