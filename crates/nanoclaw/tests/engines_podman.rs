@@ -13,6 +13,8 @@ use claw_testsupport::engines::{
 };
 use claw_testsupport::{require_root, require_tool, which, BusyboxRootfs};
 
+mod common;
+
 fn ready(test: &str) -> bool {
     require_root(test) && require_tool(test, "podman") && require_tool(test, "script")
 }
@@ -404,6 +406,38 @@ fn missing_or_unrunnable_command(runtime: &Path) {
     }
 }
 
+/// `podman exec` from a caller whose session keyring possesses a key in host root's user
+/// keyring (podman's profile allows keyctl): the exec'd process gets the container's own
+/// session keyring and cannot read the key.
+fn exec_cannot_read_the_callers_key(runtime: &Path) {
+    if !ready("podman exec keyring") {
+        return;
+    }
+    let rootfs = BusyboxRootfs::new().unwrap();
+    std::fs::copy(common::probe(), rootfs.path().join("probe")).unwrap();
+    let c = PodmanContainer::new(runtime, "claw-keyring");
+    run_ok(
+        podman(runtime)
+            .args(["run", "-d", "--name", &c.name])
+            .args(PODMAN_ULIMITS)
+            .arg("--rootfs")
+            .arg(rootfs.path())
+            .args(["sleep", "1000"]),
+    );
+    let payload = format!("podman-host-secret-{}", std::process::id());
+    let mut cmd = podman(runtime);
+    cmd.args(["exec", &c.name, "/probe", "keyread"]);
+    let serial = common::add_possessed_key_in_child(&payload, &mut cmd);
+    let out = run(&mut cmd);
+    common::invalidate_key(serial);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !stdout.contains(&payload),
+        "read the caller's key: {stdout}"
+    );
+    assert!(stdout.contains("keyread: errno=13"), "EACCES: {stdout}");
+}
+
 fn runc() -> PathBuf {
     // Debian installs runc in /usr/sbin, which a CI PATH may lack.
     which("runc")
@@ -440,6 +474,10 @@ mod runc {
     fn podman_missing_or_unrunnable_command() {
         super::missing_or_unrunnable_command(&super::runc());
     }
+    #[test]
+    fn podman_exec_cannot_read_the_callers_key() {
+        super::exec_cannot_read_the_callers_key(&super::runc());
+    }
 }
 
 fn nanoclaw() -> PathBuf {
@@ -474,5 +512,9 @@ mod nanoclaw {
     #[test]
     fn podman_missing_or_unrunnable_command() {
         super::missing_or_unrunnable_command(&super::nanoclaw());
+    }
+    #[test]
+    fn podman_exec_cannot_read_the_callers_key() {
+        super::exec_cannot_read_the_callers_key(&super::nanoclaw());
     }
 }

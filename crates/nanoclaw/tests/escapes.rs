@@ -582,7 +582,10 @@ fn seccomp_notify_agent_answers_for_the_container() {
     let out = run(&s).ok();
     let (metadata, pid, fds, id) = agent.join().expect("agent");
     assert_eq!(metadata.as_deref(), Some("agent-test"));
-    assert!(id.starts_with("esc"), "the agent is told the container id, got {id:?}");
+    assert!(
+        id.starts_with("esc"),
+        "the agent is told the container id, got {id:?}"
+    );
     assert!(pid > 1, "the agent gets the host pid, got {pid}");
     assert_eq!(fds, vec!["seccompFd".to_owned()]);
     assert!(out.contains("Invalid cross-device link"), "{out}");

@@ -21,7 +21,7 @@ use claw_testsupport::bundle::{Bundle, Runtime};
 use serde_json::{json, Value};
 
 mod common;
-use common::{bundle_with_probe, NANOCLAW};
+use common::{add_possessed_key_in_child, bundle_with_probe, invalidate_key, NANOCLAW};
 
 fn root(test: &str) -> bool {
     claw_testsupport::require_root(test)
@@ -345,12 +345,6 @@ fn detached_exec_from_a_terminal_gets_dev_null() {
     assert_eq!(fds, "/dev/null\n/dev/null\n", "{screen}");
 }
 
-const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
-const KEYCTL_LINK: libc::c_long = 8;
-const KEYCTL_INVALIDATE: libc::c_long = 21;
-const KEY_SPEC_USER_KEYRING: libc::c_long = -4;
-const KEY_SPEC_SESSION_KEYRING: libc::c_long = -3;
-
 /// A key in host root's user keyring, possessed by the caller through its session keyring
 /// (as after a login): the caller can read it, an exec'd process must not (it gets a new
 /// session keyring, like the init), whatever seccomp allows.
@@ -409,58 +403,6 @@ fn default_profile_keeps_host_roots_user_keyring_out_of_reach() {
         "EPERM: {}",
         text(&out)
     );
-}
-
-/// Adds a `user` key with `payload` to root's user keyring and arranges for `cmd` to run with
-/// a session keyring that links it (so the key is possessed by `cmd`). Returns the serial,
-/// which is also appended to `cmd`'s arguments.
-fn add_possessed_key_in_child(payload: &str, cmd: &mut Command) -> i64 {
-    let desc = std::ffi::CString::new(format!("claw-exec-test-{}", std::process::id())).unwrap();
-    let ty = std::ffi::CString::new("user").unwrap();
-    // SAFETY: add_key with NUL-terminated type/description and a payload buffer of the given
-    // length; returns a serial or -1.
-    let serial = unsafe {
-        libc::syscall(
-            libc::SYS_add_key,
-            ty.as_ptr(),
-            desc.as_ptr(),
-            payload.as_ptr(),
-            payload.len(),
-            KEY_SPEC_USER_KEYRING,
-        )
-    };
-    assert!(serial > 0, "add_key: {}", std::io::Error::last_os_error());
-    cmd.arg(serial.to_string());
-    // SAFETY: the closure runs in the forked child before exec and only issues keyctl
-    // syscalls with integer arguments.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::syscall(
-                libc::SYS_keyctl,
-                KEYCTL_JOIN_SESSION_KEYRING,
-                std::ptr::null::<libc::c_char>(),
-            ) < 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            if libc::syscall(
-                libc::SYS_keyctl,
-                KEYCTL_LINK,
-                KEY_SPEC_USER_KEYRING,
-                KEY_SPEC_SESSION_KEYRING,
-            ) < 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    serial
-}
-
-fn invalidate_key(serial: i64) {
-    // SAFETY: keyctl with integer arguments.
-    unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_INVALIDATE, serial) };
 }
 
 /// The control for the keyring test: the same child setup lets a host process read the key,

@@ -1,7 +1,9 @@
 //! Helpers shared by the nanoclaw integration tests.
 #![allow(dead_code)]
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::process::Output;
 use std::sync::OnceLock;
 
@@ -258,4 +260,62 @@ pub fn bundle_with_probe() -> Bundle {
     let bundle = Bundle::busybox().expect("bundle");
     std::fs::copy(probe(), bundle.rootfs().join("probe")).expect("copy probe");
     bundle
+}
+
+const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+const KEYCTL_LINK: libc::c_long = 8;
+const KEYCTL_INVALIDATE: libc::c_long = 21;
+const KEY_SPEC_USER_KEYRING: libc::c_long = -4;
+const KEY_SPEC_SESSION_KEYRING: libc::c_long = -3;
+
+/// Adds a `user` key with `payload` to root's user keyring and arranges for `cmd` to run with
+/// a session keyring that links it (so the key is possessed by `cmd`). Returns the serial,
+/// which is also appended to `cmd`'s arguments.
+pub fn add_possessed_key_in_child(payload: &str, cmd: &mut Command) -> i64 {
+    let desc = std::ffi::CString::new(format!("claw-exec-test-{}", std::process::id())).unwrap();
+    let ty = std::ffi::CString::new("user").unwrap();
+    // SAFETY: add_key with NUL-terminated type/description and a payload buffer of the given
+    // length; returns a serial or -1.
+    let serial = unsafe {
+        libc::syscall(
+            libc::SYS_add_key,
+            ty.as_ptr(),
+            desc.as_ptr(),
+            payload.as_ptr(),
+            payload.len(),
+            KEY_SPEC_USER_KEYRING,
+        )
+    };
+    assert!(serial > 0, "add_key: {}", std::io::Error::last_os_error());
+    cmd.arg(serial.to_string());
+    // SAFETY: the closure runs in the forked child before exec and only issues keyctl
+    // syscalls with integer arguments.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::syscall(
+                libc::SYS_keyctl,
+                KEYCTL_JOIN_SESSION_KEYRING,
+                std::ptr::null::<libc::c_char>(),
+            ) < 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::syscall(
+                libc::SYS_keyctl,
+                KEYCTL_LINK,
+                KEY_SPEC_USER_KEYRING,
+                KEY_SPEC_SESSION_KEYRING,
+            ) < 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    serial
+}
+
+pub fn invalidate_key(serial: i64) {
+    // SAFETY: keyctl with integer arguments.
+    unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_INVALIDATE, serial) };
 }

@@ -240,7 +240,10 @@ fn main() {
                     "wins={wins} after_exec={after_exec} denied={denied} attached={} win_comms={win_comms:?}\n",
                     seen.len()
                 );
-                let _ = std::fs::write("/race.out", out);
+                // Written whole, then renamed: the test never reads half a report.
+                if std::fs::write("/race.tmp", out).is_ok() {
+                    let _ = std::fs::rename("/race.tmp", "/race.out");
+                }
                 0
             }
             other => {
