@@ -165,29 +165,16 @@ pub fn create(
 
 fn save(state_dir: &Path, paths: &CgroupPaths) -> Result<(), CgroupStepError> {
     let path = record_path(state_dir);
-    let tmp = state_dir.join(".cgroup.json.tmp");
-    let io = |p: &Path| {
-        let p = p.to_path_buf();
-        move |source| CgroupStepError::Io { path: p, source }
-    };
     let json = serde_json::to_vec(paths).map_err(|e| CgroupStepError::Corrupt {
         path: path.clone(),
         msg: e.to_string(),
     })?;
-    {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-            .open(&tmp)
-            .and_then(|mut f| f.write_all(&json))
-            .map_err(io(&tmp))?;
-    }
-    std::fs::rename(&tmp, &path).map_err(io(&path))
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    crate::state::write_private_record(state_dir, &name, &json)
+        .map_err(|(path, source)| CgroupStepError::Io { path, source })
 }
 
 /// The manager of an existing container, from its record; `None` when it has no cgroup record

@@ -176,17 +176,8 @@ pub fn save_record(state_dir: &std::path::Path, hooks: &Hooks) -> Result<(), Hoo
         source: std::io::Error::other(e),
     })?;
     // 0600: hook environments can hold tokens.
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-        .open(&path)
-        .and_then(|mut f| f.write_all(&bytes))
-        .map_err(|source| HookError::Record { path, source })
+    crate::state::write_private_record(state_dir, RECORD, &bytes)
+        .map_err(|(path, source)| HookError::Record { path, source })
 }
 
 /// The recorded hooks, if any (an unreadable record is logged and treated as none: it can only

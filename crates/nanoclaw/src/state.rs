@@ -108,6 +108,28 @@ pub fn validate_id(id: &str) -> Result<(), StateError> {
     Ok(())
 }
 
+/// Writes `<dir>/<name>` as a 0600 file, atomically: a temp file opened `O_NOFOLLOW`, then
+/// renamed. Every record of a state dir (state, config snapshot, hooks, cgroup) goes
+/// through here. The error names the path it was about.
+pub fn write_private_record(
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+) -> Result<(), (PathBuf, std::io::Error)> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let path = dir.join(name);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(&tmp)
+        .map_err(|e| (tmp.clone(), e))?;
+    f.write_all(bytes).map_err(|e| (tmp.clone(), e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| (path.clone(), e))
+}
+
 /// `dir` must be a real directory (not a symlink) owned by the runtime's euid (or root) and
 /// writable by nobody else.
 fn check_trusted_dir(id: &str, dir: &Path) -> Result<(), StateError> {
@@ -243,25 +265,13 @@ impl StateDir {
         self.dir.join(CONFIG_SNAPSHOT)
     }
 
-    /// Writes a private (0600) record file atomically: temp file, then rename.
+    /// Writes a private (0600) record file atomically (see [`write_private_record`]).
     pub fn write_private(&self, name: &str, bytes: &[u8]) -> Result<(), StateError> {
-        let tmp = self.dir.join(format!(".{name}.tmp"));
-        let path = self.dir.join(name);
-        let io = |p: &Path, source| StateError::Io {
+        write_private_record(&self.dir, name, bytes).map_err(|(path, source)| StateError::Io {
             id: self.id.clone(),
-            path: p.to_path_buf(),
+            path,
             source,
-        };
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-            .open(&tmp)
-            .map_err(|e| io(&tmp, e))?;
-        f.write_all(bytes).map_err(|e| io(&tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| io(&path, e))
+        })
     }
 
     /// Atomically replaces state.json (write to a temp file, fsync-free rename: the state dir
