@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use oci_spec::runtime::{
     Apparmor, Arch, Cgroup, Features, IntelRdt, LinuxFeature, LinuxNamespaceType,
-    LinuxSeccompAction, Seccomp, Selinux,
+    LinuxSeccompAction, MemoryPolicy, NetDevices, Seccomp, Selinux,
 };
 
 use crate::hooks::HookKind;
@@ -196,6 +196,14 @@ pub fn features() -> Features {
     let mut rdt = IntelRdt::default();
     rdt.set_enabled(Some(false));
     linux.set_intel_rdt(Some(rdt));
+    // Refused at create (security.rs) until implemented: say so rather than stay silent.
+    let mut net_devices = NetDevices::default();
+    net_devices.set_enabled(Some(false));
+    linux.set_net_devices(Some(net_devices));
+    let mut mempolicy = MemoryPolicy::default();
+    mempolicy.set_modes(Some(Vec::new()));
+    mempolicy.set_flags(Some(Vec::new()));
+    linux.set_memory_policy(Some(mempolicy));
 
     let mut f = Features::default();
     f.set_oci_version_min(OCI_VERSION_MIN.to_string());

@@ -51,6 +51,13 @@ pub enum SecurityError {
         field: &'static str,
         what: &'static str,
     },
+    #[error(
+        "{field}: {what} is not implemented by nanoclaw yet; refusing rather than ignoring it"
+    )]
+    NotImplemented {
+        field: &'static str,
+        what: &'static str,
+    },
     #[error("process.apparmorProfile: applying {profile:?}: {source}")]
     AppArmor {
         profile: String,
@@ -131,6 +138,22 @@ pub fn validate(spec: &Spec, ns: &NamespacePlan) -> Result<(), SecurityError> {
                 what: "SELinux",
             });
         }
+    }
+    // Accepted-but-ignored would break "applied or refused with its name".
+    if linux.and_then(|l| l.memory_policy().as_ref()).is_some() {
+        return Err(SecurityError::NotImplemented {
+            field: "linux.memoryPolicy",
+            what: "a NUMA memory policy (set_mempolicy)",
+        });
+    }
+    if linux
+        .and_then(|l| l.net_devices().as_ref())
+        .is_some_and(|d| !d.is_empty())
+    {
+        return Err(SecurityError::NotImplemented {
+            field: "linux.netDevices",
+            what: "moving host network devices into the container",
+        });
     }
     if linux.and_then(|l| l.intel_rdt().as_ref()).is_some() {
         if !Path::new(RESCTRL_INFO).exists() {

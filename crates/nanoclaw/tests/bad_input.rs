@@ -547,3 +547,25 @@ fn forged_cgroup_record_is_refused_by_delete() {
     std::fs::write(&record, original).unwrap();
     delete_leaving_nothing(&runtime, id);
 }
+
+/// Fields nanoclaw does not implement yet are refused by name, never accepted and ignored.
+#[test]
+fn memory_policy_and_net_devices_are_refused_not_ignored() {
+    if !root("memory_policy_and_net_devices_are_refused_not_ignored") {
+        return;
+    }
+    let mut spec = base();
+    spec["linux"]["memoryPolicy"] = json!({"mode": "MPOL_BIND", "nodes": "0"});
+    refused(
+        "memory_policy_and_net_devices_are_refused_not_ignored",
+        &spec,
+        "linux.memoryPolicy",
+    );
+    let mut spec = base();
+    spec["linux"]["netDevices"] = json!({"dummy0": {"name": "eth1"}});
+    refused(
+        "memory_policy_and_net_devices_are_refused_not_ignored",
+        &spec,
+        "linux.netDevices",
+    );
+}
