@@ -14,7 +14,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
-use ironclaw::hypercall::RunIo;
 use ironclaw::service::{Egress, ListenAddr, ServiceConfig};
 use ironclaw::{exit_code, LaunchInputs};
 
@@ -195,52 +194,18 @@ pub fn proxy(a: ProxyArgs) -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    let mut services = match crate::cli_broker::enclave_services(
-        bytes,
-        &config,
-        a.state_dir,
-        a.broker.as_deref(),
-        a.broker_cert.as_deref(),
-    ) {
-        // The evidence carries the service measurement (module, limits and egress list).
-        Ok(s) => s.with_measurement(&ironclaw::LaunchMeasurement::of_service(
-            bytes, &config, &service,
-        )),
-        Err(c) => return c,
-    };
     let inputs = LaunchInputs {
         args,
         env: Vec::new(),
     };
-    let (mut stdin, mut stdout, mut stderr) =
-        (std::io::empty(), std::io::stdout(), std::io::stderr());
-    let io = RunIo {
-        stdin: &mut stdin,
-        stdout: &mut stdout,
-        stderr: &mut stderr,
+    let launch = crate::cli_serve::AttestedService {
+        module: bytes,
+        inputs: &inputs,
+        config: &config,
+        service: &service,
+        state_dir: a.state_dir,
+        broker: a.broker.as_deref(),
+        broker_cert: a.broker_cert.as_deref(),
     };
-    let print_measurement = a.print_measurement;
-    let mut on_ready = |bound: &[ListenAddr], m: &ironclaw::LaunchMeasurement| {
-        if print_measurement {
-            eprintln!("measurement: {m}");
-        }
-        for addr in bound {
-            eprintln!("ironclaw: listening on {addr}");
-        }
-    };
-    match ironclaw::service::serve(
-        bytes,
-        &inputs,
-        &config,
-        &service,
-        io,
-        Some(&mut services),
-        &mut on_ready,
-    ) {
-        Ok(report) => ExitCode::from((report.exit_code & 0xFF) as u8),
-        Err(e) => {
-            eprintln!("ironclaw: {e}");
-            ExitCode::from(e.exit_code() as u8)
-        }
-    }
+    launch.serve(a.print_measurement, false)
 }

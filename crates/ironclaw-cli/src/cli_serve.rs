@@ -1,6 +1,6 @@
 //! `ironclaw serve`: argument parsing only; `ironclaw::service` does the work.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -101,57 +101,87 @@ pub fn serve(a: ServeArgs) -> ExitCode {
     let mut args = vec![name];
     args.extend(a.args);
     let inputs = LaunchInputs { args, env: a.env };
-    let mut services = match crate::cli_broker::enclave_services(
-        &bytes,
-        &config,
-        a.state_dir,
-        a.broker.as_deref(),
-        a.broker_cert.as_deref(),
-    ) {
-        // Evidence carries the service measurement (it covers the egress list), the one
-        // `ironclaw measure --listen ... --egress ...` prints and on_ready reports.
-        Ok(s) => s.with_measurement(&ironclaw::LaunchMeasurement::of_service(
-            &bytes, &config, &service,
-        )),
-        Err(c) => return c,
+    let launch = AttestedService {
+        module: &bytes,
+        inputs: &inputs,
+        config: &config,
+        service: &service,
+        state_dir: a.state_dir,
+        broker: a.broker.as_deref(),
+        broker_cert: a.broker_cert.as_deref(),
     };
-    let (mut stdin, mut stdout, mut stderr) =
-        (std::io::empty(), std::io::stdout(), std::io::stderr());
-    let io = RunIo {
-        stdin: &mut stdin,
-        stdout: &mut stdout,
-        stderr: &mut stderr,
-    };
-    let print_measurement = a.print_measurement;
-    let mut on_ready = |bound: &[ListenAddr], m: &ironclaw::LaunchMeasurement| {
-        if print_measurement {
-            eprintln!("measurement: {m}");
-        }
-        for addr in bound {
-            eprintln!("ironclaw: listening on {addr}");
-        }
-    };
-    match ironclaw::service::serve(
-        &bytes,
-        &inputs,
-        &config,
-        &service,
-        io,
-        Some(&mut services),
-        &mut on_ready,
-    ) {
-        Ok(report) => {
-            if a.stats {
-                eprintln!(
-                    "ironclaw: exits={} net_exchanges={}",
-                    report.hypercalls, report.net_calls
-                );
+    launch.serve(a.print_measurement, a.stats)
+}
+
+/// A service ready to launch with its attestation services. `ironclaw serve` and `ironclaw
+/// proxy` both end here, so the two cannot differ in what they attest or report.
+pub struct AttestedService<'a> {
+    pub module: &'a [u8],
+    pub inputs: &'a LaunchInputs,
+    pub config: &'a LaunchConfig,
+    pub service: &'a ServiceConfig,
+    pub state_dir: Option<PathBuf>,
+    pub broker: Option<&'a str>,
+    pub broker_cert: Option<&'a Path>,
+}
+
+impl AttestedService<'_> {
+    /// Serves until the module exits or a signal ends it; the exit code is the module's (or
+    /// the error's, as in the README table).
+    pub fn serve(self, print_measurement: bool, stats: bool) -> ExitCode {
+        let mut services = match crate::cli_broker::enclave_services(
+            self.module,
+            self.config,
+            self.state_dir,
+            self.broker,
+            self.broker_cert,
+        ) {
+            // Evidence carries the service measurement (it covers the egress list), the one
+            // `ironclaw measure --listen ... --egress ...` prints and on_ready reports.
+            Ok(s) => s.with_measurement(&ironclaw::LaunchMeasurement::of_service(
+                self.module,
+                self.config,
+                self.service,
+            )),
+            Err(c) => return c,
+        };
+        let (mut stdin, mut stdout, mut stderr) =
+            (std::io::empty(), std::io::stdout(), std::io::stderr());
+        let io = RunIo {
+            stdin: &mut stdin,
+            stdout: &mut stdout,
+            stderr: &mut stderr,
+        };
+        let mut on_ready = |bound: &[ListenAddr], m: &ironclaw::LaunchMeasurement| {
+            if print_measurement {
+                eprintln!("measurement: {m}");
             }
-            ExitCode::from((report.exit_code & 0xFF) as u8)
-        }
-        Err(e) => {
-            eprintln!("ironclaw: {e}");
-            ExitCode::from(e.exit_code() as u8)
+            for addr in bound {
+                eprintln!("ironclaw: listening on {addr}");
+            }
+        };
+        match ironclaw::service::serve(
+            self.module,
+            self.inputs,
+            self.config,
+            self.service,
+            io,
+            Some(&mut services),
+            &mut on_ready,
+        ) {
+            Ok(report) => {
+                if stats {
+                    eprintln!(
+                        "ironclaw: exits={} net_exchanges={}",
+                        report.hypercalls, report.net_calls
+                    );
+                }
+                ExitCode::from((report.exit_code & 0xFF) as u8)
+            }
+            Err(e) => {
+                eprintln!("ironclaw: {e}");
+                ExitCode::from(e.exit_code() as u8)
+            }
         }
     }
 }
