@@ -788,7 +788,12 @@ pub fn write_pid_file(path: &Path, pid: i32) -> Result<(), ExecError> {
 /// /proc/<pid> files and steer it into execve before seccomp and no_new_privs (runc's
 /// CVE-2016-9962). Then it drops every fd it was not asked to keep, takes its stdio, waits for
 /// the runtime (cgroup joined), joins the namespaces and finishes like the init (finish.rs).
-fn child(go_r: OwnedFd, err_w: &OwnedFd, joins: &[NsFd], p: Prepared) -> Result<Never, ExecError> {
+fn child(
+    go_r: OwnedFd,
+    err_w: &OwnedFd,
+    joins: &[NsFd],
+    mut p: Prepared,
+) -> Result<Never, ExecError> {
     nix::sys::prctl::set_dumpable(false).map_err(sys("prctl(PR_SET_DUMPABLE, 0)"))?;
     let mut keep: Vec<RawFd> = vec![0, 1, 2, go_r.as_raw_fd(), err_w.as_raw_fd()];
     keep.extend(joins.iter().map(|ns| ns.fd.as_raw_fd()));
@@ -797,7 +802,6 @@ fn child(go_r: OwnedFd, err_w: &OwnedFd, joins: &[NsFd], p: Prepared) -> Result<
     keep.extend(p.stdio.kept_fds());
     keep.extend((3..3u32.saturating_add(p.preserve_fds)).filter_map(|fd| RawFd::try_from(fd).ok()));
     crate::finish::close_fds_except(&mut keep);
-    let mut p = p;
     if let Some(step) = p.seccomp.as_mut() {
         // Still the host's /proc here (the mount namespace is joined later): `self` is our
         // pid as the runtime and a NOTIFY agent see it.

@@ -14,7 +14,6 @@
 //! fds that are not terminals (pipes, files, sockets from an engine) are passed on unchanged:
 //! engines depend on that, and such fds carry none of these ioctls.
 
-use std::io::ErrorKind;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use nix::fcntl::OFlag;
@@ -281,11 +280,10 @@ fn relay_stdin(
             pending.drain(..n.min(pending.len()));
         }
         Err(nix::Error::EAGAIN) | Err(nix::Error::EINTR) => {}
-        Err(e) => {
-            if std::io::Error::from(e).kind() != ErrorKind::Interrupted {
-                pending.clear();
-                ends.stdin = None;
-            }
+        // The container closed its stdin (EPIPE) or the pipe broke: stop relaying stdin.
+        Err(_) => {
+            pending.clear();
+            ends.stdin = None;
         }
     }
 }

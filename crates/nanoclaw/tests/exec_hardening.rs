@@ -172,7 +172,16 @@ impl Pty {
 
     /// Runs `cmd` in a new session whose controlling terminal is the slave (stdio too) and
     /// returns its exit code and everything written to the terminal.
-    fn run(&self, mut cmd: Command) -> (Option<i32>, String) {
+    fn run(&self, cmd: Command) -> (Option<i32>, String) {
+        let status = self
+            .spawn(cmd)
+            .wait()
+            .expect("wait for the command under the pty");
+        (status.code(), drain(&self.master))
+    }
+
+    /// Starts `cmd` in a new session whose controlling terminal is the slave (stdio too).
+    fn spawn(&self, mut cmd: Command) -> std::process::Child {
         let slave = self.slave.as_raw_fd();
         // SAFETY: the closure runs in the forked child before exec and only calls
         // async-signal-safe functions (setsid, ioctl, dup2) on fds it owns.
@@ -188,13 +197,11 @@ impl Pty {
                 Ok(())
             });
         }
-        let status = cmd
-            .stdin(Stdio::inherit())
+        cmd.stdin(Stdio::inherit())
             .stdout(Stdio::inherit())
             .stderr(Stdio::inherit())
-            .status()
-            .expect("spawn under the pty");
-        (status.code(), drain(&self.master))
+            .spawn()
+            .expect("spawn under the pty")
     }
 
     /// Bytes waiting in the terminal's input queue: what the operator's shell would read next.
@@ -426,6 +433,20 @@ fn the_key_is_readable_by_the_caller_itself() {
     );
 }
 
+/// `cmd` inherits `raw` as its fd 3 (dup2 clears close-on-exec), as a caller leaking or
+/// preserving an fd would pass it.
+fn inherit_as_fd3(cmd: &mut Command, raw: std::os::fd::RawFd) {
+    // SAFETY: dup2 onto fd 3 in the forked child, before exec; async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(raw, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// CVE-2024-21626 through exec: a directory fd of the host leaked to the runtime, named as
 /// the cwd. Not preserved: the exec child closed it before joining, so the path does not
 /// resolve. Preserved on purpose (`--preserve-fds`): the cwd resolves outside the container's
@@ -449,16 +470,7 @@ fn exec_cwd_through_a_leaked_host_directory_fd_is_refused() {
         if preserve {
             cmd.args(["--preserve-fds", "1"]);
         }
-        // The fd is inherited as fd 3 (dup2 clears close-on-exec).
-        // SAFETY: dup2 onto fd 3 in the forked child, before exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::dup2(raw, 3) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        inherit_as_fd3(&mut cmd, raw);
         let out = cmd
             .args(["--cwd", "/proc/self/fd/3", &c.id, "ls", "-a"])
             .output()
@@ -550,15 +562,7 @@ fn exec_preserve_fds_still_passes_the_fd() {
         "-c",
         "echo through-fd3 >&3",
     ]);
-    // SAFETY: dup2 onto fd 3 in the forked child, before exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::dup2(raw, 3) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    inherit_as_fd3(&mut cmd, raw);
     let out = cmd.output().expect("exec");
     drop(w);
     assert!(out.status.success(), "{}", text(&out));
@@ -604,19 +608,7 @@ fn a_background_writer_cannot_keep_exec_running() {
         "yes & sleep 1; exit 3",
     ]);
     let started = Instant::now();
-    let slave = pty.slave.as_raw_fd();
-    // SAFETY: as in Pty::run: async-signal-safe calls on fds of the forked child.
-    unsafe {
-        cmd.pre_exec(move || {
-            libc::setsid();
-            libc::ioctl(slave, libc::TIOCSCTTY, 0);
-            for fd in 0..3 {
-                libc::dup2(slave, fd);
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().expect("exec");
+    let mut child = pty.spawn(cmd);
     let code = loop {
         if let Some(st) = child.try_wait().expect("wait") {
             break st.code();
