@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use ironclaw_broker::admin::{self, AdminRequest};
 use ironclaw_broker::{Broker, BrokerConfig};
 use sha2::Sha256;

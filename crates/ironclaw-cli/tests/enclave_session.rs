@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use ironclaw_broker::admin::{self, AdminRequest};
 use ironclaw_broker::client::KbsHttpClient;
 use ironclaw_broker::{Broker, BrokerConfig};
