@@ -18,7 +18,7 @@ use ironclaw::service::{Egress, ListenAddr, ServiceConfig};
 use ironclaw::{exit_code, LaunchInputs};
 
 #[derive(Args)]
-pub struct ProxyArgs {
+pub(crate) struct ProxyArgs {
     /// Guest memory in MiB (measured).
     #[arg(long, default_value_t = 256)]
     memory: u64,
@@ -78,7 +78,7 @@ fn fail(msg: &str) -> ExitCode {
 }
 
 /// The egress destination (`HOST:PORT`) of an upstream URL.
-pub fn upstream_egress(url: &str) -> Result<Egress, String> {
+pub(crate) fn upstream_egress(url: &str) -> Result<Egress, String> {
     let (rest, port) = if let Some(r) = url.strip_prefix("http://") {
         (r, 80)
     } else if let Some(r) = url.strip_prefix("https://") {
@@ -98,14 +98,14 @@ pub fn upstream_egress(url: &str) -> Result<Egress, String> {
 }
 
 /// Name of the custom section that carries the proxy's routes in the launched module.
-pub const ROUTES_SECTION: &str = "ironclaw.proxy.routes";
+pub(crate) const ROUTES_SECTION: &str = "ironclaw.proxy.routes";
 
 /// `module` with a custom section holding `args` (each as a little-endian u32 length and
 /// the bytes). The module is launched with this section, so the launch measurement covers
 /// the routes (upstreams, secret paths, injected header templates, CA certificates): a
 /// broker policy pinning the measurement pins them too. The module ignores the section
 /// and reads the same values from its argv.
-pub fn with_routes_section(module: &[u8], args: &[String]) -> Vec<u8> {
+pub(crate) fn with_routes_section(module: &[u8], args: &[String]) -> Vec<u8> {
     fn leb128(mut n: usize, out: &mut Vec<u8>) {
         loop {
             let byte = (n & 0x7f) as u8;
@@ -131,7 +131,7 @@ pub fn with_routes_section(module: &[u8], args: &[String]) -> Vec<u8> {
     out
 }
 
-pub fn proxy(a: ProxyArgs) -> ExitCode {
+pub(crate) fn proxy(a: ProxyArgs) -> ExitCode {
     let n = a.upstream.len();
     if a.secret.len() != n || a.inject.len() != n {
         return fail("every --upstream needs one --secret and one --inject (in the same order)");
