@@ -1,4 +1,5 @@
 #![no_std]
+#![forbid(unsafe_code)]
 //! IronClaw hypercall ABI shared by the host VMM (`crates/ironclaw`) and the guest shim
 //! (`crates/ironclaw-shim`).
 //!
