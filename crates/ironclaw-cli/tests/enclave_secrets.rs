@@ -1,4 +1,4 @@
-//! Issue 7 end to end with real enclaves: the example module fetches its secret from a
+//! Secrets, attestation and sealing end to end with real enclaves: the example module fetches its secret from a
 //! broker on 127.0.0.1 (HTTPS) through the shim's KBS client and HMAC-signs its input
 //! with it; a module differing by one byte is refused; sealed data survives a restart
 //! of the enclave and is refused to another module.

@@ -1,5 +1,5 @@
 //! IronClaw's own calls for the module (import module `"ironclaw"`): attestation,
-//! secrets, sealing (issue 7), built on [`crate::hostcall::call`] with the call
+//! secrets, sealing, built on [`crate::hostcall::call`] with the call
 //! numbers `ironclaw_abi::call::{ATTEST, SEAL_KEY, KBS_HTTP}`.
 //!
 //! Module-facing signatures (all `i32`, results >= 0 are byte counts written to `out`):

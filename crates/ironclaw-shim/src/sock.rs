@@ -1,4 +1,4 @@
-//! WASI sockets and `poll_oneoff` for services (issue 18), over the NET hypercall.
+//! WASI sockets and `poll_oneoff` for services (`ironclaw serve`), over the NET hypercall.
 //!
 //! The module's socket state is `ironclaw_abi::net_table::SocketTable` (enclave memory,
 //! every host event validated there). This file only moves bytes: module memory <-> table,
