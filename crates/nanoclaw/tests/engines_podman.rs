@@ -5,11 +5,11 @@
 //! Every scenario runs against runc too: runc passing and nanoclaw failing points at nanoclaw.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use claw_testsupport::engines::{
-    cgroup_dirs_named, podman, run, run_in_pty, run_ok, unique_name, ComposeProject,
-    PodmanContainer, PODMAN_ULIMITS,
+    cgroup_dirs_named, podman, run, run_in_pty, run_ok, ComposeProject, PodmanContainer,
+    PODMAN_ULIMITS,
 };
 use claw_testsupport::{require_root, require_tool, which, BusyboxRootfs};
 
