@@ -196,7 +196,12 @@ fn check_measured_argv(module: &Module, host_args: &[Vec<u8>]) -> Result<(), Str
     }
     let measured = measured_argv::decode(section.data())
         .map_err(|e| format!("module's `{}` section: {e}", measured_argv::SECTION))?;
-    if measured.len() != host_args.len() || measured.iter().zip(host_args).any(|(m, h)| *m != h.as_slice()) {
+    if measured.len() != host_args.len()
+        || measured
+            .iter()
+            .zip(host_args)
+            .any(|(m, h)| *m != h.as_slice())
+    {
         return Err(format!(
             "argv from the host differs from the module's measured `{}` section",
             measured_argv::SECTION
