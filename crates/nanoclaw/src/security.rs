@@ -253,6 +253,11 @@ impl SeccompStep {
         self.host_pid = pid;
     }
 
+    /// The filter has NOTIFY rules and an agent waits at listenerPath for the listener fd.
+    pub fn delivers_listener(&self) -> bool {
+        self.agent.is_some()
+    }
+
     /// The NOTIFY agent connection, which a freshly forked exec child must keep open.
     pub fn agent_fd(&self) -> Option<std::os::fd::RawFd> {
         self.agent.as_ref().map(std::os::fd::AsRawFd::as_raw_fd)

@@ -1014,3 +1014,93 @@ fn recursive_mount_options_apply_to_submounts_like_runc() {
         }
     }
 }
+
+/// A seccomp agent that waits for the NOTIFY listener after `create` and before `start` (as
+/// engines do) gets it during `create`, with the container state; its answer is then what the
+/// workload sees after `start`.
+#[test]
+fn seccomp_notify_listener_reaches_the_agent_during_create_like_runc() {
+    use std::os::fd::AsRawFd;
+    if !require_root("seccomp_notify_listener_reaches_the_agent_during_create_like_runc") {
+        return;
+    }
+    for rt in both() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("agent.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let (got_tx, got_rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let agent = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().expect("accept");
+            let (fd, state) = nanoclaw_seccomp::notify::recv_listener_fd(&mut conn).expect("recv");
+            got_tx
+                .send((state.state().id().clone(), state.fds().clone()))
+                .unwrap();
+            // Answer only once the test has seen the fd arrive before `start`.
+            go_rx.recv().unwrap();
+            let req = libseccomp::ScmpNotifReq::receive(fd.as_raw_fd()).expect("notification");
+            libseccomp::ScmpNotifResp::new_error(
+                req.id,
+                -libc::EXDEV,
+                libseccomp::ScmpNotifRespFlags::empty(),
+            )
+            .respond(fd.as_raw_fd())
+            .expect("respond");
+        });
+        let f = Fixture::new(|spec, _| {
+            spec["process"]["args"] = json!([
+                "sh",
+                "-c",
+                "mkdir /tmp/notified 2>/tmp/err; echo $? > /tmp/rc; sleep 100"
+            ]);
+            spec["linux"]["seccomp"] = json!({
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "listenerPath": sock,
+                "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"}]
+            });
+        });
+        let id = unique_name("notify");
+        let out = f.create(&rt, &id);
+        assert!(
+            out.status.success(),
+            "{}: create: {}",
+            name(&rt),
+            text(&out.stderr)
+        );
+        let (got_id, fds) = got_rx
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("{}: no listener fd after create", name(&rt)));
+        assert_eq!(got_id, id, "{}", name(&rt));
+        assert_eq!(fds, vec!["seccompFd".to_owned()], "{}", name(&rt));
+        let state = f.run(&rt, &["state", &id]);
+        let v: Value = serde_json::from_slice(&state.stdout).unwrap_or(Value::Null);
+        assert_eq!(v["status"], "created", "{}", name(&rt));
+        go_tx.send(()).unwrap();
+        let out = f.run(&rt, &["start", &id]);
+        assert!(
+            out.status.success(),
+            "{}: start: {}",
+            name(&rt),
+            text(&out.stderr)
+        );
+        let rc = Path::new("/proc")
+            .join(f.pid(&rt, &id).to_string())
+            .join("root/tmp/rc");
+        assert!(
+            wait_until(Duration::from_secs(10), || rc.exists()),
+            "{}: workload did not run",
+            name(&rt)
+        );
+        agent.join().expect("agent");
+        // EXDEV is the agent's answer.
+        assert_eq!(
+            std::fs::read_to_string(&rc).unwrap_or_default().trim(),
+            "1",
+            "{}",
+            name(&rt)
+        );
+        let err = std::fs::read_to_string(rc.with_file_name("err")).unwrap_or_default();
+        assert!(err.contains("cross-device"), "{}: {err}", name(&rt));
+        f.delete(&rt, &id);
+    }
+}
