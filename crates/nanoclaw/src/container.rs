@@ -63,6 +63,8 @@ pub enum ContainerError {
     Hook(#[from] crate::hooks::HookError),
     #[error(transparent)]
     Rootfs(#[from] crate::rootfs::RootfsError),
+    #[error(transparent)]
+    NetDevice(#[from] crate::netdev::NetDeviceError),
     #[error("process.user.additionalGids: a rootless runtime with a single-id gid mapping cannot set supplementary groups (map more gids through /etc/subgid)")]
     RootlessGroups,
 }
@@ -110,10 +112,15 @@ struct Unwind {
     state_dir: Option<StateDir>,
     /// The container's cgroup (issue 5): its processes are killed and it is removed on unwind.
     cgroup: Option<Box<dyn nanoclaw_cgroups::CgroupManager>>,
+    /// linux.netDevices moved into the container: moved back before the init is killed.
+    netdevs: Option<(std::os::fd::OwnedFd, Vec<crate::netdev::NetDevice>)>,
 }
 
 impl Drop for Unwind {
     fn drop(&mut self) {
+        if let Some((netns, devs)) = self.netdevs.take() {
+            let _ = crate::netdev::move_back(&devs, std::os::fd::AsFd::as_fd(&netns));
+        }
         if let Some(pid) = self.pid.take() {
             let _ = kill(pid, Signal::SIGKILL);
             let _ = waitpid(pid, None);
@@ -189,6 +196,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
         pid: None,
         state_dir: None,
         cgroup: None,
+        netdevs: None,
     };
     let fifo_path = state_dir.exec_fifo();
     let snapshot = state_dir.write_private(state::CONFIG_SNAPSHOT, &config_bytes);
@@ -244,6 +252,14 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
 
     if plan.namespaces.creates(CloneFlags::CLONE_NEWUSER) {
         namespaces::write_id_maps(pid, &plan)?;
+    }
+    // linux.netDevices: into the container's network namespace before the init goes on, so
+    // hooks and the workload find them there.
+    let devs = crate::netdev::devices(plan.spec.linux().as_ref().and_then(|l| l.net_devices().as_ref()));
+    if !devs.is_empty() {
+        let netns = container_netns(pid, &joins)?;
+        crate::netdev::move_in(&devs, std::os::fd::AsFd::as_fd(&netns))?;
+        unwind.netdevs = Some((netns, devs));
     }
     parent_sock.send(&Msg::Go)?;
     // Cgroup step (issue 5): move `pid` into the container's cgroup while the init starts its
@@ -344,6 +360,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
     }
     unwind.pid = None;
     unwind.cgroup = None; // the container keeps its cgroup; `delete` removes it
+    unwind.netdevs = None; // `delete` moves them back
     let state_dir = unwind
         .state_dir
         .take()
@@ -354,6 +371,63 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
         state,
         stdio_relay,
     })
+}
+
+/// The container's network namespace: the one it joins by path, else the init's own.
+fn container_netns(
+    pid: Pid,
+    joins: &[namespaces::JoinFd],
+) -> Result<std::os::fd::OwnedFd, ContainerError> {
+    if let Some(j) = joins.iter().find(|j| j.flag == CloneFlags::CLONE_NEWNET) {
+        return j.fd.try_clone().map_err(|source| ContainerError::Io {
+            what: format!("{}: dup", j.field),
+            source,
+        });
+    }
+    Ok(crate::netdev::open_ns(&format!("/proc/{pid}/ns/net"))?)
+}
+
+/// `delete`: the links of linux.netDevices go back to the host, set down, under their host
+/// names, while the container's network namespace still exists (runtime-spec).
+fn move_netdevs_back(dir: &StateDir, st: &State) -> Result<(), ContainerError> {
+    let Ok(bytes) = std::fs::read(dir.path().join(state::CONFIG_SNAPSHOT)) else {
+        return Ok(());
+    };
+    let Ok(spec) = serde_json::from_slice::<oci_spec::runtime::Spec>(&bytes) else {
+        return Ok(());
+    };
+    let linux = spec.linux().as_ref();
+    let devs = crate::netdev::devices(linux.and_then(|l| l.net_devices().as_ref()));
+    if devs.is_empty() {
+        return Ok(());
+    }
+    let joined = linux
+        .and_then(|l| l.namespaces().as_ref())
+        .into_iter()
+        .flatten()
+        .find(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Network)
+        .and_then(|n| n.path().clone());
+    let netns = match (joined, st.pid) {
+        (Some(path), _) => crate::netdev::open_ns(&path.to_string_lossy()),
+        (None, Some(pid)) if state::init_alive(pid, st.init_start_time) => {
+            crate::netdev::open_ns(&format!("/proc/{pid}/ns/net"))
+        }
+        // The namespace died with the init: the kernel already moved or destroyed them.
+        _ => return Ok(()),
+    }?;
+    Ok(crate::netdev::move_back(&devs, std::os::fd::AsFd::as_fd(&netns))?)
+}
+
+/// `delete --force` goes on (with a warning) when a link cannot be moved back (its host name
+/// was taken meanwhile, say); plain `delete` stops, so it can be retried.
+fn netdevs_back_or_warn(dir: &StateDir, st: &State, force: bool) -> Result<(), ContainerError> {
+    match move_netdevs_back(dir, st) {
+        Err(e) if force => {
+            log::warn!("{e}");
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 fn write_pid_file(path: &Path, pid: Pid) -> Result<(), ContainerError> {
@@ -490,8 +564,9 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), ContainerError> 
     };
     let status = status_of(&dir, &st);
     match (status, force) {
-        (Status::Stopped, _) => {}
+        (Status::Stopped, _) => netdevs_back_or_warn(&dir, &st, force)?,
         (Status::Created, _) | (_, true) => {
+            netdevs_back_or_warn(&dir, &st, force)?;
             // A frozen (paused) init cannot die until thawed.
             crate::cgroup::thaw(dir.path());
             if let Some(p) = st.pid {

@@ -631,6 +631,11 @@ pub fn plan_process(
     euid: u32,
 ) -> Result<crate::spec::Plan, ExecError> {
     spec.set_process(Some(process));
+    // The links of linux.netDevices were moved into the container at create: they are no
+    // longer on the host for the check, and an exec'd process moves nothing.
+    if let Some(linux) = spec.linux_mut() {
+        linux.set_net_devices(None);
+    }
     crate::spec::validate(bundle, spec, euid).map_err(|e| ExecError::Plan(e.to_string()))
 }
 

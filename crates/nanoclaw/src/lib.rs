@@ -37,6 +37,8 @@
 //! | [`masked_paths`] | container | linux.maskedPaths / readonlyPaths, race-free through O_PATH fds |
 //! | [`sysctl`] | both | linux.sysctl: namespaced keys only; written beneath the container's /proc/sys |
 //! | [`personality`] | both | linux.personality |
+//! | [`mempolicy`] | both | linux.memoryPolicy: checked, then set_mempolicy in every container process |
+//! | [`netdev`] | runtime | linux.netDevices: host links moved into the container's network namespace and back (rtnetlink) |
 //! | [`rootless`] | runtime | rootless detection as runc's "auto" (euid, user namespace), default --root |
 //! | [`check`] | runtime | `nanoclaw check`: the host's isolation features |
 //! | [`sealed_exe`] | runtime | re-exec from a read-only clone (root) or sealed memfd copy (rootless) of the binary (CVE-2019-5736) |
@@ -63,7 +65,9 @@ pub mod init;
 pub mod list;
 pub mod logging;
 pub mod masked_paths;
+pub mod mempolicy;
 pub mod namespaces;
+pub mod netdev;
 pub mod ops;
 pub mod personality;
 pub mod process;

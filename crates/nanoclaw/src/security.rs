@@ -40,6 +40,10 @@ pub enum SecurityError {
     Mask(#[from] MaskError),
     #[error(transparent)]
     Personality(#[from] PersonalityError),
+    #[error(transparent)]
+    MemoryPolicy(#[from] crate::mempolicy::MemoryPolicyError),
+    #[error(transparent)]
+    NetDevice(#[from] crate::netdev::NetDeviceError),
     #[error("{field}: {what} is not available on this host ({probe} not found); refusing rather than running the container without it")]
     Unavailable {
         field: &'static str,
@@ -48,13 +52,6 @@ pub enum SecurityError {
     },
     #[error("{field}: {what} is present on this host but not supported by nanoclaw yet; refusing rather than ignoring it")]
     Unsupported {
-        field: &'static str,
-        what: &'static str,
-    },
-    #[error(
-        "{field}: {what} is not implemented by nanoclaw yet; refusing rather than ignoring it"
-    )]
-    NotImplemented {
         field: &'static str,
         what: &'static str,
     },
@@ -139,22 +136,8 @@ pub fn validate(spec: &Spec, ns: &NamespacePlan) -> Result<(), SecurityError> {
             });
         }
     }
-    // Accepted-but-ignored would break "applied or refused with its name".
-    if linux.and_then(|l| l.memory_policy().as_ref()).is_some() {
-        return Err(SecurityError::NotImplemented {
-            field: "linux.memoryPolicy",
-            what: "a NUMA memory policy (set_mempolicy)",
-        });
-    }
-    if linux
-        .and_then(|l| l.net_devices().as_ref())
-        .is_some_and(|d| !d.is_empty())
-    {
-        return Err(SecurityError::NotImplemented {
-            field: "linux.netDevices",
-            what: "moving host network devices into the container",
-        });
-    }
+    crate::mempolicy::plan(linux.and_then(|l| l.memory_policy().as_ref()))?;
+    crate::netdev::validate(linux.and_then(|l| l.net_devices().as_ref()), ns)?;
     if linux.and_then(|l| l.intel_rdt().as_ref()).is_some() {
         if !Path::new(RESCTRL_INFO).exists() {
             return Err(SecurityError::Unavailable {

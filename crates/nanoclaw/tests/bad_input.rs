@@ -548,23 +548,24 @@ fn forged_cgroup_record_is_refused_by_delete() {
     delete_leaving_nothing(&runtime, id);
 }
 
-/// Fields nanoclaw does not implement yet are refused by name, never accepted and ignored.
+/// A bad memory policy and a host link that does not exist are refused by field, before
+/// anything is created (tests/spec_conformance.rs shows both applied when valid).
 #[test]
-fn memory_policy_and_net_devices_are_refused_not_ignored() {
-    if !root("memory_policy_and_net_devices_are_refused_not_ignored") {
+fn bad_memory_policy_and_missing_net_device_are_refused() {
+    if !root("bad_memory_policy_and_missing_net_device_are_refused") {
         return;
     }
     let mut spec = base();
-    spec["linux"]["memoryPolicy"] = json!({"mode": "MPOL_BIND", "nodes": "0"});
+    spec["linux"]["memoryPolicy"] = json!({"mode": "MPOL_BIND", "nodes": "0,9999"});
     refused(
-        "memory_policy_and_net_devices_are_refused_not_ignored",
+        "bad_memory_policy_and_missing_net_device_are_refused",
         &spec,
-        "linux.memoryPolicy",
+        "linux.memoryPolicy.nodes",
     );
     let mut spec = base();
-    spec["linux"]["netDevices"] = json!({"dummy0": {"name": "eth1"}});
+    spec["linux"]["netDevices"] = json!({"clwnosuchdev": {"name": "eth1"}});
     refused(
-        "memory_policy_and_net_devices_are_refused_not_ignored",
+        "bad_memory_policy_and_missing_net_device_are_refused",
         &spec,
         "linux.netDevices",
     );

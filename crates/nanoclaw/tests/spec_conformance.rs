@@ -1104,3 +1104,211 @@ fn seccomp_notify_listener_reaches_the_agent_during_create_like_runc() {
         f.delete(&rt, &id);
     }
 }
+
+/// The policy column of the first mapping in /proc/self/numa_maps (the task policy).
+fn numa_policy(out: &Output) -> String {
+    text(&out.stdout)
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// linux.memoryPolicy reaches the init and exec'd processes (numa_maps from inside); bad
+/// policies are refused naming the field, before anything exists. runc 1.1.5 predates the
+/// field and ignores it.
+#[test]
+fn memory_policy_applies_to_init_and_exec() {
+    if !require_root("memory_policy_applies_to_init_and_exec") {
+        return;
+    }
+    for (policy, want) in [
+        (json!({"mode": "MPOL_BIND", "nodes": "0"}), "bind:0"),
+        (json!({"mode": "MPOL_INTERLEAVE", "nodes": "0"}), "interleave:0"),
+        (
+            json!({"mode": "MPOL_PREFERRED", "nodes": "0", "flags": ["MPOL_F_STATIC_NODES"]}),
+            "prefer=static:0",
+        ),
+        (json!({"mode": "MPOL_LOCAL"}), "local"),
+        (json!({"mode": "MPOL_DEFAULT"}), "default"),
+    ] {
+        let f = Fixture::new(|spec, _| {
+            spec["linux"]["memoryPolicy"] = policy.clone();
+            spec["process"]["args"] = json!(["cat", "/proc/self/numa_maps"]);
+        });
+        let b = f.bundle.path().to_string_lossy().into_owned();
+        let id = unique_name("mpol");
+        let out = f.run(&nanoclaw(), &["run", "--bundle", &b, &id]);
+        assert!(out.status.success(), "{policy}: {}", text(&out.stderr));
+        assert_eq!(numa_policy(&out), want, "{policy}");
+    }
+    // An exec'd process runs under the policy too.
+    let f = Fixture::new(|spec, _| {
+        spec["linux"]["memoryPolicy"] = json!({"mode": "MPOL_BIND", "nodes": "0"});
+    });
+    let id = unique_name("mpol");
+    f.started(&nanoclaw(), &id);
+    let out = f.run(&nanoclaw(), &["exec", &id, "cat", "/proc/self/numa_maps"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(numa_policy(&out), "bind:0");
+    f.delete(&nanoclaw(), &id);
+    // Refused: a node the host lacks (the kernel's EINVAL), a malformed list, a mode
+    // without the nodes it needs.
+    let last = (0..1024)
+        .rev()
+        .find(|n| Path::new(&format!("/sys/devices/system/node/node{n}")).exists())
+        .unwrap_or(0);
+    for (policy, want) in [
+        (
+            json!({"mode": "MPOL_BIND", "nodes": format!("{}", last + 1)}),
+            "linux.memoryPolicy: set_mempolicy(MPOL_BIND",
+        ),
+        (
+            json!({"mode": "MPOL_BIND", "nodes": "0-x"}),
+            "linux.memoryPolicy.nodes",
+        ),
+        (
+            json!({"mode": "MPOL_INTERLEAVE"}),
+            "linux.memoryPolicy.nodes: mode MPOL_INTERLEAVE needs at least one node",
+        ),
+    ] {
+        let f = Fixture::new(|spec, _| spec["linux"]["memoryPolicy"] = policy.clone());
+        let id = unique_name("mpolbad");
+        let out = f.create(&nanoclaw(), &id);
+        assert!(!out.status.success(), "{policy} accepted");
+        assert!(text(&out.stderr).contains(want), "{policy}: {}", text(&out.stderr));
+        assert!(!f.run(&nanoclaw(), &["state", &id]).status.success());
+        assert!(claw_testsupport::engines::cgroup_dirs_named(&id).is_empty());
+    }
+}
+
+/// A veth pair made for the test; both ends are removed on drop.
+struct Veth {
+    host: String,
+    peer: String,
+}
+
+impl Veth {
+    fn new() -> Self {
+        let n = std::process::id() % 100_000;
+        let v = Self {
+            host: format!("clwa{n}"),
+            peer: format!("clwb{n}"),
+        };
+        let ok = Command::new("ip")
+            .args(["link", "add", &v.host, "type", "veth", "peer", "name", &v.peer])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "ip link add veth");
+        v
+    }
+}
+
+impl Drop for Veth {
+    fn drop(&mut self) {
+        for n in [&self.host, &self.peer] {
+            let _ = Command::new("ip")
+                .args(["link", "del", n])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// `ip -o link show NAME` in the network namespace of `pid` (0: the test's own).
+fn link_line(pid: i64, link: &str) -> Option<String> {
+    let mut c = if pid == 0 {
+        Command::new("ip")
+    } else {
+        let mut c = Command::new("nsenter");
+        c.arg("-t").arg(pid.to_string()).args(["-n", "ip"]);
+        c
+    };
+    let out = c.args(["-o", "link", "show", link]).output().unwrap();
+    out.status
+        .success()
+        .then(|| text(&out.stdout))
+        .filter(|s| !s.is_empty())
+}
+
+fn is_up(line: &str) -> bool {
+    line.split('<')
+        .nth(1)
+        .and_then(|f| f.split('>').next())
+        .is_some_and(|flags| flags.split(',').any(|f| f == "UP"))
+}
+
+/// linux.netDevices: the named host link is moved into the container's network namespace
+/// under `name` and set up during create; delete sets it down and moves it back under its
+/// host name (the veth survives, its peer still on the host). A missing device, or a config
+/// without a network namespace, is refused naming the field, leaving nothing behind.
+#[test]
+fn net_devices_move_into_the_container_and_back_on_delete() {
+    if !require_root("net_devices_move_into_the_container_and_back_on_delete") {
+        return;
+    }
+    let veth = Veth::new();
+    let host = veth.host.clone();
+    let f = Fixture::new(|spec, _| {
+        spec["linux"]["netDevices"] = json!({ host.clone(): {"name": "ctr0"} });
+    });
+    let id = unique_name("netdev");
+    let out = f.create(&nanoclaw(), &id);
+    assert!(out.status.success(), "create: {}", text(&out.stderr));
+    let pid = f.pid(&nanoclaw(), &id);
+    assert!(link_line(0, &veth.host).is_none(), "{} still on the host", veth.host);
+    let inside = link_line(pid, "ctr0").expect("ctr0 in the container");
+    assert!(is_up(&inside), "not up inside: {inside}");
+    assert!(link_line(pid, &veth.host).is_none(), "not renamed");
+    // The workload sees it too.
+    let out = f.run(&nanoclaw(), &["start", &id]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = f.run(&nanoclaw(), &["exec", &id, "cat", "/proc/net/dev"]);
+    assert!(text(&out.stdout).contains("ctr0:"), "{}", text(&out.stdout));
+    f.delete(&nanoclaw(), &id);
+    let back = link_line(0, &veth.host).expect("moved back under its host name");
+    assert!(!is_up(&back), "left up: {back}");
+    assert!(back.contains(&format!("@{}", veth.peer)), "{back}");
+
+    // The same config runs again (idempotent: the name went back).
+    let id = unique_name("netdev");
+    let out = f.create(&nanoclaw(), &id);
+    assert!(out.status.success(), "second create: {}", text(&out.stderr));
+    f.delete(&nanoclaw(), &id);
+    assert!(link_line(0, &veth.host).is_some());
+
+    for (edit, want) in [
+        (
+            json!({"netDevices": {"clwmissing0": {}}}),
+            "no network device \\\"clwmissing0\\\" on the host",
+        ),
+        (
+            json!({"netDevices": {veth.host.clone(): {"name": "bad/name"}}}),
+            "].name: \\\"bad/name\\\" is not a valid interface name",
+        ),
+    ] {
+        let f = Fixture::new(|spec, _| {
+            spec["linux"]["netDevices"] = edit["netDevices"].clone();
+        });
+        let id = unique_name("netbad");
+        let out = f.create(&nanoclaw(), &id);
+        assert!(!out.status.success(), "{edit} accepted");
+        assert!(text(&out.stderr).contains(want), "{edit}: {}", text(&out.stderr));
+        assert!(!f.run(&nanoclaw(), &["state", &id]).status.success());
+    }
+    let host = veth.host.clone();
+    let f = Fixture::new(|spec, _| {
+        spec["linux"]["netDevices"] = json!({ host.clone(): {} });
+        let ns = spec["linux"]["namespaces"].as_array_mut().unwrap();
+        ns.retain(|n| n["type"] != "network");
+    });
+    let out = f.create(&nanoclaw(), &unique_name("netbad"));
+    assert!(
+        text(&out.stderr).contains("linux.netDevices: the container has no network namespace"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(link_line(0, &veth.host).is_some());
+}
