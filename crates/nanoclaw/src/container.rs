@@ -114,6 +114,8 @@ struct Unwind {
     cgroup: Option<Box<dyn nanoclaw_cgroups::CgroupManager>>,
     /// linux.netDevices moved into the container: moved back before the init is killed.
     netdevs: Option<(std::os::fd::OwnedFd, Vec<crate::netdev::NetDevice>)>,
+    /// No mount namespace: the rootfs path and the mount that held it before (hostmount.rs).
+    host_mounts: Option<(PathBuf, u64)>,
 }
 
 impl Drop for Unwind {
@@ -124,6 +126,9 @@ impl Drop for Unwind {
         if let Some(pid) = self.pid.take() {
             let _ = kill(pid, Signal::SIGKILL);
             let _ = waitpid(pid, None);
+        }
+        if let Some((rootfs, base)) = self.host_mounts.take() {
+            crate::hostmount::cleanup(&rootfs, base);
         }
         if let Some(cg) = self.cgroup.take() {
             crate::cgroup::unwind(cg.as_ref());
@@ -197,6 +202,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
         state_dir: None,
         cgroup: None,
         netdevs: None,
+        host_mounts: None,
     };
     let fifo_path = state_dir.exec_fifo();
     let snapshot = state_dir.write_private(state::CONFIG_SNAPSHOT, &config_bytes);
@@ -229,6 +235,17 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
     }
     crate::testpoint::hit("create:cgroup");
 
+    // No mount namespace: remember which mount holds the rootfs path now, so what the init
+    // stacks there in our mount namespace can be detached on delete or unwind.
+    if crate::hostmount::shares_mount_ns(&plan.namespaces) {
+        if let (Some(base), Some(dir)) = (
+            crate::hostmount::record(&plan.rootfs),
+            unwind.state_dir.as_ref(),
+        ) {
+            dir.write_private(crate::hostmount::RECORD, base.to_string().as_bytes())?;
+            unwind.host_mounts = Some((plan.rootfs.clone(), base));
+        }
+    }
     let ctx = InitContext {
         plan: &plan,
         sync: child_sock,
@@ -361,6 +378,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
     unwind.pid = None;
     unwind.cgroup = None; // the container keeps its cgroup; `delete` removes it
     unwind.netdevs = None; // `delete` moves them back
+    unwind.host_mounts = None; // `delete` detaches them
     let state_dir = unwind
         .state_dir
         .take()
@@ -581,6 +599,7 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), ContainerError> 
         }
     }
     crate::testpoint::hit("delete:killed");
+    crate::hostmount::cleanup_recorded(dir.path(), &st.rootfs);
     // Cgroup step (issue 5): remove the container's cgroup here (after the processes are
     // gone; also when the init had already exited). A cgroup that cannot be removed keeps
     // the state dir, so `delete` can be retried.

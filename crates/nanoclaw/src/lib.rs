@@ -14,6 +14,7 @@
 //! | [`sync`] | both | the parent/child socket protocol |
 //! | [`init`] | container | the init's setup sequence, in order, up to execve |
 //! | [`rootfs`] | container | mounts resolved inside the rootfs, pivot_root, readonly root |
+//! | [`hostmount`] | both | no `mount` namespace: rootfs set up in the runtime's, chroot, mounts detached on delete |
 //! | [`tmpcopyup`] | container | `tmpcopyup`: the image directory's content copied into a new tmpfs |
 //! | [`devices`] | container | default devices, /dev symlinks, linux.devices |
 //! | [`process`] | container | rlimits, oomScoreAdj, user/groups, umask, cwd, executable lookup |
@@ -61,6 +62,7 @@ pub mod features;
 pub mod finish;
 pub mod fsopts;
 pub mod hooks;
+pub mod hostmount;
 pub mod init;
 pub mod list;
 pub mod logging;

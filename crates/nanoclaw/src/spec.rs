@@ -467,12 +467,8 @@ pub fn validate(bundle: &Path, spec: Spec, euid: u32) -> Result<Plan, SpecError>
         }
     }
     let namespaces = NamespacePlan { create, join };
-    if !namespaces.joins(CloneFlags::CLONE_NEWNS) && !namespaces.creates(CloneFlags::CLONE_NEWNS) {
-        return Err(field(
-            "linux.namespaces",
-            "a new mount namespace (type \"mount\"), or one to join (with a path), is required to set up the rootfs",
-        ));
-    }
+    // No mount namespace: the runtime's is inherited (hostmount.rs), as runc does it.
+    crate::hostmount::check(&linux, &namespaces).map_err(|(f, why)| field(f, why))?;
     // A new user namespace holds no capability over an existing mount namespace (that one is
     // owned by an ancestor user namespace): setns and every mount of the rootfs setup would be
     // refused. Join the owning user namespace instead.

@@ -1312,3 +1312,138 @@ fn net_devices_move_into_the_container_and_back_on_delete() {
     );
     assert!(link_line(0, &veth.host).is_some());
 }
+
+/// Runs `script` in a private mount namespace of its own (`unshare -m`), so whatever a runtime
+/// mounts in "its caller's" mount namespace never reaches the host's. $RT, $ROOT, $BUNDLE and
+/// $ROOTFS name the runtime, its --root, the bundle and the rootfs.
+fn in_private_mount_ns(f: &Fixture, rt: &Path, script: &str) -> Output {
+    output_via_files(
+        Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-c", script])
+            .env("RT", rt)
+            .env("ROOT", f.root.path().join(name(rt)))
+            .env("BUNDLE", f.bundle.path())
+            .env("ROOTFS", f.rootfs.path()),
+    )
+}
+
+fn without_mount_ns(spec: &mut Value) {
+    let ns = spec["linux"]["namespaces"].as_array_mut().unwrap();
+    ns.retain(|n| n["type"] != "mount");
+    let linux = spec["linux"].as_object_mut().unwrap();
+    linux.remove("maskedPaths");
+    linux.remove("readonlyPaths");
+}
+
+/// A config without a `mount` namespace inherits the runtime's (config-linux), as runc runs
+/// it: the rootfs is set up in the caller's mount namespace and the process is chrooted into
+/// it (same mount namespace id inside and outside, the image's root seen). Both runtimes run
+/// in a private mount namespace made for the test. runc 1.1.5 leaves every mount it made there
+/// after `delete` (counted, not asserted); nanoclaw detaches them. nanoclaw's `exec` enters
+/// the container's root (runc's lands in the caller's root). maskedPaths/readonlyPaths cannot
+/// be honoured there: both refuse them.
+#[test]
+fn no_mount_namespace_inherits_the_runtimes_like_runc() {
+    if !require_root("no_mount_namespace_inherits_the_runtimes_like_runc") {
+        return;
+    }
+    let f = Fixture::new(|spec, _| {
+        without_mount_ns(spec);
+        spec["process"]["args"] = json!(["sh", "-c", "readlink /proc/self/ns/mnt; ls /"]);
+    });
+    let image: Vec<String> = {
+        let mut v: Vec<String> = std::fs::read_dir(f.rootfs.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let mut left = Vec::new();
+    for rt in both() {
+        let id = unique_name("nomntns");
+        let script = format!(
+            r#"readlink /proc/self/ns/mnt
+"$RT" --root "$ROOT" run --bundle "$BUNDLE" {id}; echo "rc=$?"
+echo "left=$(grep -c " $ROOTFS" /proc/self/mountinfo)""#
+        );
+        let out = in_private_mount_ns(&f, &rt, &script);
+        let o = text(&out.stdout);
+        let lines: Vec<&str> = o.lines().collect();
+        assert!(
+            lines.contains(&"rc=0"),
+            "{}: {o} {}",
+            name(&rt),
+            text(&out.stderr)
+        );
+        assert_eq!(
+            lines.first(),
+            lines.get(1),
+            "{}: the container must share the caller's mount namespace: {o}",
+            name(&rt)
+        );
+        let seen: Vec<String> = lines
+            .iter()
+            .skip(2)
+            .take_while(|l| !l.starts_with("rc="))
+            .map(|l| l.to_string())
+            .collect();
+        assert_eq!(seen, image, "{}: root of the container", name(&rt));
+        let n: usize = o
+            .lines()
+            .find_map(|l| l.strip_prefix("left="))
+            .and_then(|v| v.parse().ok())
+            .unwrap();
+        left.push((name(&rt), n));
+    }
+    assert_eq!(
+        left[0],
+        ("nanoclaw".to_string(), 0),
+        "nanoclaw left mounts in the caller's mount namespace (runc: {:?})",
+        left[1]
+    );
+    // The test's own mount namespace never saw any of it.
+    let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mi.contains(&f.rootfs.path().display().to_string()), "{mi}");
+
+    // exec: nanoclaw's process sees the container's root, in the same mount namespace.
+    let f2 = Fixture::new(|spec, _| without_mount_ns(spec));
+    let id = unique_name("nomntns");
+    let script = format!(
+        r#""$RT" --root "$ROOT" run -d --bundle "$BUNDLE" {id} || exit 1
+"$RT" --root "$ROOT" exec {id} ls /
+"$RT" --root "$ROOT" delete -f {id}
+echo "left=$(grep -c " $ROOTFS" /proc/self/mountinfo)""#
+    );
+    let out = in_private_mount_ns(&f2, &nanoclaw(), &script);
+    let o = text(&out.stdout);
+    let seen: Vec<&str> = o.lines().take_while(|l| !l.starts_with("left=")).collect();
+    assert_eq!(seen, image, "exec's root: {o} {}", text(&out.stderr));
+    assert!(o.contains("left=0"), "{o}");
+
+    for field in ["maskedPaths", "readonlyPaths"] {
+        let f = Fixture::new(|spec, _| {
+            without_mount_ns(spec);
+            spec["linux"][field] = json!(["/proc/kcore"]);
+        });
+        for rt in both() {
+            let id = unique_name("nomntns");
+            let script = format!(
+                r#""$RT" --root "$ROOT" create --bundle "$BUNDLE" {id}; echo "rc=$?"
+echo "left=$(grep -c " $ROOTFS" /proc/self/mountinfo)""#
+            );
+            let out = in_private_mount_ns(&f, &rt, &script);
+            let (o, e) = (text(&out.stdout), text(&out.stderr));
+            assert!(!o.contains("rc=0"), "{}: {field} accepted", name(&rt));
+            assert!(
+                e.contains("unable to restrict sys entries without a private"),
+                "{}: {e}",
+                name(&rt)
+            );
+            assert!(o.contains("left=0"), "{}: {o}", name(&rt));
+            if rt == nanoclaw() {
+                assert!(e.contains(&format!("linux.{field}")), "{e}");
+            }
+        }
+    }
+}
