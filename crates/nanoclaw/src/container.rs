@@ -272,7 +272,12 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
     }
     // linux.netDevices: into the container's network namespace before the init goes on, so
     // hooks and the workload find them there.
-    let devs = crate::netdev::devices(plan.spec.linux().as_ref().and_then(|l| l.net_devices().as_ref()));
+    let devs = crate::netdev::devices(
+        plan.spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.net_devices().as_ref()),
+    );
     if !devs.is_empty() {
         let netns = container_netns(pid, &joins)?;
         crate::netdev::move_in(&devs, std::os::fd::AsFd::as_fd(&netns))?;
@@ -433,7 +438,10 @@ fn move_netdevs_back(dir: &StateDir, st: &State) -> Result<(), ContainerError> {
         // The namespace died with the init: the kernel already moved or destroyed them.
         _ => return Ok(()),
     }?;
-    Ok(crate::netdev::move_back(&devs, std::os::fd::AsFd::as_fd(&netns))?)
+    Ok(crate::netdev::move_back(
+        &devs,
+        std::os::fd::AsFd::as_fd(&netns),
+    )?)
 }
 
 /// `delete --force` goes on (with a warning) when a link cannot be moved back (its host name

@@ -220,7 +220,10 @@ fn apply_personality(spec: &Spec) -> Result<(), FinishError> {
 
 /// `linux.memoryPolicy`, for this process and what it execs (init and exec'd processes).
 fn apply_memory_policy(spec: &Spec) -> Result<(), FinishError> {
-    let policy = spec.linux().as_ref().and_then(|l| l.memory_policy().as_ref());
+    let policy = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.memory_policy().as_ref());
     if let Some(plan) = crate::mempolicy::plan(policy).map_err(SecurityError::from)? {
         plan.apply().map_err(SecurityError::from)?;
     }

@@ -41,6 +41,7 @@
 //! | [`mempolicy`] | both | linux.memoryPolicy: checked, then set_mempolicy in every container process |
 //! | [`netdev`] | runtime | linux.netDevices: host links moved into the container's network namespace and back (rtnetlink) |
 //! | [`rootless`] | runtime | rootless detection as runc's "auto" (euid, user namespace), default --root |
+//! | [`checkpoint`] | runtime | `checkpoint` / `restore` through CRIU's command line, runc's flags |
 //! | [`check`] | runtime | `nanoclaw check`: the host's isolation features |
 //! | [`sealed_exe`] | runtime | re-exec from a read-only clone (root) or sealed memfd copy (rootless) of the binary (CVE-2019-5736) |
 //!
@@ -53,6 +54,7 @@
 pub mod capabilities;
 pub mod cgroup;
 pub mod check;
+pub mod checkpoint;
 pub mod console;
 pub mod container;
 pub mod devices;

@@ -140,6 +140,10 @@ enum Command {
     Resume { id: String },
     /// Update the resource limits of a container (runc's flags, or -r resources.json).
     Update(nanoclaw::update::UpdateArgs),
+    /// Checkpoint a running container with CRIU.
+    Checkpoint(nanoclaw::checkpoint::CheckpointArgs),
+    /// Restore a container from a CRIU checkpoint.
+    Restore(nanoclaw::checkpoint::RestoreArgs),
     /// Stream a container's stats and OOM events as JSON lines (--stats: one snapshot).
     Events(nanoclaw::events::EventsArgs),
     /// Run a new process inside a running container.
@@ -329,6 +333,12 @@ fn main() {
         Command::Resume { id } => nanoclaw::ops::resume(&root, &id)
             .map(|_| 0)
             .map_err(|e| e.to_string()),
+        Command::Checkpoint(args) => nanoclaw::checkpoint::checkpoint(&root, &args)
+            .map(|()| 0)
+            .map_err(|e| e.to_string()),
+        Command::Restore(args) => {
+            nanoclaw::checkpoint::restore(&root, &args).map_err(|e| e.to_string())
+        }
         Command::Update(args) => nanoclaw::update::update(&root, &args)
             .map(|_| 0)
             .map_err(|e| e.to_string()),

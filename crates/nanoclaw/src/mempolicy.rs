@@ -99,7 +99,9 @@ pub fn parse_nodes(text: &str) -> Result<Vec<usize>, MemoryPolicyError> {
 
 /// Checks `linux.memoryPolicy` the way the kernel will judge it, so a bad policy is refused
 /// with its field before anything exists.
-pub fn plan(policy: Option<&LinuxMemoryPolicy>) -> Result<Option<MemoryPolicyPlan>, MemoryPolicyError> {
+pub fn plan(
+    policy: Option<&LinuxMemoryPolicy>,
+) -> Result<Option<MemoryPolicyPlan>, MemoryPolicyError> {
     let Some(policy) = policy else {
         return Ok(None);
     };
@@ -205,7 +207,16 @@ mod tests {
         assert_eq!(m[0], 0b100111);
         let m = parse_nodes("64").unwrap();
         assert_eq!(m[1], 1);
-        for bad in ["", "a", "1-", "3-1", "1024", "0,,1", "-1", "99999999999999999999999"] {
+        for bad in [
+            "",
+            "a",
+            "1-",
+            "3-1",
+            "1024",
+            "0,,1",
+            "-1",
+            "99999999999999999999999",
+        ] {
             let e = parse_nodes(bad).unwrap_err().to_string();
             assert!(e.starts_with("linux.memoryPolicy.nodes"), "{bad}: {e}");
         }
@@ -213,22 +224,32 @@ mod tests {
 
     #[test]
     fn modes_are_checked_against_their_nodes_and_flags() {
-        let ok = plan(Some(&policy(r#"{"mode":"MPOL_BIND","nodes":"0","flags":["MPOL_F_STATIC_NODES"]}"#)))
-            .unwrap()
-            .unwrap();
+        let ok = plan(Some(&policy(
+            r#"{"mode":"MPOL_BIND","nodes":"0","flags":["MPOL_F_STATIC_NODES"]}"#,
+        )))
+        .unwrap()
+        .unwrap();
         assert_eq!(ok.mode, 2 | (1 << 15));
         for (json, want) in [
             (r#"{"mode":"MPOL_BIND"}"#, "needs at least one node"),
             (r#"{"mode":"MPOL_DEFAULT","nodes":"0"}"#, "takes no nodes"),
-            (r#"{"mode":"MPOL_LOCAL","flags":["MPOL_F_STATIC_NODES"]}"#, "takes no flags"),
+            (
+                r#"{"mode":"MPOL_LOCAL","flags":["MPOL_F_STATIC_NODES"]}"#,
+                "takes no flags",
+            ),
             (
                 r#"{"mode":"MPOL_INTERLEAVE","nodes":"0","flags":["MPOL_F_STATIC_NODES","MPOL_F_RELATIVE_NODES"]}"#,
                 "exclude each other",
             ),
         ] {
             let e = plan(Some(&policy(json))).unwrap_err().to_string();
-            assert!(e.contains(want) && e.starts_with("linux.memoryPolicy"), "{json}: {e}");
+            assert!(
+                e.contains(want) && e.starts_with("linux.memoryPolicy"),
+                "{json}: {e}"
+            );
         }
-        assert!(plan(Some(&policy(r#"{"mode":"MPOL_PREFERRED"}"#))).unwrap().is_some());
+        assert!(plan(Some(&policy(r#"{"mode":"MPOL_PREFERRED"}"#)))
+            .unwrap()
+            .is_some());
     }
 }

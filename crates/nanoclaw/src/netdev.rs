@@ -207,7 +207,8 @@ fn link(index: u32) -> LinkMessage {
 fn move_link(sock: &Socket, from: &str, to: &str, target: BorrowedFd<'_>) -> std::io::Result<()> {
     let index = ifindex(from).map_err(std::io::Error::from)?;
     let mut m = link(index);
-    m.attributes.push(LinkAttribute::NetNsFd(target.as_raw_fd()));
+    m.attributes
+        .push(LinkAttribute::NetNsFd(target.as_raw_fd()));
     m.attributes.push(LinkAttribute::IfName(to.to_owned()));
     set_link(sock, m)
 }

@@ -1125,7 +1125,10 @@ fn memory_policy_applies_to_init_and_exec() {
     }
     for (policy, want) in [
         (json!({"mode": "MPOL_BIND", "nodes": "0"}), "bind:0"),
-        (json!({"mode": "MPOL_INTERLEAVE", "nodes": "0"}), "interleave:0"),
+        (
+            json!({"mode": "MPOL_INTERLEAVE", "nodes": "0"}),
+            "interleave:0",
+        ),
         (
             json!({"mode": "MPOL_PREFERRED", "nodes": "0", "flags": ["MPOL_F_STATIC_NODES"]}),
             "prefer=static:0",
@@ -1177,7 +1180,11 @@ fn memory_policy_applies_to_init_and_exec() {
         let id = unique_name("mpolbad");
         let out = f.create(&nanoclaw(), &id);
         assert!(!out.status.success(), "{policy} accepted");
-        assert!(text(&out.stderr).contains(want), "{policy}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains(want),
+            "{policy}: {}",
+            text(&out.stderr)
+        );
         assert!(!f.run(&nanoclaw(), &["state", &id]).status.success());
         assert!(claw_testsupport::engines::cgroup_dirs_named(&id).is_empty());
     }
@@ -1197,7 +1204,9 @@ impl Veth {
             peer: format!("clwb{n}"),
         };
         let ok = Command::new("ip")
-            .args(["link", "add", &v.host, "type", "veth", "peer", "name", &v.peer])
+            .args([
+                "link", "add", &v.host, "type", "veth", "peer", "name", &v.peer,
+            ])
             .status()
             .unwrap()
             .success();
@@ -1258,7 +1267,11 @@ fn net_devices_move_into_the_container_and_back_on_delete() {
     let out = f.create(&nanoclaw(), &id);
     assert!(out.status.success(), "create: {}", text(&out.stderr));
     let pid = f.pid(&nanoclaw(), &id);
-    assert!(link_line(0, &veth.host).is_none(), "{} still on the host", veth.host);
+    assert!(
+        link_line(0, &veth.host).is_none(),
+        "{} still on the host",
+        veth.host
+    );
     let inside = link_line(pid, "ctr0").expect("ctr0 in the container");
     assert!(is_up(&inside), "not up inside: {inside}");
     assert!(link_line(pid, &veth.host).is_none(), "not renamed");
@@ -1295,7 +1308,11 @@ fn net_devices_move_into_the_container_and_back_on_delete() {
         let id = unique_name("netbad");
         let out = f.create(&nanoclaw(), &id);
         assert!(!out.status.success(), "{edit} accepted");
-        assert!(text(&out.stderr).contains(want), "{edit}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains(want),
+            "{edit}: {}",
+            text(&out.stderr)
+        );
         assert!(!f.run(&nanoclaw(), &["state", &id]).status.success());
     }
     let host = veth.host.clone();
@@ -1445,5 +1462,184 @@ echo "left=$(grep -c " $ROOTFS" /proc/self/mountinfo)""#
                 assert!(e.contains(&format!("linux.{field}")), "{e}");
             }
         }
+    }
+}
+
+/// The first CRIU error line of a log (timestamps cut).
+fn first_criu_error(log: &Path) -> Option<String> {
+    std::fs::read_to_string(log).ok().and_then(|t| {
+        t.lines()
+            .find_map(|l| l.find("Error (").map(|i| l[i..].trim().to_owned()))
+    })
+}
+
+/// checkpoint/restore through CRIU with runc's flags, against runc. Where CRIU can dump on
+/// this kernel (runc's checkpoint succeeds), nanoclaw's must too, the container is gone after
+/// it, and `restore -d` brings the process back with its memory (a counter that goes on
+/// counting). Where CRIU cannot (this machine's kernel: "vdso: Unexpected rt vDSO area
+/// bounds"), both fail, nanoclaw's error quotes the same CRIU error runc's log shows, the
+/// container runs on untouched, and a failed restore leaves no container and no cgroup.
+#[test]
+fn checkpoint_and_restore_through_criu_like_runc() {
+    if !require_root("checkpoint_and_restore_through_criu_like_runc")
+        || !claw_testsupport::require_tool("checkpoint_and_restore_through_criu_like_runc", "criu")
+    {
+        return;
+    }
+    let f = Fixture::new(|spec, _| {
+        spec["process"]["args"] = json!([
+            "sh",
+            "-c",
+            "i=0; while :; do i=$((i+1)); echo $i > /tmp/n; sleep 0.1; done"
+        ]);
+    });
+    let imgs = tempfile::tempdir().unwrap();
+    let mut criu_works = None;
+    for rt in [runc(), nanoclaw()] {
+        let id = unique_name("ckpt");
+        let pid = f.started(&rt, &id);
+        let counter = PathBuf::from(format!("/proc/{pid}/root/tmp/n"));
+        assert!(wait_until(Duration::from_secs(10), || counter.exists()));
+        let image = imgs.path().join(format!("{}-img", name(&rt)));
+        let work = imgs.path().join(format!("{}-work", name(&rt)));
+        let (i, w) = (image.display().to_string(), work.display().to_string());
+        // The counter lives in the shell's memory: a restore that lost it would start at 1.
+        assert!(wait_until(Duration::from_secs(10), || {
+            std::fs::read_to_string(&counter)
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .is_some_and(|v| v > 3)
+        }));
+        let at_dump: u64 = std::fs::read_to_string(&counter)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        let out = f.run(
+            &rt,
+            &[
+                "checkpoint",
+                "--image-path",
+                &i,
+                "--work-path",
+                &w,
+                "--file-locks",
+                &id,
+            ],
+        );
+        let err = text(&out.stderr);
+        let works = *criu_works.get_or_insert(out.status.success());
+        if !works {
+            assert!(
+                !out.status.success(),
+                "{}: checkpoint succeeded where runc's failed",
+                name(&rt)
+            );
+            let criu_err = first_criu_error(&work.join("dump.log"))
+                .unwrap_or_else(|| panic!("{}: no CRIU error in dump.log ({err})", name(&rt)));
+            if rt == nanoclaw() {
+                assert!(err.contains("criu dump failed"), "{err}");
+                assert!(
+                    err.contains(&criu_err),
+                    "CRIU's error {criu_err:?} not named: {err}"
+                );
+            }
+            // Left as it was: running, the same init, still counting.
+            assert_eq!(f.pid(&rt, &id), pid, "{}", name(&rt));
+            let st: Value = serde_json::from_slice(&f.run(&rt, &["state", &id]).stdout).unwrap();
+            assert_eq!(st["status"], "running", "{}", name(&rt));
+            let before = std::fs::read_to_string(&counter).unwrap_or_default();
+            assert!(
+                wait_until(Duration::from_secs(5), || std::fs::read_to_string(&counter)
+                    .is_ok_and(|n| n != before)),
+                "{}: the container stopped counting",
+                name(&rt)
+            );
+            // A restore that CRIU refuses leaves nothing behind.
+            let b = f.bundle.path().display().to_string();
+            let rid = unique_name("rstr");
+            let out = f.run(
+                &rt,
+                &[
+                    "restore",
+                    "-d",
+                    "--bundle",
+                    &b,
+                    "--image-path",
+                    &i,
+                    "--work-path",
+                    &w,
+                    &rid,
+                ],
+            );
+            assert!(!out.status.success(), "{}: restore succeeded", name(&rt));
+            if rt == nanoclaw() {
+                let err = text(&out.stderr);
+                let criu_err = first_criu_error(&work.join("restore.log")).unwrap_or_default();
+                assert!(
+                    err.contains("criu restore failed") && err.contains(&criu_err),
+                    "{err}"
+                );
+            }
+            assert!(
+                !f.run(&rt, &["state", &rid]).status.success(),
+                "{}",
+                name(&rt)
+            );
+            assert!(
+                claw_testsupport::engines::cgroup_dirs_named(&rid).is_empty(),
+                "{}: cgroup left",
+                name(&rt)
+            );
+            f.delete(&rt, &id);
+            continue;
+        }
+        assert!(out.status.success(), "{}: checkpoint: {err}", name(&rt));
+        assert!(
+            !f.run(&rt, &["state", &id]).status.success(),
+            "{}: container left after checkpoint",
+            name(&rt)
+        );
+        let b = f.bundle.path().display().to_string();
+        let rid = unique_name("rstr");
+        let out = f.run(
+            &rt,
+            &[
+                "restore",
+                "-d",
+                "--bundle",
+                &b,
+                "--image-path",
+                &i,
+                "--work-path",
+                &w,
+                &rid,
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{}: restore: {}",
+            name(&rt),
+            text(&out.stderr)
+        );
+        let rpid = f.pid(&rt, &rid);
+        let counter = PathBuf::from(format!("/proc/{rpid}/root/tmp/n"));
+        let n = |c: &Path| -> u64 {
+            std::fs::read_to_string(c)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        let first = n(&counter);
+        assert!(
+            first >= at_dump,
+            "{}: counter lost ({first} < {at_dump})",
+            name(&rt)
+        );
+        assert!(
+            wait_until(Duration::from_secs(5), || n(&counter) > first),
+            "{}: restored process does not run",
+            name(&rt)
+        );
+        f.delete(&rt, &rid);
     }
 }
