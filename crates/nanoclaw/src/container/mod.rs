@@ -8,6 +8,16 @@
 //! with it (a mount namespace joined by path keeps them: it outlives the container, as in
 //! runc).
 
+pub mod cgroup;
+pub mod checkpoint;
+pub mod events;
+pub mod hooks;
+pub mod list;
+pub mod netdev;
+pub mod ops;
+pub mod state;
+pub mod update;
+
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -18,18 +28,18 @@ use nix::sys::stat::Mode;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use crate::init::{self, InitContext};
-use crate::namespaces::{self, NamespaceError};
+use crate::container::state::{State, StateDir, StateError, Status};
+use crate::process::channel::{self, Msg, SyncError};
+use crate::process::init::{self, InitContext};
+use crate::process::namespaces::{self, NamespaceError};
 use crate::spec::{self, SpecError};
-use crate::state::{self, State, StateDir, StateError, Status};
-use crate::sync::{self, Msg, SyncError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerError {
     #[error(transparent)]
     Spec(#[from] SpecError),
     #[error(transparent)]
-    Cgroup(#[from] crate::cgroup::CgroupStepError),
+    Cgroup(#[from] crate::container::cgroup::CgroupStepError),
     #[error(transparent)]
     State(#[from] StateError),
     #[error(transparent)]
@@ -49,22 +59,22 @@ pub enum ContainerError {
     },
     #[error("the runtime must be single-threaded to clone the container init ({0} threads)")]
     MultiThreaded(usize),
-    #[error("{}: container {id:?} is {}", crate::ops::start_refusal(*status), crate::ops::status_name(*status))]
+    #[error("{}: container {id:?} is {}", crate::container::ops::start_refusal(*status), crate::container::ops::status_name(*status))]
     NotCreated { id: String, status: Status },
-    #[error("cannot delete container {id} that is not stopped: {}; stop it first or use --force", crate::ops::status_name(*status))]
+    #[error("cannot delete container {id} that is not stopped: {}; stop it first or use --force", crate::container::ops::status_name(*status))]
     StillRunning { id: String, status: Status },
     #[error("process.terminal is true but no --console-socket was given: the pty master needs somewhere to go")]
     TerminalNeedsSocket,
     #[error("--console-socket was given but process.terminal is false")]
     SocketWithoutTerminal,
     #[error(transparent)]
-    Console(#[from] crate::console::ConsoleError),
+    Console(#[from] crate::process::console::ConsoleError),
     #[error(transparent)]
-    Hook(#[from] crate::hooks::HookError),
+    Hook(#[from] crate::container::hooks::HookError),
     #[error(transparent)]
     Rootfs(#[from] crate::rootfs::RootfsError),
     #[error(transparent)]
-    NetDevice(#[from] crate::netdev::NetDeviceError),
+    NetDevice(#[from] crate::container::netdev::NetDeviceError),
     #[error("process.user.additionalGids: a rootless runtime with a single-id gid mapping cannot set supplementary groups (map more gids through /etc/subgid)")]
     RootlessGroups,
 }
@@ -103,7 +113,7 @@ pub struct Created {
     pub state_dir: StateDir,
     pub state: State,
     /// The runtime's ends of the stdio relay (`run` in the foreground, caller on a terminal).
-    pub stdio_relay: Option<crate::stdio::RelayEnds>,
+    pub stdio_relay: Option<crate::process::stdio::RelayEnds>,
 }
 
 /// Undoes a half-made container. Disarmed once create succeeded.
@@ -113,7 +123,10 @@ struct Unwind {
     /// The container's cgroup (issue 5): its processes are killed and it is removed on unwind.
     cgroup: Option<Box<dyn nanoclaw_cgroups::CgroupManager>>,
     /// linux.netDevices moved into the container: moved back before the init is killed.
-    netdevs: Option<(std::os::fd::OwnedFd, Vec<crate::netdev::NetDevice>)>,
+    netdevs: Option<(
+        std::os::fd::OwnedFd,
+        Vec<crate::container::netdev::NetDevice>,
+    )>,
     /// No mount namespace: the rootfs path and the mount that held it before (hostmount.rs).
     host_mounts: Option<(PathBuf, u64)>,
 }
@@ -121,17 +134,17 @@ struct Unwind {
 impl Drop for Unwind {
     fn drop(&mut self) {
         if let Some((netns, devs)) = self.netdevs.take() {
-            let _ = crate::netdev::move_back(&devs, std::os::fd::AsFd::as_fd(&netns));
+            let _ = crate::container::netdev::move_back(&devs, std::os::fd::AsFd::as_fd(&netns));
         }
         if let Some(pid) = self.pid.take() {
             let _ = kill(pid, Signal::SIGKILL);
             let _ = waitpid(pid, None);
         }
         if let Some((rootfs, base)) = self.host_mounts.take() {
-            crate::hostmount::cleanup(&rootfs, base);
+            crate::rootfs::hostmount::cleanup(&rootfs, base);
         }
         if let Some(cg) = self.cgroup.take() {
-            crate::cgroup::unwind(cg.as_ref());
+            crate::container::cgroup::unwind(cg.as_ref());
         }
         if let Some(dir) = self.state_dir.take() {
             let _ = dir.remove();
@@ -175,7 +188,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
         _ => {}
     }
     let console = match &opts.console_socket {
-        Some(path) => Some(crate::console::connect(path)?),
+        Some(path) => Some(crate::process::console::connect(path)?),
         None => None,
     };
     let session_keyring = if opts.no_new_keyring {
@@ -186,9 +199,9 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
 
     // The caller's terminal never reaches a process without one of its own (stdio.rs).
     let (stdio, stdio_relay) = if plan.process.terminal {
-        (crate::stdio::ContainerStdio::default(), None)
+        (crate::process::stdio::ContainerStdio::default(), None)
     } else {
-        crate::stdio::isolate_from_caller_tty(opts.relay_stdio).map_err(|source| {
+        crate::process::stdio::isolate_from_caller_tty(opts.relay_stdio).map_err(|source| {
             ContainerError::Io {
                 what: "stdio relay pipes".into(),
                 source,
@@ -221,12 +234,12 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
     )
     .map_err(sys(format!("open {}", fifo_path.display())))?;
     let joins = namespaces::open_joins(&plan)?;
-    let (parent_sock, child_sock) = sync::pair()?;
+    let (parent_sock, child_sock) = channel::pair()?;
 
     // Cgroup step (issue 5): create the container's cgroup (linux.cgroupsPath, resources)
     // here, before the clone, and register it in `unwind`.
     if let Some(dir) = unwind.state_dir.as_ref() {
-        unwind.cgroup = Some(crate::cgroup::create(
+        unwind.cgroup = Some(crate::container::cgroup::create(
             dir.path(),
             &opts.id,
             &plan.spec,
@@ -237,12 +250,15 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
 
     // No mount namespace: remember which mount holds the rootfs path now, so what the init
     // stacks there in our mount namespace can be detached on delete or unwind.
-    if crate::hostmount::shares_mount_ns(&plan.namespaces) {
+    if crate::rootfs::hostmount::shares_mount_ns(&plan.namespaces) {
         if let (Some(base), Some(dir)) = (
-            crate::hostmount::record(&plan.rootfs),
+            crate::rootfs::hostmount::record(&plan.rootfs),
             unwind.state_dir.as_ref(),
         ) {
-            dir.write_private(crate::hostmount::RECORD, base.to_string().as_bytes())?;
+            dir.write_private(
+                crate::rootfs::hostmount::RECORD,
+                base.to_string().as_bytes(),
+            )?;
             unwind.host_mounts = Some((plan.rootfs.clone(), base));
         }
     }
@@ -272,7 +288,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
     }
     // linux.netDevices: into the container's network namespace before the init goes on, so
     // hooks and the workload find them there.
-    let devs = crate::netdev::devices(
+    let devs = crate::container::netdev::devices(
         plan.spec
             .linux()
             .as_ref()
@@ -280,7 +296,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
     );
     if !devs.is_empty() {
         let netns = container_netns(pid, &joins)?;
-        crate::netdev::move_in(&devs, std::os::fd::AsFd::as_fd(&netns))?;
+        crate::container::netdev::move_in(&devs, std::os::fd::AsFd::as_fd(&netns))?;
         unwind.netdevs = Some((netns, devs));
     }
     parent_sock.send(&Msg::Go)?;
@@ -292,7 +308,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
             if let Some(Msg::Error(text)) = parent_sock.try_recv() {
                 return Err(ContainerError::InitFailed(text));
             }
-            return Err(crate::cgroup::CgroupStepError::from(e).into());
+            return Err(crate::container::cgroup::CgroupStepError::from(e).into());
         }
     }
     // A closed socket here means the init already failed: its error is read below.
@@ -302,7 +318,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
     }
     // The hooks' state: the init's pid, status "creating".
     let hook_json = || {
-        crate::hooks::state_json(
+        crate::container::hooks::state_json(
             plan.spec.version(),
             &opts.id,
             "creating",
@@ -313,7 +329,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
     };
     let mut hooks_ran = false;
     let before_pivot =
-        crate::hooks::HookKind::runtime_hooks_before_pivot(plan.spec.hooks().as_ref());
+        crate::container::hooks::HookKind::runtime_hooks_before_pivot(plan.spec.hooks().as_ref());
     let mut next = parent_sock.recv();
     // prestart and createRuntime, in the runtime namespace, while the init waits between its
     // mounts and pivot_root (sync.rs step 3). A failure fails `create`; `unwind` kills the
@@ -321,8 +337,16 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
     if before_pivot && matches!(next, Ok(Msg::Mounted)) {
         let json = hook_json();
         let hooks = plan.spec.hooks().as_ref();
-        crate::hooks::run_hooks(crate::hooks::HookKind::Prestart, hooks, &json)?;
-        crate::hooks::run_hooks(crate::hooks::HookKind::CreateRuntime, hooks, &json)?;
+        crate::container::hooks::run_hooks(
+            crate::container::hooks::HookKind::Prestart,
+            hooks,
+            &json,
+        )?;
+        crate::container::hooks::run_hooks(
+            crate::container::hooks::HookKind::CreateRuntime,
+            hooks,
+            &json,
+        )?;
         hooks_ran = true;
         match parent_sock.send(&Msg::HooksDone) {
             Ok(()) | Err(SyncError::Closed) => {}
@@ -355,7 +379,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
     crate::testpoint::hit("create:ready");
 
     if let (Some(hooks), Some(dir)) = (plan.spec.hooks().as_ref(), unwind.state_dir.as_ref()) {
-        crate::hooks::save_record(dir.path(), hooks)?;
+        crate::container::hooks::save_record(dir.path(), hooks)?;
     }
 
     let state = State {
@@ -407,7 +431,9 @@ fn container_netns(
             source,
         });
     }
-    Ok(crate::netdev::open_ns(&format!("/proc/{pid}/ns/net"))?)
+    Ok(crate::container::netdev::open_ns(&format!(
+        "/proc/{pid}/ns/net"
+    ))?)
 }
 
 /// `delete`: the links of linux.netDevices go back to the host, set down, under their host
@@ -420,7 +446,7 @@ fn move_netdevs_back(dir: &StateDir, st: &State) -> Result<(), ContainerError> {
         return Ok(());
     };
     let linux = spec.linux().as_ref();
-    let devs = crate::netdev::devices(linux.and_then(|l| l.net_devices().as_ref()));
+    let devs = crate::container::netdev::devices(linux.and_then(|l| l.net_devices().as_ref()));
     if devs.is_empty() {
         return Ok(());
     }
@@ -431,14 +457,14 @@ fn move_netdevs_back(dir: &StateDir, st: &State) -> Result<(), ContainerError> {
         .find(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Network)
         .and_then(|n| n.path().clone());
     let netns = match (joined, st.pid) {
-        (Some(path), _) => crate::netdev::open_ns(&path.to_string_lossy()),
+        (Some(path), _) => crate::container::netdev::open_ns(&path.to_string_lossy()),
         (None, Some(pid)) if state::init_alive(pid, st.init_start_time) => {
-            crate::netdev::open_ns(&format!("/proc/{pid}/ns/net"))
+            crate::container::netdev::open_ns(&format!("/proc/{pid}/ns/net"))
         }
         // The namespace died with the init: the kernel already moved or destroyed them.
         _ => return Ok(()),
     }?;
-    Ok(crate::netdev::move_back(
+    Ok(crate::container::netdev::move_back(
         &devs,
         std::os::fd::AsFd::as_fd(&netns),
     )?)
@@ -466,7 +492,7 @@ fn write_pid_file(path: &Path, pid: Pid) -> Result<(), ContainerError> {
 /// The state JSON a hook reads on stdin.
 fn hook_state(st: &State, status: &str) -> Vec<u8> {
     let annotations: std::collections::HashMap<String, String> = st.annotations.clone();
-    crate::hooks::state_json(
+    crate::container::hooks::state_json(
         &st.oci_version,
         &st.id,
         status,
@@ -524,11 +550,13 @@ pub fn start_locked(dir: &StateDir) -> Result<State, ContainerError> {
     // poststart: the process has been started. A failure fails `start` and stops the
     // container (runtime-spec 1.3: "generate an error, stop the container"); `delete` then
     // runs the poststop hooks and removes it.
-    if let Some(hooks) = crate::hooks::load_record(dir.path()) {
+    if let Some(hooks) = crate::container::hooks::load_record(dir.path()) {
         let json = hook_state(&st, "running");
-        if let Err(e) =
-            crate::hooks::run_hooks(crate::hooks::HookKind::Poststart, Some(&hooks), &json)
-        {
+        if let Err(e) = crate::container::hooks::run_hooks(
+            crate::container::hooks::HookKind::Poststart,
+            Some(&hooks),
+            &json,
+        ) {
             stop_after_failed_start(dir, &st);
             return Err(e.into());
         }
@@ -539,7 +567,7 @@ pub fn start_locked(dir: &StateDir) -> Result<State, ContainerError> {
 /// Kills every process of a container whose `start` failed after the fifo was written: the
 /// whole cgroup when the container has one, else the init (checked against its start time).
 fn stop_after_failed_start(dir: &StateDir, st: &State) {
-    if let Ok(Some(mgr)) = crate::cgroup::load(dir.path()) {
+    if let Ok(Some(mgr)) = crate::container::cgroup::load(dir.path()) {
         if !mgr.paths().is_empty() {
             let _ = mgr.thaw();
             let _ = mgr.kill_all();
@@ -555,10 +583,14 @@ fn stop_after_failed_start(dir: &StateDir, st: &State) {
 /// "stop the container, and continue the lifecycle" at the undo step), then the state.
 fn remove_after_failed_start(dir: StateDir, st: &State) {
     stop_after_failed_start(&dir, st);
-    let _ = crate::cgroup::remove(dir.path());
-    if let Some(hooks) = crate::hooks::load_record(dir.path()) {
+    let _ = crate::container::cgroup::remove(dir.path());
+    if let Some(hooks) = crate::container::hooks::load_record(dir.path()) {
         let json = hook_state(st, "stopped");
-        let _ = crate::hooks::run_hooks(crate::hooks::HookKind::Poststop, Some(&hooks), &json);
+        let _ = crate::container::hooks::run_hooks(
+            crate::container::hooks::HookKind::Poststop,
+            Some(&hooks),
+            &json,
+        );
     }
     let _ = dir.remove();
 }
@@ -583,7 +615,7 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), ContainerError> 
         // behind: nothing was recorded, so there is nothing else to clean.
         Err(StateError::Io { .. }) | Err(StateError::Corrupt { .. }) if force => {
             // The cgroup record is written before the cgroup is made: clean it up too.
-            crate::cgroup::remove(dir.path())?;
+            crate::container::cgroup::remove(dir.path())?;
             return Ok(dir.remove()?);
         }
         Err(e) => return Err(e.into()),
@@ -594,7 +626,7 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), ContainerError> 
         (Status::Created, _) | (_, true) => {
             netdevs_back_or_warn(&dir, &st, force)?;
             // A frozen (paused) init cannot die until thawed.
-            crate::cgroup::thaw(dir.path());
+            crate::container::cgroup::thaw(dir.path());
             if let Some(p) = st.pid {
                 kill_and_reap(Pid::from_raw(p), st.init_start_time);
             }
@@ -607,16 +639,20 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), ContainerError> 
         }
     }
     crate::testpoint::hit("delete:killed");
-    crate::hostmount::cleanup_recorded(dir.path(), &st.rootfs);
+    crate::rootfs::hostmount::cleanup_recorded(dir.path(), &st.rootfs);
     // Cgroup step (issue 5): remove the container's cgroup here (after the processes are
     // gone; also when the init had already exited). A cgroup that cannot be removed keeps
     // the state dir, so `delete` can be retried.
-    crate::cgroup::remove(dir.path())?;
+    crate::container::cgroup::remove(dir.path())?;
     crate::testpoint::hit("delete:cgroup");
     // poststop: after the container is gone, before its state is; failures are warnings.
-    if let Some(hooks) = crate::hooks::load_record(dir.path()) {
+    if let Some(hooks) = crate::container::hooks::load_record(dir.path()) {
         let json = hook_state(&st, "stopped");
-        crate::hooks::run_hooks(crate::hooks::HookKind::Poststop, Some(&hooks), &json)?;
+        crate::container::hooks::run_hooks(
+            crate::container::hooks::HookKind::Poststop,
+            Some(&hooks),
+            &json,
+        )?;
     }
     Ok(dir.remove()?)
 }
@@ -625,13 +661,13 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), ContainerError> 
 /// child, otherwise until /proc shows it exited.
 fn kill_and_reap(pid: Pid, start_time: u64) {
     // The pidfd pins the process; only then is the start-time check free of pid reuse.
-    let Ok(pidfd) = crate::ops::pidfd_open(pid.as_raw()) else {
+    let Ok(pidfd) = crate::container::ops::pidfd_open(pid.as_raw()) else {
         return;
     };
     if !state::init_alive(pid.as_raw(), start_time) {
         return;
     }
-    let _ = crate::ops::pidfd_send_signal(&pidfd, Signal::SIGKILL as i32);
+    let _ = crate::container::ops::pidfd_send_signal(&pidfd, Signal::SIGKILL as i32);
     for _ in 0..2000 {
         match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::StillAlive) => {}
@@ -723,13 +759,13 @@ fn run_blocked(opts: &CreateOptions, set: &SigSet) -> Result<i32, ContainerError
                     what: "console socket accept".into(),
                     source,
                 })
-                .and_then(|(conn, _)| Ok(crate::console::receive_master(&conn)?))
-                .and_then(|master| Ok(crate::console::Relay::start(master)?));
+                .and_then(|(conn, _)| Ok(crate::process::console::receive_master(&conn)?))
+                .and_then(|master| Ok(crate::process::console::Relay::start(master)?));
             match relay {
                 Ok(r) => (created, Some(r)),
                 Err(e) => {
                     kill_and_reap(created.pid, created.state.init_start_time);
-                    let _ = crate::cgroup::remove(created.state_dir.path());
+                    let _ = crate::container::cgroup::remove(created.state_dir.path());
                     let _ = created.state_dir.remove();
                     return Err(e);
                 }
@@ -742,10 +778,13 @@ fn run_blocked(opts: &CreateOptions, set: &SigSet) -> Result<i32, ContainerError
         remove_after_failed_start(created.state_dir, &created.state);
         return Err(e);
     }
-    let stdio_relay = match created.stdio_relay.map(crate::stdio::RelayEnds::start) {
+    let stdio_relay = match created
+        .stdio_relay
+        .map(crate::process::stdio::RelayEnds::start)
+    {
         Some(Err(source)) => {
             kill_and_reap(pid, created.state.init_start_time);
-            let _ = crate::cgroup::remove(created.state_dir.path());
+            let _ = crate::container::cgroup::remove(created.state_dir.path());
             let _ = created.state_dir.remove();
             return Err(ContainerError::Io {
                 what: "starting the stdio relay".into(),

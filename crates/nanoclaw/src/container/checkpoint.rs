@@ -29,7 +29,7 @@ use std::process::Command;
 use nix::sys::signal::Signal;
 use oci_spec::runtime::Spec;
 
-use crate::state::{self, State, StateDir, Status};
+use crate::container::state::{self, State, StateDir, Status};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
@@ -38,11 +38,11 @@ pub enum CheckpointError {
     #[error("{0}")]
     Container(#[from] crate::container::ContainerError),
     #[error(transparent)]
-    State(#[from] crate::state::StateError),
+    State(#[from] crate::container::state::StateError),
     #[error(transparent)]
     Spec(#[from] crate::spec::SpecError),
     #[error(transparent)]
-    Cgroup(#[from] crate::cgroup::CgroupStepError),
+    Cgroup(#[from] crate::container::cgroup::CgroupStepError),
     #[error("container {id:?} is {status}: only a running container can be checkpointed")]
     NotRunning { id: String, status: &'static str },
     #[error("CRIU is needed for {what} and was not found (install the `criu` package)")]
@@ -520,12 +520,12 @@ pub fn checkpoint(root: &Path, a: &CheckpointArgs) -> Result<(), CheckpointError
         (s, _) => {
             return Err(CheckpointError::NotRunning {
                 id: a.id.clone(),
-                status: crate::ops::status_name(s),
+                status: crate::container::ops::status_name(s),
             })
         }
     };
     let spec = snapshot(&dir)?;
-    let freezer = crate::cgroup::load(dir.path())?.and_then(|m| {
+    let freezer = crate::container::cgroup::load(dir.path())?.and_then(|m| {
         let p = m.paths();
         p.v1_dir("freezer")
             .map(Path::to_path_buf)
@@ -591,7 +591,7 @@ struct Unwind {
 impl Drop for Unwind {
     fn drop(&mut self) {
         if let Some(cg) = self.cgroup.take() {
-            crate::cgroup::unwind(cg.as_ref());
+            crate::container::cgroup::unwind(cg.as_ref());
         }
         if let Some(dir) = self.state_dir.take() {
             let _ = std::fs::remove_dir(dir.path().join("criu-root"));
@@ -645,7 +645,12 @@ pub fn restore(root: &Path, a: &RestoreArgs) -> Result<i32, CheckpointError> {
     let dir_path = state_dir.path().to_path_buf();
     unwind.state_dir = Some(state_dir);
     snap?;
-    let cg = crate::cgroup::create(&dir_path, &a.id, &plan.spec, crate::rootless::is_rootless())?;
+    let cg = crate::container::cgroup::create(
+        &dir_path,
+        &a.id,
+        &plan.spec,
+        crate::rootless::is_rootless(),
+    )?;
     let roots = cgroup_roots(cg.paths());
     unwind.cgroup = Some(cg);
 
@@ -712,7 +717,7 @@ pub fn restore(root: &Path, a: &RestoreArgs) -> Result<i32, CheckpointError> {
         .ok_or_else(|| io("state lost")(std::io::Error::from(std::io::ErrorKind::NotFound)))?;
     let saved = dir.save(&st).map_err(CheckpointError::from).and_then(|()| {
         if let Some(hooks) = plan.spec.hooks() {
-            crate::hooks::save_record(dir.path(), hooks)
+            crate::container::hooks::save_record(dir.path(), hooks)
                 .map_err(|e| CheckpointError::Container(e.into()))?;
         }
         if let Some(pf) = &a.pid_file {

@@ -11,7 +11,7 @@ use oci_spec::runtime::{
     LinuxSeccompAction, MemoryPolicy, NetDevices, Seccomp, Selinux,
 };
 
-use crate::hooks::HookKind;
+use crate::container::hooks::HookKind;
 
 /// The runtime-spec versions `create` accepts in config.json's `ociVersion`.
 pub const OCI_VERSION_MIN: &str = "1.0.0";
@@ -201,8 +201,8 @@ pub fn features() -> Features {
     net_devices.set_enabled(Some(true));
     linux.set_net_devices(Some(net_devices));
     let mut mempolicy = MemoryPolicy::default();
-    mempolicy.set_modes(Some(strings(crate::mempolicy::MODES)));
-    mempolicy.set_flags(Some(strings(crate::mempolicy::FLAGS)));
+    mempolicy.set_modes(Some(strings(crate::security::mempolicy::MODES)));
+    mempolicy.set_flags(Some(strings(crate::security::mempolicy::FLAGS)));
     linux.set_memory_policy(Some(mempolicy));
 
     let mut f = Features::default();
@@ -286,7 +286,7 @@ mod tests {
         assert_eq!(v["linux"]["netDevices"]["enabled"], true);
         assert_eq!(
             v["linux"]["memoryPolicy"]["modes"].as_array().map(Vec::len),
-            Some(crate::mempolicy::MODES.len())
+            Some(crate::security::mempolicy::MODES.len())
         );
     }
 
