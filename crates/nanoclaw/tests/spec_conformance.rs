@@ -1190,18 +1190,18 @@ fn memory_policy_applies_to_init_and_exec() {
     }
 }
 
-/// A veth pair made for the test; both ends are removed on drop.
+/// A veth pair made for the test; both ends are removed on drop (wherever they still are).
 struct Veth {
     host: String,
     peer: String,
 }
 
 impl Veth {
-    fn new() -> Self {
+    fn new(tag: char) -> Self {
         let n = std::process::id() % 100_000;
         let v = Self {
-            host: format!("clwa{n}"),
-            peer: format!("clwb{n}"),
+            host: format!("clw{tag}a{n}"),
+            peer: format!("clw{tag}b{n}"),
         };
         let ok = Command::new("ip")
             .args([
@@ -1226,8 +1226,43 @@ impl Drop for Veth {
     }
 }
 
-/// `ip -o link show NAME` in the network namespace of `pid` (0: the test's own).
-fn link_line(pid: i64, link: &str) -> Option<String> {
+/// A named network namespace (`ip netns add`), deleted on drop.
+struct NetNs(String);
+
+impl NetNs {
+    fn new() -> Self {
+        let name = format!("clwns{}", std::process::id() % 100_000);
+        assert!(Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .unwrap()
+            .success());
+        Self(name)
+    }
+    fn path(&self) -> String {
+        format!("/run/netns/{}", self.0)
+    }
+    fn ip(&self, args: &[&str]) -> Option<String> {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.0, "ip"])
+            .args(args)
+            .output()
+            .unwrap();
+        out.status
+            .success()
+            .then(|| text(&out.stdout))
+            .filter(|s| !s.is_empty())
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// `ip -o link show NAME` (or `addr`) in the network namespace of `pid` (0: the test's own).
+fn ip_line(pid: i64, what: &str, link: &str) -> Option<String> {
     let mut c = if pid == 0 {
         Command::new("ip")
     } else {
@@ -1235,11 +1270,15 @@ fn link_line(pid: i64, link: &str) -> Option<String> {
         c.arg("-t").arg(pid.to_string()).args(["-n", "ip"]);
         c
     };
-    let out = c.args(["-o", "link", "show", link]).output().unwrap();
+    let out = c.args(["-o", what, "show", link]).output().unwrap();
     out.status
         .success()
         .then(|| text(&out.stdout))
         .filter(|s| !s.is_empty())
+}
+
+fn link_line(pid: i64, link: &str) -> Option<String> {
+    ip_line(pid, "link", link)
 }
 
 fn is_up(line: &str) -> bool {
@@ -1249,16 +1288,25 @@ fn is_up(line: &str) -> bool {
         .is_some_and(|flags| flags.split(',').any(|f| f == "UP"))
 }
 
-/// linux.netDevices: the named host link is moved into the container's network namespace
-/// under `name` and set up during create; delete sets it down and moves it back under its
-/// host name (the veth survives, its peer still on the host). A missing device, or a config
-/// without a network namespace, is refused naming the field, leaving nothing behind.
+/// linux.netDevices (runtime-spec 1.3): during create the named host link is moved into the
+/// container's network namespace under `name`, keeps its permanent global address and is set
+/// up. `delete` does not move it out (the spec: "MUST NOT attempt to move the interface out
+/// of the namespace"): in a namespace of the container's own the kernel destroys the veth
+/// with it; in a joined namespace it stays there. A `%d` template is numbered by the kernel; a
+/// name already taken in the container, a missing device, a bad name or a container without a
+/// network namespace is refused naming the field, and the host link is left where it was.
+/// runc 1.1.5 predates the field and ignores it.
 #[test]
-fn net_devices_move_into_the_container_and_back_on_delete() {
-    if !require_root("net_devices_move_into_the_container_and_back_on_delete") {
+fn net_devices_move_into_the_container_with_their_addresses() {
+    if !require_root("net_devices_move_into_the_container_with_their_addresses") {
         return;
     }
-    let veth = Veth::new();
+    let veth = Veth::new('x');
+    assert!(Command::new("ip")
+        .args(["addr", "add", "10.201.77.1/24", "dev", &veth.host])
+        .status()
+        .unwrap()
+        .success());
     let host = veth.host.clone();
     let f = Fixture::new(|spec, _| {
         spec["linux"]["netDevices"] = json!({ host.clone(): {"name": "ctr0"} });
@@ -1275,22 +1323,78 @@ fn net_devices_move_into_the_container_and_back_on_delete() {
     let inside = link_line(pid, "ctr0").expect("ctr0 in the container");
     assert!(is_up(&inside), "not up inside: {inside}");
     assert!(link_line(pid, &veth.host).is_none(), "not renamed");
+    let addr = ip_line(pid, "addr", "ctr0").unwrap_or_default();
+    assert!(addr.contains("10.201.77.1/24"), "address not kept: {addr}");
     // The workload sees it too.
     let out = f.run(&nanoclaw(), &["start", &id]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let out = f.run(&nanoclaw(), &["exec", &id, "cat", "/proc/net/dev"]);
     assert!(text(&out.stdout).contains("ctr0:"), "{}", text(&out.stdout));
     f.delete(&nanoclaw(), &id);
-    let back = link_line(0, &veth.host).expect("moved back under its host name");
-    assert!(!is_up(&back), "left up: {back}");
-    assert!(back.contains(&format!("@{}", veth.peer)), "{back}");
+    // Not moved back: the namespace died with the container and took the veth pair along.
+    assert!(
+        wait_until(Duration::from_secs(10), || link_line(0, &veth.peer)
+            .is_none()),
+        "the veth survived its namespace"
+    );
+    assert!(link_line(0, &veth.host).is_none(), "moved back");
 
-    // The same config runs again (idempotent: the name went back).
+    // A joined namespace keeps the link after delete; `%d` is numbered by the kernel.
+    let ns = NetNs::new();
+    let veth2 = Veth::new('y');
+    let (host2, nspath) = (veth2.host.clone(), ns.path());
+    let set_ns = |spec: &mut Value| {
+        for n in spec["linux"]["namespaces"].as_array_mut().unwrap() {
+            if n["type"] == "network" {
+                n["path"] = json!(nspath.clone());
+            }
+        }
+    };
+    let f = Fixture::new(|spec, _| {
+        set_ns(spec);
+        spec["linux"]["netDevices"] = json!({ host2.clone(): {"name": "ctr%d"} });
+    });
     let id = unique_name("netdev");
-    let out = f.create(&nanoclaw(), &id);
-    assert!(out.status.success(), "second create: {}", text(&out.stderr));
+    f.started(&nanoclaw(), &id);
+    assert!(
+        ns.ip(&["-o", "link", "show", "ctr0"]).is_some(),
+        "ctr%d not numbered"
+    );
     f.delete(&nanoclaw(), &id);
-    assert!(link_line(0, &veth.host).is_some());
+    assert!(
+        ns.ip(&["-o", "link", "show", "ctr0"]).is_some(),
+        "the link left the joined namespace at delete"
+    );
+    assert!(link_line(0, &veth2.host).is_none());
+
+    // "ctr0" is taken in that namespace now: refused, and the host link stays on the host.
+    let veth3 = Veth::new('z');
+    let host3 = veth3.host.clone();
+    let f = Fixture::new(|spec, _| {
+        set_ns(spec);
+        spec["linux"]["netDevices"] = json!({ host3.clone(): {"name": "ctr0"} });
+    });
+    let id = unique_name("netbad");
+    let out = f.create(&nanoclaw(), &id);
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "a taken name was accepted");
+    assert!(
+        err.contains("].name: a device named \\\"ctr0\\\" already exists in the container"),
+        "{err}"
+    );
+    assert!(link_line(0, &veth3.host).is_some(), "host link lost");
+    assert!(!f.run(&nanoclaw(), &["state", &id]).status.success());
+
+    // A create that fails after the move (a failing createRuntime hook) moves it back.
+    let host3 = veth3.host.clone();
+    let f = Fixture::new(|spec, _| {
+        spec["linux"]["netDevices"] = json!({ host3.clone(): {"name": "ctr7"} });
+        spec["hooks"] = json!({"createRuntime": [{"path": "/bin/false"}]});
+    });
+    let out = f.create(&nanoclaw(), &unique_name("netbad"));
+    assert!(!out.status.success(), "failing hook accepted");
+    let back = link_line(0, &veth3.host).expect("moved back when create failed");
+    assert!(!is_up(&back), "{back}");
 
     for (edit, want) in [
         (
@@ -1298,7 +1402,7 @@ fn net_devices_move_into_the_container_and_back_on_delete() {
             "no network device \\\"clwmissing0\\\" on the host",
         ),
         (
-            json!({"netDevices": {veth.host.clone(): {"name": "bad/name"}}}),
+            json!({"netDevices": {veth3.host.clone(): {"name": "bad/name"}}}),
             "].name: \\\"bad/name\\\" is not a valid interface name",
         ),
     ] {
@@ -1315,7 +1419,7 @@ fn net_devices_move_into_the_container_and_back_on_delete() {
         );
         assert!(!f.run(&nanoclaw(), &["state", &id]).status.success());
     }
-    let host = veth.host.clone();
+    let host = veth3.host.clone();
     let f = Fixture::new(|spec, _| {
         spec["linux"]["netDevices"] = json!({ host.clone(): {} });
         let ns = spec["linux"]["namespaces"].as_array_mut().unwrap();
@@ -1327,7 +1431,7 @@ fn net_devices_move_into_the_container_and_back_on_delete() {
         "{}",
         text(&out.stderr)
     );
-    assert!(link_line(0, &veth.host).is_some());
+    assert!(link_line(0, &veth3.host).is_some());
 }
 
 /// Runs `script` in a private mount namespace of its own (`unshare -m`), so whatever a runtime

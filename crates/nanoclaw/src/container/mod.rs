@@ -122,7 +122,8 @@ struct Unwind {
     state_dir: Option<StateDir>,
     /// The container's cgroup (issue 5): its processes are killed and it is removed on unwind.
     cgroup: Option<Box<dyn nanoclaw_cgroups::CgroupManager>>,
-    /// linux.netDevices moved into the container: moved back before the init is killed.
+    /// linux.netDevices moved into a container whose create fails: moved back before the init
+    /// is killed.
     netdevs: Option<(
         std::os::fd::OwnedFd,
         Vec<crate::container::netdev::NetDevice>,
@@ -406,7 +407,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
     }
     unwind.pid = None;
     unwind.cgroup = None; // the container keeps its cgroup; `delete` removes it
-    unwind.netdevs = None; // `delete` moves them back
+    unwind.netdevs = None; // the namespace's owner manages them from now on (spec)
     unwind.host_mounts = None; // `delete` detaches them
     let state_dir = unwind
         .state_dir
@@ -434,52 +435,6 @@ fn container_netns(
     Ok(crate::container::netdev::open_ns(&format!(
         "/proc/{pid}/ns/net"
     ))?)
-}
-
-/// `delete`: the links of linux.netDevices go back to the host, set down, under their host
-/// names, while the container's network namespace still exists (runtime-spec).
-fn move_netdevs_back(dir: &StateDir, st: &State) -> Result<(), ContainerError> {
-    let Ok(bytes) = std::fs::read(dir.path().join(state::CONFIG_SNAPSHOT)) else {
-        return Ok(());
-    };
-    let Ok(spec) = serde_json::from_slice::<oci_spec::runtime::Spec>(&bytes) else {
-        return Ok(());
-    };
-    let linux = spec.linux().as_ref();
-    let devs = crate::container::netdev::devices(linux.and_then(|l| l.net_devices().as_ref()));
-    if devs.is_empty() {
-        return Ok(());
-    }
-    let joined = linux
-        .and_then(|l| l.namespaces().as_ref())
-        .into_iter()
-        .flatten()
-        .find(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Network)
-        .and_then(|n| n.path().clone());
-    let netns = match (joined, st.pid) {
-        (Some(path), _) => crate::container::netdev::open_ns(&path.to_string_lossy()),
-        (None, Some(pid)) if state::init_alive(pid, st.init_start_time) => {
-            crate::container::netdev::open_ns(&format!("/proc/{pid}/ns/net"))
-        }
-        // The namespace died with the init: the kernel already moved or destroyed them.
-        _ => return Ok(()),
-    }?;
-    Ok(crate::container::netdev::move_back(
-        &devs,
-        std::os::fd::AsFd::as_fd(&netns),
-    )?)
-}
-
-/// `delete --force` goes on (with a warning) when a link cannot be moved back (its host name
-/// was taken meanwhile, say); plain `delete` stops, so it can be retried.
-fn netdevs_back_or_warn(dir: &StateDir, st: &State, force: bool) -> Result<(), ContainerError> {
-    match move_netdevs_back(dir, st) {
-        Err(e) if force => {
-            log::warn!("{e}");
-            Ok(())
-        }
-        other => other,
-    }
 }
 
 fn write_pid_file(path: &Path, pid: Pid) -> Result<(), ContainerError> {
@@ -622,9 +577,8 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), ContainerError> 
     };
     let status = status_of(&dir, &st);
     match (status, force) {
-        (Status::Stopped, _) => netdevs_back_or_warn(&dir, &st, force)?,
+        (Status::Stopped, _) => {}
         (Status::Created, _) | (_, true) => {
-            netdevs_back_or_warn(&dir, &st, force)?;
             // A frozen (paused) init cannot die until thawed.
             crate::container::cgroup::thaw(dir.path());
             if let Some(p) = st.pid {

@@ -1,27 +1,35 @@
 //! `linux.netDevices`: host network links moved into the container's network namespace
-//! (renamed to `name` when given) during `create`, and moved back under their original name
-//! during `delete` (runtime-spec config-linux "Network Devices").
+//! (renamed to `name` when given) during `create` (runtime-spec 1.3 config-linux "Network
+//! Devices"; runc 1.3 and youki do the same).
 //!
 //! - Checked before anything exists ([`validate`]): the container must have a network
 //!   namespace of its own (new or joined), every name must be a valid interface name, names
-//!   in the container must be unique, and every host link must exist.
-//! - `create` ([`move_in`]): one RTM_NEWLINK per link, from the runtime's network namespace,
-//!   with `IFLA_NET_NS_FD` and `IFLA_IFNAME` (move and rename in one step, so a clash can
-//!   never leave a half-moved link), then the link is set up inside the container.
-//! - `delete` and the unwind of a failed `create` ([`move_back`]): each link is set down and
-//!   moved back under its host name, from a thread that entered the container's network
-//!   namespace (setns affects only the calling thread for CLONE_NEWNET). Once the container's
-//!   network namespace is gone (its init exited and nothing else holds it), the kernel has
-//!   already moved physical links back and destroyed virtual ones: nothing is left to do.
+//!   in the container must be unique (a `%d` template lets the kernel number them), and every
+//!   host link must exist.
+//! - `create` ([`move_in`]): the link's permanent addresses of global scope are read, then one
+//!   RTM_NEWLINK per link with `IFLA_NET_NS_FD` and `IFLA_IFNAME` moves and renames it in one
+//!   step (a name already taken in the container is the kernel's EEXIST, reported with the
+//!   field); inside the container the addresses are added back and the link is set up.
+//! - `delete` leaves the links alone: the spec says the runtime MUST NOT move them out of the
+//!   namespace, whose owner manages them; when the namespace is freed the kernel moves
+//!   physical links back to the initial namespace and destroys virtual ones. Only a `create`
+//!   that fails after moving them moves them back ([`move_back`], set down first), so a
+//!   refused container leaves the host as it found it.
 //!
-//! Netlink messages come from `netlink-packet-route` over a blocking `netlink-sys` socket.
+//! Netlink messages come from `netlink-packet-route` over a blocking `netlink-sys` socket; the
+//! steps inside the container run on a thread that entered its network namespace (setns
+//! affects only the calling thread for CLONE_NEWNET).
 
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_REQUEST,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
+    NLM_F_REQUEST,
+};
+use netlink_packet_route::address::{
+    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope,
 };
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use netlink_packet_route::RouteNetlinkMessage;
@@ -44,6 +52,8 @@ pub enum NetDeviceError {
     },
     #[error("linux.netDevices[{key:?}].name: {name:?} is also the name of another device in the container")]
     Duplicate { key: String, name: String },
+    #[error("linux.netDevices[{key:?}].name: a device named {name:?} already exists in the container's network namespace")]
+    Taken { key: String, name: String },
     #[error("linux.netDevices[{key:?}]: no network device {key:?} on the host: {source}")]
     Missing { key: String, source: nix::Error },
     #[error("linux.netDevices[{key:?}]: {what}: {source}")]
@@ -128,7 +138,7 @@ pub fn validate(
                 });
             }
         }
-        if !seen.insert(d.container.clone()) {
+        if !d.container.contains('%') && !seen.insert(d.container.clone()) {
             return Err(NetDeviceError::Duplicate {
                 key: d.host.clone(),
                 name: d.container.clone(),
@@ -160,19 +170,22 @@ fn socket() -> std::io::Result<Socket> {
     Ok(s)
 }
 
-/// Sends one RTM_NEWLINK for `link` and waits for the kernel's acknowledgement.
-fn set_link(sock: &Socket, link: LinkMessage) -> std::io::Result<()> {
+/// Sends one request and collects the kernel's answers until its acknowledgement (or, for a
+/// dump, the end of it).
+fn request(
+    sock: &Socket,
+    payload: RouteNetlinkMessage,
+    flags: u16,
+) -> std::io::Result<Vec<RouteNetlinkMessage>> {
     let mut header = NetlinkHeader::default();
-    header.flags = NLM_F_REQUEST | NLM_F_ACK;
+    header.flags = flags;
     header.sequence_number = 1;
-    let mut msg = NetlinkMessage::new(
-        header,
-        NetlinkPayload::from(RouteNetlinkMessage::NewLink(link)),
-    );
+    let mut msg = NetlinkMessage::new(header, NetlinkPayload::from(payload));
     msg.finalize();
     let mut buf = vec![0u8; msg.buffer_len()];
     msg.serialize(&mut buf);
     sock.send(&buf, 0)?;
+    let mut answers = Vec::new();
     let mut reply: Vec<u8> = Vec::with_capacity(64 * 1024);
     loop {
         reply.clear();
@@ -182,19 +195,86 @@ fn set_link(sock: &Socket, link: LinkMessage) -> std::io::Result<()> {
             let Some(rest) = reply.get(off..n) else { break };
             let parsed = NetlinkMessage::<RouteNetlinkMessage>::deserialize(rest)
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
-            if let NetlinkPayload::Error(e) = &parsed.payload {
-                return match e.code {
-                    None => Ok(()),
-                    Some(_) => Err(e.to_io()),
-                };
-            }
             let len = usize::try_from(parsed.header.length).unwrap_or(0);
+            match parsed.payload {
+                NetlinkPayload::Error(e) => {
+                    return match e.code {
+                        None => Ok(answers),
+                        Some(_) => Err(e.to_io()),
+                    }
+                }
+                NetlinkPayload::Done(_) => return Ok(answers),
+                NetlinkPayload::InnerMessage(m) => answers.push(m),
+                _ => {}
+            }
             if len == 0 {
                 break;
             }
             off = off.saturating_add((len + 3) & !3);
         }
     }
+}
+
+/// Sends one RTM_NEWLINK for `link` and waits for the kernel's acknowledgement.
+fn set_link(sock: &Socket, link: LinkMessage) -> std::io::Result<()> {
+    request(
+        sock,
+        RouteNetlinkMessage::NewLink(link),
+        NLM_F_REQUEST | NLM_F_ACK,
+    )
+    .map(drop)
+}
+
+/// The addresses the spec says a moved link keeps: permanent, of global scope.
+fn kept_addresses(sock: &Socket, index: u32) -> std::io::Result<Vec<AddressMessage>> {
+    let all = request(
+        sock,
+        RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+        NLM_F_REQUEST | NLM_F_DUMP,
+    )?;
+    Ok(all
+        .into_iter()
+        .filter_map(|m| match m {
+            RouteNetlinkMessage::NewAddress(a) => Some(a),
+            _ => None,
+        })
+        .filter(|a| a.header.index == index && a.header.scope == AddressScope::Universe)
+        .filter(|a| {
+            a.header.flags.contains(AddressHeaderFlags::Permanent)
+                || a.attributes.iter().any(|x| {
+                    matches!(x, AddressAttribute::Flags(f) if f.contains(AddressFlags::Permanent))
+                })
+        })
+        .collect())
+}
+
+/// Adds `addr` (as read on the host) to the link `index` of this thread's namespace. The
+/// label is left out: it carries the host name of the link.
+fn add_address(sock: &Socket, index: u32, addr: &AddressMessage) -> std::io::Result<()> {
+    let mut m = AddressMessage::default();
+    m.header.family = addr.header.family;
+    m.header.prefix_len = addr.header.prefix_len;
+    m.header.scope = AddressScope::Universe;
+    m.header.index = index;
+    m.attributes = addr
+        .attributes
+        .iter()
+        .filter(|a| {
+            matches!(
+                a,
+                AddressAttribute::Address(_)
+                    | AddressAttribute::Local(_)
+                    | AddressAttribute::Broadcast(_)
+            )
+        })
+        .cloned()
+        .collect();
+    request(
+        sock,
+        RouteNetlinkMessage::NewAddress(m),
+        NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+    )
+    .map(drop)
 }
 
 fn link(index: u32) -> LinkMessage {
@@ -215,6 +295,10 @@ fn move_link(sock: &Socket, from: &str, to: &str, target: BorrowedFd<'_>) -> std
 
 fn set_up(sock: &Socket, name: &str, up: bool) -> std::io::Result<()> {
     let index = ifindex(name).map_err(std::io::Error::from)?;
+    set_up_index(sock, index, up)
+}
+
+fn set_up_index(sock: &Socket, index: u32, up: bool) -> std::io::Result<()> {
     let mut m = link(index);
     m.header.change_mask = LinkFlags::Up;
     if up {
@@ -249,22 +333,61 @@ fn in_netns<T: Send>(
     })
 }
 
-/// `create`: moves every link into the network namespace `netns` under its container name,
-/// then sets it up there. On error the links already moved are moved back.
+/// `create`: moves every link into the network namespace `netns` under its container name
+/// (a name ending in `%d` lets the kernel pick the number), gives it back its permanent
+/// global addresses (the move drops them) and sets it up there. On error the links already
+/// moved are moved back.
 pub fn move_in(devs: &[NetDevice], netns: BorrowedFd<'_>) -> Result<(), NetDeviceError> {
     let sock = socket().map_err(|source| NetDeviceError::Netlink {
         key: devs.first().map(|d| d.host.clone()).unwrap_or_default(),
         what: "route netlink socket".into(),
         source,
     })?;
-    for (i, d) in devs.iter().enumerate() {
-        if let Err(source) = move_link(&sock, &d.host, &d.container, netns) {
-            let _ = move_back(&devs[..i], netns);
-            return Err(NetDeviceError::Netlink {
-                key: d.host.clone(),
-                what: format!("moving it into the container as {:?}", d.container),
-                source,
-            });
+    // A name already taken in the container is an error (spec), found before anything moves:
+    // the kernel would move the link under its host name and only then refuse the rename.
+    in_netns(netns, || {
+        for d in devs.iter().filter(|d| !d.container.contains('%')) {
+            if ifindex(&d.container).is_ok() {
+                return Err(NetDeviceError::Taken {
+                    key: d.host.clone(),
+                    name: d.container.clone(),
+                });
+            }
+        }
+        Ok(())
+    })?;
+    let mut moved: Vec<(NetDevice, u32, Vec<AddressMessage>)> = Vec::new();
+    for d in devs {
+        let step = || -> Result<(u32, Vec<AddressMessage>), (String, std::io::Error)> {
+            let index = ifindex(&d.host).map_err(|e| ("looking it up".to_string(), e.into()))?;
+            let addrs = kept_addresses(&sock, index)
+                .map_err(|e| ("reading its addresses".to_string(), e))?;
+            move_link(&sock, &d.host, &d.container, netns).map_err(|e| {
+                (
+                    format!("moving it into the container as {:?}", d.container),
+                    e,
+                )
+            })?;
+            Ok((index, addrs))
+        };
+        match step() {
+            Ok((index, addrs)) => moved.push((d.clone(), index, addrs)),
+            Err((what, source)) => {
+                let mut back: Vec<NetDevice> = moved.iter().map(|(d, _, _)| d.clone()).collect();
+                // Moved but not renamed (the kernel does the rename after the move).
+                if ifindex(&d.host).is_err() {
+                    back.push(NetDevice {
+                        host: d.host.clone(),
+                        container: d.host.clone(),
+                    });
+                }
+                let _ = move_back(&back, netns);
+                return Err(NetDeviceError::Netlink {
+                    key: d.host.clone(),
+                    what,
+                    source,
+                });
+            }
         }
     }
     let up = in_netns(netns, || {
@@ -273,12 +396,25 @@ pub fn move_in(devs: &[NetDevice], netns: BorrowedFd<'_>) -> Result<(), NetDevic
             what: "route netlink socket in the container".into(),
             source,
         })?;
-        for d in devs {
-            set_up(&sock, &d.container, true).map_err(|source| NetDeviceError::Netlink {
-                key: d.host.clone(),
-                what: format!("setting {:?} up in the container", d.container),
-                source,
+        for (d, old_index, addrs) in &moved {
+            let err = |what: String| {
+                move |source| NetDeviceError::Netlink {
+                    key: d.host.clone(),
+                    what,
+                    source,
+                }
+            };
+            let index = container_index(d, *old_index).map_err(|e| {
+                err(format!("finding {:?} in the container", d.container))(e.into())
             })?;
+            for a in addrs {
+                add_address(&sock, index, a)
+                    .map_err(err(format!("restoring an address on {:?}", d.container)))?;
+            }
+            set_up_index(&sock, index, true).map_err(err(format!(
+                "setting {:?} up in the container",
+                d.container
+            )))?;
         }
         Ok(())
     });
@@ -288,8 +424,23 @@ pub fn move_in(devs: &[NetDevice], netns: BorrowedFd<'_>) -> Result<(), NetDevic
     up
 }
 
-/// `delete` / unwind: sets each link down and moves it back to the runtime's network
-/// namespace under its host name. A link no longer in the container (the workload deleted
+/// The index of a moved link in the container's namespace (this thread's): by name, or for a
+/// `%d` template by its index, which the kernel keeps across the move when it is free.
+fn container_index(d: &NetDevice, old_index: u32) -> Result<u32, nix::Error> {
+    if !d.container.contains('%') {
+        return ifindex(&d.container);
+    }
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: if_indextoname writes at most IF_NAMESIZE bytes (NUL included) into `buf`.
+    let p = unsafe { libc::if_indextoname(old_index, buf.as_mut_ptr()) };
+    if p.is_null() {
+        return Err(nix::Error::last());
+    }
+    Ok(old_index)
+}
+
+/// Unwind of a failed `create`: sets each link down and moves it back to the runtime's
+/// network namespace under its host name. A link no longer in the container (the workload deleted
 /// or renamed it) is skipped; every other failure is reported after trying the rest.
 pub fn move_back(devs: &[NetDevice], netns: BorrowedFd<'_>) -> Result<(), NetDeviceError> {
     if devs.is_empty() {
