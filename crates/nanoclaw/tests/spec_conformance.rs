@@ -1601,7 +1601,23 @@ fn checkpoint_and_restore_through_criu_like_runc() {
     let mut criu_works = None;
     for rt in [runc(), nanoclaw()] {
         let id = unique_name("ckpt");
-        let pid = f.started(&rt, &id);
+        // Pipes as the container's stdio, as engines give it (a file of the host, outside the
+        // container's mounts, is something CRIU cannot dump).
+        let b = f.bundle.path().display().to_string();
+        let mut create = f.cmd(&rt, &["create", "--bundle", &b, &id]);
+        let mut child = create
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let _stdin = child.stdin.take();
+        let _stdout = child.stdout.take();
+        let stderr = child.stderr.take();
+        assert!(child.wait().unwrap().success(), "{}: create ({stderr:?})", name(&rt));
+        let out = f.run(&rt, &["start", &id]);
+        assert!(out.status.success(), "{}: start: {}", name(&rt), text(&out.stderr));
+        let pid = f.pid(&rt, &id);
         let counter = PathBuf::from(format!("/proc/{pid}/root/tmp/n"));
         assert!(wait_until(Duration::from_secs(10), || counter.exists()));
         let image = imgs.path().join(format!("{}-img", name(&rt)));

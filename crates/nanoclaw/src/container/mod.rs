@@ -252,14 +252,11 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
     // No mount namespace: remember which mount holds the rootfs path now, so what the init
     // stacks there in our mount namespace can be detached on delete or unwind.
     if crate::rootfs::hostmount::shares_mount_ns(&plan.namespaces) {
-        if let (Some(base), Some(dir)) = (
+        if let (Some((record, base)), Some(dir)) = (
             crate::rootfs::hostmount::record(&plan.rootfs),
             unwind.state_dir.as_ref(),
         ) {
-            dir.write_private(
-                crate::rootfs::hostmount::RECORD,
-                base.to_string().as_bytes(),
-            )?;
+            dir.write_private(crate::rootfs::hostmount::RECORD, record.as_bytes())?;
             unwind.host_mounts = Some((plan.rootfs.clone(), base));
         }
     }

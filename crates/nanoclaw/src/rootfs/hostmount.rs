@@ -50,10 +50,10 @@ pub fn check(linux: &Linux, ns: &NamespacePlan) -> Result<(), (String, String)> 
             ));
         }
     }
-    if ns.creates(CloneFlags::CLONE_NEWUSER) {
+    if ns.has_userns() {
         return Err((
             "linux.namespaces".to_owned(),
-            "a new user namespace has no privilege over the runtime's mount namespace, where the rootfs would be set up without a \"mount\" namespace: add one".to_owned(),
+            "a user namespace other than the runtime's has no privilege over the runtime's mount namespace, where the rootfs would be set up without a \"mount\" namespace: add one".to_owned(),
         ));
     }
     Ok(())
@@ -77,9 +77,19 @@ pub fn mount_id(path: &Path) -> Option<u64> {
     (r == 0 && stx.stx_mask & libc::STATX_MNT_ID != 0).then_some(stx.stx_mnt_id)
 }
 
-/// Before the clone: which mount holds the rootfs path now.
-pub fn record(rootfs: &Path) -> Option<u64> {
-    mount_id(rootfs)
+/// The inode of the calling process's mount namespace.
+fn mount_ns() -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/thread-self/ns/mnt")
+        .ok()
+        .map(|m| m.ino())
+}
+
+/// Before the clone: the record of which mount holds the rootfs path now, and in which mount
+/// namespace ("<namespace inode> <mount id>").
+pub fn record(rootfs: &Path) -> Option<(String, u64)> {
+    let base = mount_id(rootfs)?;
+    Some((format!("{} {base}", mount_ns()?), base))
 }
 
 /// Detaches what the container stacked on the rootfs path in the shared mount namespace:
@@ -99,13 +109,23 @@ pub fn cleanup(rootfs: &Path, base: u64) {
     }
 }
 
-/// `delete`: the same, from the record in the state dir.
+/// `delete`: the same, from the record in the state dir, and only from the mount namespace
+/// `create` ran in: mount ids of another namespace say nothing about this one's mounts.
 pub fn cleanup_recorded(state_dir: &Path, rootfs: &Path) {
     let Ok(text) = std::fs::read_to_string(state_dir.join(RECORD)) else {
         return;
     };
-    if let Ok(base) = text.trim().parse() {
+    let mut it = text.split_whitespace().map(str::parse::<u64>);
+    let (Some(Ok(ns)), Some(Ok(base))) = (it.next(), it.next()) else {
+        return;
+    };
+    if mount_ns() == Some(ns) {
         cleanup(rootfs, base);
+    } else {
+        log::warn!(
+            "the container's mounts under {} are in another mount namespace than this delete's; left there",
+            rootfs.display()
+        );
     }
 }
 
