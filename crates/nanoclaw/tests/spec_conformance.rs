@@ -1614,9 +1614,18 @@ fn checkpoint_and_restore_through_criu_like_runc() {
         let _stdin = child.stdin.take();
         let _stdout = child.stdout.take();
         let stderr = child.stderr.take();
-        assert!(child.wait().unwrap().success(), "{}: create ({stderr:?})", name(&rt));
+        assert!(
+            child.wait().unwrap().success(),
+            "{}: create ({stderr:?})",
+            name(&rt)
+        );
         let out = f.run(&rt, &["start", &id]);
-        assert!(out.status.success(), "{}: start: {}", name(&rt), text(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}: start: {}",
+            name(&rt),
+            text(&out.stderr)
+        );
         let pid = f.pid(&rt, &id);
         let counter = PathBuf::from(format!("/proc/{pid}/root/tmp/n"));
         assert!(wait_until(Duration::from_secs(10), || counter.exists()));
