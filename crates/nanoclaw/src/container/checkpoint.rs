@@ -19,7 +19,9 @@
 //!   stdio replaced by this process's (`--inherit-fd`). Any failure unwinds like `create`.
 //!
 //! Refused with their name: `--lazy-pages` (and `--status-fd`, which only serves it), the
-//! LSM relabelling flags of restore (nanoclaw has no SELinux support).
+//! LSM relabelling flags of restore (nanoclaw has no SELinux support), and restore's
+//! `--console-socket` (a restored terminal). `--no-subreaper` and restore's `--no-pivot` are
+//! accepted as no-ops: nanoclaw is never a subreaper, and CRIU recreates the mount namespace.
 
 use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt;
@@ -151,7 +153,7 @@ pub struct RestoreArgs {
     pub detach: bool,
     #[arg(long = "pid-file")]
     pub pid_file: Option<PathBuf>,
-    /// Accepted as runc does; the pty of a restored container is CRIU's (--shell-job).
+    /// Refused: handing a restored container's pty to a console socket is not supported.
     #[arg(long = "console-socket")]
     pub console_socket: Option<PathBuf>,
     /// nanoclaw is never a subreaper: accepted, nothing to disable.
@@ -343,6 +345,12 @@ pub fn restore_args(r: &RestoreInputs<'_>) -> Result<Vec<OsString>, CheckpointEr
         return Err(CheckpointError::Refused {
             flag: "--lazy-pages",
             why: "lazy migration is not supported by nanoclaw".into(),
+        });
+    }
+    if a.console_socket.is_some() {
+        return Err(CheckpointError::Refused {
+            flag: "--console-socket",
+            why: "restoring a container with a terminal is not supported by nanoclaw".into(),
         });
     }
     for (flag, set) in [
