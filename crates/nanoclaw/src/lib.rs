@@ -14,6 +14,7 @@
 //! | [`process::channel`] | both | the parent/child socket protocol |
 //! | [`process::init`] | container | the init's setup sequence, in order, up to execve |
 //! | [`rootfs`] | container | mounts resolved inside the rootfs, pivot_root, readonly root |
+//! | [`rootfs::hostmount`] | both | no `mount` namespace: rootfs set up in the runtime's, chroot, mounts detached on delete |
 //! | [`rootfs::tmpcopyup`] | container | `tmpcopyup`: the image directory's content copied into a new tmpfs |
 //! | [`rootfs::devices`] | container | default devices, /dev symlinks, linux.devices |
 //! | [`process`] | container | rlimits, oomScoreAdj, user/groups, umask, cwd, executable lookup |
@@ -37,7 +38,10 @@
 //! | [`rootfs::masked_paths`] | container | linux.maskedPaths / readonlyPaths, race-free through O_PATH fds |
 //! | [`security::sysctl`] | both | linux.sysctl: namespaced keys only; written beneath the container's /proc/sys |
 //! | [`security::personality`] | both | linux.personality |
+//! | [`security::mempolicy`] | both | linux.memoryPolicy: checked, then set_mempolicy in every container process |
+//! | [`container::netdev`] | runtime | linux.netDevices: host links moved into the container's network namespace and back (rtnetlink) |
 //! | [`rootless`] | runtime | rootless detection as runc's "auto" (euid, user namespace), default --root |
+//! | [`container::checkpoint`] | runtime | `checkpoint` / `restore` through CRIU's command line, runc's flags |
 //! | [`check`] | runtime | `nanoclaw check`: the host's isolation features |
 //! | [`security::sealed_exe`] | runtime | re-exec from a read-only clone (root) or sealed memfd copy (rootless) of the binary (CVE-2019-5736) |
 //!

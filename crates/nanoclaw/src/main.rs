@@ -140,6 +140,10 @@ enum Command {
     Resume { id: String },
     /// Update the resource limits of a container (runc's flags, or -r resources.json).
     Update(nanoclaw::container::update::UpdateArgs),
+    /// Checkpoint a running container with CRIU.
+    Checkpoint(nanoclaw::container::checkpoint::CheckpointArgs),
+    /// Restore a container from a CRIU checkpoint.
+    Restore(nanoclaw::container::checkpoint::RestoreArgs),
     /// Stream a container's stats and OOM events as JSON lines (--stats: one snapshot).
     Events(nanoclaw::container::events::EventsArgs),
     /// Run a new process inside a running container.
@@ -333,6 +337,12 @@ fn main() {
         Command::Resume { id } => nanoclaw::container::ops::resume(&root, &id)
             .map(|_| 0)
             .map_err(|e| e.to_string()),
+        Command::Checkpoint(args) => nanoclaw::container::checkpoint::checkpoint(&root, &args)
+            .map(|()| 0)
+            .map_err(|e| e.to_string()),
+        Command::Restore(args) => {
+            nanoclaw::container::checkpoint::restore(&root, &args).map_err(|e| e.to_string())
+        }
         Command::Update(args) => nanoclaw::container::update::update(&root, &args)
             .map(|_| 0)
             .map_err(|e| e.to_string()),

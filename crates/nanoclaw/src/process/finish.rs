@@ -16,7 +16,9 @@
 //! 7. no_new_privs; executable lookup; argv/envp; umask; default signal dispositions
 //! 8. every fd above stderr (and above `--preserve-fds`) close-on-exec
 //! 9. the caller's barrier (the init reports Ready and waits for `start` there)
-//! 10. the AppArmor exec transition, then seccomp — the very last step before `execve`.
+//! 10. the AppArmor exec transition, then seccomp — the very last step before `execve`
+//!     (with NOTIFY rules and a listenerPath, both move before step 9, so the agent gets the
+//!     listener fd during `create`, as with runc and youki).
 
 use std::ffi::CStr;
 use std::os::unix::net::UnixStream;
@@ -108,6 +110,7 @@ impl ProcessFinish<'_> {
         // Scheduler and I/O priority while the process still has CAP_SYS_NICE (a realtime
         // policy needs it); both survive execve.
         plan.sched.apply().map_err(|e| E::from(e.into()))?;
+        apply_memory_policy(self.spec)?;
         let mut seccomp = self.seccomp.take();
         // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it before the
         // capabilities go (runc does the same); otherwise last, just before execve.
@@ -135,8 +138,25 @@ impl ProcessFinish<'_> {
         process::set_umask(plan, self.default_umask);
         reset_signals()?;
         close_on_exec_from(3u32.saturating_add(self.preserve_fds))?;
+        // A NOTIFY listener must reach its agent during `create` (runc and youki deliver it
+        // there; an agent that waits for it before `start` would otherwise deadlock): the
+        // filter is then loaded before the barrier. Every privilege step is already behind
+        // us, so the filter still comes after the capability drop, the uid switch and
+        // no_new_privs; only the exec fifo wait (and startContainer hooks) run under it, as
+        // in runc, which loads every filter there.
+        let early = seccomp
+            .as_ref()
+            .is_some_and(crate::security::SeccompStep::delivers_listener);
+        if early {
+            crate::security::apply_apparmor(self.spec).map_err(|e| E::from(e.into()))?;
+            if let Some(step) = seccomp.take() {
+                self.install_seccomp(step)?;
+            }
+        }
         barrier()?;
-        crate::security::apply_apparmor(self.spec).map_err(|e| E::from(e.into()))?;
+        if !early {
+            crate::security::apply_apparmor(self.spec).map_err(|e| E::from(e.into()))?;
+        }
         if let Some(step) = seccomp {
             self.install_seccomp(step)?;
         }
@@ -194,6 +214,18 @@ fn apply_personality(spec: &Spec) -> Result<(), FinishError> {
             .map_err(SecurityError::from)?
     {
         crate::security::personality::apply(value).map_err(SecurityError::from)?;
+    }
+    Ok(())
+}
+
+/// `linux.memoryPolicy`, for this process and what it execs (init and exec'd processes).
+fn apply_memory_policy(spec: &Spec) -> Result<(), FinishError> {
+    let policy = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.memory_policy().as_ref());
+    if let Some(plan) = crate::security::mempolicy::plan(policy).map_err(SecurityError::from)? {
+        plan.apply().map_err(SecurityError::from)?;
     }
     Ok(())
 }
