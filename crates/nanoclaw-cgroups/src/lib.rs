@@ -26,6 +26,7 @@ pub mod manager;
 pub mod oom;
 pub mod path;
 pub mod stats;
+pub mod systemd;
 pub mod v1;
 pub mod v2;
 pub mod validate;
