@@ -15,6 +15,18 @@ const PROPERTIES: &str = "org.freedesktop.DBus.Properties";
 
 /// How long a call or a job may take (runc waits 30 s for a job too).
 pub const TIMEOUT: Duration = Duration::from_secs(30);
+/// Shortens [`TIMEOUT`] (milliseconds) for the tests that stop systemd: it can only make the
+/// runtime give up earlier, which any caller can already do with a signal.
+pub const TIMEOUT_ENV: &str = "NANOCLAW_TEST_SYSTEMD_TIMEOUT_MS";
+
+fn timeout() -> Duration {
+    std::env::var(TIMEOUT_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(Duration::from_millis)
+        .filter(|t| *t < TIMEOUT)
+        .unwrap_or(TIMEOUT)
+}
 
 /// A systemd call that failed: what was asked, and the D-Bus error or the job result.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +38,11 @@ pub enum CallError {
 }
 
 impl CallError {
+    /// True when systemd did not answer in time: the call may still take effect later.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, CallError::Bus(DbusError::Timeout { .. }))
+    }
+
     pub fn remote_name(&self) -> Option<&str> {
         match self {
             CallError::Bus(e) => e.remote_name(),
@@ -61,17 +78,21 @@ pub fn bus_socket(instance: Instance) -> std::result::Result<String, DbusError> 
 /// One connection to a systemd instance.
 pub struct Systemd {
     conn: Connection,
+    subscribed: bool,
 }
 
 impl Systemd {
     pub fn connect(instance: Instance) -> Result<Self> {
         let path = bus_socket(instance)?;
-        let conn = Connection::open(&path, Instant::now() + TIMEOUT)?;
-        Ok(Systemd { conn })
+        let conn = Connection::open(&path, Instant::now() + timeout())?;
+        Ok(Systemd {
+            conn,
+            subscribed: false,
+        })
     }
 
     fn call(&mut self, path: &str, iface: &str, member: &str, body: Vec<Value>) -> Result<Message> {
-        let deadline = Instant::now() + TIMEOUT;
+        let deadline = Instant::now() + timeout();
         Ok(self
             .conn
             .call(Message::call(DEST, path, iface, member, body), deadline)?)
@@ -79,6 +100,9 @@ impl Systemd {
 
     /// Asks for the JobRemoved signals (before the job exists, so none can be missed).
     fn subscribe(&mut self) -> Result<()> {
+        if self.subscribed {
+            return Ok(());
+        }
         let rule = format!(
             "type='signal',sender='{DEST}',path='{PATH}',interface='{MANAGER}',member='JobRemoved'"
         );
@@ -90,15 +114,16 @@ impl Systemd {
                 "AddMatch",
                 vec![Value::Str(rule)],
             ),
-            Instant::now() + TIMEOUT,
+            Instant::now() + timeout(),
         )?;
         self.call(PATH, MANAGER, "Subscribe", vec![])?;
+        self.subscribed = true;
         Ok(())
     }
 
     /// Waits until `job` is removed and checks its result.
     fn wait_job(&mut self, job: &str) -> Result<()> {
-        let deadline = Instant::now() + TIMEOUT;
+        let deadline = Instant::now() + timeout();
         let what = format!("waiting for job {job}");
         loop {
             let sig = self.conn.next_signal(deadline, &what)?;

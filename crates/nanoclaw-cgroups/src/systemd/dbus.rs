@@ -37,8 +37,8 @@ pub enum DbusError {
         what: &'static str,
         source: std::io::Error,
     },
-    #[error("no answer from the bus within {millis} ms while {what}")]
-    Timeout { what: String, millis: u128 },
+    #[error("no answer from the bus in time while {what}")]
+    Timeout { what: String },
     #[error("malformed D-Bus message: {0}")]
     Protocol(String),
     /// An error reply: its D-Bus error name and message.
@@ -605,7 +605,6 @@ impl Connection {
         if left.is_zero() {
             return Err(DbusError::Timeout {
                 what: what.to_string(),
-                millis: 0,
             });
         }
         self.sock
@@ -647,7 +646,6 @@ impl Connection {
                 {
                     return Err(DbusError::Timeout {
                         what: what.to_string(),
-                        millis: 0,
                     })
                 }
                 Err(source) => {

@@ -185,6 +185,12 @@ impl SystemdManager {
                 let _ = sd.reset_failed_unit(name);
                 return Err(sd_err(&self.unit, "StartTransientUnit", e));
             }
+            Err(e) if e.is_timeout() => {
+                // systemd may still create the unit: let the unwind stop it (once the init is
+                // killed an empty scope also goes away by itself).
+                state.started = true;
+                return Err(sd_err(&self.unit, "StartTransientUnit", e));
+            }
             Err(e) => return Err(sd_err(&self.unit, "StartTransientUnit", e)),
         }
         state.started = true;
@@ -293,5 +299,42 @@ impl CgroupManager for SystemdManager {
         // systemd removes the cgroup with the unit; whatever a delegated subtree left behind
         // goes too.
         self.fs.destroy()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hybrid_and_v1_hosts_are_refused_before_anything_exists() {
+        let mi = "\
+32 31 0:29 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory
+41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw
+";
+        let l =
+            Layout::from_sources(mi, "", "4:memory:/\n0::/\n", |_| Ok("hugetlb".into())).unwrap();
+        let e = resolve(&l, None, "c1", Instance::System).unwrap_err();
+        assert!(matches!(e, CgroupError::SystemdNeedsV2 { .. }), "{e}");
+        assert!(e.to_string().contains("--systemd-cgroup"), "{e}");
+    }
+
+    #[test]
+    fn pure_v2_resolves_to_the_units_directory() {
+        let mi = "41 31 0:38 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
+        let l = Layout::from_sources(mi, "", "0::/init.scope\n", |_| Ok("cpu memory pids".into()))
+            .unwrap();
+        let p = resolve(&l, Some("system.slice:docker:abc"), "abc", Instance::System).unwrap();
+        assert_eq!(
+            p.unified.as_ref().unwrap().dir,
+            Path::new("/sys/fs/cgroup/system.slice/docker-abc.scope")
+        );
+        assert_eq!(p.systemd.as_ref().unwrap().unit, "docker-abc.scope");
+        // The record round-trips, so delete finds the unit again.
+        let json = serde_json::to_string(&p).unwrap();
+        let back: CgroupPaths = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, p);
+        let e = resolve(&l, Some("docker/abc"), "abc", Instance::System).unwrap_err();
+        assert!(e.to_string().starts_with("linux.cgroupsPath"), "{e}");
     }
 }
