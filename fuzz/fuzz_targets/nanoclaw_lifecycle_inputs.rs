@@ -9,26 +9,26 @@ use std::path::Path;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(p) = nanoclaw::exec::parse_process_json(Path::new("process.json"), data) {
-        let req = nanoclaw::exec::ExecRequest {
+    if let Ok(p) = nanoclaw::process::exec::parse_process_json(Path::new("process.json"), data) {
+        let req = nanoclaw::process::exec::ExecRequest {
             args: vec!["sh".into()],
             env: p.env().clone().unwrap_or_default(),
             cwd: Some(p.cwd().clone()),
             ..Default::default()
         };
-        let _ = nanoclaw::exec::build_process(&req, Some(&p));
+        let _ = nanoclaw::process::exec::build_process(&req, Some(&p));
     }
     if let Ok(text) = std::str::from_utf8(data) {
-        let _ = nanoclaw::signal::parse_signal(text);
-        let _ = nanoclaw::exec::parse_user(text);
-        let _ = nanoclaw::exec::parse_cap(text);
-        let _ = nanoclaw::exec::SubCgroups::parse(&[text.to_string()]);
-        let _ = nanoclaw::sched::parse_cpu_list("process.execCPUAffinity.initial", text);
+        let _ = nanoclaw::process::signal::parse_signal(text);
+        let _ = nanoclaw::process::exec::parse_user(text);
+        let _ = nanoclaw::process::exec::parse_cap(text);
+        let _ = nanoclaw::process::exec::SubCgroups::parse(&[text.to_string()]);
+        let _ = nanoclaw::security::sched::parse_cpu_list("process.execCPUAffinity.initial", text);
         let _ = text.parse::<nanoclaw::logging::LogFormat>();
-        let _ = text.parse::<nanoclaw::list::OutputFormat>();
-        let _ = nanoclaw::list::filter_ps_table(text, &[1, 2, 3]);
+        let _ = text.parse::<nanoclaw::container::list::OutputFormat>();
+        let _ = nanoclaw::container::list::filter_ps_table(text, &[1, 2, 3]);
     }
-    let _ = serde_json::from_slice::<nanoclaw::state::State>(data);
+    let _ = serde_json::from_slice::<nanoclaw::container::state::State>(data);
     let _ = serde_json::from_slice::<oci_spec::runtime::Hooks>(data)
-        .map(|h| nanoclaw::hooks::validate(&h));
+        .map(|h| nanoclaw::container::hooks::validate(&h));
 });

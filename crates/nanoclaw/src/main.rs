@@ -140,9 +140,9 @@ enum Command {
     /// Thaw a paused container.
     Resume { id: String },
     /// Update the resource limits of a container (runc's flags, or -r resources.json).
-    Update(nanoclaw::update::UpdateArgs),
+    Update(nanoclaw::container::update::UpdateArgs),
     /// Stream a container's stats and OOM events as JSON lines (--stats: one snapshot).
-    Events(nanoclaw::events::EventsArgs),
+    Events(nanoclaw::container::events::EventsArgs),
     /// Run a new process inside a running container.
     Exec {
         /// An OCI process JSON file; replaces the command line and the flags below.
@@ -223,12 +223,12 @@ fn main() {
         cli.command,
         Command::Run { .. } | Command::Create { .. } | Command::Exec { .. }
     ) {
-        if let Err(e) = nanoclaw::sealed_exe::ensure() {
+        if let Err(e) = nanoclaw::security::sealed_exe::ensure() {
             fail(&log_cfg, &e.to_string());
         }
     }
     let result: Result<i32, String> = match cli.command {
-        Command::Spec { rootless, bundle } => nanoclaw::spec_template::write(&bundle, rootless)
+        Command::Spec { rootless, bundle } => nanoclaw::spec::template::write(&bundle, rootless)
             .map(|_| 0)
             .map_err(|e| e.to_string()),
         Command::Run {
@@ -287,19 +287,21 @@ fn main() {
         Command::Delete { force, id } => nanoclaw::delete(&root, &id, force)
             .map(|_| 0)
             .map_err(|e| e.to_string()),
-        Command::State { id } => nanoclaw::ops::state(&root, &id)
+        Command::State { id } => nanoclaw::container::ops::state(&root, &id)
             .map(|json| print_and(0, &json))
             .map_err(|e| e.to_string()),
-        Command::Kill { all, id, signal } => nanoclaw::signal::parse_signal(&signal)
+        Command::Kill { all, id, signal } => nanoclaw::process::signal::parse_signal(&signal)
             .map_err(|e| e.to_string())
-            .and_then(|sig| nanoclaw::ops::kill(&root, &id, sig, all).map_err(|e| e.to_string()))
+            .and_then(|sig| {
+                nanoclaw::container::ops::kill(&root, &id, sig, all).map_err(|e| e.to_string())
+            })
             .map(|_| 0),
         Command::List { format, quiet } => format
-            .parse::<nanoclaw::list::OutputFormat>()
+            .parse::<nanoclaw::container::list::OutputFormat>()
             .map_err(|e| e.to_string())
             .and_then(|f| {
-                nanoclaw::ops::list(&root)
-                    .map(|entries| nanoclaw::list::render_list(&entries, f, quiet))
+                nanoclaw::container::ops::list(&root)
+                    .map(|entries| nanoclaw::container::list::render_list(&entries, f, quiet))
                     .map_err(|e| e.to_string())
             })
             .map(|out| print_raw(&out)),
@@ -307,35 +309,39 @@ fn main() {
             format,
             id,
             ps_args,
-        } => match format.parse::<nanoclaw::list::OutputFormat>() {
-            Ok(nanoclaw::list::OutputFormat::Json) => nanoclaw::ops::ps_pids(&root, &id)
-                .map(|pids| print_raw(&nanoclaw::list::render_ps_json(&pids)))
-                .map_err(|e| e.to_string()),
-            Ok(nanoclaw::list::OutputFormat::Table) => {
-                nanoclaw::ops::ps_table(&root, &id, &ps_args)
+        } => match format.parse::<nanoclaw::container::list::OutputFormat>() {
+            Ok(nanoclaw::container::list::OutputFormat::Json) => {
+                nanoclaw::container::ops::ps_pids(&root, &id)
+                    .map(|pids| print_raw(&nanoclaw::container::list::render_ps_json(&pids)))
+                    .map_err(|e| e.to_string())
+            }
+            Ok(nanoclaw::container::list::OutputFormat::Table) => {
+                nanoclaw::container::ops::ps_table(&root, &id, &ps_args)
                     .map(|out| print_raw(&out))
                     .map_err(|e| e.to_string())
             }
             Err(e) => Err(e.to_string()),
         },
-        Command::Features => Ok(print_and(0, &nanoclaw::features::features_json())),
+        Command::Features => Ok(print_and(0, &nanoclaw::spec::features::features_json())),
         Command::Check => {
             let features = nanoclaw::check::probe();
             let code = i32::from(!nanoclaw::check::missing_required(&features).is_empty());
             Ok(print_and(code, &nanoclaw::check::render(&features)))
         }
-        Command::Pause { id } => nanoclaw::ops::pause(&root, &id)
+        Command::Pause { id } => nanoclaw::container::ops::pause(&root, &id)
             .map(|_| 0)
             .map_err(|e| e.to_string()),
-        Command::Resume { id } => nanoclaw::ops::resume(&root, &id)
+        Command::Resume { id } => nanoclaw::container::ops::resume(&root, &id)
             .map(|_| 0)
             .map_err(|e| e.to_string()),
-        Command::Update(args) => nanoclaw::update::update(&root, &args)
+        Command::Update(args) => nanoclaw::container::update::update(&root, &args)
             .map(|_| 0)
             .map_err(|e| e.to_string()),
-        Command::Events(args) => nanoclaw::events::events(&root, &args, &mut std::io::stdout())
-            .map(|_| 0)
-            .map_err(|e| e.to_string()),
+        Command::Events(args) => {
+            nanoclaw::container::events::events(&root, &args, &mut std::io::stdout())
+                .map(|_| 0)
+                .map_err(|e| e.to_string())
+        }
         Command::Exec {
             process,
             detach,
@@ -354,7 +360,7 @@ fn main() {
             id,
             command,
         } => {
-            let req = nanoclaw::exec::ExecRequest {
+            let req = nanoclaw::process::exec::ExecRequest {
                 process_file: process,
                 args: command,
                 env,
@@ -371,9 +377,9 @@ fn main() {
                 ignore_paused,
                 cgroups: cgroup,
             };
-            match nanoclaw::exec::exec(&root, &id, &req) {
-                Ok(nanoclaw::exec::ExecOutcome::Detached { .. }) => Ok(0),
-                Ok(nanoclaw::exec::ExecOutcome::Exited { code }) => Ok(code),
+            match nanoclaw::process::exec::exec(&root, &id, &req) {
+                Ok(nanoclaw::process::exec::ExecOutcome::Detached { .. }) => Ok(0),
+                Ok(nanoclaw::process::exec::ExecOutcome::Exited { code }) => Ok(code),
                 // runc exits 255 when exec itself fails, so callers can tell it from the
                 // process's own status.
                 Err(e) => fail_with(&log_cfg, 255, &e.to_string()),

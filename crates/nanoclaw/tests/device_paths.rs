@@ -13,7 +13,7 @@ fn device_outside_dev(bin: &Path) {
         return;
     }
     let bundle = Bundle::busybox().unwrap();
-    let mut spec = ::nanoclaw::spec_template::default_spec();
+    let mut spec = ::nanoclaw::spec::template::default_spec();
     spec["process"]["terminal"] = json!(false);
     spec["process"]["args"] = json!([
         "sh",

@@ -13,7 +13,7 @@ use claw_testsupport::{require_root, which};
 use serde_json::json;
 
 fn spec(args: &[&str]) -> serde_json::Value {
-    let mut spec = ::nanoclaw::spec_template::default_spec();
+    let mut spec = ::nanoclaw::spec::template::default_spec();
     spec["process"]["args"] = json!(args);
     spec["process"]["terminal"] = json!(false);
     spec

@@ -71,7 +71,7 @@ impl Ran {
 /// `nanoclaw spec`'s default (with its seccomp profile, capabilities, masked paths), writable
 /// root, given args.
 fn spec(args: &[&str]) -> Value {
-    let mut s = nanoclaw::spec_template::default_spec();
+    let mut s = nanoclaw::spec::template::default_spec();
     s["process"]["args"] = json!(args);
     s["root"]["readonly"] = json!(false);
     s

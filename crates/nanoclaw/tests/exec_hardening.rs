@@ -90,7 +90,7 @@ impl Drop for Running {
 }
 
 fn spec(args: &[&str]) -> Value {
-    let mut s = nanoclaw::spec_template::default_spec();
+    let mut s = nanoclaw::spec::template::default_spec();
     s["process"]["args"] = json!(args);
     s["root"]["readonly"] = json!(false);
     s

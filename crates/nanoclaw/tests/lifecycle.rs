@@ -66,7 +66,7 @@ impl Fixture {
 
     /// Rewrites config.json from nanoclaw's default spec, with `edit` applied.
     fn write_config(&self, edit: impl FnOnce(&mut Value)) {
-        let mut spec = nanoclaw::spec_template::default_spec();
+        let mut spec = nanoclaw::spec::template::default_spec();
         spec["root"]["path"] = json!(self.rootfs.path());
         spec["process"]["terminal"] = json!(false);
         spec["root"]["readonly"] = json!(false);

@@ -12,7 +12,7 @@ use std::os::fd::{AsFd, AsRawFd};
 
 use claw_testsupport::bundle::{mounts_under, require_user, user_ids, Bundle, Runtime};
 use common::*;
-use nanoclaw::sealed_exe::{ReadOnlyClone, SealedCopy};
+use nanoclaw::security::sealed_exe::{ReadOnlyClone, SealedCopy};
 use serde_json::{json, Value};
 
 fn fd_path(fd: &impl AsFd) -> String {

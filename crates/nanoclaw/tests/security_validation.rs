@@ -4,8 +4,9 @@
 
 use std::collections::HashMap;
 
+use nanoclaw::rootfs::masked_paths;
+use nanoclaw::security::{capabilities, personality, sysctl};
 use nanoclaw::spec::NamespacePlan;
-use nanoclaw::{capabilities, masked_paths, personality, sysctl};
 use nix::sched::CloneFlags;
 use oci_spec::runtime::{Capability, LinuxCapabilities, LinuxPersonality, Spec};
 use serde_json::json;
@@ -124,7 +125,7 @@ fn capability_sets_must_be_consistent() {
 
 #[test]
 fn unknown_capability_name_is_a_parse_error_naming_the_field() {
-    let mut spec = nanoclaw::spec_template::default_spec();
+    let mut spec = nanoclaw::spec::template::default_spec();
     spec["process"]["capabilities"]["effective"] = json!(["CAP_KILL", "CAP_FLY"]);
     let bytes = serde_json::to_vec(&spec).expect("json");
     let e = nanoclaw::spec::parse(std::path::Path::new("config.json"), &bytes)
@@ -161,7 +162,7 @@ fn personality_accepts_the_oci_domains_and_no_flags() {
 
 #[test]
 fn spec_template_is_hardened() {
-    let v = nanoclaw::spec_template::default_spec();
+    let v = nanoclaw::spec::template::default_spec();
     let spec: Spec = serde_json::from_value(v.clone()).expect("template parses");
     let linux = spec.linux().as_ref().expect("linux");
     let seccomp = linux.seccomp().as_ref().expect("a seccomp profile");

@@ -73,7 +73,7 @@ impl Fixture {
                 .tempdir()
                 .unwrap(),
         };
-        let mut spec = nanoclaw::spec_template::default_spec();
+        let mut spec = nanoclaw::spec::template::default_spec();
         spec["root"]["path"] = json!(f.rootfs.path());
         spec["root"]["readonly"] = json!(false);
         spec["process"]["terminal"] = json!(false);

@@ -14,7 +14,7 @@ pub const NANOCLAW: &str = env!("CARGO_BIN_EXE_nanoclaw");
 
 /// `nanoclaw spec`'s default with the given process args.
 pub fn spec_with_args(args: &[&str]) -> Value {
-    let mut spec = nanoclaw::spec_template::default_spec();
+    let mut spec = nanoclaw::spec::template::default_spec();
     spec["process"]["args"] = json!(args);
     spec
 }
@@ -130,7 +130,7 @@ pub fn refused_with_flags(test: &str, bundle: &Bundle, flags: &[&str], expect: &
 /// Existing cgroup directories of container `id` run with this --root (the default cgroup
 /// name, under any of this process's cgroups in any mounted hierarchy).
 pub fn leftover_cgroups(root: &std::path::Path, id: &str) -> Vec<std::path::PathBuf> {
-    let name = nanoclaw::cgroup::default_cgroups_path(&root.join(id), id);
+    let name = nanoclaw::container::cgroup::default_cgroups_path(&root.join(id), id);
     let own: Vec<String> = std::fs::read_to_string("/proc/self/cgroup")
         .unwrap_or_default()
         .lines()

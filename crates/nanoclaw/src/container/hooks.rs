@@ -176,7 +176,7 @@ pub fn save_record(state_dir: &std::path::Path, hooks: &Hooks) -> Result<(), Hoo
         source: std::io::Error::other(e),
     })?;
     // 0600: hook environments can hold tokens.
-    crate::state::write_private_record(state_dir, RECORD, &bytes)
+    crate::container::state::write_private_record(state_dir, RECORD, &bytes)
         .map_err(|(path, source)| HookError::Record { path, source })
 }
 

@@ -37,9 +37,9 @@ pub enum FinishError {
     #[error(transparent)]
     Security(#[from] SecurityError),
     #[error(transparent)]
-    Console(#[from] crate::console::ConsoleError),
+    Console(#[from] crate::process::console::ConsoleError),
     #[error(transparent)]
-    Sched(#[from] crate::sched::SchedError),
+    Sched(#[from] crate::security::sched::SchedError),
     #[error("{what}: {source}")]
     Sys {
         what: &'static str,
@@ -99,9 +99,8 @@ impl ProcessFinish<'_> {
             join_session_keyring(name)?;
         }
         match self.console {
-            Some((socket, size)) => {
-                crate::console::setup_in_container(socket, size).map_err(|e| E::from(e.into()))?
-            }
+            Some((socket, size)) => crate::process::console::setup_in_container(socket, size)
+                .map_err(|e| E::from(e.into()))?,
             None => new_session()?,
         }
         process::set_rlimits(plan).map_err(|e| E::from(e.into()))?;
@@ -190,10 +189,11 @@ fn new_session() -> Result<(), FinishError> {
 /// `linux.personality`, for this process and what it execs (also for `exec`'d processes).
 fn apply_personality(spec: &Spec) -> Result<(), FinishError> {
     let linux = spec.linux().as_ref();
-    if let Some(value) = crate::personality::plan(linux.and_then(|l| l.personality().as_ref()))
-        .map_err(SecurityError::from)?
+    if let Some(value) =
+        crate::security::personality::plan(linux.and_then(|l| l.personality().as_ref()))
+            .map_err(SecurityError::from)?
     {
-        crate::personality::apply(value).map_err(SecurityError::from)?;
+        crate::security::personality::apply(value).map_err(SecurityError::from)?;
     }
     Ok(())
 }

@@ -1,6 +1,15 @@
 //! The container process's own attributes: rlimits, oomScoreAdj, user and groups, umask,
 //! working directory, environment and the executable lookup. Runs in the init, child side.
 
+pub mod channel;
+pub mod console;
+pub mod exec;
+pub mod finish;
+pub mod init;
+pub mod namespaces;
+pub mod signal;
+pub mod stdio;
+
 use std::ffi::{CString, OsStr};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;

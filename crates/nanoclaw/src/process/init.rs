@@ -16,13 +16,13 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use nix::sys::stat::Mode;
 
-use crate::devices::{self, DeviceError};
-use crate::finish::{FinishError, Never, ProcessFinish};
-use crate::namespaces::{self, JoinFd, NamespaceError};
+use crate::process::channel::{Msg, SyncError, SyncSocket};
+use crate::process::finish::{FinishError, Never, ProcessFinish};
+use crate::process::namespaces::{self, JoinFd, NamespaceError};
 use crate::process::{self, ProcessError};
+use crate::rootfs::devices::{self, DeviceError};
 use crate::rootfs::{self, RootfsError, RootfsMounter};
 use crate::spec::Plan;
-use crate::sync::{Msg, SyncError, SyncSocket};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
@@ -39,9 +39,9 @@ pub enum InitError {
     #[error(transparent)]
     Process(#[from] ProcessError),
     #[error(transparent)]
-    Console(#[from] crate::console::ConsoleError),
+    Console(#[from] crate::process::console::ConsoleError),
     #[error(transparent)]
-    Hook(#[from] crate::hooks::HookError),
+    Hook(#[from] crate::container::hooks::HookError),
     /// Security profile steps (issue 4): paths, sysctl, capabilities, seccomp, AppArmor.
     #[error(transparent)]
     Security(#[from] crate::security::SecurityError),
@@ -80,7 +80,7 @@ pub struct InitContext<'a> {
     /// `--no-pivot`: move the rootfs onto / and chroot instead of pivot_root.
     pub no_pivot: bool,
     /// What fds 0-2 become when the caller's are a terminal (stdio.rs).
-    pub stdio: crate::stdio::ContainerStdio,
+    pub stdio: crate::process::stdio::ContainerStdio,
 }
 
 /// Child entry point after clone. Never returns to the runtime's code: the caller `_exit`s
@@ -117,7 +117,7 @@ fn setup_and_exec(ctx: &InitContext<'_>) -> Result<Never, InitError> {
     keep.extend(
         (3..3u32.saturating_add(ctx.preserve_fds)).filter_map(|fd| RawFd::try_from(fd).ok()),
     );
-    crate::finish::close_fds_except(&mut keep);
+    crate::process::finish::close_fds_except(&mut keep);
     ctx.stdio.install().map_err(sys("stdio"))?;
 
     // 1. The parent writes our uid/gid maps, then says Go; it moves us into the cgroup while
@@ -205,7 +205,7 @@ fn setup_and_exec(ctx: &InitContext<'_>) -> Result<Never, InitError> {
         .ok()
         .and_then(|p| p.to_str().and_then(|s| s.parse().ok()));
     let hook_state = |status: &str| {
-        crate::hooks::state_json(
+        crate::container::hooks::state_json(
             plan.spec.version(),
             ctx.container_id,
             status,
@@ -216,7 +216,7 @@ fn setup_and_exec(ctx: &InitContext<'_>) -> Result<Never, InitError> {
     };
     // prestart and createRuntime run in the runtime, now: after the mounts, before
     // createContainer and pivot_root (sync.rs step 3).
-    if crate::hooks::HookKind::runtime_hooks_before_pivot(plan.spec.hooks().as_ref()) {
+    if crate::container::hooks::HookKind::runtime_hooks_before_pivot(plan.spec.hooks().as_ref()) {
         ctx.sync.send(&Msg::Mounted)?;
         match ctx.sync.recv()? {
             Msg::HooksDone => {}
@@ -224,8 +224,8 @@ fn setup_and_exec(ctx: &InitContext<'_>) -> Result<Never, InitError> {
         }
     }
     if let Some(hooks) = plan.spec.hooks() {
-        let kind = crate::hooks::HookKind::CreateContainer;
-        crate::hooks::run_hooks(kind, Some(hooks), &hook_state("creating"))?;
+        let kind = crate::container::hooks::HookKind::CreateContainer;
+        crate::container::hooks::run_hooks(kind, Some(hooks), &hook_state("creating"))?;
     }
     if ctx.no_pivot {
         mounter.move_root()?;
@@ -284,9 +284,14 @@ fn wait_for_start(
     }
     if let Some(hooks) = ctx.plan.spec.hooks() {
         // A hook without `env` gets the container process's environment (runc, youki).
-        let kind = crate::hooks::HookKind::StartContainer;
+        let kind = crate::container::hooks::HookKind::StartContainer;
         let env = Some(ctx.plan.process.env.as_slice());
-        crate::hooks::run_hooks_with_env(kind, Some(hooks), &hook_state("created"), env)?;
+        crate::container::hooks::run_hooks_with_env(
+            kind,
+            Some(hooks),
+            &hook_state("created"),
+            env,
+        )?;
     }
     Ok(())
 }

@@ -11,7 +11,7 @@ use oci_spec::runtime::{
     LinuxSeccompAction, MemoryPolicy, NetDevices, Seccomp, Selinux,
 };
 
-use crate::hooks::HookKind;
+use crate::container::hooks::HookKind;
 
 /// The runtime-spec versions `create` accepts in config.json's `ociVersion`.
 pub const OCI_VERSION_MIN: &str = "1.0.0";

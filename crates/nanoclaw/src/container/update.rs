@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{LinuxBlockIo, LinuxCpu, LinuxMemory, LinuxPids, LinuxResources};
 
+use crate::container::state::{StateDir, StateError, Status};
 use crate::container::status_of;
-use crate::state::{StateDir, StateError, Status};
 
 /// runc's `update` flags.
 #[derive(Debug, Default, Clone, clap::Args)]
@@ -84,7 +84,7 @@ pub enum UpdateError {
     #[error(transparent)]
     Invalid(#[from] nanoclaw_cgroups::ValidationError),
     #[error(transparent)]
-    Cgroup(#[from] crate::cgroup::CgroupStepError),
+    Cgroup(#[from] crate::container::cgroup::CgroupStepError),
     #[error("updating container {id:?}: {source}")]
     Apply {
         id: String,
@@ -249,7 +249,7 @@ pub fn update(root: &Path, args: &UpdateArgs) -> Result<(), UpdateError> {
             id: args.id.clone(),
         });
     }
-    let mgr = crate::cgroup::load(dir.path())?.ok_or_else(|| UpdateError::NoCgroup {
+    let mgr = crate::container::cgroup::load(dir.path())?.ok_or_else(|| UpdateError::NoCgroup {
         id: args.id.clone(),
     })?;
     if mgr.paths().is_empty() {
@@ -260,7 +260,7 @@ pub fn update(root: &Path, args: &UpdateArgs) -> Result<(), UpdateError> {
     // A new device list replaces the filter: keep the devices every container needs.
     if let Some(devs) = r.devices().clone() {
         let spec = oci_spec::runtime::Spec::load(st.bundle.join("config.json")).ok();
-        r.set_devices(Some(crate::cgroup::complete_device_rules(
+        r.set_devices(Some(crate::container::cgroup::complete_device_rules(
             devs,
             spec.as_ref(),
         )));

@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::container::list::ListEntry;
+use crate::container::state::{self, State, StateDir, StateError, Status};
 use crate::container::status_of;
-use crate::list::ListEntry;
-use crate::state::{self, State, StateDir, StateError, Status};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpsError {
@@ -228,7 +228,7 @@ pub fn container_pids_of(dir: &StateDir, st: &State) -> Result<Vec<i32>, OpsErro
         id: st.id.clone(),
         msg,
     };
-    if let Some(mgr) = crate::cgroup::load(dir.path()).map_err(|e| cg(e.to_string()))? {
+    if let Some(mgr) = crate::container::cgroup::load(dir.path()).map_err(|e| cg(e.to_string()))? {
         let mut pids = mgr.pids().map_err(|e| cg(e.to_string()))?;
         pids.sort_unstable();
         return Ok(pids);
@@ -305,7 +305,7 @@ fn freeze_or_thaw(root: &Path, id: &str, freeze: bool) -> Result<(), OpsError> {
         id: id.to_string(),
         msg,
     };
-    let mgr = crate::cgroup::load(dir.path())
+    let mgr = crate::container::cgroup::load(dir.path())
         .map_err(|e| cg(e.to_string()))?
         .ok_or_else(|| cg("the container has no cgroup, so it cannot be frozen".to_string()))?;
     if freeze {
@@ -340,12 +340,12 @@ pub fn ps_table(root: &Path, id: &str, ps_args: &[String]) -> Result<String, Ops
             msg: String::from_utf8_lossy(&out.stderr).into_owned(),
         });
     }
-    crate::list::filter_ps_table(&String::from_utf8_lossy(&out.stdout), &pids).map_err(|e| {
-        OpsError::Ps {
+    crate::container::list::filter_ps_table(&String::from_utf8_lossy(&out.stdout), &pids).map_err(
+        |e| OpsError::Ps {
             cmd,
             msg: e.to_string(),
-        }
-    })
+        },
+    )
 }
 
 /// `list`: every container under `root` (an absent root is an empty list).

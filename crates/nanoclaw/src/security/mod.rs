@@ -4,25 +4,31 @@
 //!
 //! | config.json | module | when the init applies it |
 //! |---|---|---|
-//! | `linux.sysctl` | [`crate::sysctl`] | rootfs complete, before pivot_root, through the container's /proc |
-//! | `linux.maskedPaths`, `linux.readonlyPaths` | [`crate::masked_paths`] | right after sysctl |
-//! | `linux.personality` | [`crate::personality`] | finish.rs, before the uid switch (init and exec) |
-//! | `process.capabilities` | [`crate::capabilities`] | bounding + keepcaps before the uid switch, the rest after |
+//! | `linux.sysctl` | [`crate::security::sysctl`] | rootfs complete, before pivot_root, through the container's /proc |
+//! | `linux.maskedPaths`, `linux.readonlyPaths` | [`crate::rootfs::masked_paths`] | right after sysctl |
+//! | `linux.personality` | [`crate::security::personality`] | finish.rs, before the uid switch (init and exec) |
+//! | `process.capabilities` | [`crate::security::capabilities`] | bounding + keepcaps before the uid switch, the rest after |
 //! | `process.apparmorProfile` | here | just before execve |
 //! | `linux.seccomp` | `nanoclaw-seccomp` | last, just before execve (before the capability drop when `noNewPrivileges` is false, since loading a filter then needs CAP_SYS_ADMIN) |
 //!
 //! SELinux labels and `linux.intelRdt` are refused: with a clear "the host lacks it" error when
 //! it does, and as unsupported otherwise — never silently ignored.
 
+pub mod capabilities;
+pub mod personality;
+pub mod sched;
+pub mod sealed_exe;
+pub mod sysctl;
+
 use std::path::Path;
 
 use oci_spec::runtime::Spec;
 
-use crate::capabilities::{self, CapabilityError, CapabilityPlan};
-use crate::masked_paths::{self, MaskError};
-use crate::personality::{self, PersonalityError};
+use crate::rootfs::masked_paths::{self, MaskError};
+use crate::security::capabilities::{CapabilityError, CapabilityPlan};
+use crate::security::personality::PersonalityError;
+use crate::security::sysctl::SysctlError;
 use crate::spec::NamespacePlan;
-use crate::sysctl::{self, SysctlError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecurityError {

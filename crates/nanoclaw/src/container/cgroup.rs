@@ -221,7 +221,7 @@ fn save(state_dir: &Path, paths: &CgroupPaths) -> Result<(), CgroupStepError> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    crate::state::write_private_record(state_dir, &name, &json)
+    crate::container::state::write_private_record(state_dir, &name, &json)
         .map_err(|(path, source)| CgroupStepError::Io { path, source })
 }
 

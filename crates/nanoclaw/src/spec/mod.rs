@@ -6,6 +6,9 @@
 //! `Plan` exists, so a bad config leaves nothing behind. Every error names the JSON field it
 //! is about (`linux.namespaces[2].type`, `mounts[4].destination`, ...).
 
+pub mod features;
+pub mod template;
+
 use std::collections::HashSet;
 use std::path::{Component, Path, PathBuf};
 
@@ -254,7 +257,7 @@ pub struct ProcessPlan {
     pub oom_score_adj: Option<i32>,
     pub no_new_privileges: bool,
     /// process.scheduler, process.ioPriority, process.execCPUAffinity (sched.rs).
-    pub sched: crate::sched::SchedPlan,
+    pub sched: crate::security::sched::SchedPlan,
     pub terminal: bool,
 }
 
@@ -380,12 +383,16 @@ pub fn time_offsets_text(spec: &Spec) -> String {
 /// Refuses a mount namespace path that is the runtime's own mount namespace or that of pid 1:
 /// the rootfs setup pivot_roots the namespace it runs in, which would move the root of every
 /// process there (the host's) into the container's rootfs.
-fn refuse_host_mount_ns(f: &str, p: &Path, id: crate::namespaces::NsId) -> Result<(), SpecError> {
+fn refuse_host_mount_ns(
+    f: &str,
+    p: &Path,
+    id: crate::process::namespaces::NsId,
+) -> Result<(), SpecError> {
     for (link, whose) in [
         ("/proc/self/ns/mnt", "the runtime's own"),
         ("/proc/1/ns/mnt", "pid 1's"),
     ] {
-        if crate::namespaces::id_of_link(Path::new(link)) == Some(id) {
+        if crate::process::namespaces::id_of_link(Path::new(link)) == Some(id) {
             return Err(field(
                 f,
                 format!(
@@ -456,7 +463,7 @@ pub fn validate(bundle: &Path, spec: Spec, euid: u32) -> Result<Plan, SpecError>
                 }
                 // The file must be the namespace it is listed as (nsfs, NS_GET_NSTYPE): a
                 // wrong or missing file is refused here, before anything exists.
-                let (_, id) = crate::namespaces::open_ns(p, flag)
+                let (_, id) = crate::process::namespaces::open_ns(p, flag)
                     .map_err(|e| field(format!("{f}.path"), format!("{}: {e}", p.display())))?;
                 if flag == CloneFlags::CLONE_NEWNS {
                     refuse_host_mount_ns(&format!("{f}.path"), p, id)?;
@@ -574,7 +581,7 @@ pub fn validate(bundle: &Path, spec: Spec, euid: u32) -> Result<Plan, SpecError>
     // --- features owned by later issues: refuse what would otherwise be silently ignored ---
     if let Some(hooks) = spec.hooks() {
         // Paths absolute, timeouts positive; the hooks themselves run in `container`/`init`.
-        crate::hooks::validate(hooks).map_err(|e| field("hooks", e.to_string()))?;
+        crate::container::hooks::validate(hooks).map_err(|e| field("hooks", e.to_string()))?;
     }
     if let Some(offsets) = linux.time_offsets() {
         let newtime = CloneFlags::from_bits_retain(libc::CLONE_NEWTIME);
@@ -603,7 +610,7 @@ pub fn validate(bundle: &Path, spec: Spec, euid: u32) -> Result<Plan, SpecError>
     // masked/readonly paths, personality, LSM labels — before anything is created.
     crate::security::validate(&spec, &namespaces)?;
     // Cgroup step (issue 5): validate linux.resources and linux.cgroupsPath here.
-    crate::cgroup::validate(&spec).map_err(|(f, m)| field(f, m))?;
+    crate::container::cgroup::validate(&spec).map_err(|(f, m)| field(f, m))?;
 
     Ok(Plan {
         bundle: bundle.to_path_buf(),
@@ -869,7 +876,7 @@ fn mount_plan(
             }
             // The filesystem's own parser judges its options now, before anything exists.
             let opts: Vec<&str> = data.iter().map(String::as_str).collect();
-            if let Err(r) = crate::fsopts::check(t, &opts) {
+            if let Err(r) = crate::rootfs::fsopts::check(t, &opts) {
                 let j = data_index.get(r.index).copied().unwrap_or(r.index);
                 return Err(field(
                     format!("{f}.options[{j}]"),
@@ -1147,8 +1154,8 @@ fn process_plan(
     }
     // A terminal needs --console-socket (checked by `create`, which knows the flags).
     let terminal = p.terminal().unwrap_or(false);
-    let sched = crate::sched::plan(p).map_err(|e| match e {
-        crate::sched::SchedError::Invalid { field: f, why } => field(f, why),
+    let sched = crate::security::sched::plan(p).map_err(|e| match e {
+        crate::security::sched::SchedError::Invalid { field: f, why } => field(f, why),
         other => field("process", other.to_string()),
     })?;
     Ok(ProcessPlan {

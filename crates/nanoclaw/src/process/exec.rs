@@ -36,8 +36,8 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{ForkResult, Pid};
 use oci_spec::runtime::{Process, Spec};
 
-use crate::console;
-use crate::finish::{FinishError, Never, ProcessFinish};
+use crate::process::console;
+use crate::process::finish::{FinishError, Never, ProcessFinish};
 use crate::spec::ProcessPlan;
 
 /// Upper bound for a `--process` file (runc has none; a process.json is a few KiB).
@@ -457,7 +457,7 @@ pub struct Prepared {
     pub plan: ProcessPlan,
     /// The container's spec with the exec process in place (capabilities, seccomp, apparmor).
     pub spec: Spec,
-    pub caps: crate::capabilities::CapabilityPlan,
+    pub caps: crate::security::capabilities::CapabilityPlan,
     pub seccomp: Option<crate::security::SeccompStep>,
     pub console: Option<(UnixStream, Option<(u32, u32)>)>,
     pub setgroups_denied: bool,
@@ -468,7 +468,7 @@ pub struct Prepared {
     pub container_id: String,
     pub bundle: PathBuf,
     /// What the process's fds 0-2 become when the caller's are a terminal.
-    pub stdio: crate::stdio::ContainerStdio,
+    pub stdio: crate::process::stdio::ContainerStdio,
 }
 
 /// `exec`: validates the request against the container, then runs the process in it.
@@ -476,8 +476,8 @@ pub fn exec(root: &Path, id: &str, req: &ExecRequest) -> Result<ExecOutcome, Exe
     let (namespaces, join, relay, prepared, stdio_relay) = {
         // The lock is held while the container is checked and the process planned, and released
         // before the process runs: a long foreground exec must not block `kill` or `delete`.
-        let dir =
-            crate::state::StateDir::open(root, id).map_err(|e| ExecError::Plan(e.to_string()))?;
+        let dir = crate::container::state::StateDir::open(root, id)
+            .map_err(|e| ExecError::Plan(e.to_string()))?;
         let st = dir.load().map_err(|e| ExecError::Plan(e.to_string()))?;
         let status = crate::container::status_of(&dir, &st);
         let not = |status| ExecError::NotRunning {
@@ -485,8 +485,8 @@ pub fn exec(root: &Path, id: &str, req: &ExecRequest) -> Result<ExecOutcome, Exe
             status,
         };
         match status {
-            crate::state::Status::Stopped => return Err(not("stopped")),
-            crate::state::Status::Paused if !req.ignore_paused => {
+            crate::container::state::Status::Stopped => return Err(not("stopped")),
+            crate::container::state::Status::Paused if !req.ignore_paused => {
                 return Err(ExecError::Paused(id.to_string()))
             }
             _ => {}
@@ -524,11 +524,13 @@ pub fn exec(root: &Path, id: &str, req: &ExecRequest) -> Result<ExecOutcome, Exe
             (false, None) => None,
         };
         let (stdio, stdio_relay) = if terminal {
-            (crate::stdio::ContainerStdio::default(), None)
+            (crate::process::stdio::ContainerStdio::default(), None)
         } else {
-            crate::stdio::isolate_from_caller_tty(!req.detach).map_err(|source| ExecError::Sys {
-                what: "stdio relay pipes",
-                source: nix::Error::from_raw(source.raw_os_error().unwrap_or(libc::EIO)),
+            crate::process::stdio::isolate_from_caller_tty(!req.detach).map_err(|source| {
+                ExecError::Sys {
+                    what: "stdio relay pipes",
+                    source: nix::Error::from_raw(source.raw_os_error().unwrap_or(libc::EIO)),
+                }
             })?
         };
         let plan = plan_process(&st.bundle, spec, process, nix::unistd::geteuid().as_raw())?;
@@ -542,8 +544,8 @@ pub fn exec(root: &Path, id: &str, req: &ExecRequest) -> Result<ExecOutcome, Exe
             .unwrap_or(false);
         let namespaces = open_namespaces(init_pid, st.init_start_time, id)?;
         // The container's cgroup from its record; without one (rootless), the init's cgroups.
-        let cgroup =
-            crate::cgroup::load(dir.path()).map_err(|e| ExecError::Cgroup(e.to_string()))?;
+        let cgroup = crate::container::cgroup::load(dir.path())
+            .map_err(|e| ExecError::Cgroup(e.to_string()))?;
         let subs = SubCgroups::parse(&req.cgroups)?;
         let join: Box<dyn Fn(i32) -> Result<(), String>> = match cgroup {
             Some(mgr) if !subs.is_empty() => {
@@ -640,7 +642,7 @@ pub fn exec_in(
     namespaces: Namespaces,
     prepared: Prepared,
     relay: Option<UnixStream>,
-    stdio_relay: Option<crate::stdio::RelayEnds>,
+    stdio_relay: Option<crate::process::stdio::RelayEnds>,
     detach: bool,
     pid_file: Option<&Path>,
     join_cgroup: &dyn Fn(i32) -> Result<(), String>,
@@ -667,7 +669,7 @@ pub fn exec_in(
     // child runs there until it is in the container's cgroup (runtime-spec); `final` is set by
     // the child once it is in the cgroup.
     if let Some(cpus) = &prepared.plan.sched.affinity_initial {
-        crate::sched::set_affinity("process.execCPUAffinity.initial", cpus)
+        crate::security::sched::set_affinity("process.execCPUAffinity.initial", cpus)
             .map_err(|e| ExecError::Plan(e.to_string()))?;
     }
     let (go_r, go_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
@@ -735,7 +737,10 @@ pub fn exec_in(
                 }
                 None => None,
             };
-            let stdio_relay = match stdio_relay.map(crate::stdio::RelayEnds::start).transpose() {
+            let stdio_relay = match stdio_relay
+                .map(crate::process::stdio::RelayEnds::start)
+                .transpose()
+            {
                 Ok(r) => r,
                 Err(e) => {
                     let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
@@ -776,7 +781,7 @@ fn parent_start(
 
 /// Writes the pid file (state.rs: O_EXCL temp file, renamed), as a bare decimal like runc.
 pub fn write_pid_file(path: &Path, pid: i32) -> Result<(), ExecError> {
-    crate::state::write_pid_file(path, pid).map_err(|source| ExecError::PidFile {
+    crate::container::state::write_pid_file(path, pid).map_err(|source| ExecError::PidFile {
         path: path.to_path_buf(),
         source,
     })
@@ -801,7 +806,7 @@ fn child(
     keep.extend(p.seccomp.as_ref().and_then(|s| s.agent_fd()));
     keep.extend(p.stdio.kept_fds());
     keep.extend((3..3u32.saturating_add(p.preserve_fds)).filter_map(|fd| RawFd::try_from(fd).ok()));
-    crate::finish::close_fds_except(&mut keep);
+    crate::process::finish::close_fds_except(&mut keep);
     if let Some(step) = p.seccomp.as_mut() {
         // Still the host's /proc here (the mount namespace is joined later): `self` is our
         // pid as the runtime and a NOTIFY agent see it.
@@ -829,7 +834,7 @@ fn child(
     drop(go_r);
     // In the container's cgroup now: execCPUAffinity.final.
     if let Some(cpus) = &p.plan.sched.affinity_final {
-        crate::sched::set_affinity("process.execCPUAffinity.final", cpus)
+        crate::security::sched::set_affinity("process.execCPUAffinity.final", cpus)
             .map_err(|e| ExecError::Plan(e.to_string()))?;
     }
     for ns in joins {

@@ -11,6 +11,11 @@
 //! rootfsPropagation asked for, as runc does) → bind the rootfs onto itself → mounts in
 //! config order → devices → pivot_root → readonly root and rootfsPropagation on the new root.
 
+pub mod devices;
+pub mod fsopts;
+pub mod masked_paths;
+pub mod tmpcopyup;
+
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -43,7 +48,7 @@ pub enum RootfsError {
     #[error("{field}: tmpcopyup: {source}")]
     CopyUp {
         field: String,
-        source: crate::tmpcopyup::CopyUpError,
+        source: crate::rootfs::tmpcopyup::CopyUpError,
     },
 }
 
@@ -379,7 +384,7 @@ impl<'a> RootfsMounter<'a> {
 
     /// A tmpfs over a directory the image has takes that directory's mode (`mode=` ahead of
     /// the config's own options, so a `mode=` there still wins), as runc does; with
-    /// `tmpcopyup` the directory's content is copied in (see [`crate::tmpcopyup`]). A copy-up
+    /// `tmpcopyup` the directory's content is copied in (see [`crate::rootfs::tmpcopyup`]). A copy-up
     /// tmpfs is mounted writable and remounted read-only after the copy if `ro` was asked.
     fn mount_tmpfs(&self, m: &MountPlan) -> Result<(), RootfsError> {
         let existing = match open_in_root(self.root_fd()?, &m.destination) {
@@ -464,7 +469,7 @@ impl<'a> RootfsMounter<'a> {
             m.field,
             m.destination.display()
         )))?;
-        crate::tmpcopyup::copy_dir_contents(&src, &dst, &m.destination).map_err(|e| {
+        crate::rootfs::tmpcopyup::copy_dir_contents(&src, &dst, &m.destination).map_err(|e| {
             RootfsError::CopyUp {
                 field: m.field.clone(),
                 source: e,

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::container::state::{self, StateDir, StateError, Status};
 use crate::container::status_of;
-use crate::state::{self, StateDir, StateError, Status};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct EventsArgs {
@@ -34,7 +34,7 @@ pub enum EventsError {
     #[error("--interval {value:?}: {reason}")]
     Interval { value: String, reason: String },
     #[error(transparent)]
-    Cgroup(#[from] crate::cgroup::CgroupStepError),
+    Cgroup(#[from] crate::container::cgroup::CgroupStepError),
     #[error("container {id:?}: {source}")]
     Stats {
         id: String,
@@ -79,7 +79,7 @@ pub fn events(root: &Path, args: &EventsArgs, out: &mut dyn Write) -> Result<(),
         if status_of(&dir, &st) == Status::Stopped {
             return Err(EventsError::Stopped { id: id.to_string() });
         }
-        let mgr = crate::cgroup::load(dir.path())?.filter(|m| !m.paths().is_empty());
+        let mgr = crate::container::cgroup::load(dir.path())?.filter(|m| !m.paths().is_empty());
         (
             mgr.ok_or_else(|| EventsError::NoCgroup { id: id.to_string() })?,
             st,

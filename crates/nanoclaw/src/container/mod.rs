@@ -8,6 +8,14 @@
 //! with it (a mount namespace joined by path keeps them: it outlives the container, as in
 //! runc).
 
+pub mod cgroup;
+pub mod events;
+pub mod hooks;
+pub mod list;
+pub mod ops;
+pub mod state;
+pub mod update;
+
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -18,18 +26,18 @@ use nix::sys::stat::Mode;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use crate::init::{self, InitContext};
-use crate::namespaces::{self, NamespaceError};
+use crate::container::state::{State, StateDir, StateError, Status};
+use crate::process::channel::{self, Msg, SyncError};
+use crate::process::init::{self, InitContext};
+use crate::process::namespaces::{self, NamespaceError};
 use crate::spec::{self, SpecError};
-use crate::state::{self, State, StateDir, StateError, Status};
-use crate::sync::{self, Msg, SyncError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerError {
     #[error(transparent)]
     Spec(#[from] SpecError),
     #[error(transparent)]
-    Cgroup(#[from] crate::cgroup::CgroupStepError),
+    Cgroup(#[from] crate::container::cgroup::CgroupStepError),
     #[error(transparent)]
     State(#[from] StateError),
     #[error(transparent)]
@@ -49,18 +57,18 @@ pub enum ContainerError {
     },
     #[error("the runtime must be single-threaded to clone the container init ({0} threads)")]
     MultiThreaded(usize),
-    #[error("{}: container {id:?} is {}", crate::ops::start_refusal(*status), crate::ops::status_name(*status))]
+    #[error("{}: container {id:?} is {}", crate::container::ops::start_refusal(*status), crate::container::ops::status_name(*status))]
     NotCreated { id: String, status: Status },
-    #[error("cannot delete container {id} that is not stopped: {}; stop it first or use --force", crate::ops::status_name(*status))]
+    #[error("cannot delete container {id} that is not stopped: {}; stop it first or use --force", crate::container::ops::status_name(*status))]
     StillRunning { id: String, status: Status },
     #[error("process.terminal is true but no --console-socket was given: the pty master needs somewhere to go")]
     TerminalNeedsSocket,
     #[error("--console-socket was given but process.terminal is false")]
     SocketWithoutTerminal,
     #[error(transparent)]
-    Console(#[from] crate::console::ConsoleError),
+    Console(#[from] crate::process::console::ConsoleError),
     #[error(transparent)]
-    Hook(#[from] crate::hooks::HookError),
+    Hook(#[from] crate::container::hooks::HookError),
     #[error(transparent)]
     Rootfs(#[from] crate::rootfs::RootfsError),
     #[error("process.user.additionalGids: a rootless runtime with a single-id gid mapping cannot set supplementary groups (map more gids through /etc/subgid)")]
@@ -101,7 +109,7 @@ pub struct Created {
     pub state_dir: StateDir,
     pub state: State,
     /// The runtime's ends of the stdio relay (`run` in the foreground, caller on a terminal).
-    pub stdio_relay: Option<crate::stdio::RelayEnds>,
+    pub stdio_relay: Option<crate::process::stdio::RelayEnds>,
 }
 
 /// Undoes a half-made container. Disarmed once create succeeded.
@@ -119,7 +127,7 @@ impl Drop for Unwind {
             let _ = waitpid(pid, None);
         }
         if let Some(cg) = self.cgroup.take() {
-            crate::cgroup::unwind(cg.as_ref());
+            crate::container::cgroup::unwind(cg.as_ref());
         }
         if let Some(dir) = self.state_dir.take() {
             let _ = dir.remove();
@@ -163,7 +171,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
         _ => {}
     }
     let console = match &opts.console_socket {
-        Some(path) => Some(crate::console::connect(path)?),
+        Some(path) => Some(crate::process::console::connect(path)?),
         None => None,
     };
     let session_keyring = if opts.no_new_keyring {
@@ -174,9 +182,9 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
 
     // The caller's terminal never reaches a process without one of its own (stdio.rs).
     let (stdio, stdio_relay) = if plan.process.terminal {
-        (crate::stdio::ContainerStdio::default(), None)
+        (crate::process::stdio::ContainerStdio::default(), None)
     } else {
-        crate::stdio::isolate_from_caller_tty(opts.relay_stdio).map_err(|source| {
+        crate::process::stdio::isolate_from_caller_tty(opts.relay_stdio).map_err(|source| {
             ContainerError::Io {
                 what: "stdio relay pipes".into(),
                 source,
@@ -207,12 +215,12 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
     )
     .map_err(sys(format!("open {}", fifo_path.display())))?;
     let joins = namespaces::open_joins(&plan)?;
-    let (parent_sock, child_sock) = sync::pair()?;
+    let (parent_sock, child_sock) = channel::pair()?;
 
     // Cgroup step (issue 5): create the container's cgroup (linux.cgroupsPath, resources)
     // here, before the clone, and register it in `unwind`.
     if let Some(dir) = unwind.state_dir.as_ref() {
-        unwind.cgroup = Some(crate::cgroup::create(
+        unwind.cgroup = Some(crate::container::cgroup::create(
             dir.path(),
             &opts.id,
             &plan.spec,
@@ -254,7 +262,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
             if let Some(Msg::Error(text)) = parent_sock.try_recv() {
                 return Err(ContainerError::InitFailed(text));
             }
-            return Err(crate::cgroup::CgroupStepError::from(e).into());
+            return Err(crate::container::cgroup::CgroupStepError::from(e).into());
         }
     }
     // A closed socket here means the init already failed: its error is read below.
@@ -264,7 +272,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
     }
     // The hooks' state: the init's pid, status "creating".
     let hook_json = || {
-        crate::hooks::state_json(
+        crate::container::hooks::state_json(
             plan.spec.version(),
             &opts.id,
             "creating",
@@ -275,7 +283,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
     };
     let mut hooks_ran = false;
     let before_pivot =
-        crate::hooks::HookKind::runtime_hooks_before_pivot(plan.spec.hooks().as_ref());
+        crate::container::hooks::HookKind::runtime_hooks_before_pivot(plan.spec.hooks().as_ref());
     let mut next = parent_sock.recv();
     // prestart and createRuntime, in the runtime namespace, while the init waits between its
     // mounts and pivot_root (sync.rs step 3). A failure fails `create`; `unwind` kills the
@@ -283,8 +291,16 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
     if before_pivot && matches!(next, Ok(Msg::Mounted)) {
         let json = hook_json();
         let hooks = plan.spec.hooks().as_ref();
-        crate::hooks::run_hooks(crate::hooks::HookKind::Prestart, hooks, &json)?;
-        crate::hooks::run_hooks(crate::hooks::HookKind::CreateRuntime, hooks, &json)?;
+        crate::container::hooks::run_hooks(
+            crate::container::hooks::HookKind::Prestart,
+            hooks,
+            &json,
+        )?;
+        crate::container::hooks::run_hooks(
+            crate::container::hooks::HookKind::CreateRuntime,
+            hooks,
+            &json,
+        )?;
         hooks_ran = true;
         match parent_sock.send(&Msg::HooksDone) {
             Ok(()) | Err(SyncError::Closed) => {}
@@ -317,7 +333,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
     crate::testpoint::hit("create:ready");
 
     if let (Some(hooks), Some(dir)) = (plan.spec.hooks().as_ref(), unwind.state_dir.as_ref()) {
-        crate::hooks::save_record(dir.path(), hooks)?;
+        crate::container::hooks::save_record(dir.path(), hooks)?;
     }
 
     let state = State {
@@ -366,7 +382,7 @@ fn write_pid_file(path: &Path, pid: Pid) -> Result<(), ContainerError> {
 /// The state JSON a hook reads on stdin.
 fn hook_state(st: &State, status: &str) -> Vec<u8> {
     let annotations: std::collections::HashMap<String, String> = st.annotations.clone();
-    crate::hooks::state_json(
+    crate::container::hooks::state_json(
         &st.oci_version,
         &st.id,
         status,
@@ -424,11 +440,13 @@ pub fn start_locked(dir: &StateDir) -> Result<State, ContainerError> {
     // poststart: the process has been started. A failure fails `start` and stops the
     // container (runtime-spec 1.3: "generate an error, stop the container"); `delete` then
     // runs the poststop hooks and removes it.
-    if let Some(hooks) = crate::hooks::load_record(dir.path()) {
+    if let Some(hooks) = crate::container::hooks::load_record(dir.path()) {
         let json = hook_state(&st, "running");
-        if let Err(e) =
-            crate::hooks::run_hooks(crate::hooks::HookKind::Poststart, Some(&hooks), &json)
-        {
+        if let Err(e) = crate::container::hooks::run_hooks(
+            crate::container::hooks::HookKind::Poststart,
+            Some(&hooks),
+            &json,
+        ) {
             stop_after_failed_start(dir, &st);
             return Err(e.into());
         }
@@ -439,7 +457,7 @@ pub fn start_locked(dir: &StateDir) -> Result<State, ContainerError> {
 /// Kills every process of a container whose `start` failed after the fifo was written: the
 /// whole cgroup when the container has one, else the init (checked against its start time).
 fn stop_after_failed_start(dir: &StateDir, st: &State) {
-    if let Ok(Some(mgr)) = crate::cgroup::load(dir.path()) {
+    if let Ok(Some(mgr)) = crate::container::cgroup::load(dir.path()) {
         if !mgr.paths().is_empty() {
             let _ = mgr.thaw();
             let _ = mgr.kill_all();
@@ -455,10 +473,14 @@ fn stop_after_failed_start(dir: &StateDir, st: &State) {
 /// "stop the container, and continue the lifecycle" at the undo step), then the state.
 fn remove_after_failed_start(dir: StateDir, st: &State) {
     stop_after_failed_start(&dir, st);
-    let _ = crate::cgroup::remove(dir.path());
-    if let Some(hooks) = crate::hooks::load_record(dir.path()) {
+    let _ = crate::container::cgroup::remove(dir.path());
+    if let Some(hooks) = crate::container::hooks::load_record(dir.path()) {
         let json = hook_state(st, "stopped");
-        let _ = crate::hooks::run_hooks(crate::hooks::HookKind::Poststop, Some(&hooks), &json);
+        let _ = crate::container::hooks::run_hooks(
+            crate::container::hooks::HookKind::Poststop,
+            Some(&hooks),
+            &json,
+        );
     }
     let _ = dir.remove();
 }
@@ -483,7 +505,7 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), ContainerError> 
         // behind: nothing was recorded, so there is nothing else to clean.
         Err(StateError::Io { .. }) | Err(StateError::Corrupt { .. }) if force => {
             // The cgroup record is written before the cgroup is made: clean it up too.
-            crate::cgroup::remove(dir.path())?;
+            crate::container::cgroup::remove(dir.path())?;
             return Ok(dir.remove()?);
         }
         Err(e) => return Err(e.into()),
@@ -493,7 +515,7 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), ContainerError> 
         (Status::Stopped, _) => {}
         (Status::Created, _) | (_, true) => {
             // A frozen (paused) init cannot die until thawed.
-            crate::cgroup::thaw(dir.path());
+            crate::container::cgroup::thaw(dir.path());
             if let Some(p) = st.pid {
                 kill_and_reap(Pid::from_raw(p), st.init_start_time);
             }
@@ -509,12 +531,16 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), ContainerError> 
     // Cgroup step (issue 5): remove the container's cgroup here (after the processes are
     // gone; also when the init had already exited). A cgroup that cannot be removed keeps
     // the state dir, so `delete` can be retried.
-    crate::cgroup::remove(dir.path())?;
+    crate::container::cgroup::remove(dir.path())?;
     crate::testpoint::hit("delete:cgroup");
     // poststop: after the container is gone, before its state is; failures are warnings.
-    if let Some(hooks) = crate::hooks::load_record(dir.path()) {
+    if let Some(hooks) = crate::container::hooks::load_record(dir.path()) {
         let json = hook_state(&st, "stopped");
-        crate::hooks::run_hooks(crate::hooks::HookKind::Poststop, Some(&hooks), &json)?;
+        crate::container::hooks::run_hooks(
+            crate::container::hooks::HookKind::Poststop,
+            Some(&hooks),
+            &json,
+        )?;
     }
     Ok(dir.remove()?)
 }
@@ -523,13 +549,13 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), ContainerError> 
 /// child, otherwise until /proc shows it exited.
 fn kill_and_reap(pid: Pid, start_time: u64) {
     // The pidfd pins the process; only then is the start-time check free of pid reuse.
-    let Ok(pidfd) = crate::ops::pidfd_open(pid.as_raw()) else {
+    let Ok(pidfd) = crate::container::ops::pidfd_open(pid.as_raw()) else {
         return;
     };
     if !state::init_alive(pid.as_raw(), start_time) {
         return;
     }
-    let _ = crate::ops::pidfd_send_signal(&pidfd, Signal::SIGKILL as i32);
+    let _ = crate::container::ops::pidfd_send_signal(&pidfd, Signal::SIGKILL as i32);
     for _ in 0..2000 {
         match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::StillAlive) => {}
@@ -621,13 +647,13 @@ fn run_blocked(opts: &CreateOptions, set: &SigSet) -> Result<i32, ContainerError
                     what: "console socket accept".into(),
                     source,
                 })
-                .and_then(|(conn, _)| Ok(crate::console::receive_master(&conn)?))
-                .and_then(|master| Ok(crate::console::Relay::start(master)?));
+                .and_then(|(conn, _)| Ok(crate::process::console::receive_master(&conn)?))
+                .and_then(|master| Ok(crate::process::console::Relay::start(master)?));
             match relay {
                 Ok(r) => (created, Some(r)),
                 Err(e) => {
                     kill_and_reap(created.pid, created.state.init_start_time);
-                    let _ = crate::cgroup::remove(created.state_dir.path());
+                    let _ = crate::container::cgroup::remove(created.state_dir.path());
                     let _ = created.state_dir.remove();
                     return Err(e);
                 }
@@ -640,10 +666,13 @@ fn run_blocked(opts: &CreateOptions, set: &SigSet) -> Result<i32, ContainerError
         remove_after_failed_start(created.state_dir, &created.state);
         return Err(e);
     }
-    let stdio_relay = match created.stdio_relay.map(crate::stdio::RelayEnds::start) {
+    let stdio_relay = match created
+        .stdio_relay
+        .map(crate::process::stdio::RelayEnds::start)
+    {
         Some(Err(source)) => {
             kill_and_reap(pid, created.state.init_start_time);
-            let _ = crate::cgroup::remove(created.state_dir.path());
+            let _ = crate::container::cgroup::remove(created.state_dir.path());
             let _ = created.state_dir.remove();
             return Err(ContainerError::Io {
                 what: "starting the stdio relay".into(),
