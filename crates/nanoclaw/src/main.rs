@@ -207,7 +207,7 @@ fn main() {
         std::process::exit(1);
     }
     if cli.systemd_cgroup {
-        nanoclaw::cgroup::use_systemd_driver();
+        nanoclaw::container::cgroup::use_systemd_driver();
     }
     if let Some(r) = cli.rootless.as_deref() {
         if !matches!(r, "true" | "false" | "auto") {

@@ -199,7 +199,7 @@ impl Systemd {
     fn bundle(&self, name: &str, cgroups_path: Option<&str>, args: &[&str]) -> String {
         let dir = self.work.join(name);
         std::fs::create_dir_all(&dir).unwrap();
-        let mut spec = nanoclaw::spec_template::default_spec();
+        let mut spec = nanoclaw::spec::template::default_spec();
         spec["process"]["args"] = json!(args);
         spec["root"]["path"] = json!("/work/rootfs");
         spec["root"]["readonly"] = json!(true);
