@@ -538,3 +538,56 @@ fn delete_force_after_a_crash_mid_create_removes_the_scope() {
         sd.assert_no_state(&id);
     }
 }
+
+#[test]
+fn rootless_goes_through_the_users_systemd_instance() {
+    let test = "systemd rootless user instance";
+    if !ready(test) || !claw_testsupport::bundle::require_user(test, "clawtest") {
+        return;
+    }
+    let Some((uid, gid)) = claw_testsupport::bundle::user_ids("clawtest") else {
+        return;
+    };
+    let sd = Systemd::boot();
+    sd.sh(&format!("systemctl start user@{uid}.service")).ok();
+    let b = sd.bundle("r1", None, &["sleep", "1000"]);
+    // `nanoclaw spec --rootless` as the user would write it: root of its own user namespace.
+    let cfg = sd.work.join("r1/config.json");
+    let mut spec = nanoclaw::spec::template::rootless_spec(uid, gid);
+    spec["process"]["args"] = json!(["sleep", "1000"]);
+    spec["root"]["path"] = json!("/work/rootfs");
+    std::fs::write(&cfg, serde_json::to_vec(&spec).unwrap()).unwrap();
+    let user = format!(
+        "setpriv --reuid {uid} --regid {gid} --init-groups env XDG_RUNTIME_DIR=/run/user/{uid}"
+    );
+    sd.sh(&format!(
+        "{user} /opt/nanoclaw --systemd-cgroup create --bundle {b} r1"
+    ))
+    .ok();
+    let show = |p: &str| {
+        sd.sh(&format!(
+            "{user} systemctl --user show -P {p} nanoclaw-r1.scope"
+        ))
+        .stdout
+        .trim()
+        .to_string()
+    };
+    let cg =
+        format!("/user.slice/user-{uid}.slice/user@{uid}.service/user.slice/nanoclaw-r1.scope");
+    assert_eq!(show("ActiveState"), "active");
+    assert_eq!(show("Delegate"), "yes");
+    assert_eq!(show("ControlGroup"), cg);
+    let state: Value =
+        serde_json::from_str(sd.sh(&format!("{user} /opt/nanoclaw state r1")).ok()).unwrap();
+    let procs = sd.sh(&format!("cat /sys/fs/cgroup{cg}/cgroup.procs"));
+    assert_eq!(
+        procs.ok().trim(),
+        state["pid"].as_i64().unwrap().to_string()
+    );
+    sd.sh(&format!(
+        "{user} /opt/nanoclaw --systemd-cgroup delete --force r1"
+    ))
+    .ok();
+    assert_eq!(show("ActiveState"), "inactive");
+    sd.assert_no_cgroup(&cg[1..]);
+}
