@@ -92,8 +92,8 @@ pub enum CgroupError {
     Systemd {
         unit: String,
         instance: &'static str,
-        op: String,
-        source: crate::systemd::client::CallError,
+        op: &'static str,
+        source: Box<crate::systemd::client::CallError>,
     },
 
     /// The systemd driver was asked for on a host whose layout it does not drive.

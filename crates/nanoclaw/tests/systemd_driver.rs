@@ -221,7 +221,7 @@ impl Systemd {
     fn unit_exists(&self, unit: &str) -> bool {
         let load = self.prop(unit, "LoadState");
         let active = self.prop(unit, "ActiveState");
-        !(load == "not-found" && active == "inactive") && !load.is_empty()
+        !(load.is_empty() || (load == "not-found" && active == "inactive"))
     }
 
     /// The pid of PID 1 of the systemd container, as the host sees it.

@@ -38,15 +38,15 @@ use crate::v2::V2Manager;
 use client::{CallError, Systemd};
 pub use unit::{Instance, UnitSpec};
 
-fn sd_err(unit: &UnitSpec, op: &str, source: CallError) -> CgroupError {
+fn sd_err(unit: &UnitSpec, op: &'static str, source: CallError) -> CgroupError {
     CgroupError::Systemd {
         unit: unit.unit.clone(),
         instance: match unit.instance {
             Instance::System => "system",
             Instance::User => "user",
         },
-        op: op.to_string(),
-        source,
+        op,
+        source: Box::new(source),
     }
 }
 
