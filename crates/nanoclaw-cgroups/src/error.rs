@@ -96,6 +96,10 @@ pub enum CgroupError {
         source: Box<crate::systemd::client::CallError>,
     },
 
+    /// An `org.systemd.property.*` annotation that cannot become a unit property.
+    #[error("annotations[{key:?}]: {reason}")]
+    Annotation { key: String, reason: String },
+
     /// The systemd driver was asked for on a host whose layout it does not drive.
     #[error("--systemd-cgroup: the systemd cgroup driver needs a pure cgroup v2 host, this one is {mode}; use the cgroupfs driver (drop --systemd-cgroup)")]
     SystemdNeedsV2 { mode: String },

@@ -210,6 +210,14 @@ impl Systemd {
         format!("/work/{name}")
     }
 
+    /// Sets `annotations` in the config of bundle `name`.
+    fn annotate(&self, name: &str, annotations: Value) {
+        let cfg = self.work.join(name).join("config.json");
+        let mut spec: Value = serde_json::from_slice(&std::fs::read(&cfg).unwrap()).unwrap();
+        spec["annotations"] = annotations;
+        std::fs::write(&cfg, serde_json::to_vec(&spec).unwrap()).unwrap();
+    }
+
     fn prop(&self, unit: &str, name: &str) -> String {
         self.sh(&format!("systemctl show -P {name} {unit}"))
             .stdout
@@ -293,6 +301,12 @@ fn scope_holds_the_init_delegated_and_goes_away_on_delete() {
     }
     let sd = Systemd::boot();
     let b = sd.bundle("c1", Some("system.slice:docker:c1"), &["sleep", "1000"]);
+    // runc's auxiliary unit properties.
+    sd.annotate(
+        "c1",
+        json!({"org.systemd.property.CollectMode": "'inactive-or-failed'",
+               "org.systemd.property.TimeoutStopSec": "uint64 7"}),
+    );
     sd.nanoclaw(&format!("create --bundle {b} c1")).ok();
     let unit = "docker-c1.scope";
     assert_eq!(sd.prop(unit, "ActiveState"), "active");
@@ -405,6 +419,20 @@ fn bad_paths_and_systemd_faults_leave_nothing_behind() {
         );
         sd.assert_no_state(&id);
     }
+
+    // An auxiliary property that is not GVariant text runc reads: refused naming it.
+    let b = sd.bundle("badprop", None, &["true"]);
+    sd.annotate(
+        "badprop",
+        json!({"org.systemd.property.TimeoutStopSec": "soon"}),
+    );
+    let r = sd.nanoclaw(&format!("create --bundle {b} badprop"));
+    let e = r.failed();
+    assert!(
+        e.contains("annotations[") && e.contains("org.systemd.property.TimeoutStopSec"),
+        "{e}"
+    );
+    sd.assert_no_state("badprop");
 
     // No bus: the error names the unit and the socket; no state, no unit, no cgroup.
     let b = sd.bundle("nobus", None, &["sleep", "1000"]);

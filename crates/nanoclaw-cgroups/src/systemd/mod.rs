@@ -57,8 +57,16 @@ pub fn resolve(
     cgroups_path: Option<&str>,
     id: &str,
     instance: Instance,
+    annotations: &std::collections::HashMap<String, String>,
 ) -> Result<CgroupPaths> {
-    let spec = UnitSpec::parse(cgroups_path, id, instance)?;
+    let mut spec = UnitSpec::parse(cgroups_path, id, instance)?;
+    props::from_annotations(annotations)
+        .map_err(|(key, reason)| CgroupError::Annotation { key, reason })?;
+    spec.properties = annotations
+        .iter()
+        .filter(|(k, _)| k.starts_with(props::ANNOTATION_PREFIX))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     let u = match (&layout.unified, layout.v1.is_empty()) {
         (Some(u), true) => u,
         _ => {
@@ -171,6 +179,10 @@ impl SystemdManager {
         if let Some(r) = &state.pending {
             props.extend(props::resources(r, version)?);
         }
+        props.extend(
+            props::from_annotations(&self.unit.properties)
+                .map_err(|(key, reason)| CgroupError::Annotation { key, reason })?,
+        );
         let name = self.unit.unit.as_str();
         match sd.start_transient_unit(name, &props) {
             Ok(()) => {}
@@ -314,7 +326,7 @@ mod tests {
 ";
         let l =
             Layout::from_sources(mi, "", "4:memory:/\n0::/\n", |_| Ok("hugetlb".into())).unwrap();
-        let e = resolve(&l, None, "c1", Instance::System).unwrap_err();
+        let e = resolve(&l, None, "c1", Instance::System, &Default::default()).unwrap_err();
         assert!(matches!(e, CgroupError::SystemdNeedsV2 { .. }), "{e}");
         assert!(e.to_string().contains("--systemd-cgroup"), "{e}");
     }
@@ -324,7 +336,14 @@ mod tests {
         let mi = "41 31 0:38 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
         let l = Layout::from_sources(mi, "", "0::/init.scope\n", |_| Ok("cpu memory pids".into()))
             .unwrap();
-        let p = resolve(&l, Some("system.slice:docker:abc"), "abc", Instance::System).unwrap();
+        let p = resolve(
+            &l,
+            Some("system.slice:docker:abc"),
+            "abc",
+            Instance::System,
+            &Default::default(),
+        )
+        .unwrap();
         assert_eq!(
             p.unified.as_ref().unwrap().dir,
             Path::new("/sys/fs/cgroup/system.slice/docker-abc.scope")
@@ -334,7 +353,14 @@ mod tests {
         let json = serde_json::to_string(&p).unwrap();
         let back: CgroupPaths = serde_json::from_str(&json).unwrap();
         assert_eq!(back, p);
-        let e = resolve(&l, Some("docker/abc"), "abc", Instance::System).unwrap_err();
+        let e = resolve(
+            &l,
+            Some("docker/abc"),
+            "abc",
+            Instance::System,
+            &Default::default(),
+        )
+        .unwrap_err();
         assert!(e.to_string().starts_with("linux.cgroupsPath"), "{e}");
     }
 }

@@ -346,3 +346,143 @@ mod tests {
         assert_eq!(parse_version("junk"), 0);
     }
 }
+
+/// The annotation prefix runc reads unit properties from (`org.systemd.property.TimeoutStopUSec`
+/// = `"uint64 123456789"`), under the systemd driver only.
+pub const ANNOTATION_PREFIX: &str = "org.systemd.property.";
+
+/// The `org.systemd.property.*` annotations as unit properties, as runc applies them: the value
+/// in GVariant text form — the subset runc's users write: `uint64|int64|uint32|int32 N`,
+/// `boolean true|false`, `true`/`false`, a bare integer (int32, as GVariant reads it), a quoted
+/// string. A name ending in `Sec` (not `USec`) takes seconds and becomes `…USec` in µs, as
+/// runc does. Anything else is refused naming the annotation: `Err((key, reason))`.
+pub fn from_annotations<'a>(
+    annotations: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> std::result::Result<Vec<Property>, (String, String)> {
+    let mut out = Vec::new();
+    let mut sorted: Vec<_> = annotations
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(ANNOTATION_PREFIX))
+        .collect();
+    sorted.sort();
+    for (key, raw) in sorted {
+        let name = &key[ANNOTATION_PREFIX.len()..];
+        let bad = |r: String| (key.clone(), r);
+        let mut chars = name.chars();
+        if !chars.next().is_some_and(|c| c.is_ascii_uppercase())
+            || !chars.all(|c| c.is_ascii_alphanumeric())
+        {
+            return Err(bad(format!("{name:?} is not a systemd property name")));
+        }
+        let value = parse_gvariant(raw.trim()).map_err(bad)?;
+        if let Some(base) = name.strip_suffix("Sec").filter(|b| !b.ends_with('U')) {
+            let secs = match value {
+                Value::U64(n) => n,
+                Value::U32(n) => u64::from(n),
+                Value::I64(n) if n >= 0 => n as u64,
+                Value::I32(n) if n >= 0 => n as u64,
+                _ => {
+                    return Err(bad(format!(
+                        "{name} takes a non-negative number of seconds"
+                    )))
+                }
+            };
+            let usec = secs
+                .checked_mul(1_000_000)
+                .ok_or_else(|| bad(format!("{secs} seconds overflow {base}USec")))?;
+            out.push(prop(&format!("{base}USec"), Value::U64(usec)));
+        } else {
+            out.push(prop(name, value));
+        }
+    }
+    Ok(out)
+}
+
+fn parse_gvariant(s: &str) -> std::result::Result<Value, String> {
+    let num_err = |t: &str, v: &str| format!("{v:?} is not a valid {t}");
+    if let Some((t, v)) = s.split_once(' ') {
+        let v = v.trim();
+        return match t {
+            "uint64" => v.parse().map(Value::U64).map_err(|_| num_err(t, v)),
+            "int64" => v.parse().map(Value::I64).map_err(|_| num_err(t, v)),
+            "uint32" => v.parse().map(Value::U32).map_err(|_| num_err(t, v)),
+            "int32" => v.parse().map(Value::I32).map_err(|_| num_err(t, v)),
+            "boolean" => match v {
+                "true" => Ok(Value::Bool(true)),
+                "false" => Ok(Value::Bool(false)),
+                _ => Err(num_err(t, v)),
+            },
+            _ => Err(format!(
+                "unsupported GVariant value {s:?} (use uint64/int64/uint32/int32/boolean N, true/false, a number or a quoted string)"
+            )),
+        };
+    }
+    match s {
+        "true" => return Ok(Value::Bool(true)),
+        "false" => return Ok(Value::Bool(false)),
+        _ => {}
+    }
+    if let Ok(n) = s.parse::<i32>() {
+        return Ok(Value::I32(n));
+    }
+    for q in ['\'', '"'] {
+        if let Some(inner) = s.strip_prefix(q).and_then(|r| r.strip_suffix(q)) {
+            if inner.contains(q) || inner.contains('\\') {
+                return Err(format!("{s:?}: escapes in strings are not supported"));
+            }
+            return Ok(Value::Str(inner.to_string()));
+        }
+    }
+    Err(format!(
+        "unsupported GVariant value {s:?} (use uint64/int64/uint32/int32/boolean N, true/false, a number or a quoted string)"
+    ))
+}
+
+#[cfg(test)]
+mod annotation_tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn ann(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn runcs_examples() {
+        let a = ann(&[
+            ("org.systemd.property.TimeoutStopUSec", "uint64 123456789"),
+            ("org.systemd.property.CollectMode", "'inactive-or-failed'"),
+            ("org.systemd.property.TimeoutStopSec", "uint64 3"),
+            ("org.systemd.property.IgnoreSIGPIPE", "false"),
+            ("io.podman.other", "x"),
+        ]);
+        let p = from_annotations(&a).unwrap();
+        assert_eq!(
+            p,
+            vec![
+                prop("CollectMode", Value::Str("inactive-or-failed".into())),
+                prop("IgnoreSIGPIPE", Value::Bool(false)),
+                prop("TimeoutStopUSec", Value::U64(3_000_000)),
+                prop("TimeoutStopUSec", Value::U64(123456789)),
+            ]
+        );
+    }
+
+    #[test]
+    fn refused_naming_the_annotation() {
+        for (k, v) in [
+            ("org.systemd.property.lowercase", "true"),
+            ("org.systemd.property.A-B", "true"),
+            ("org.systemd.property.X", "uint64 -1"),
+            ("org.systemd.property.X", "[1, 2]"),
+            ("org.systemd.property.X", "'it\\'s'"),
+            ("org.systemd.property.TimeoutSec", "'soon'"),
+        ] {
+            let (key, reason) = from_annotations(&ann(&[(k, v)])).unwrap_err();
+            assert_eq!(key, k, "{reason}");
+        }
+    }
+}

@@ -11,6 +11,8 @@
 //! (`unit_name_is_valid`, `slice_name_is_valid`), so systemd never gets a name it would refuse
 //! half-way through a create.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::{CgroupError, Result};
@@ -38,6 +40,10 @@ pub struct UnitSpec {
     /// The transient unit, e.g. `nanoclaw-abc.scope` or `machine-abc.slice`.
     pub unit: String,
     pub instance: Instance,
+    /// The config's `org.systemd.property.*` annotations (checked), applied after the
+    /// properties nanoclaw sets, as runc does.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub properties: BTreeMap<String, String>,
 }
 
 impl UnitSpec {
@@ -82,6 +88,7 @@ impl UnitSpec {
             slice: slice.to_string(),
             unit,
             instance,
+            properties: BTreeMap::new(),
         })
     }
 

@@ -82,6 +82,10 @@ pub fn validate(spec: &Spec) -> Result<(), (String, String)> {
             };
             ("linux.cgroupsPath".to_string(), msg)
         })?;
+        if let Some(a) = spec.annotations() {
+            nanoclaw_cgroups::systemd::props::from_annotations(a)
+                .map_err(|(key, reason)| (format!("annotations[{key:?}]"), reason))?;
+        }
     } else if let Some(p) = linux.cgroups_path() {
         nanoclaw_cgroups::CgroupsPath::parse(Some(p), "id").map_err(|e| {
             let msg = match e {
@@ -199,7 +203,14 @@ pub fn create(
     let paths = match systemd_instance() {
         Some(instance) => {
             let given = given.map(|p| p.to_string_lossy());
-            nanoclaw_cgroups::systemd::resolve(&layout, given.as_deref(), id, instance)?
+            let annotations = spec.annotations().clone().unwrap_or_default();
+            nanoclaw_cgroups::systemd::resolve(
+                &layout,
+                given.as_deref(),
+                id,
+                instance,
+                &annotations,
+            )?
         }
         None => nanoclaw_cgroups::resolve(&layout, &cfg)?,
     };
