@@ -335,11 +335,12 @@ fn scope_holds_the_init_delegated_and_goes_away_on_delete() {
     );
 
     sd.nanoclaw("start c1").ok();
-    // exec lands in the same unit; ps, pause and resume act on it.
-    sd.nanoclaw("exec -d c1 sleep 999").ok();
+    // exec lands in the same unit; ps, pause and resume act on it. The commands after create
+    // follow the container's record: podman passes --systemd-cgroup to create, not to exec.
+    sd.sh("/opt/nanoclaw exec -d c1 sleep 999").ok();
     let procs = sd.sh("cat /sys/fs/cgroup/system.slice/docker-c1.scope/cgroup.procs");
     assert_eq!(procs.ok().lines().count(), 2, "{}", procs.stdout);
-    let ps = sd.nanoclaw("ps c1");
+    let ps = sd.sh("/opt/nanoclaw ps c1");
     assert!(ps.ok().contains("sleep 999"), "{}", ps.stdout);
     sd.nanoclaw("pause c1").ok();
     let frozen = sd.sh("cat /sys/fs/cgroup/system.slice/docker-c1.scope/cgroup.freeze");

@@ -47,6 +47,19 @@ pub fn use_systemd_driver() {
     SYSTEMD_DRIVER.store(true, Ordering::Relaxed);
 }
 
+/// Selects the driver an existing container was created with (its `cgroup.json`): engines
+/// pass `--systemd-cgroup` to `create` but not always to `exec` (podman's exec does not), and
+/// the config snapshot exec re-validates carries that driver's `slice:prefix:name` path.
+pub fn use_recorded_driver(state_dir: &Path) {
+    let recorded = std::fs::read(record_path(state_dir))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<CgroupPaths>(&b).ok())
+        .is_some_and(|p| p.systemd.is_some());
+    if recorded {
+        use_systemd_driver();
+    }
+}
+
 fn systemd_instance() -> Option<nanoclaw_cgroups::systemd::Instance> {
     use nanoclaw_cgroups::systemd::Instance;
     SYSTEMD_DRIVER.load(Ordering::Relaxed).then(|| {
