@@ -87,6 +87,23 @@ pub enum CgroupError {
     #[error("signalling pid {pid}: {source}")]
     Signal { pid: i32, source: io::Error },
 
+    /// A systemd call of the systemd cgroup driver failed (no bus, refused, job failed).
+    #[error("systemd ({instance} instance) unit {unit}: {op}: {source}")]
+    Systemd {
+        unit: String,
+        instance: &'static str,
+        op: &'static str,
+        source: Box<crate::systemd::client::CallError>,
+    },
+
+    /// An `org.systemd.property.*` annotation that cannot become a unit property.
+    #[error("annotations[{key:?}]: {reason}")]
+    Annotation { key: String, reason: String },
+
+    /// The systemd driver was asked for on a host whose layout it does not drive.
+    #[error("--systemd-cgroup: the systemd cgroup driver needs a pure cgroup v2 host, this one is {mode}; use the cgroupfs driver (drop --systemd-cgroup)")]
+    SystemdNeedsV2 { mode: String },
+
     /// The event mechanism (eventfd, inotify, poll) failed.
     #[error("{what}: {source}")]
     Event { what: String, source: io::Error },

@@ -4,7 +4,8 @@
 //! The runtime's view is one trait, [`CgroupManager`]: create the container's cgroup, place the
 //! init in it, apply `linux.resources` (also for `update`), freeze/thaw, kill everything, read
 //! stats in runc's JSON shape, watch for OOM kills, and destroy the cgroup without leaking it.
-//! [`v1`] and [`v2`] implement it; [`layout`] finds out what the host has, [`path`] resolves
+//! [`v1`] and [`v2`] implement it, [`systemd`] wraps v2 in a transient systemd unit
+//! (`--systemd-cgroup`); [`layout`] finds out what the host has, [`path`] resolves
 //! `linux.cgroupsPath` with runc's semantics, and [`validate`](mod@validate) rejects bad values *before*
 //! anything is created.
 //!
@@ -26,6 +27,7 @@ pub mod manager;
 pub mod oom;
 pub mod path;
 pub mod stats;
+pub mod systemd;
 pub mod v1;
 pub mod v2;
 pub mod validate;

@@ -55,7 +55,9 @@ pub trait CgroupManager: Send + Sync {
 
 /// Opens a manager for directories resolved earlier (`create`) or loaded from container state.
 pub fn open(paths: CgroupPaths) -> Box<dyn CgroupManager> {
-    if paths.v1.is_empty() {
+    if let Some(unit) = paths.systemd.clone() {
+        Box::new(crate::systemd::SystemdManager::open(paths, unit))
+    } else if paths.v1.is_empty() {
         Box::new(v2::V2Manager::new(paths))
     } else {
         Box::new(v1::V1Manager::new(paths))
@@ -101,7 +103,10 @@ pub fn create_and_apply(
             });
         }
     }
-    let mgr = open(paths);
+    let mgr: Box<dyn CgroupManager> = match paths.systemd.clone() {
+        Some(unit) => Box::new(crate::systemd::SystemdManager::new_pending(paths, unit)),
+        None => open(paths),
+    };
     let res = mgr.create().and_then(|()| match cfg.resources {
         Some(r) => mgr.set(r),
         None => Ok(()),

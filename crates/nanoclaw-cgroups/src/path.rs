@@ -45,7 +45,7 @@ impl CgroupsPath {
             return Err(bad("contains a NUL byte"));
         }
         if raw.contains(':') && !raw.starts_with('/') {
-            return Err(bad("systemd-style \"slice:prefix:name\" paths need --systemd-cgroup, which nanoclaw does not support"));
+            return Err(bad("systemd-style \"slice:prefix:name\" paths need the systemd cgroup driver (--systemd-cgroup)"));
         }
         let mut components = Vec::new();
         for c in Path::new(raw).components() {
@@ -103,6 +103,9 @@ pub struct CgroupPaths {
     /// The cgroup2 directory (pure v2, or the unified part of a hybrid host).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unified: Option<HierarchyDir>,
+    /// Under the systemd driver: the transient unit that owns `unified`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub systemd: Option<crate::systemd::UnitSpec>,
 }
 
 impl CgroupPaths {
@@ -154,7 +157,7 @@ impl CgroupPaths {
 }
 
 /// Maps a cgroup path inside a hierarchy to a directory below that hierarchy's mount.
-fn dir_for(mountpoint: &Path, mount_root: &str, cgroup: &str) -> Result<PathBuf> {
+pub(crate) fn dir_for(mountpoint: &Path, mount_root: &str, cgroup: &str) -> Result<PathBuf> {
     let rel = Path::new(cgroup)
         .strip_prefix(mount_root)
         .map_err(|_| CgroupError::BadPath {

@@ -659,6 +659,7 @@ mod tests {
                 mountpoint: d.to_path_buf(),
                 dir: d.to_path_buf(),
             }),
+            systemd: None,
         });
         m.set(&r).unwrap();
         let rd = |f: &str| std::fs::read_to_string(d.join(f)).unwrap();

@@ -244,6 +244,7 @@ fn v2_bpf_device_filter_denies_open() {
             mountpoint: u.mountpoint.clone(),
             dir: u.mountpoint.join(name("bpf")),
         }),
+        systemd: None,
     };
     // Created by hand: V2Manager::create delegates every controller (right on a pure v2 host),
     // which on this hybrid host would enable hugetlb on cgroup2 for nothing.

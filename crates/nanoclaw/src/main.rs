@@ -28,7 +28,8 @@ struct Cli {
     /// with `spec --rootless`.
     #[arg(long, value_name = "true|false|auto")]
     rootless: Option<String>,
-    /// The systemd cgroup driver: not supported (a clear error).
+    /// The systemd cgroup driver: the container's cgroup is a transient systemd unit
+    /// (linux.cgroupsPath "slice:prefix:name"); rootless through the user's systemd.
     #[arg(long = "systemd-cgroup", global = true)]
     systemd_cgroup: bool,
     #[command(subcommand)]
@@ -210,7 +211,7 @@ fn main() {
         std::process::exit(1);
     }
     if cli.systemd_cgroup {
-        fail(&log_cfg, "--systemd-cgroup: the systemd cgroup driver is not supported by nanoclaw (it manages cgroupfs directly); drop the flag");
+        nanoclaw::container::cgroup::use_systemd_driver();
     }
     if let Some(r) = cli.rootless.as_deref() {
         if !matches!(r, "true" | "false" | "auto") {

@@ -10,10 +10,16 @@
 //! - `delete` (and every failed `create`) calls [`remove`]: kill whatever is left, then remove
 //!   the directories.
 //!
+//! The driver is cgroupfs, or systemd with `--systemd-cgroup` ([`use_systemd_driver`]): then
+//! cgroupsPath is `slice:prefix:name` and the cgroup is a transient unit of PID 1 (or of the
+//! user's systemd when rootless); nanoclaw-cgroups' `systemd` module does the D-Bus part behind
+//! the same `CgroupManager`, so every other command uses it unchanged.
+//!
 //! Device rules follow runc: the spec's rules, then allow rules for the default devices every
 //! container gets, then one for each `linux.devices` node.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use nanoclaw_cgroups::{CgroupConfig, CgroupError, CgroupManager, CgroupPaths, Layout};
 use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType, LinuxResources, Spec};
@@ -34,13 +40,66 @@ pub enum CgroupStepError {
     Corrupt { path: PathBuf, msg: String },
 }
 
+static SYSTEMD_DRIVER: AtomicBool = AtomicBool::new(false);
+
+/// Selects the systemd cgroup driver for this process (`--systemd-cgroup`).
+pub fn use_systemd_driver() {
+    SYSTEMD_DRIVER.store(true, Ordering::Relaxed);
+}
+
+/// Selects the driver an existing container was created with (its `cgroup.json`): engines
+/// pass `--systemd-cgroup` to `create` but not always to `exec` (podman's exec does not), and
+/// the config snapshot exec re-validates carries that driver's `slice:prefix:name` path.
+pub fn use_recorded_driver(state_dir: &Path) {
+    let recorded = std::fs::read(record_path(state_dir))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<CgroupPaths>(&b).ok())
+        .is_some_and(|p| p.systemd.is_some());
+    if recorded {
+        use_systemd_driver();
+    }
+}
+
+fn systemd_instance() -> Option<nanoclaw_cgroups::systemd::Instance> {
+    use nanoclaw_cgroups::systemd::Instance;
+    SYSTEMD_DRIVER.load(Ordering::Relaxed).then(|| {
+        if crate::rootless::is_rootless() {
+            Instance::User
+        } else {
+            Instance::System
+        }
+    })
+}
+
+fn path_str(p: &Path) -> Result<&str, (String, String)> {
+    p.to_str().ok_or_else(|| {
+        (
+            "linux.cgroupsPath".to_string(),
+            "not valid UTF-8".to_string(),
+        )
+    })
+}
+
 /// Validates `linux.cgroupsPath` and `linux.resources` against this host; on error returns the
 /// field (as `linux.…`) and the reason, for the spec validator's own error type.
 pub fn validate(spec: &Spec) -> Result<(), (String, String)> {
     let Some(linux) = spec.linux() else {
         return Ok(());
     };
-    if let Some(p) = linux.cgroups_path() {
+    if let Some(instance) = systemd_instance() {
+        let given = linux.cgroups_path().as_deref().map(path_str).transpose()?;
+        nanoclaw_cgroups::systemd::UnitSpec::parse(given, "id", instance).map_err(|e| {
+            let msg = match e {
+                CgroupError::BadPath { reason, .. } => reason,
+                other => other.to_string(),
+            };
+            ("linux.cgroupsPath".to_string(), msg)
+        })?;
+        if let Some(a) = spec.annotations() {
+            nanoclaw_cgroups::systemd::props::from_annotations(a)
+                .map_err(|(key, reason)| (format!("annotations[{key:?}]"), reason))?;
+        }
+    } else if let Some(p) = linux.cgroups_path() {
         nanoclaw_cgroups::CgroupsPath::parse(Some(p), "id").map_err(|e| {
             let msg = match e {
                 CgroupError::BadPath { reason, .. } => reason,
@@ -154,7 +213,20 @@ pub fn create(
         resources: Some(&resources),
         rootless,
     };
-    let paths = nanoclaw_cgroups::resolve(&layout, &cfg)?;
+    let paths = match systemd_instance() {
+        Some(instance) => {
+            let given = given.map(|p| p.to_string_lossy());
+            let annotations = spec.annotations().clone().unwrap_or_default();
+            nanoclaw_cgroups::systemd::resolve(
+                &layout,
+                given.as_deref(),
+                id,
+                instance,
+                &annotations,
+            )?
+        }
+        None => nanoclaw_cgroups::resolve(&layout, &cfg)?,
+    };
     save(state_dir, &paths)?;
     let mgr = nanoclaw_cgroups::create_and_apply(&layout, paths, &cfg)?;
     if mgr.paths().is_empty() {

@@ -523,6 +523,7 @@ pub fn exec(root: &Path, id: &str, req: &ExecRequest) -> Result<ExecOutcome, Exe
         })?;
         let spec =
             crate::spec::parse(&config, &bytes).map_err(|e| ExecError::Plan(e.to_string()))?;
+        crate::container::cgroup::use_recorded_driver(dir.path());
         let process = build_process(req, spec.process().as_ref())?;
         let terminal = process.terminal().unwrap_or(false);
         let size = process.console_size().map(|b| {

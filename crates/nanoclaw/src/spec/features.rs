@@ -158,9 +158,9 @@ pub fn features() -> Features {
     let mut cgroup = Cgroup::default();
     cgroup.set_v1(Some(true));
     cgroup.set_v2(Some(true));
-    // --systemd-cgroup is refused with an error: no systemd driver.
-    cgroup.set_systemd(Some(false));
-    cgroup.set_systemd_user(Some(false));
+    // --systemd-cgroup: transient units of PID 1, or of the user's instance when rootless.
+    cgroup.set_systemd(Some(true));
+    cgroup.set_systemd_user(Some(true));
     linux.set_cgroup(Some(cgroup));
 
     let mut seccomp = Seccomp::default();
@@ -265,7 +265,7 @@ mod tests {
             ns.contains(&"user") && ns.contains(&"cgroup") && ns.contains(&"mount"),
             "{ns:?}"
         );
-        assert_eq!(v["linux"]["cgroup"]["systemd"], false);
+        assert_eq!(v["linux"]["cgroup"]["systemd"], true);
         assert!(v["linux"]["seccomp"]["actions"]
             .as_array()
             .unwrap()
