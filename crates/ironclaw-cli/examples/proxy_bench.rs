@@ -11,6 +11,7 @@
 //! - p50/p99 of small requests at 1 client, and requests/s at 16 clients, each client on
 //!   its own keep-alive connection (the proxy reuses upstream TLS connections);
 //! - streamed throughput of one `GET /big/N`.
+//!
 //! Every answer is checked (status, body length); the upstream checks the key.
 //!
 //! Usage: proxy_bench IRONCLAW_BINARY [SECONDS=5] [MIB=16]
@@ -182,7 +183,7 @@ fn response<R: BufRead>(r: &mut R) -> Bench<(String, usize)> {
 enum Conn {
     /// To the proxy, with the path prefix that picks the route (`/HOST:PORT`).
     Plain(BufReader<TcpStream>, String),
-    Tls(BufReader<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+    Tls(Box<BufReader<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>>),
 }
 
 impl Conn {
@@ -201,10 +202,10 @@ impl Conn {
         s.set_nodelay(true)?;
         s.set_read_timeout(Some(Duration::from_secs(30)))?;
         let c = rustls::ClientConnection::new(cfg.clone(), "127.0.0.1".try_into()?)?;
-        Ok(Conn::Tls(BufReader::with_capacity(
+        Ok(Conn::Tls(Box::new(BufReader::with_capacity(
             64 << 10,
             rustls::StreamOwned::new(c, s),
-        )))
+        ))))
     }
 
     /// Sends a request (the direct client adds the key itself) and reads the answer.
@@ -380,7 +381,12 @@ fn main() -> Bench<()> {
             "--upstream-ca",
         ])
         .arg(&ca)
-        .args(["--upstream", &format!("http://{plain_up}"), "--secret", "default/key/llm"])
+        .args([
+            "--upstream",
+            &format!("http://{plain_up}"),
+            "--secret",
+            "default/key/llm",
+        ])
         .args(["--inject", "Authorization: Bearer {secret}"])
         .args(["--broker", &server.url(), "--broker-cert"])
         .arg(state.join("tls.crt"))
