@@ -9,7 +9,8 @@
 # (`ironclaw serve --stats`), and the idle service's RSS (host process, which includes the
 # touched guest RAM).
 # Usage: bench/ironclaw-serve.sh [SECONDS=5]
-# Needs /dev/kvm. Builds in release mode.
+# Needs /dev/kvm. Builds in release mode. IRONCLAW=path runs another `ironclaw` binary (an
+# older build, to compare two shims in one sitting).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-5}
@@ -36,7 +37,7 @@ wait_addr() { # FILE -> prints IP:PORT once "listening on tcp:IP:PORT" appears
 echo "# $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 SIGN_KEY=bench-key "$NATIVE" 127.0.0.1:0 2>"$LOG/native" &
 NATIVE_PID=$!
-"$TARGET/release/ironclaw" serve --stats --listen tcp:127.0.0.1:0 --env SIGN_KEY=bench-key \
+"${IRONCLAW:-$TARGET/release/ironclaw}" serve --stats --listen tcp:127.0.0.1:0 --env SIGN_KEY=bench-key \
   "$WASM" 2>"$LOG/enclave" &
 ENCLAVE_PID=$!
 NA=$(wait_addr "$LOG/native")

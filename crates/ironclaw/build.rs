@@ -1,6 +1,6 @@
 //! Builds the guest side so that a plain `cargo build` of this crate just works:
 //!
-//! 1. the shim (`crates/ironclaw-shim`, `x86_64-unknown-none`), with a nested
+//! 1. the shim (`crates/ironclaw-shim`, freestanding `x86_64-unknown-linux-gnu`), with a nested
 //!    `cargo build --release --locked` in its own target directory, then flattened from ELF
 //!    to the exact bytes the host loads at `SHIM_BASE` (`OUT_DIR/shim.bin`) — those bytes are
 //!    what the launch measurement covers;
@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 #[path = "build/guest_build.rs"]
 mod guest_build;
 
-use guest_build::{flatten_shim, nested_build, BoxError, SHIM_FLAGS};
+use guest_build::{flatten_shim, nested_build, BoxError, SHIM_FLAGS, SHIM_TARGET};
 
 fn main() -> Result<(), BoxError> {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
@@ -54,11 +54,12 @@ fn main() -> Result<(), BoxError> {
     let shim_elf = nested_build(
         &root,
         &root.join("crates/ironclaw-shim/Cargo.toml"),
-        "x86_64-unknown-none",
+        SHIM_TARGET,
         &guest_target.join("shim"),
         SHIM_FLAGS,
     )?
-    .join("x86_64-unknown-none/release/ironclaw-shim");
+    .join(SHIM_TARGET)
+    .join("release/ironclaw-shim");
     let (image, entry) = flatten_shim(&shim_elf)?;
     std::fs::write(out_dir.join("shim.bin"), &image)?;
     let digest: [u8; 48] = {

@@ -1672,3 +1672,118 @@ fn podman_compose_services_use_the_proxy_with_nanoclaw() {
         "podman_compose_services_use_the_proxy_with_nanoclaw",
     );
 }
+
+/// Home-lab wiring with podman: a container started by podman (runtime: nanoclaw, the
+/// workspace's OCI runtime) in its own network namespace, `--network ns:` to a namespace
+/// whose veth peer is the host address the proxy listens on, calls the proxy with a dummy
+/// key. The upstream sees the real key; the container's output and environment do not.
+#[test]
+fn a_podman_container_uses_the_proxy_and_never_holds_the_key() {
+    const TEST: &str = "a_podman_container_uses_the_proxy_and_never_holds_the_key";
+    if !claw_testsupport::require_kvm(TEST)
+        || !claw_testsupport::require_root(TEST)
+        || !claw_testsupport::require_tool(TEST, "podman")
+    {
+        return;
+    }
+    let nanoclaw = std::path::Path::new(env!("CARGO_BIN_EXE_ironclaw")).with_file_name("nanoclaw");
+    assert!(
+        nanoclaw.is_file(),
+        "{} is missing: cargo build -p nanoclaw",
+        nanoclaw.display()
+    );
+    // A tag (interface names, subnet) apart from the nanoclaw test's, which may run at the same time.
+    let ns = NetNs::create(std::process::id() % 1000 + 1100);
+    let up = Upstream::start();
+    let broker = BrokerSetup::start();
+    let upstream = format!("http://{}", up.addr);
+    let listen = format!("tcp:{}:0", ns.host_ip);
+    let mut args: Vec<String> = broker.args();
+    args.extend(
+        [
+            "--listen",
+            &listen,
+            "--upstream",
+            &upstream,
+            "--secret",
+            "default/key/llm",
+            "--inject",
+            "Authorization: Bearer {secret}",
+        ]
+        .map(String::from),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let proxy = Proxy::start(&args);
+    broker.allow(&proxy.measurement);
+    let prefix = format!("ironclaw: listening on tcp:{}:", ns.host_ip);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let veth_addr = loop {
+        let log = proxy.stderr.lock().unwrap().clone();
+        if let Some(l) = log.lines().find(|l| l.starts_with(&prefix)) {
+            break l["ironclaw: listening on tcp:".len()..].to_string();
+        }
+        assert!(Instant::now() < deadline, "no veth listener: {log}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+
+    let rootfs = claw_testsupport::BusyboxRootfs::new().unwrap();
+    let c = claw_testsupport::engines::PodmanContainer::new(&nanoclaw, "claw-proxyclient");
+    let script = format!(
+        "wget -O - --header 'Authorization: Bearer container-fake' \
+         --post-data '{{\"model\":\"gpt-4o\"}}' http://{veth_addr}/v1/chat/completions 2>&1; \
+         echo; env; ip addr 2>/dev/null || cat /proc/net/dev"
+    );
+    let out = claw_testsupport::engines::run(
+        claw_testsupport::engines::podman(&nanoclaw)
+            .args(["run", "--rm", "--name", &c.name])
+            .args(claw_testsupport::engines::PODMAN_ULIMITS)
+            .arg(format!("--network=ns:/run/netns/{}", ns.name))
+            .args(["--env", "OPENAI_API_KEY=container-fake"])
+            .arg("--rootfs")
+            .arg(rootfs.path())
+            .args(["sh", "-c", &script]),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stdout: {stdout}\nstderr: {}\nproxy: {}",
+        String::from_utf8_lossy(&out.stderr),
+        proxy.stderr.lock().unwrap()
+    );
+    assert!(
+        stdout.contains("Hello!"),
+        "{stdout}\nproxy: {}",
+        proxy.stderr.lock().unwrap()
+    );
+    // The container ran in the namespace it was given: its only interface besides lo is the
+    // veth peer (not podman's bridge, not the host's interfaces).
+    assert!(
+        stdout.contains(&format!("clpx{}c", std::process::id() % 1000 + 1100)),
+        "{stdout}"
+    );
+    assert!(stdout.contains("OPENAI_API_KEY=container-fake"), "{stdout}");
+    assert!(!stdout.contains(KEY), "the container saw the key");
+    let log = up.log.lock().unwrap();
+    let (head, _) = log.last().expect("the upstream got the request");
+    assert_eq!(
+        header(head, "authorization").as_deref(),
+        Some(format!("Bearer {KEY}").as_str())
+    );
+    // Nothing in the container's files holds the key either.
+    let mut stack = vec![rootfs.path().to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let ty = e.file_type().unwrap();
+            if ty.is_dir() {
+                stack.push(e.path());
+            } else if ty.is_file() {
+                let bytes = std::fs::read(e.path()).unwrap_or_default();
+                assert!(
+                    !contains(&bytes, KEY),
+                    "{} holds the key",
+                    e.path().display()
+                );
+            }
+        }
+    }
+}

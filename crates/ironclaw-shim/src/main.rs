@@ -7,8 +7,9 @@
 //! the heap range to the allocator, copies its inputs in, runs the module and reports how
 //! it ended with one EXIT hypercall (which also carries the last output).
 //!
-//! No SSE anywhere (the target is soft-float); the CR4 the host sets makes an SSE
-//! instruction a #UD the host reports.
+//! Everything here runs at CPL3, natively even under a software KVM backend, with SSE
+//! enabled by the host (the hardware-float ABI lets wasmi's tail-call dispatcher keep every
+//! handler argument in a register); the CPL0 code is the host's SSE-free fault stubs.
 #![no_std]
 #![no_main]
 
@@ -19,6 +20,7 @@ mod cpu;
 mod heap;
 mod hostcall;
 mod ironclaw_calls;
+mod mem;
 mod runner;
 mod sock;
 mod wasi;

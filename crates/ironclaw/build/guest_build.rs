@@ -7,12 +7,29 @@ use std::process::Command;
 
 pub(crate) type BoxError = Box<dyn std::error::Error>;
 
-/// Flags every nested build gets besides the remapping (the shim adds static relocation).
+/// The shim's build target. Not `x86_64-unknown-none`: that target's soft-float ABI passes
+/// floats in integer registers, so the handlers of wasmi's tail-call dispatcher (nine
+/// arguments, three of them floats) spill arguments to the stack, LLVM cannot turn their
+/// calls into jumps, and the stack grows with every executed Wasm instruction; the shim
+/// then needed wasmi's slower loop dispatcher. The Linux target has the SSE2 ABI (floats in
+/// XMM registers: every handler argument in a register, the dispatch is a jump). The shim
+/// uses nothing of Linux: it is `no_std`, linked without start files or libc at a fixed
+/// address (link.ld), and brings its own memory functions (crates/ironclaw-shim/src/mem.rs).
+/// It all runs at CPL3, where the host enables SSE (CR4.OSFXSR); the CPL0 fault stubs are
+/// the host's own SSE-free bytes (crates/ironclaw/src/vmm/layout.rs).
+pub(crate) const SHIM_TARGET: &str = "x86_64-unknown-linux-gnu";
+
+/// Flags the shim's nested build gets besides the remapping.
 pub(crate) const SHIM_FLAGS: &[&str] = &[
     "-Crelocation-model=static",
-    // ironclaw-enclave's RustCrypto dependencies (AES-GCM, SHA-2) pick SIMD backends on
-    // x86_64 that the soft-float x86_64-unknown-none target cannot lower: use their
-    // portable backends.
+    // A freestanding executable: no C start files, no libc, nothing dynamic.
+    "-Clink-arg=-nostartfiles",
+    "-Clink-arg=-nostdlib",
+    "-Clink-arg=-static",
+    // Selects the shim-only dependency settings (crates/ironclaw-enclave/Cargo.toml).
+    "--cfg=ironclaw_shim",
+    // ironclaw-enclave's RustCrypto dependencies (AES-GCM, SHA-2) would pick SIMD or AES-NI
+    // backends by CPUID, which exits to the host: keep their portable backends.
     "--cfg=aes_backend=\"soft\"",
     "--cfg=polyval_backend=\"soft\"",
     "--cfg=sha2_backend=\"soft\"",

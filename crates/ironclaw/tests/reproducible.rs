@@ -43,14 +43,17 @@ fn a_second_build_from_another_directory_gives_the_same_shim_bytes() {
     let target = guest_build::nested_build(
         tmp.path(),
         &manifest,
-        "x86_64-unknown-none",
+        guest_build::SHIM_TARGET,
         &tmp.path().join("target"),
         guest_build::SHIM_FLAGS,
     )
     .expect("second shim build");
-    let (image, entry) =
-        guest_build::flatten_shim(&target.join("x86_64-unknown-none/release/ironclaw-shim"))
-            .unwrap();
+    let (image, entry) = guest_build::flatten_shim(
+        &target
+            .join(guest_build::SHIM_TARGET)
+            .join("release/ironclaw-shim"),
+    )
+    .unwrap();
     assert_eq!(entry, ironclaw::shim::SHIM_ENTRY);
     assert_eq!(image.len(), ironclaw::shim::SHIM_IMAGE.len());
     assert!(

@@ -259,14 +259,19 @@ impl Vm {
         const CR0_NE: u64 = 1 << 5;
         const CR0_WP: u64 = 1 << 16;
         const CR0_PG: u64 = 1 << 31;
+        const CR0_MP: u64 = 1 << 1;
         const CR4_PAE: u64 = 1 << 5;
+        const CR4_OSFXSR: u64 = 1 << 9;
+        const CR4_OSXMMEXCPT: u64 = 1 << 10;
         const EFER_LME: u64 = 1 << 8;
         const EFER_LMA: u64 = 1 << 10;
         const EFER_NXE: u64 = 1 << 11;
-        sregs.cr0 = CR0_PE | CR0_ET | CR0_NE | CR0_WP | CR0_PG;
-        // No OSFXSR: the shim is soft-float, and an SSE instruction anywhere is a #UD the
-        // host reports rather than silently-enabled state.
-        sregs.cr4 = CR4_PAE;
+        sregs.cr0 = CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_PG;
+        // SSE on (OSFXSR; SIMD float exceptions as #XM, which the fault stubs report): the
+        // shim is built with the SSE2 float ABI and runs at CPL3, natively. The only CPL0
+        // code, the fault stubs, has no SSE instruction (emulated CPL0 under PVM cannot
+        // execute them). No XSAVE/AVX: the shim's target baseline is SSE2.
+        sregs.cr4 = CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT;
         sregs.cr3 = l::PML4_ADDR;
         sregs.efer = EFER_LME | EFER_LMA | EFER_NXE;
         self.vcpu
