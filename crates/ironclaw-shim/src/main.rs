@@ -20,6 +20,8 @@ mod cpu;
 mod heap;
 mod hostcall;
 mod ironclaw_calls;
+// The C memory functions are linker-visible symbols (`#[no_mangle]`), not a Rust API.
+#[allow(unreachable_pub)]
 mod mem;
 mod runner;
 mod sock;
