@@ -146,10 +146,17 @@ fn thread_count() -> usize {
         .unwrap_or(1)
 }
 
-/// `create`: everything up to the init waiting on the exec fifo.
-pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
+/// A bundle checked against the options, before anything exists on the host.
+struct Checked {
+    plan: spec::Plan,
+    /// config.json as read: the snapshot `exec` plans from.
+    config_bytes: Vec<u8>,
+    setgroups_denied: bool,
+}
+
+/// Everything `create` checks before it touches the host.
+fn check(opts: &CreateOptions) -> Result<Checked, ContainerError> {
     let euid = nix::unistd::geteuid().as_raw();
-    // Validate before touching anything on the host.
     state::validate_id(&opts.id)?;
     let (plan, config_bytes) = spec::load_with_source(&opts.bundle, euid)?;
     let setgroups_denied = namespaces::setgroups_denied(&plan);
@@ -163,7 +170,24 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
     if threads > 1 {
         return Err(ContainerError::MultiThreaded(threads));
     }
+    Ok(Checked {
+        plan,
+        config_bytes,
+        setgroups_denied,
+    })
+}
 
+/// `create`: everything up to the init waiting on the exec fifo.
+pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
+    create_checked(opts, check(opts)?)
+}
+
+fn create_checked(opts: &CreateOptions, checked: Checked) -> Result<Created, ContainerError> {
+    let Checked {
+        plan,
+        config_bytes,
+        setgroups_denied,
+    } = checked;
     // The terminal needs somewhere to go before anything is created (runc's rules).
     match (plan.process.terminal, &opts.console_socket) {
         (true, None) => return Err(ContainerError::TerminalNeedsSocket),
@@ -625,41 +649,40 @@ pub fn run(opts: &CreateOptions) -> Result<i32, ContainerError> {
 fn run_blocked(opts: &CreateOptions, set: &SigSet) -> Result<i32, ContainerError> {
     // A terminal without --console-socket: like runc in the foreground, receive the pty master
     // ourselves (on a socket in a private temporary directory) and relay it to our stdio.
-    let (created, relay) = match create(opts) {
-        Err(ContainerError::TerminalNeedsSocket) => {
-            let dir = tempfile_dir()?;
-            let path = dir.join("console.sock");
-            let listener = std::os::unix::net::UnixListener::bind(&path).map_err(|source| {
-                ContainerError::Io {
-                    what: format!("console socket {}", path.display()),
-                    source,
-                }
+    let checked = check(opts)?;
+    let (created, relay) = if checked.plan.process.terminal && opts.console_socket.is_none() {
+        let dir = tempfile_dir()?;
+        let path = dir.join("console.sock");
+        let listener =
+            std::os::unix::net::UnixListener::bind(&path).map_err(|source| ContainerError::Io {
+                what: format!("console socket {}", path.display()),
+                source,
             })?;
-            let mut with_socket = opts.clone();
-            with_socket.console_socket = Some(path.clone());
-            let created = create(&with_socket);
-            let _ = std::fs::remove_file(&path);
-            let _ = std::fs::remove_dir(&dir);
-            let created = created?;
-            let relay = listener
-                .accept()
-                .map_err(|source| ContainerError::Io {
-                    what: "console socket accept".into(),
-                    source,
-                })
-                .and_then(|(conn, _)| Ok(crate::process::console::receive_master(&conn)?))
-                .and_then(|master| Ok(crate::process::console::Relay::start(master)?));
-            match relay {
-                Ok(r) => (created, Some(r)),
-                Err(e) => {
-                    kill_and_reap(created.pid, created.state.init_start_time);
-                    let _ = crate::container::cgroup::remove(created.state_dir.path());
-                    let _ = created.state_dir.remove();
-                    return Err(e);
-                }
+        let mut with_socket = opts.clone();
+        with_socket.console_socket = Some(path.clone());
+        let created = create_checked(&with_socket, checked);
+        let _ = std::fs::remove_file(&path);
+        let _ = std::fs::remove_dir(&dir);
+        let created = created?;
+        let relay = listener
+            .accept()
+            .map_err(|source| ContainerError::Io {
+                what: "console socket accept".into(),
+                source,
+            })
+            .and_then(|(conn, _)| Ok(crate::process::console::receive_master(&conn)?))
+            .and_then(|master| Ok(crate::process::console::Relay::start(master)?));
+        match relay {
+            Ok(r) => (created, Some(r)),
+            Err(e) => {
+                kill_and_reap(created.pid, created.state.init_start_time);
+                let _ = crate::container::cgroup::remove(created.state_dir.path());
+                let _ = created.state_dir.remove();
+                return Err(e);
             }
         }
-        other => (other?, None),
+    } else {
+        (create_checked(opts, checked)?, None)
     };
     let pid = created.pid;
     if let Err(e) = start_locked(&created.state_dir) {
