@@ -21,7 +21,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::sched::CloneFlags;
-use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::signal::{kill, Signal};
 use nix::sys::stat::Mode;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
@@ -30,6 +30,7 @@ use crate::container::state::{State, StateDir, StateError, Status};
 use crate::process::channel::{self, Msg, SyncError};
 use crate::process::init::{self, InitContext};
 use crate::process::namespaces::{self, NamespaceError};
+use crate::process::signal::Forwarder;
 use crate::spec::{self, SpecError};
 
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +72,8 @@ pub enum ContainerError {
     Hook(#[from] crate::container::hooks::HookError),
     #[error(transparent)]
     Rootfs(#[from] crate::rootfs::RootfsError),
+    #[error(transparent)]
+    PidFile(#[from] state::PidFileError),
     #[error("process.user.additionalGids: a rootless runtime with a single-id gid mapping cannot set supplementary groups (map more gids through /etc/subgid)")]
     RootlessGroups,
 }
@@ -380,7 +383,7 @@ fn create_checked(opts: &CreateOptions, checked: Checked) -> Result<Created, Con
     state_dir.save(&state)?;
     crate::testpoint::hit("create:saved");
     if let Some(pf) = &opts.pid_file {
-        write_pid_file(pf, pid)?;
+        state::write_pid_file(pf, pid.as_raw())?;
     }
     unwind.pid = None;
     unwind.cgroup = None; // the container keeps its cgroup; `delete` removes it
@@ -393,13 +396,6 @@ fn create_checked(opts: &CreateOptions, checked: Checked) -> Result<Created, Con
         state_dir,
         state,
         stdio_relay,
-    })
-}
-
-fn write_pid_file(path: &Path, pid: Pid) -> Result<(), ContainerError> {
-    state::write_pid_file(path, pid.as_raw()).map_err(|source| ContainerError::Io {
-        what: format!("--pid-file {}", path.display()),
-        source,
     })
 }
 
@@ -594,26 +590,6 @@ fn kill_and_reap(pid: Pid, start_time: u64) {
     }
 }
 
-/// Signals `run` forwards to the container's init (as runc does).
-const FORWARDED: &[Signal] = &[
-    Signal::SIGHUP,
-    Signal::SIGINT,
-    Signal::SIGQUIT,
-    Signal::SIGTERM,
-    Signal::SIGUSR1,
-    Signal::SIGUSR2,
-    Signal::SIGWINCH,
-];
-
-/// Exit code convention of runc/shells: the status, or 128+N when killed by signal N.
-pub fn exit_code(status: WaitStatus) -> Option<i32> {
-    match status {
-        WaitStatus::Exited(_, c) => Some(c),
-        WaitStatus::Signaled(_, s, _) => Some(128 + s as i32),
-        _ => None,
-    }
-}
-
 /// `run --detach`: create + start, then leave the container running (its init is reparented
 /// to the caller's subreaper or to init when we exit).
 pub fn run_detached(opts: &CreateOptions) -> Result<(), ContainerError> {
@@ -629,24 +605,15 @@ pub fn run_detached(opts: &CreateOptions) -> Result<(), ContainerError> {
 pub fn run(opts: &CreateOptions) -> Result<i32, ContainerError> {
     // Block the forwarded signals and SIGCHLD before the init exists, so none is lost; the
     // init unblocks them before execve.
-    let mut set = SigSet::empty();
-    for s in FORWARDED {
-        set.add(*s);
-    }
-    set.add(Signal::SIGCHLD);
-    let old = set
-        .thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK)
-        .map_err(sys("sigprocmask"))?;
+    let forwarder = Forwarder::block().map_err(sys("sigprocmask"))?;
     let foreground = CreateOptions {
         relay_stdio: true,
         ..opts.clone()
     };
-    let result = run_blocked(&foreground, &set);
-    let _ = old.thread_set_mask();
-    result
+    run_blocked(&foreground, &forwarder)
 }
 
-fn run_blocked(opts: &CreateOptions, set: &SigSet) -> Result<i32, ContainerError> {
+fn run_blocked(opts: &CreateOptions, forwarder: &Forwarder) -> Result<i32, ContainerError> {
     // A terminal without --console-socket: like runc in the foreground, receive the pty master
     // ourselves (on a socket in a private temporary directory) and relay it to our stdio.
     let checked = check(opts)?;
@@ -707,7 +674,7 @@ fn run_blocked(opts: &CreateOptions, set: &SigSet) -> Result<i32, ContainerError
     };
     // Release the lock while the workload runs, so other commands (state, kill) can act.
     drop(created.state_dir);
-    let code = wait_forwarding(pid, set);
+    let code = forwarder.wait(pid).unwrap_or(255);
     if let Some(r) = stdio_relay {
         r.finish();
     }
@@ -743,25 +710,3 @@ fn tempfile_dir() -> Result<PathBuf, ContainerError> {
     })
 }
 
-fn wait_forwarding(pid: Pid, set: &SigSet) -> i32 {
-    loop {
-        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) => {}
-            Ok(st) => {
-                if let Some(code) = exit_code(st) {
-                    return code;
-                }
-                continue;
-            }
-            Err(nix::Error::EINTR) => continue,
-            Err(_) => return 255,
-        }
-        match set.wait() {
-            Ok(Signal::SIGCHLD) => {}
-            Ok(sig) => {
-                let _ = kill(pid, sig);
-            }
-            Err(_) => {}
-        }
-    }
-}

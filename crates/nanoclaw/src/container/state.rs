@@ -318,7 +318,22 @@ impl StateDir {
 /// created `O_EXCL | O_NOFOLLOW` relative to the directory's fd, then renamed over the target.
 /// The directory may belong to someone else (a user-owned path given to a root runtime): a
 /// symlink or file planted under the temp name is never followed or truncated.
-pub fn write_pid_file(path: &Path, pid: i32) -> std::io::Result<()> {
+pub fn write_pid_file(path: &Path, pid: i32) -> Result<(), PidFileError> {
+    write_pid_file_at(path, pid).map_err(|source| PidFileError {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// `--pid-file` could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("--pid-file {path:?}: {source}")]
+pub struct PidFileError {
+    path: PathBuf,
+    source: std::io::Error,
+}
+
+fn write_pid_file_at(path: &Path, pid: i32) -> std::io::Result<()> {
     use nix::fcntl::OFlag;
     use nix::sys::stat::Mode;
     let abs = std::path::absolute(path)?;
@@ -408,6 +423,14 @@ mod tests {
 
     /// A directory someone else controls: symlinks planted under the target name and under
     /// the temp names this process would try first must not be followed.
+    #[test]
+    fn pid_file_is_bare_decimal() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("x.pid");
+        write_pid_file(&f, 4242).unwrap();
+        assert_eq!(std::fs::read_to_string(&f).unwrap(), "4242");
+    }
+
     #[test]
     fn pid_file_never_follows_planted_symlinks() {
         let dir = tempfile::tempdir().unwrap();

@@ -22,7 +22,6 @@ use std::ffi::CStr;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
-use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use nix::sys::stat::Mode;
 use oci_spec::runtime::Spec;
 
@@ -133,7 +132,7 @@ impl ProcessFinish<'_> {
         let argv = process::c_strings("process.args", &plan.args).map_err(|e| E::from(e.into()))?;
         let envp = process::c_strings("process.env", &plan.env).map_err(|e| E::from(e.into()))?;
         process::set_umask(plan, self.default_umask);
-        reset_signals()?;
+        crate::process::signal::reset_for_workload().map_err(sys("sigprocmask"))?;
         close_on_exec_from(3u32.saturating_add(self.preserve_fds))?;
         barrier()?;
         crate::security::apply_apparmor(self.spec).map_err(|e| E::from(e.into()))?;
@@ -218,23 +217,6 @@ fn enter_cwd(plan: &ProcessPlan) -> Result<(), FinishError> {
         }
         .into()),
     }
-}
-
-/// Default dispositions and an empty signal mask for the workload. Rust's runtime ignores
-/// SIGPIPE and `run` blocks the signals it forwards; ignored and blocked signals would
-/// otherwise survive execve.
-fn reset_signals() -> Result<(), FinishError> {
-    let dfl = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
-    for sig in Signal::iterator() {
-        if sig == Signal::SIGKILL || sig == Signal::SIGSTOP {
-            continue;
-        }
-        // SAFETY: installing SIG_DFL has no handler code to be unsafe about.
-        let _ = unsafe { sigaction(sig, &dfl) };
-    }
-    SigSet::empty()
-        .thread_set_mask()
-        .map_err(sys("sigprocmask"))
 }
 
 /// Every fd from `first` up becomes close-on-exec: nothing of the runtime (state dir lock,
