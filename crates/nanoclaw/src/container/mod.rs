@@ -26,6 +26,7 @@ use nix::sys::stat::Mode;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
+use crate::container::hooks::HookState;
 use crate::container::state::{State, StateDir, StateError, Status};
 use crate::process::channel::{self, Msg, SyncError};
 use crate::process::init::{self, InitContext};
@@ -298,16 +299,7 @@ fn create_checked(opts: &CreateOptions, checked: Checked) -> Result<Created, Con
         Err(e) => return Err(e.into()),
     }
     // The hooks' state: the init's pid, status "creating".
-    let hook_json = || {
-        crate::container::hooks::state_json(
-            plan.spec.version(),
-            &opts.id,
-            "creating",
-            Some(pid.as_raw()),
-            &plan.bundle,
-            plan.spec.annotations().as_ref(),
-        )
-    };
+    let hook_state = HookState::of_plan(&plan, &opts.id, Some(pid.as_raw()));
     let mut hooks_ran = false;
     let before_pivot =
         crate::container::hooks::HookKind::runtime_hooks_before_pivot(plan.spec.hooks().as_ref());
@@ -316,7 +308,7 @@ fn create_checked(opts: &CreateOptions, checked: Checked) -> Result<Created, Con
     // mounts and pivot_root (sync.rs step 3). A failure fails `create`; `unwind` kills the
     // waiting init and removes everything.
     if before_pivot && matches!(next, Ok(Msg::Mounted)) {
-        let json = hook_json();
+        let json = hook_state.json("creating");
         let hooks = plan.spec.hooks().as_ref();
         crate::container::hooks::run_hooks(
             crate::container::hooks::HookKind::Prestart,
@@ -399,19 +391,6 @@ fn create_checked(opts: &CreateOptions, checked: Checked) -> Result<Created, Con
     })
 }
 
-/// The state JSON a hook reads on stdin.
-fn hook_state(st: &State, status: &str) -> Vec<u8> {
-    let annotations: std::collections::HashMap<String, String> = st.annotations.clone();
-    crate::container::hooks::state_json(
-        &st.oci_version,
-        &st.id,
-        status,
-        st.pid.filter(|_| status != "stopped"),
-        &st.bundle,
-        Some(&annotations),
-    )
-}
-
 /// Current status of a container from its saved state and the init's liveness.
 pub fn status_of(dir: &StateDir, st: &State) -> Status {
     let alive = st
@@ -461,7 +440,7 @@ pub fn start_locked(dir: &StateDir) -> Result<State, ContainerError> {
     // container (runtime-spec 1.3: "generate an error, stop the container"); `delete` then
     // runs the poststop hooks and removes it.
     if let Some(hooks) = crate::container::hooks::load_record(dir.path()) {
-        let json = hook_state(&st, "running");
+        let json = HookState::of_record(&st).json("running");
         if let Err(e) = crate::container::hooks::run_hooks(
             crate::container::hooks::HookKind::Poststart,
             Some(&hooks),
@@ -495,7 +474,7 @@ fn remove_after_failed_start(dir: StateDir, st: &State) {
     stop_after_failed_start(&dir, st);
     let _ = crate::container::cgroup::remove(dir.path());
     if let Some(hooks) = crate::container::hooks::load_record(dir.path()) {
-        let json = hook_state(st, "stopped");
+        let json = HookState::of_record(st).json("stopped");
         let _ = crate::container::hooks::run_hooks(
             crate::container::hooks::HookKind::Poststop,
             Some(&hooks),
@@ -555,7 +534,7 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), ContainerError> 
     crate::testpoint::hit("delete:cgroup");
     // poststop: after the container is gone, before its state is; failures are warnings.
     if let Some(hooks) = crate::container::hooks::load_record(dir.path()) {
-        let json = hook_state(&st, "stopped");
+        let json = HookState::of_record(&st).json("stopped");
         crate::container::hooks::run_hooks(
             crate::container::hooks::HookKind::Poststop,
             Some(&hooks),
@@ -709,4 +688,3 @@ fn tempfile_dir() -> Result<PathBuf, ContainerError> {
         source: std::io::Error::from(std::io::ErrorKind::AlreadyExists),
     })
 }
-

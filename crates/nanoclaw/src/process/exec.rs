@@ -407,12 +407,7 @@ pub fn open_namespaces(pid: i32, start_time: u64, id: &str) -> Result<Namespaces
     std::fs::File::from(stat)
         .read_to_string(&mut text)
         .map_err(|_| gone())?;
-    // Field 22 (start time) counts from after the last ')' (comm may contain anything).
-    let started = text
-        .rfind(')')
-        .and_then(|i| text.get(i + 1..))
-        .and_then(|rest| rest.split_whitespace().nth(19))
-        .and_then(|v| v.parse::<u64>().ok());
+    let started = crate::container::state::ProcStat::parse(&text).map(|s| s.start_time);
     if started != Some(start_time) {
         return Err(gone());
     }

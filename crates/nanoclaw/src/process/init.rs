@@ -204,16 +204,7 @@ fn setup_and_exec(ctx: &InitContext<'_>) -> Result<Never, InitError> {
     let host_pid: Option<i32> = std::fs::read_link("/proc/self")
         .ok()
         .and_then(|p| p.to_str().and_then(|s| s.parse().ok()));
-    let hook_state = |status: &str| {
-        crate::container::hooks::state_json(
-            plan.spec.version(),
-            ctx.container_id,
-            status,
-            host_pid,
-            &plan.bundle,
-            plan.spec.annotations().as_ref(),
-        )
-    };
+    let hook_state = crate::container::hooks::HookState::of_plan(plan, ctx.container_id, host_pid);
     // prestart and createRuntime run in the runtime, now: after the mounts, before
     // createContainer and pivot_root (sync.rs step 3).
     if crate::container::hooks::HookKind::runtime_hooks_before_pivot(plan.spec.hooks().as_ref()) {
@@ -225,7 +216,7 @@ fn setup_and_exec(ctx: &InitContext<'_>) -> Result<Never, InitError> {
     }
     if let Some(hooks) = plan.spec.hooks() {
         let kind = crate::container::hooks::HookKind::CreateContainer;
-        crate::container::hooks::run_hooks(kind, Some(hooks), &hook_state("creating"))?;
+        crate::container::hooks::run_hooks(kind, Some(hooks), &hook_state.json("creating"))?;
     }
     if ctx.no_pivot {
         mounter.move_root()?;
@@ -265,7 +256,7 @@ fn setup_and_exec(ctx: &InitContext<'_>) -> Result<Never, InitError> {
 /// hooks (in the container: paths resolve inside it). A hook failure ends the init.
 fn wait_for_start(
     ctx: &InitContext<'_>,
-    hook_state: &dyn Fn(&str) -> Vec<u8>,
+    hook_state: &crate::container::hooks::HookState<'_>,
 ) -> Result<(), InitError> {
     ctx.sync.send(&Msg::Ready)?;
     let mut byte = [0u8; 1];
@@ -289,7 +280,7 @@ fn wait_for_start(
         crate::container::hooks::run_hooks_with_env(
             kind,
             Some(hooks),
-            &hook_state("created"),
+            &hook_state.json("created"),
             env,
         )?;
     }
