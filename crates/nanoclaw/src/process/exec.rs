@@ -449,7 +449,8 @@ pub struct Prepared {
     pub plan: ProcessPlan,
     /// The container's spec with the exec process in place (capabilities, seccomp, apparmor).
     pub spec: Spec,
-    pub caps: crate::security::capabilities::CapabilityPlan,
+    /// The validated security settings of the config with the exec process in place.
+    pub security: crate::security::SecurityPlan,
     pub seccomp: Option<crate::security::SeccompStep>,
     pub console: Option<(UnixStream, Option<(u32, u32)>)>,
     pub setgroups_denied: bool,
@@ -526,10 +527,8 @@ pub fn exec(root: &Path, id: &str, req: &ExecRequest) -> Result<ExecOutcome, Exe
             })?
         };
         let plan = plan_process(&st.bundle, spec, process, nix::unistd::geteuid().as_raw())?;
-        let caps = crate::security::capability_plan(&plan.spec)
-            .map_err(|e| ExecError::Plan(e.to_string()))?;
         // Compiled (and a NOTIFY agent connected) here, on the host side; loaded in the child.
-        let seccomp = crate::security::prepare_seccomp(&plan.spec)
+        let seccomp = crate::security::prepare_seccomp(&plan.security)
             .map_err(|e| ExecError::Plan(e.to_string()))?;
         let setgroups_denied = std::fs::read_to_string(format!("/proc/{init_pid}/setgroups"))
             .map(|s| s.trim() == "deny")
@@ -581,7 +580,7 @@ pub fn exec(root: &Path, id: &str, req: &ExecRequest) -> Result<ExecOutcome, Exe
             Prepared {
                 plan: plan.process,
                 spec: plan.spec,
-                caps,
+                security: plan.security,
                 seccomp,
                 console,
                 setgroups_denied,
@@ -847,6 +846,7 @@ fn child(
     let finish = ProcessFinish {
         process: &p.plan,
         spec: &p.spec,
+        security: &p.security,
         container_id: &p.container_id,
         bundle: &p.bundle,
         setgroups_denied: p.setgroups_denied,

@@ -65,8 +65,11 @@ fn sys(what: &'static str) -> impl FnOnce(nix::Error) -> FinishError {
 /// Everything the last steps need; built by the init or the exec child.
 pub struct ProcessFinish<'a> {
     pub process: &'a ProcessPlan,
-    /// The container's spec with this process in place (capabilities, apparmor, personality).
+    /// The container's spec with this process in place (version and annotations for the
+    /// seccomp agent).
     pub spec: &'a Spec,
+    /// The validated security settings of this process.
+    pub security: &'a crate::security::SecurityPlan,
     pub container_id: &'a str,
     pub bundle: &'a Path,
     /// The kernel refuses setgroups in this user namespace (unprivileged gid_map).
@@ -103,7 +106,10 @@ impl ProcessFinish<'_> {
             None => new_session()?,
         }
         process::set_rlimits(plan).map_err(|e| E::from(e.into()))?;
-        apply_personality(self.spec)?;
+        if let Some(value) = self.security.personality {
+            crate::security::personality::apply(value)
+                .map_err(|e| E::from(SecurityError::from(e).into()))?;
+        }
         // Scheduler and I/O priority while the process still has CAP_SYS_NICE (a realtime
         // policy needs it); both survive execve.
         plan.sched.apply().map_err(|e| E::from(e.into()))?;
@@ -115,7 +121,7 @@ impl ProcessFinish<'_> {
                 self.install_seccomp(step)?;
             }
         }
-        let caps = crate::security::capability_plan(self.spec).map_err(|e| E::from(e.into()))?;
+        let caps = &self.security.capabilities;
         caps.before_user_switch()
             .map_err(|e| E::from(SecurityError::from(e).into()))?;
         process::switch_user(plan, self.setgroups_denied).map_err(|e| E::from(e.into()))?;
@@ -135,7 +141,7 @@ impl ProcessFinish<'_> {
         crate::process::signal::reset_for_workload().map_err(sys("sigprocmask"))?;
         close_on_exec_from(3u32.saturating_add(self.preserve_fds))?;
         barrier()?;
-        crate::security::apply_apparmor(self.spec).map_err(|e| E::from(e.into()))?;
+        crate::security::apply_apparmor(self.security).map_err(|e| E::from(e.into()))?;
         if let Some(step) = seccomp {
             self.install_seccomp(step)?;
         }
@@ -186,17 +192,6 @@ fn new_session() -> Result<(), FinishError> {
 }
 
 /// `linux.personality`, for this process and what it execs (also for `exec`'d processes).
-fn apply_personality(spec: &Spec) -> Result<(), FinishError> {
-    let linux = spec.linux().as_ref();
-    if let Some(value) =
-        crate::security::personality::plan(linux.and_then(|l| l.personality().as_ref()))
-            .map_err(SecurityError::from)?
-    {
-        crate::security::personality::apply(value).map_err(SecurityError::from)?;
-    }
-    Ok(())
-}
-
 /// `chdir(process.cwd)`, then proves the cwd lies inside the process's root: the kernel
 /// reports a cwd outside the root (reached through a leaked fd of the host, e.g.
 /// `/proc/self/fd/N`) as "(unreachable)", which getcwd returns as ENOENT.

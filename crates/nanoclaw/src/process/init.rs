@@ -194,10 +194,10 @@ fn setup_and_exec(ctx: &InitContext<'_>) -> Result<Never, InitError> {
     process::set_oom_score_adj(&plan.process)?;
     // Security profile: sysctl through the container's /proc/sys, then readonly and masked
     // paths (resolved inside the rootfs, mounted through O_PATH fds), then the personality.
-    crate::security::apply_before_pivot(&plan.spec, &plan.rootfs)?;
+    crate::security::apply_before_pivot(&plan.security, &plan.rootfs)?;
     // The seccomp filter is compiled now and loaded last; a NOTIFY agent is connected now,
     // while linux.seccomp.listenerPath on the host is still reachable.
-    let seccomp = crate::security::prepare_seccomp(&plan.spec)?;
+    let seccomp = crate::security::prepare_seccomp(&plan.security)?;
     // Lifecycle (issue 3): createContainer hooks, inside the container's namespaces and before
     // pivot_root, so their paths still resolve in the runtime's filesystem (spec). The host's
     // /proc is still mounted here: `self` names our pid as the host sees it.
@@ -240,6 +240,7 @@ fn setup_and_exec(ctx: &InitContext<'_>) -> Result<Never, InitError> {
     let finish = ProcessFinish {
         process: &plan.process,
         spec: &plan.spec,
+        security: &plan.security,
         container_id: ctx.container_id,
         bundle: &plan.bundle,
         setgroups_denied,

@@ -280,8 +280,11 @@ pub struct Plan {
     pub hostname: Option<String>,
     pub domainname: Option<String>,
     pub process: ProcessPlan,
-    /// The parsed spec, for the parts other modules read directly (annotations, and the
-    /// security/cgroup settings of issues 4 and 5).
+    /// The security settings, validated (capabilities, seccomp filter, sysctl, masked and
+    /// readonly paths, personality, AppArmor).
+    pub security: crate::security::SecurityPlan,
+    /// The parsed spec, for the parts other modules read directly (version, annotations,
+    /// hooks, linux.resources).
     pub spec: Spec,
 }
 
@@ -606,9 +609,9 @@ pub fn validate(bundle: &Path, spec: Spec, euid: u32) -> Result<Plan, SpecError>
             }
         }
     }
-    // Security profile (issue 4): capabilities, seccomp (compiled in memory), sysctl,
-    // masked/readonly paths, personality, LSM labels — before anything is created.
-    crate::security::validate(&spec, &namespaces)?;
+    // Security profile: capabilities, seccomp (compiled in memory), sysctl, masked/readonly
+    // paths, personality, LSM labels — before anything is created.
+    let security = crate::security::validate(&spec, &namespaces)?;
     // Cgroup step (issue 5): validate linux.resources and linux.cgroupsPath here.
     crate::container::cgroup::validate(&spec).map_err(|(f, m)| field(f, m))?;
 
@@ -625,6 +628,7 @@ pub fn validate(bundle: &Path, spec: Spec, euid: u32) -> Result<Plan, SpecError>
         hostname,
         domainname,
         process,
+        security,
         spec,
     })
 }
