@@ -1228,3 +1228,6 @@ mod tests {
         assert!(RecursiveAttr::default().apply("ro").is_none());
     }
 }
+
+#[cfg(test)]
+mod refusals;
