@@ -3,8 +3,8 @@
 //!
 //! `create` validates the bundle, claims the state dir, clones the init and waits until the
 //! init reports it is set up and blocked on the exec fifo. Every step registers what it made
-//! in an [`Unwind`] guard, so a failure at any point removes the init process, the state dir
-//! (and, with issue 5, the cgroup); mounts live only in the init's mount namespace and vanish
+//! in an `Unwind` guard, so a failure at any point removes the init process, the state dir
+//! (and the cgroup); mounts live only in the init's mount namespace and vanish
 //! with it (a mount namespace joined by path keeps them: it outlives the container, as in
 //! runc).
 
@@ -120,7 +120,7 @@ pub struct Created {
 struct Unwind {
     pid: Option<Pid>,
     state_dir: Option<StateDir>,
-    /// The container's cgroup (issue 5): its processes are killed and it is removed on unwind.
+    /// The container's cgroup: its processes are killed and it is removed on unwind.
     cgroup: Option<Box<dyn nanoclaw_cgroups::CgroupManager>>,
 }
 
@@ -245,7 +245,7 @@ fn create_checked(opts: &CreateOptions, checked: Checked) -> Result<Created, Con
     let joins = namespaces::open_joins(&plan)?;
     let (parent_sock, child_sock) = channel::pair()?;
 
-    // Cgroup step (issue 5): create the container's cgroup (linux.cgroupsPath, resources)
+    // Cgroup step: create the container's cgroup (linux.cgroupsPath, resources)
     // here, before the clone, and register it in `unwind`.
     if let Some(dir) = unwind.state_dir.as_ref() {
         unwind.cgroup = Some(crate::container::cgroup::create(
@@ -282,7 +282,7 @@ fn create_checked(opts: &CreateOptions, checked: Checked) -> Result<Created, Con
         namespaces::write_id_maps(pid, &plan)?;
     }
     parent_sock.send(&Msg::Go)?;
-    // Cgroup step (issue 5): move `pid` into the container's cgroup while the init starts its
+    // Cgroup step: move `pid` into the container's cgroup while the init starts its
     // mounts; it waits for `Placed` before anything that depends on its cgroup (sync.rs).
     if let Some(cg) = unwind.cgroup.as_ref() {
         if let Err(e) = cg.add_process(pid.as_raw()) {
@@ -527,7 +527,7 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), ContainerError> 
         }
     }
     crate::testpoint::hit("delete:killed");
-    // Cgroup step (issue 5): remove the container's cgroup here (after the processes are
+    // Cgroup step: remove the container's cgroup here (after the processes are
     // gone; also when the init had already exited). A cgroup that cannot be removed keeps
     // the state dir, so `delete` can be retried.
     crate::container::cgroup::remove(dir.path())?;
@@ -660,7 +660,7 @@ fn run_blocked(opts: &CreateOptions, forwarder: &Forwarder) -> Result<i32, Conta
     drop(relay);
     // Delete: the init is reaped; with a new pid namespace every other process of the
     // container died with it.
-    // Cgroup step (issue 5): `delete` also removes the cgroup (and kills leftovers when the
+    // Cgroup step: `delete` also removes the cgroup (and kills leftovers when the
     // container shares the host pid namespace).
     delete(&opts.root, &opts.id, true)?;
     Ok(code)

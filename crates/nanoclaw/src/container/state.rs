@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::AsFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -64,7 +63,7 @@ pub struct State {
     pub bundle: PathBuf,
     #[serde(default, skip_serializing_if = "HashMap::is_empty")]
     pub annotations: HashMap<String, String>,
-    /// Start time of the init (field 22 of /proc/<pid>/stat), to tell our init from a
+    /// Start time of the init (field 22 of `/proc/<pid>/stat`), to tell our init from a
     /// process that reused its pid.
     #[serde(rename = "nanoclawInitStartTime", default)]
     pub init_start_time: u64,
@@ -307,11 +306,6 @@ impl StateDir {
             source,
         })
     }
-
-    /// The locked directory file descriptor (for `*at` calls).
-    pub fn dir_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self._lock.as_fd()
-    }
 }
 
 /// Writes `--pid-file` as a bare decimal, atomically: a fresh temp file in the same directory,
@@ -423,7 +417,7 @@ pub fn init_alive(pid: i32, start_time: u64) -> bool {
 }
 
 /// Default --root: /run/nanoclaw for root; for rootless, $XDG_RUNTIME_DIR/nanoclaw or
-/// /tmp/nanoclaw-<uid> (like runc).
+/// `/tmp/nanoclaw-<uid>` (like runc).
 pub fn default_root(euid: u32) -> PathBuf {
     if euid == 0 {
         return PathBuf::from("/run/nanoclaw");

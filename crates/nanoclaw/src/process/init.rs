@@ -42,7 +42,7 @@ pub enum InitError {
     Console(#[from] crate::process::console::ConsoleError),
     #[error(transparent)]
     Hook(#[from] crate::container::hooks::HookError),
-    /// Security profile steps (issue 4): paths, sysctl, capabilities, seccomp, AppArmor.
+    /// Security profile steps: paths, sysctl, capabilities, seccomp, AppArmor.
     #[error(transparent)]
     Security(#[from] crate::security::SecurityError),
     #[error(transparent)]
@@ -67,7 +67,7 @@ pub struct InitContext<'a> {
     pub joins: &'a [JoinFd],
     /// The runtime wrote gid_map unprivileged: the kernel refuses setgroups.
     pub setgroups_denied: bool,
-    /// Lifecycle (issue 3): the connected `--console-socket` when process.terminal is set; the
+    /// Lifecycle: the connected `--console-socket` when process.terminal is set; the
     /// pty is allocated from the container's devpts after pivot_root and its master sent here.
     pub console: Option<std::os::unix::net::UnixStream>,
     /// `--preserve-fds N`: fds 3..3+N stay open across execve.
@@ -198,7 +198,7 @@ fn setup_and_exec(ctx: &InitContext<'_>) -> Result<Never, InitError> {
     // The seccomp filter is compiled now and loaded last; a NOTIFY agent is connected now,
     // while linux.seccomp.listenerPath on the host is still reachable.
     let seccomp = crate::security::prepare_seccomp(&plan.security)?;
-    // Lifecycle (issue 3): createContainer hooks, inside the container's namespaces and before
+    // Lifecycle: createContainer hooks, inside the container's namespaces and before
     // pivot_root, so their paths still resolve in the runtime's filesystem (spec). The host's
     // /proc is still mounted here: `self` names our pid as the host sees it.
     let host_pid: Option<i32> = std::fs::read_link("/proc/self")

@@ -630,7 +630,7 @@ impl<'a> RootfsMounter<'a> {
         Ok(())
     }
 
-    /// `--no-pivot` (issue 3): for a rootfs pivot_root cannot leave (ramfs/initramfs). Every
+    /// `--no-pivot`: for a rootfs pivot_root cannot leave (ramfs/initramfs). Every
     /// mount outside the rootfs is detached first, so the host's tree is not reachable from the
     /// container's mount namespace even through a chroot escape; then the rootfs mount is moved
     /// onto `/` and the process chroots into it. Weaker than pivot_root (a process with

@@ -1,4 +1,4 @@
-//! Untrusted input boundary #1: the bundle's `config.json`.
+//! The first untrusted input boundary: the bundle's `config.json`.
 //!
 //! [`load`] parses config.json with oci-spec and turns it into a [`Plan`]: every value the
 //! container init will need, already checked and converted (namespace flags, mount flags,
@@ -581,7 +581,7 @@ pub fn validate(bundle: &Path, spec: Spec, euid: u32) -> Result<Plan, SpecError>
     // --- process ---
     let process = process_plan(&spec, &namespaces, &uid_mappings, &gid_mappings)?;
 
-    // --- features owned by later issues: refuse what would otherwise be silently ignored ---
+    // --- features not implemented yet: refuse what would otherwise be silently ignored ---
     if let Some(hooks) = spec.hooks() {
         // Paths absolute, timeouts positive; the hooks themselves run in `container`/`init`.
         crate::container::hooks::validate(hooks).map_err(|e| field("hooks", e.to_string()))?;
@@ -612,7 +612,7 @@ pub fn validate(bundle: &Path, spec: Spec, euid: u32) -> Result<Plan, SpecError>
     // Security profile: capabilities, seccomp (compiled in memory), sysctl, masked/readonly
     // paths, personality, LSM labels — before anything is created.
     let security = crate::security::validate(&spec, &namespaces)?;
-    // Cgroup step (issue 5): validate linux.resources and linux.cgroupsPath here.
+    // Cgroup step: validate linux.resources and linux.cgroupsPath here.
     crate::container::cgroup::validate(&spec).map_err(|(f, m)| field(f, m))?;
 
     Ok(Plan {
