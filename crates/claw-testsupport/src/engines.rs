@@ -379,3 +379,58 @@ pub fn cgroup_dirs_named(needle: &str) -> Vec<PathBuf> {
     walk(Path::new("/sys/fs/cgroup"), needle, 4, &mut out);
     out
 }
+
+/// A podman-compose project in a temporary directory, with a local image imported from a
+/// busybox rootfs (no registry); `down`, its network and its image are removed on drop.
+pub struct ComposeProject {
+    dir: tempfile::TempDir,
+    /// The project name (`-p`); containers are `<name>_<service>_1`.
+    pub name: String,
+    image: String,
+    runtime: PathBuf,
+}
+
+impl ComposeProject {
+    pub fn new(runtime: &Path, rootfs: &Path, compose_yaml: impl Fn(&str) -> String) -> Self {
+        let name = unique_name("clawcompose");
+        let image = format!("localhost/{name}:1");
+        let dir = tempfile::Builder::new()
+            .prefix("claw-compose-")
+            .tempdir()
+            .unwrap();
+        run_ok(Command::new("sh").arg("-c").arg(format!(
+            "tar -C '{}' -c . | podman import --change CMD=/bin/sh - {image}",
+            rootfs.display()
+        )));
+        std::fs::write(dir.path().join("compose.yml"), compose_yaml(&image)).unwrap();
+        Self {
+            dir,
+            name,
+            image,
+            runtime: runtime.to_path_buf(),
+        }
+    }
+
+    /// `podman-compose -p <name> --podman-args '--runtime <runtime>' <args>` in the project
+    /// directory.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("podman-compose");
+        c.current_dir(self.dir.path())
+            .arg("--podman-args")
+            .arg(format!("--runtime {}", self.runtime.display()))
+            .args(["-p", &self.name])
+            .args(args);
+        c
+    }
+}
+
+impl Drop for ComposeProject {
+    fn drop(&mut self) {
+        let quiet = |c: &mut Command| {
+            let _ = c.stdout(Stdio::null()).stderr(Stdio::null()).status();
+        };
+        quiet(&mut self.command(&["down"]));
+        quiet(Command::new("podman").args(["network", "rm", &format!("{}_default", self.name)]));
+        quiet(Command::new("podman").args(["rmi", "--force", &self.image]));
+    }
+}

@@ -44,6 +44,7 @@
 extern crate alloc;
 
 pub mod boot;
+pub mod measured_argv;
 pub mod net;
 pub mod net_table;
 pub mod output;

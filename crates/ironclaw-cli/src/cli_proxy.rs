@@ -4,7 +4,7 @@
 //! Each route is `--upstream URL --secret PATH --inject 'Header: ...{secret}...'` (the n-th
 //! of each flag form route n). The upstreams' HOST:PORT become the launch's egress list,
 //! which is measured: the enclave can reach nothing else. The routes themselves are measured
-//! too (a custom section of the launched module, see [`with_routes_section`]). The key never
+//! too (a custom section of the launched module, see [`ironclaw_abi::measured_argv`]). The key never
 //! passes through this
 //! process: the module fetches it from the broker with `get_secret` (attested, JWE-wrapped
 //! to the enclave's ephemeral key).
@@ -97,40 +97,6 @@ pub fn upstream_egress(url: &str) -> Result<Egress, String> {
     dest.parse::<Egress>().map_err(|e| format!("{url}: {e}"))
 }
 
-/// Name of the custom section that carries the proxy's routes in the launched module.
-pub const ROUTES_SECTION: &str = "ironclaw.proxy.routes";
-
-/// `module` with a custom section holding `args` (each as a little-endian u32 length and
-/// the bytes). The module is launched with this section, so the launch measurement covers
-/// the routes (upstreams, secret paths, injected header templates, CA certificates): a
-/// broker policy pinning the measurement pins them too. The module ignores the section
-/// and reads the same values from its argv.
-pub fn with_routes_section(module: &[u8], args: &[String]) -> Vec<u8> {
-    fn leb128(mut n: usize, out: &mut Vec<u8>) {
-        loop {
-            let byte = (n & 0x7f) as u8;
-            n >>= 7;
-            if n == 0 {
-                out.push(byte);
-                return;
-            }
-            out.push(byte | 0x80);
-        }
-    }
-    let mut payload = Vec::new();
-    leb128(ROUTES_SECTION.len(), &mut payload);
-    payload.extend_from_slice(ROUTES_SECTION.as_bytes());
-    for a in args {
-        payload.extend_from_slice(&(a.len() as u32).to_le_bytes());
-        payload.extend_from_slice(a.as_bytes());
-    }
-    let mut out = module.to_vec();
-    out.push(0); // custom section
-    leb128(payload.len(), &mut out);
-    out.extend_from_slice(&payload);
-    out
-}
-
 pub fn proxy(a: ProxyArgs) -> ExitCode {
     let n = a.upstream.len();
     if a.secret.len() != n || a.inject.len() != n {
@@ -185,7 +151,11 @@ pub fn proxy(a: ProxyArgs) -> ExitCode {
     if let Err(e) = config.validate() {
         return fail(&format!("invalid launch configuration: {e}"));
     }
-    let module = with_routes_section(ironclaw::shim::LLM_PROXY_MODULE, &args);
+    // The routes travel as the module's measured argv: the measurement the broker pins covers
+    // them, and the shim runs the module only with exactly this argv (a host cannot hand the
+    // attested module other routes).
+    let module =
+        ironclaw_abi::measured_argv::append_to_module(ironclaw::shim::LLM_PROXY_MODULE, &args);
     let bytes = module.as_slice();
     if a.measure {
         println!(

@@ -1477,3 +1477,198 @@ fn oversized_bodies_and_a_memory_flood_are_refused_and_the_proxy_keeps_serving()
         proxy.stderr.lock().unwrap()
     );
 }
+
+/// An address on the host's loopback device for the proxy to listen on, removed on drop.
+/// Containers on a podman bridge reach it through their default route (the host delivers
+/// packets for any of its own addresses), and it exists before any container or bridge does.
+struct HostAddr(String);
+
+impl HostAddr {
+    /// A /32 unique to this test process and call.
+    fn add() -> HostAddr {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tag = (std::process::id() * 7 + n) % 60000;
+        let ip = format!("10.214.{}.{}", tag / 250, 1 + tag % 250);
+        let out = Command::new("ip")
+            .args(["addr", "add", &format!("{ip}/32"), "dev", "lo"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ip addr add {ip}/32 dev lo: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        HostAddr(ip)
+    }
+}
+
+impl Drop for HostAddr {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["addr", "del", &format!("{}/32", self.0), "dev", "lo"])
+            .output();
+    }
+}
+
+/// The README's home-lab compose shape: two services on podman-compose's own bridge network,
+/// one OpenAI-style (`Authorization: Bearer`) and one Anthropic-style (`x-api-key`), each
+/// configured with the proxy as its base URL and a dummy key. Each upstream sees its own real
+/// key; neither container's output nor environment holds either key.
+fn compose_services_use_the_proxy(runtime: &std::path::Path, test: &str) {
+    if !claw_testsupport::require_kvm(test)
+        || !claw_testsupport::require_root(test)
+        || !claw_testsupport::require_tool(test, "podman")
+        || !claw_testsupport::require_tool(test, "podman-compose")
+    {
+        return;
+    }
+    assert!(
+        runtime.is_file(),
+        "{} is missing: cargo build -p nanoclaw",
+        runtime.display()
+    );
+    let addr = HostAddr::add();
+    let (openai, anthropic) = (Upstream::start(), Upstream::start());
+    let broker = BrokerSetup::start();
+    let listen = format!("tcp:{}:0", addr.0);
+    let (up1, up2) = (
+        format!("http://{}", openai.addr),
+        format!("http://{}", anthropic.addr),
+    );
+    let mut args: Vec<String> = broker.args();
+    args.extend(
+        [
+            "--listen",
+            &listen,
+            "--upstream",
+            &up1,
+            "--secret",
+            "default/key/llm",
+            "--inject",
+            "Authorization: Bearer {secret}",
+            "--upstream",
+            &up2,
+            "--secret",
+            "default/key/anthropic",
+            "--inject",
+            "x-api-key: {secret}",
+        ]
+        .map(String::from),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let proxy = Proxy::start(&args);
+    broker.allow(&proxy.measurement);
+    let prefix = format!("ironclaw: listening on tcp:{}:", addr.0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let proxy_addr = loop {
+        let log = proxy.stderr.lock().unwrap().clone();
+        if let Some(l) = log.lines().find(|l| l.starts_with(&prefix)) {
+            break l["ironclaw: listening on tcp:".len()..].to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no listener on {}: {log}",
+            addr.0
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+
+    let rootfs = claw_testsupport::BusyboxRootfs::new().unwrap();
+    // `$$` is compose's escape for a literal `$`: the shell in the container expands it.
+    let call = |header: &str, base: &str, path: &str| {
+        format!(
+            "[\"sh\", \"-c\", \"wget -q -O - --header \\\"{header}\\\" --post-data '{{\\\"model\\\":\\\"m\\\"}}' \\\"$${base}{path}\\\"; echo; env\"]"
+        )
+    };
+    let project = claw_testsupport::engines::ComposeProject::new(runtime, rootfs.path(), |image| {
+        format!(
+            "services:\n\
+             \x20 chat-ui:\n\
+             \x20   image: {image}\n\
+             \x20   environment:\n\
+             \x20     OPENAI_API_BASE_URL: http://{proxy_addr}/{openai}/v1\n\
+             \x20     OPENAI_API_KEY: unused-client-key\n\
+             \x20   ulimits:\n      nofile: 1024\n      nproc: 1024\n\
+             \x20   command: {chat}\n\
+             \x20 agent:\n\
+             \x20   image: {image}\n\
+             \x20   environment:\n\
+             \x20     ANTHROPIC_BASE_URL: http://{proxy_addr}/{anthropic}\n\
+             \x20     ANTHROPIC_API_KEY: unused-client-key\n\
+             \x20   ulimits:\n      nofile: 1024\n      nproc: 1024\n\
+             \x20   command: {agent}\n",
+            openai = openai.addr,
+            anthropic = anthropic.addr,
+            chat = call(
+                "Authorization: Bearer $$OPENAI_API_KEY",
+                "{OPENAI_API_BASE_URL}",
+                "/chat/completions"
+            ),
+            agent = call(
+                "x-api-key: $$ANTHROPIC_API_KEY",
+                "{ANTHROPIC_BASE_URL}",
+                "/v1/chat/completions"
+            ),
+        )
+    });
+    let out = claw_testsupport::engines::run(&mut project.command(&["up"]));
+    let diag = format!(
+        "stdout: {}\nstderr: {}\nproxy: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        proxy.stderr.lock().unwrap()
+    );
+    for service in ["chat-ui", "agent"] {
+        let container = format!("{}_{service}_1", project.name);
+        let state =
+            claw_testsupport::engines::run_ok(claw_testsupport::engines::podman(runtime).args([
+                "inspect",
+                "--format",
+                "{{.State.ExitCode}} {{.OCIRuntime}}",
+                &container,
+            ]));
+        assert_eq!(
+            state.trim(),
+            format!("0 {}", runtime.display()),
+            "{service}: {diag}"
+        );
+        let logs = claw_testsupport::engines::run_ok(
+            claw_testsupport::engines::podman(runtime).args(["logs", &container]),
+        );
+        assert!(logs.contains("Hello!"), "{service}: {logs}\n{diag}");
+        assert!(
+            logs.contains("unused-client-key"),
+            "{service}: the environment is in the output: {logs}"
+        );
+        for key in [KEY, KEY2] {
+            assert!(!logs.contains(key), "{service} saw a key: {logs}");
+        }
+    }
+    for (up, name, want) in [
+        (&openai, "authorization", format!("Bearer {KEY}")),
+        (&anthropic, "x-api-key", KEY2.to_string()),
+    ] {
+        let log = up.log.lock().unwrap();
+        assert_eq!(log.len(), 1, "{name}: {log:?}");
+        let (head, _) = &log[0];
+        assert_eq!(header(head, name).as_deref(), Some(want.as_str()), "{head}");
+        assert!(!head.contains("unused-client-key"), "{head}");
+    }
+}
+
+#[test]
+fn podman_compose_services_use_the_proxy_with_runc() {
+    compose_services_use_the_proxy(
+        &claw_testsupport::which("runc").unwrap_or_else(|| PathBuf::from("/usr/sbin/runc")),
+        "podman_compose_services_use_the_proxy_with_runc",
+    );
+}
+
+#[test]
+fn podman_compose_services_use_the_proxy_with_nanoclaw() {
+    compose_services_use_the_proxy(
+        &std::path::Path::new(env!("CARGO_BIN_EXE_ironclaw")).with_file_name("nanoclaw"),
+        "podman_compose_services_use_the_proxy_with_nanoclaw",
+    );
+}

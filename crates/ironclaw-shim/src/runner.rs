@@ -177,6 +177,34 @@ fn classify(e: &wasmi::Error, limiter: &Limiter, fuel_limited: bool) -> Outcome 
     }
 }
 
+/// A module that carries its argv in an `ironclaw.argv` custom section (measured with the
+/// module) runs only with exactly that argv: the boot block's argv is written by the host
+/// after measurement, so on SEV-SNP/TDX it could differ from what the enclave attests to.
+fn check_measured_argv(module: &Module, host_args: &[Vec<u8>]) -> Result<(), String> {
+    use ironclaw_abi::measured_argv;
+    let mut sections = module
+        .custom_sections()
+        .filter(|s| s.name() == measured_argv::SECTION);
+    let Some(section) = sections.next() else {
+        return Ok(());
+    };
+    if sections.next().is_some() {
+        return Err(format!(
+            "module has more than one `{}` section",
+            measured_argv::SECTION
+        ));
+    }
+    let measured = measured_argv::decode(section.data())
+        .map_err(|e| format!("module's `{}` section: {e}", measured_argv::SECTION))?;
+    if measured.len() != host_args.len() || measured.iter().zip(host_args).any(|(m, h)| *m != h.as_slice()) {
+        return Err(format!(
+            "argv from the host differs from the module's measured `{}` section",
+            measured_argv::SECTION
+        ));
+    }
+    Ok(())
+}
+
 /// Runs the module of `boot` to completion.
 pub fn run(boot: Boot, boot_tsc: u64) -> Outcome {
     let info = boot.info;
@@ -192,6 +220,9 @@ pub fn run(boot: Boot, boot_tsc: u64) -> Outcome {
     };
     let t1 = crate::cpu::rdtsc();
     let compile_ticks = t1.saturating_sub(t0);
+    if let Err(message) = check_measured_argv(&module, &boot.args) {
+        return outcome(ExitKind::ShimError, 0, message);
+    }
 
     let state = State {
         args: boot.args,

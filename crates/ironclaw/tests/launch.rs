@@ -359,3 +359,56 @@ fn a_timeout_shorter_than_vm_creation_still_stops_the_run() {
     assert!(matches!(e, LaunchError::Timeout { .. }), "{e}");
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+#[test]
+fn a_module_with_measured_argv_runs_only_with_that_argv() {
+    if !kvm("a_module_with_measured_argv_runs_only_with_that_argv") {
+        return;
+    }
+    let key = "measured key";
+    let module = ironclaw_abi::measured_argv::append_to_module(
+        &example_bytes("hmac-stdin.wasm"),
+        &["hmac-stdin", key],
+    );
+    // The host passes the same argv: the module runs and sees it.
+    let ran = launch(
+        &module,
+        &["hmac-stdin", key],
+        b"m",
+        &LaunchConfig::default(),
+    );
+    assert_eq!(ran.result.unwrap().exit_code, 0);
+    assert_eq!(
+        String::from_utf8(ran.stdout).unwrap(),
+        format!("{}\n", native_hmac_hex(key.as_bytes(), b"m"))
+    );
+    // A host that hands the measured module other arguments (another key, one more, one
+    // fewer) is refused before the module runs: no output at all.
+    for host_args in [
+        &["hmac-stdin", "host's key"][..],
+        &["hmac-stdin", key, "extra"][..],
+        &["hmac-stdin"][..],
+    ] {
+        let ran = launch(&module, host_args, b"m", &LaunchConfig::default());
+        let err = match ran.result {
+            Err(e) => e.to_string(),
+            Ok(r) => panic!("{host_args:?}: ran with exit code {}", r.exit_code),
+        };
+        assert!(
+            err.contains("differs from the module's measured `ironclaw.argv` section"),
+            "{host_args:?}: {err}"
+        );
+        assert!(ran.stdout.is_empty(), "{host_args:?}");
+    }
+    // A malformed section is refused naming the byte.
+    let mut bad = example_bytes("hmac-stdin.wasm");
+    bad.extend_from_slice(&[0, 18, 13]);
+    bad.extend_from_slice(b"ironclaw.argv");
+    bad.extend_from_slice(&[9, 0, 0, 0]);
+    let ran = launch(&bad, &["x"], b"", &LaunchConfig::default());
+    let err = ran.result.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        err.contains("truncated length prefix") || err.contains("runs past the end"),
+        "{err}"
+    );
+}
