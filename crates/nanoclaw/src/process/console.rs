@@ -310,7 +310,7 @@ mod tests {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
-                "console::tests::console_child_helper",
+                "process::console::tests::console_child_helper",
                 "--ignored",
                 "--nocapture",
                 "--test-threads=1",
