@@ -70,6 +70,25 @@ pub fn validate_values(r: &LinuxResources) -> Result<(), ValidationError> {
                 }
             }
         }
+        // Fields no cgroup file carries any more: refused rather than ignored.
+        if m.kernel().is_some_and(|k| k != 0 && k != -1) {
+            return Err(err(
+                "memory.kernel",
+                "kernel memory limits are gone from current kernels (no memory.kmem.limit_in_bytes, none on cgroup v2); refusing rather than ignoring it",
+            ));
+        }
+        if m.use_hierarchy() == Some(false) {
+            return Err(err(
+                "memory.useHierarchy",
+                "false is not possible: hierarchical accounting is always on (cgroup v2, and v1 on current kernels)",
+            ));
+        }
+        if m.check_before_update() == Some(true) {
+            return Err(err(
+                "memory.checkBeforeUpdate",
+                "is not implemented by nanoclaw; refusing rather than ignoring it",
+            ));
+        }
         if let (Some(limit), Some(swap)) = (m.limit(), m.swap()) {
             if limit > 0 && swap > 0 && swap < limit {
                 return Err(err(
@@ -627,6 +646,28 @@ mod tests {
             r#"{"cpu":{"shares":1024,"quota":20000,"period":100000,"cpus":"0-1"}}"#,
         ))
         .unwrap();
+    }
+
+    #[test]
+    fn memory_fields_without_a_cgroup_file_are_refused() {
+        for (json, field) in [
+            (r#"{"memory":{"kernel":1048576}}"#, "memory.kernel"),
+            (
+                r#"{"memory":{"useHierarchy":false}}"#,
+                "memory.useHierarchy",
+            ),
+            (
+                r#"{"memory":{"checkBeforeUpdate":true}}"#,
+                "memory.checkBeforeUpdate",
+            ),
+        ] {
+            let r: LinuxResources = serde_json::from_str(json).unwrap();
+            let e = validate_values(&r).unwrap_err();
+            assert_eq!(e.field, field, "{json}");
+        }
+        let ok: LinuxResources =
+            serde_json::from_str(r#"{"memory":{"kernel":-1,"useHierarchy":true}}"#).unwrap();
+        assert!(validate_values(&ok).is_ok());
     }
 
     #[test]

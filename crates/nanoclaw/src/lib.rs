@@ -17,6 +17,8 @@
 //! | [`container::events`] | runtime | `events`: stats every --interval and OOM events as runc's JSON lines; `--stats` |
 //! | [`container::hooks`] | both | OCI hooks: state JSON on stdin, args/env/timeout, per-kind failure rules |
 //! | [`container::cgroup`] | runtime | the container's cgroup: validate, create before the clone, remove on delete/unwind (nanoclaw-cgroups) |
+//! | [`container::netdev`] | runtime | linux.netDevices: host links moved into the container's network namespace and back (rtnetlink) |
+//! | [`container::checkpoint`] | runtime | `checkpoint` / `restore` through CRIU's command line, runc's flags |
 //! | [`process`] | container | rlimits, oomScoreAdj, user/groups, umask, cwd, executable lookup |
 //! | [`process::namespaces`] | both | clone3 with CLONE_NEW*, setns for joined namespaces, uid/gid maps |
 //! | [`process::channel`] | both | the parent/child socket protocol (Go, Placed, Mounted, HooksDone, Ready) |
@@ -27,6 +29,7 @@
 //! | [`process::stdio`] | runtime | the caller's terminal never reaches a process without its own: pipe relay or /dev/null |
 //! | [`process::signal`] | runtime | signal names of `kill`, forwarding of a foreground `run`/`exec`, the workload's clean signal state |
 //! | [`rootfs`] | container | mounts resolved inside the rootfs, pivot_root, readonly root |
+//! | [`rootfs::hostmount`] | both | no `mount` namespace: rootfs set up in the runtime's, chroot, mounts detached on delete |
 //! | [`rootfs::fsopts`] | runtime | filesystem options checked by the kernel's own parser (fsopen/fsconfig) before anything exists |
 //! | [`rootfs::devices`] | container | default devices, /dev symlinks, linux.devices |
 //! | [`rootfs::masked_paths`] | container | linux.maskedPaths / readonlyPaths, race-free through O_PATH fds |
@@ -35,6 +38,7 @@
 //! | [`security::capabilities`] | container | process.capabilities, all five sets, around the uid switch |
 //! | [`security::sysctl`] | both | linux.sysctl: namespaced keys only; written beneath the container's /proc/sys |
 //! | [`security::personality`] | both | linux.personality |
+//! | [`security::mempolicy`] | both | linux.memoryPolicy: checked, then set_mempolicy in every container process |
 //! | [`security::sched`] | both | process.scheduler, ioPriority, execCPUAffinity |
 //! | [`security::sealed_exe`] | runtime | re-exec from a read-only clone (root) or sealed memfd copy (rootless) of the binary (CVE-2019-5736) |
 //! | [`logging`] | runtime | `log`-facade logger writing runc's text/JSON lines to --log (errors, warnings, --debug) |

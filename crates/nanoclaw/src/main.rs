@@ -117,6 +117,10 @@ enum Command {
     Resume { id: String },
     /// Update the resource limits of a container (runc's flags, or -r resources.json).
     Update(UpdateFlags),
+    /// Checkpoint a running container with CRIU.
+    Checkpoint(nanoclaw::container::checkpoint::CheckpointArgs),
+    /// Restore a container from a CRIU checkpoint.
+    Restore(nanoclaw::container::checkpoint::RestoreArgs),
     /// Stream a container's stats and OOM events as JSON lines (--stats: one snapshot).
     Events {
         /// Time between stats events (e.g. 5s, 500ms).
@@ -305,6 +309,8 @@ enum Failure {
     Events(#[from] nanoclaw::container::events::EventsError),
     #[error(transparent)]
     Exec(#[from] nanoclaw::process::exec::ExecError),
+    #[error(transparent)]
+    Checkpoint(#[from] nanoclaw::container::checkpoint::CheckpointError),
 }
 
 impl Failure {
@@ -424,6 +430,11 @@ fn dispatch(command: Command, root: PathBuf) -> Result<i32, Failure> {
             ops::resume(&root, &id)?;
             0
         }
+        Command::Checkpoint(args) => {
+            nanoclaw::container::checkpoint::checkpoint(&root, &args)?;
+            0
+        }
+        Command::Restore(args) => nanoclaw::container::checkpoint::restore(&root, &args)?,
         Command::Update(flags) => {
             nanoclaw::container::update::update(&root, &UpdateRequest::from(flags))?;
             0

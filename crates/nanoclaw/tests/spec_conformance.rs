@@ -1014,3 +1014,761 @@ fn recursive_mount_options_apply_to_submounts_like_runc() {
         }
     }
 }
+
+/// A seccomp agent that waits for the NOTIFY listener after `create` and before `start` (as
+/// engines do) gets it during `create`, with the container state; its answer is then what the
+/// workload sees after `start`.
+#[test]
+fn seccomp_notify_listener_reaches_the_agent_during_create_like_runc() {
+    use std::os::fd::AsRawFd;
+    if !require_root("seccomp_notify_listener_reaches_the_agent_during_create_like_runc") {
+        return;
+    }
+    for rt in both() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("agent.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let (got_tx, got_rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let agent = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().expect("accept");
+            let (fd, state) = nanoclaw_seccomp::notify::recv_listener_fd(&mut conn).expect("recv");
+            got_tx
+                .send((state.state().id().clone(), state.fds().clone()))
+                .unwrap();
+            // Answer only once the test has seen the fd arrive before `start`.
+            go_rx.recv().unwrap();
+            let req = libseccomp::ScmpNotifReq::receive(fd.as_raw_fd()).expect("notification");
+            libseccomp::ScmpNotifResp::new_error(
+                req.id,
+                -libc::EXDEV,
+                libseccomp::ScmpNotifRespFlags::empty(),
+            )
+            .respond(fd.as_raw_fd())
+            .expect("respond");
+        });
+        let f = Fixture::new(|spec, _| {
+            spec["process"]["args"] = json!([
+                "sh",
+                "-c",
+                "mkdir /tmp/notified 2>/tmp/err; echo $? > /tmp/rc; sleep 100"
+            ]);
+            spec["linux"]["seccomp"] = json!({
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "listenerPath": sock,
+                "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"}]
+            });
+        });
+        let id = unique_name("notify");
+        let out = f.create(&rt, &id);
+        assert!(
+            out.status.success(),
+            "{}: create: {}",
+            name(&rt),
+            text(&out.stderr)
+        );
+        let (got_id, fds) = got_rx
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("{}: no listener fd after create", name(&rt)));
+        assert_eq!(got_id, id, "{}", name(&rt));
+        assert_eq!(fds, vec!["seccompFd".to_owned()], "{}", name(&rt));
+        let state = f.run(&rt, &["state", &id]);
+        let v: Value = serde_json::from_slice(&state.stdout).unwrap_or(Value::Null);
+        assert_eq!(v["status"], "created", "{}", name(&rt));
+        go_tx.send(()).unwrap();
+        let out = f.run(&rt, &["start", &id]);
+        assert!(
+            out.status.success(),
+            "{}: start: {}",
+            name(&rt),
+            text(&out.stderr)
+        );
+        let rc = Path::new("/proc")
+            .join(f.pid(&rt, &id).to_string())
+            .join("root/tmp/rc");
+        assert!(
+            wait_until(Duration::from_secs(10), || rc.exists()),
+            "{}: workload did not run",
+            name(&rt)
+        );
+        agent.join().expect("agent");
+        // EXDEV is the agent's answer.
+        assert_eq!(
+            std::fs::read_to_string(&rc).unwrap_or_default().trim(),
+            "1",
+            "{}",
+            name(&rt)
+        );
+        let err = std::fs::read_to_string(rc.with_file_name("err")).unwrap_or_default();
+        assert!(err.contains("cross-device"), "{}: {err}", name(&rt));
+        f.delete(&rt, &id);
+    }
+}
+
+/// The policy column of the first mapping in /proc/self/numa_maps (the task policy).
+fn numa_policy(out: &Output) -> String {
+    text(&out.stdout)
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// linux.memoryPolicy reaches the init and exec'd processes (numa_maps from inside); bad
+/// policies are refused naming the field, before anything exists. runc 1.1.5 predates the
+/// field and ignores it.
+#[test]
+fn memory_policy_applies_to_init_and_exec() {
+    if !require_root("memory_policy_applies_to_init_and_exec") {
+        return;
+    }
+    for (policy, want) in [
+        (json!({"mode": "MPOL_BIND", "nodes": "0"}), "bind:0"),
+        (
+            json!({"mode": "MPOL_INTERLEAVE", "nodes": "0"}),
+            "interleave:0",
+        ),
+        (
+            json!({"mode": "MPOL_PREFERRED", "nodes": "0", "flags": ["MPOL_F_STATIC_NODES"]}),
+            "prefer=static:0",
+        ),
+        (json!({"mode": "MPOL_LOCAL"}), "local"),
+        (json!({"mode": "MPOL_DEFAULT"}), "default"),
+    ] {
+        let f = Fixture::new(|spec, _| {
+            spec["linux"]["memoryPolicy"] = policy.clone();
+            spec["process"]["args"] = json!(["cat", "/proc/self/numa_maps"]);
+        });
+        let b = f.bundle.path().to_string_lossy().into_owned();
+        let id = unique_name("mpol");
+        let out = f.run(&nanoclaw(), &["run", "--bundle", &b, &id]);
+        assert!(out.status.success(), "{policy}: {}", text(&out.stderr));
+        assert_eq!(numa_policy(&out), want, "{policy}");
+    }
+    // An exec'd process runs under the policy too.
+    let f = Fixture::new(|spec, _| {
+        spec["linux"]["memoryPolicy"] = json!({"mode": "MPOL_BIND", "nodes": "0"});
+    });
+    let id = unique_name("mpol");
+    f.started(&nanoclaw(), &id);
+    let out = f.run(&nanoclaw(), &["exec", &id, "cat", "/proc/self/numa_maps"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(numa_policy(&out), "bind:0");
+    f.delete(&nanoclaw(), &id);
+    // Refused: a node the host lacks (the kernel's EINVAL), a malformed list, a mode
+    // without the nodes it needs.
+    let last = (0..1024)
+        .rev()
+        .find(|n| Path::new(&format!("/sys/devices/system/node/node{n}")).exists())
+        .unwrap_or(0);
+    for (policy, want) in [
+        (
+            json!({"mode": "MPOL_BIND", "nodes": format!("{}", last + 1)}),
+            "linux.memoryPolicy: set_mempolicy(MPOL_BIND",
+        ),
+        (
+            json!({"mode": "MPOL_BIND", "nodes": "0-x"}),
+            "linux.memoryPolicy.nodes",
+        ),
+        (
+            json!({"mode": "MPOL_INTERLEAVE"}),
+            "linux.memoryPolicy.nodes: mode MPOL_INTERLEAVE needs at least one node",
+        ),
+    ] {
+        let f = Fixture::new(|spec, _| spec["linux"]["memoryPolicy"] = policy.clone());
+        let id = unique_name("mpolbad");
+        let out = f.create(&nanoclaw(), &id);
+        assert!(!out.status.success(), "{policy} accepted");
+        assert!(
+            text(&out.stderr).contains(want),
+            "{policy}: {}",
+            text(&out.stderr)
+        );
+        assert!(!f.run(&nanoclaw(), &["state", &id]).status.success());
+        assert!(claw_testsupport::engines::cgroup_dirs_named(&id).is_empty());
+    }
+}
+
+/// A veth pair made for the test; both ends are removed on drop (wherever they still are).
+struct Veth {
+    host: String,
+    peer: String,
+}
+
+impl Veth {
+    fn new(tag: char) -> Self {
+        let n = std::process::id() % 100_000;
+        let v = Self {
+            host: format!("clw{tag}a{n}"),
+            peer: format!("clw{tag}b{n}"),
+        };
+        let ok = Command::new("ip")
+            .args([
+                "link", "add", &v.host, "type", "veth", "peer", "name", &v.peer,
+            ])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "ip link add veth");
+        v
+    }
+}
+
+impl Drop for Veth {
+    fn drop(&mut self) {
+        for n in [&self.host, &self.peer] {
+            let _ = Command::new("ip")
+                .args(["link", "del", n])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// A named network namespace (`ip netns add`), deleted on drop.
+struct NetNs(String);
+
+impl NetNs {
+    fn new() -> Self {
+        let name = format!("clwns{}", std::process::id() % 100_000);
+        assert!(Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .unwrap()
+            .success());
+        Self(name)
+    }
+    fn path(&self) -> String {
+        format!("/run/netns/{}", self.0)
+    }
+    fn ip(&self, args: &[&str]) -> Option<String> {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.0, "ip"])
+            .args(args)
+            .output()
+            .unwrap();
+        out.status
+            .success()
+            .then(|| text(&out.stdout))
+            .filter(|s| !s.is_empty())
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// `ip -o link show NAME` (or `addr`) in the network namespace of `pid` (0: the test's own).
+fn ip_line(pid: i64, what: &str, link: &str) -> Option<String> {
+    let mut c = if pid == 0 {
+        Command::new("ip")
+    } else {
+        let mut c = Command::new("nsenter");
+        c.arg("-t").arg(pid.to_string()).args(["-n", "ip"]);
+        c
+    };
+    let out = c.args(["-o", what, "show", link]).output().unwrap();
+    out.status
+        .success()
+        .then(|| text(&out.stdout))
+        .filter(|s| !s.is_empty())
+}
+
+fn link_line(pid: i64, link: &str) -> Option<String> {
+    ip_line(pid, "link", link)
+}
+
+fn is_up(line: &str) -> bool {
+    line.split('<')
+        .nth(1)
+        .and_then(|f| f.split('>').next())
+        .is_some_and(|flags| flags.split(',').any(|f| f == "UP"))
+}
+
+/// linux.netDevices (runtime-spec 1.3): during create the named host link is moved into the
+/// container's network namespace under `name`, keeps its permanent global address and is set
+/// up. `delete` does not move it out (the spec: "MUST NOT attempt to move the interface out
+/// of the namespace"): in a namespace of the container's own the kernel destroys the veth
+/// with it; in a joined namespace it stays there. A `%d` template is numbered by the kernel; a
+/// name already taken in the container, a missing device, a bad name or a container without a
+/// network namespace is refused naming the field, and the host link is left where it was.
+/// runc 1.1.5 predates the field and ignores it.
+#[test]
+fn net_devices_move_into_the_container_with_their_addresses() {
+    if !require_root("net_devices_move_into_the_container_with_their_addresses") {
+        return;
+    }
+    let veth = Veth::new('x');
+    assert!(Command::new("ip")
+        .args(["addr", "add", "10.201.77.1/24", "dev", &veth.host])
+        .status()
+        .unwrap()
+        .success());
+    let host = veth.host.clone();
+    let f = Fixture::new(|spec, _| {
+        spec["linux"]["netDevices"] = json!({ host.clone(): {"name": "ctr0"} });
+    });
+    let id = unique_name("netdev");
+    let out = f.create(&nanoclaw(), &id);
+    assert!(out.status.success(), "create: {}", text(&out.stderr));
+    let pid = f.pid(&nanoclaw(), &id);
+    assert!(
+        link_line(0, &veth.host).is_none(),
+        "{} still on the host",
+        veth.host
+    );
+    let inside = link_line(pid, "ctr0").expect("ctr0 in the container");
+    assert!(is_up(&inside), "not up inside: {inside}");
+    assert!(link_line(pid, &veth.host).is_none(), "not renamed");
+    let addr = ip_line(pid, "addr", "ctr0").unwrap_or_default();
+    assert!(addr.contains("10.201.77.1/24"), "address not kept: {addr}");
+    // The workload sees it too.
+    let out = f.run(&nanoclaw(), &["start", &id]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = f.run(&nanoclaw(), &["exec", &id, "cat", "/proc/net/dev"]);
+    assert!(text(&out.stdout).contains("ctr0:"), "{}", text(&out.stdout));
+    f.delete(&nanoclaw(), &id);
+    // Not moved back: the namespace died with the container and took the veth pair along.
+    assert!(
+        wait_until(Duration::from_secs(10), || link_line(0, &veth.peer)
+            .is_none()),
+        "the veth survived its namespace"
+    );
+    assert!(link_line(0, &veth.host).is_none(), "moved back");
+
+    // A joined namespace keeps the link after delete; `%d` is numbered by the kernel.
+    let ns = NetNs::new();
+    let veth2 = Veth::new('y');
+    let (host2, nspath) = (veth2.host.clone(), ns.path());
+    let set_ns = |spec: &mut Value| {
+        for n in spec["linux"]["namespaces"].as_array_mut().unwrap() {
+            if n["type"] == "network" {
+                n["path"] = json!(nspath.clone());
+            }
+        }
+    };
+    let f = Fixture::new(|spec, _| {
+        set_ns(spec);
+        spec["linux"]["netDevices"] = json!({ host2.clone(): {"name": "ctr%d"} });
+    });
+    let id = unique_name("netdev");
+    f.started(&nanoclaw(), &id);
+    assert!(
+        ns.ip(&["-o", "link", "show", "ctr0"]).is_some(),
+        "ctr%d not numbered"
+    );
+    f.delete(&nanoclaw(), &id);
+    assert!(
+        ns.ip(&["-o", "link", "show", "ctr0"]).is_some(),
+        "the link left the joined namespace at delete"
+    );
+    assert!(link_line(0, &veth2.host).is_none());
+
+    // "ctr0" is taken in that namespace now: refused, and the host link stays on the host.
+    let veth3 = Veth::new('z');
+    let host3 = veth3.host.clone();
+    let f = Fixture::new(|spec, _| {
+        set_ns(spec);
+        spec["linux"]["netDevices"] = json!({ host3.clone(): {"name": "ctr0"} });
+    });
+    let id = unique_name("netbad");
+    let out = f.create(&nanoclaw(), &id);
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "a taken name was accepted");
+    assert!(
+        err.contains("].name: a device named \\\"ctr0\\\" already exists in the container"),
+        "{err}"
+    );
+    assert!(link_line(0, &veth3.host).is_some(), "host link lost");
+    assert!(!f.run(&nanoclaw(), &["state", &id]).status.success());
+
+    // A create that fails after the move (a failing createRuntime hook) moves it back.
+    let host3 = veth3.host.clone();
+    let f = Fixture::new(|spec, _| {
+        spec["linux"]["netDevices"] = json!({ host3.clone(): {"name": "ctr7"} });
+        spec["hooks"] = json!({"createRuntime": [{"path": "/bin/false"}]});
+    });
+    let out = f.create(&nanoclaw(), &unique_name("netbad"));
+    assert!(!out.status.success(), "failing hook accepted");
+    let back = link_line(0, &veth3.host).expect("moved back when create failed");
+    assert!(!is_up(&back), "{back}");
+
+    for (edit, want) in [
+        (
+            json!({"netDevices": {"clwmissing0": {}}}),
+            "no network device \\\"clwmissing0\\\" on the host",
+        ),
+        (
+            json!({"netDevices": {veth3.host.clone(): {"name": "bad/name"}}}),
+            "].name: \\\"bad/name\\\" is not a valid interface name",
+        ),
+    ] {
+        let f = Fixture::new(|spec, _| {
+            spec["linux"]["netDevices"] = edit["netDevices"].clone();
+        });
+        let id = unique_name("netbad");
+        let out = f.create(&nanoclaw(), &id);
+        assert!(!out.status.success(), "{edit} accepted");
+        assert!(
+            text(&out.stderr).contains(want),
+            "{edit}: {}",
+            text(&out.stderr)
+        );
+        assert!(!f.run(&nanoclaw(), &["state", &id]).status.success());
+    }
+    let host = veth3.host.clone();
+    let f = Fixture::new(|spec, _| {
+        spec["linux"]["netDevices"] = json!({ host.clone(): {} });
+        let ns = spec["linux"]["namespaces"].as_array_mut().unwrap();
+        ns.retain(|n| n["type"] != "network");
+    });
+    let out = f.create(&nanoclaw(), &unique_name("netbad"));
+    assert!(
+        text(&out.stderr).contains("linux.netDevices: the container has no network namespace"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(link_line(0, &veth3.host).is_some());
+}
+
+/// Runs `script` in a private mount namespace of its own (`unshare -m`), so whatever a runtime
+/// mounts in "its caller's" mount namespace never reaches the host's. $RT, $ROOT, $BUNDLE and
+/// $ROOTFS name the runtime, its --root, the bundle and the rootfs.
+fn in_private_mount_ns(f: &Fixture, rt: &Path, script: &str) -> Output {
+    output_via_files(
+        Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-c", script])
+            .env("RT", rt)
+            .env("ROOT", f.root.path().join(name(rt)))
+            .env("BUNDLE", f.bundle.path())
+            .env("ROOTFS", f.rootfs.path()),
+    )
+}
+
+fn without_mount_ns(spec: &mut Value) {
+    let ns = spec["linux"]["namespaces"].as_array_mut().unwrap();
+    ns.retain(|n| n["type"] != "mount");
+    let linux = spec["linux"].as_object_mut().unwrap();
+    linux.remove("maskedPaths");
+    linux.remove("readonlyPaths");
+}
+
+/// A config without a `mount` namespace inherits the runtime's (config-linux), as runc runs
+/// it: the rootfs is set up in the caller's mount namespace and the process is chrooted into
+/// it (same mount namespace id inside and outside, the image's root seen). Both runtimes run
+/// in a private mount namespace made for the test. runc 1.1.5 leaves every mount it made there
+/// after `delete` (counted, not asserted); nanoclaw detaches them. nanoclaw's `exec` enters
+/// the container's root (runc's lands in the caller's root). maskedPaths/readonlyPaths cannot
+/// be honoured there: both refuse them.
+#[test]
+fn no_mount_namespace_inherits_the_runtimes_like_runc() {
+    if !require_root("no_mount_namespace_inherits_the_runtimes_like_runc") {
+        return;
+    }
+    let f = Fixture::new(|spec, _| {
+        without_mount_ns(spec);
+        spec["process"]["args"] = json!(["sh", "-c", "readlink /proc/self/ns/mnt; ls /"]);
+    });
+    let image: Vec<String> = {
+        let mut v: Vec<String> = std::fs::read_dir(f.rootfs.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let mut left = Vec::new();
+    for rt in both() {
+        let id = unique_name("nomntns");
+        let script = format!(
+            r#"readlink /proc/self/ns/mnt
+"$RT" --root "$ROOT" run --bundle "$BUNDLE" {id}; echo "rc=$?"
+echo "left=$(grep -c " $ROOTFS" /proc/self/mountinfo)""#
+        );
+        let out = in_private_mount_ns(&f, &rt, &script);
+        let o = text(&out.stdout);
+        let lines: Vec<&str> = o.lines().collect();
+        assert!(
+            lines.contains(&"rc=0"),
+            "{}: {o} {}",
+            name(&rt),
+            text(&out.stderr)
+        );
+        assert_eq!(
+            lines.first(),
+            lines.get(1),
+            "{}: the container must share the caller's mount namespace: {o}",
+            name(&rt)
+        );
+        let seen: Vec<String> = lines
+            .iter()
+            .skip(2)
+            .take_while(|l| !l.starts_with("rc="))
+            .map(|l| l.to_string())
+            .collect();
+        assert_eq!(seen, image, "{}: root of the container", name(&rt));
+        let n: usize = o
+            .lines()
+            .find_map(|l| l.strip_prefix("left="))
+            .and_then(|v| v.parse().ok())
+            .unwrap();
+        left.push((name(&rt), n));
+    }
+    assert_eq!(
+        left[0],
+        ("nanoclaw".to_string(), 0),
+        "nanoclaw left mounts in the caller's mount namespace (runc: {:?})",
+        left[1]
+    );
+    // The test's own mount namespace never saw any of it.
+    let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mi.contains(&f.rootfs.path().display().to_string()), "{mi}");
+
+    // exec: nanoclaw's process sees the container's root, in the same mount namespace.
+    let f2 = Fixture::new(|spec, _| without_mount_ns(spec));
+    let id = unique_name("nomntns");
+    let script = format!(
+        r#""$RT" --root "$ROOT" run -d --bundle "$BUNDLE" {id} || exit 1
+"$RT" --root "$ROOT" exec {id} ls /
+"$RT" --root "$ROOT" delete -f {id}
+echo "left=$(grep -c " $ROOTFS" /proc/self/mountinfo)""#
+    );
+    let out = in_private_mount_ns(&f2, &nanoclaw(), &script);
+    let o = text(&out.stdout);
+    let seen: Vec<&str> = o.lines().take_while(|l| !l.starts_with("left=")).collect();
+    assert_eq!(seen, image, "exec's root: {o} {}", text(&out.stderr));
+    assert!(o.contains("left=0"), "{o}");
+
+    for field in ["maskedPaths", "readonlyPaths"] {
+        let f = Fixture::new(|spec, _| {
+            without_mount_ns(spec);
+            spec["linux"][field] = json!(["/proc/kcore"]);
+        });
+        for rt in both() {
+            let id = unique_name("nomntns");
+            let script = format!(
+                r#""$RT" --root "$ROOT" create --bundle "$BUNDLE" {id}; echo "rc=$?"
+echo "left=$(grep -c " $ROOTFS" /proc/self/mountinfo)""#
+            );
+            let out = in_private_mount_ns(&f, &rt, &script);
+            let (o, e) = (text(&out.stdout), text(&out.stderr));
+            assert!(!o.contains("rc=0"), "{}: {field} accepted", name(&rt));
+            assert!(
+                e.contains("unable to restrict sys entries without a private"),
+                "{}: {e}",
+                name(&rt)
+            );
+            assert!(o.contains("left=0"), "{}: {o}", name(&rt));
+            if rt == nanoclaw() {
+                assert!(e.contains(&format!("linux.{field}")), "{e}");
+            }
+        }
+    }
+}
+
+/// The first CRIU error line of a log (timestamps cut).
+fn first_criu_error(log: &Path) -> Option<String> {
+    std::fs::read_to_string(log).ok().and_then(|t| {
+        t.lines()
+            .find_map(|l| l.find("Error (").map(|i| l[i..].trim().to_owned()))
+    })
+}
+
+/// checkpoint/restore through CRIU with runc's flags, against runc. Where CRIU can dump on
+/// this kernel (runc's checkpoint succeeds), nanoclaw's must too, the container is gone after
+/// it, and `restore -d` brings the process back with its memory (a counter that goes on
+/// counting). Where CRIU cannot (this machine's kernel: "vdso: Unexpected rt vDSO area
+/// bounds"), both fail, nanoclaw's error quotes the same CRIU error runc's log shows, the
+/// container runs on untouched, and a failed restore leaves no container and no cgroup.
+#[test]
+fn checkpoint_and_restore_through_criu_like_runc() {
+    if !require_root("checkpoint_and_restore_through_criu_like_runc")
+        || !claw_testsupport::require_tool("checkpoint_and_restore_through_criu_like_runc", "criu")
+    {
+        return;
+    }
+    let f = Fixture::new(|spec, _| {
+        spec["process"]["args"] = json!([
+            "sh",
+            "-c",
+            "i=0; while :; do i=$((i+1)); echo $i > /tmp/n; sleep 0.1; done"
+        ]);
+    });
+    let imgs = tempfile::tempdir().unwrap();
+    let mut criu_works = None;
+    for rt in [runc(), nanoclaw()] {
+        let id = unique_name("ckpt");
+        // Pipes as the container's stdio, as engines give it (a file of the host, outside the
+        // container's mounts, is something CRIU cannot dump).
+        let b = f.bundle.path().display().to_string();
+        let mut create = f.cmd(&rt, &["create", "--bundle", &b, &id]);
+        let mut child = create
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let _stdin = child.stdin.take();
+        let _stdout = child.stdout.take();
+        let stderr = child.stderr.take();
+        assert!(
+            child.wait().unwrap().success(),
+            "{}: create ({stderr:?})",
+            name(&rt)
+        );
+        let out = f.run(&rt, &["start", &id]);
+        assert!(
+            out.status.success(),
+            "{}: start: {}",
+            name(&rt),
+            text(&out.stderr)
+        );
+        let pid = f.pid(&rt, &id);
+        let counter = PathBuf::from(format!("/proc/{pid}/root/tmp/n"));
+        assert!(wait_until(Duration::from_secs(10), || counter.exists()));
+        let image = imgs.path().join(format!("{}-img", name(&rt)));
+        let work = imgs.path().join(format!("{}-work", name(&rt)));
+        let (i, w) = (image.display().to_string(), work.display().to_string());
+        // The counter lives in the shell's memory: a restore that lost it would start at 1.
+        assert!(wait_until(Duration::from_secs(10), || {
+            std::fs::read_to_string(&counter)
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .is_some_and(|v| v > 3)
+        }));
+        let at_dump: u64 = std::fs::read_to_string(&counter)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        let out = f.run(
+            &rt,
+            &[
+                "checkpoint",
+                "--image-path",
+                &i,
+                "--work-path",
+                &w,
+                "--file-locks",
+                &id,
+            ],
+        );
+        let err = text(&out.stderr);
+        let works = *criu_works.get_or_insert(out.status.success());
+        if !works {
+            assert!(
+                !out.status.success(),
+                "{}: checkpoint succeeded where runc's failed",
+                name(&rt)
+            );
+            let criu_err = first_criu_error(&work.join("dump.log"))
+                .unwrap_or_else(|| panic!("{}: no CRIU error in dump.log ({err})", name(&rt)));
+            if rt == nanoclaw() {
+                assert!(err.contains("criu dump failed"), "{err}");
+                assert!(
+                    err.contains(&criu_err),
+                    "CRIU's error {criu_err:?} not named: {err}"
+                );
+            }
+            // Left as it was: running, the same init, still counting.
+            assert_eq!(f.pid(&rt, &id), pid, "{}", name(&rt));
+            let st: Value = serde_json::from_slice(&f.run(&rt, &["state", &id]).stdout).unwrap();
+            assert_eq!(st["status"], "running", "{}", name(&rt));
+            let before = std::fs::read_to_string(&counter).unwrap_or_default();
+            assert!(
+                wait_until(Duration::from_secs(5), || std::fs::read_to_string(&counter)
+                    .is_ok_and(|n| n != before)),
+                "{}: the container stopped counting",
+                name(&rt)
+            );
+            // A restore that CRIU refuses leaves nothing behind.
+            let b = f.bundle.path().display().to_string();
+            let rid = unique_name("rstr");
+            let out = f.run(
+                &rt,
+                &[
+                    "restore",
+                    "-d",
+                    "--bundle",
+                    &b,
+                    "--image-path",
+                    &i,
+                    "--work-path",
+                    &w,
+                    &rid,
+                ],
+            );
+            assert!(!out.status.success(), "{}: restore succeeded", name(&rt));
+            if rt == nanoclaw() {
+                let err = text(&out.stderr);
+                let criu_err = first_criu_error(&work.join("restore.log")).unwrap_or_default();
+                assert!(
+                    err.contains("criu restore failed") && err.contains(&criu_err),
+                    "{err}"
+                );
+            }
+            assert!(
+                !f.run(&rt, &["state", &rid]).status.success(),
+                "{}",
+                name(&rt)
+            );
+            assert!(
+                claw_testsupport::engines::cgroup_dirs_named(&rid).is_empty(),
+                "{}: cgroup left",
+                name(&rt)
+            );
+            f.delete(&rt, &id);
+            continue;
+        }
+        assert!(out.status.success(), "{}: checkpoint: {err}", name(&rt));
+        assert!(
+            !f.run(&rt, &["state", &id]).status.success(),
+            "{}: container left after checkpoint",
+            name(&rt)
+        );
+        let b = f.bundle.path().display().to_string();
+        let rid = unique_name("rstr");
+        let out = f.run(
+            &rt,
+            &[
+                "restore",
+                "-d",
+                "--bundle",
+                &b,
+                "--image-path",
+                &i,
+                "--work-path",
+                &w,
+                &rid,
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{}: restore: {}",
+            name(&rt),
+            text(&out.stderr)
+        );
+        let rpid = f.pid(&rt, &rid);
+        let counter = PathBuf::from(format!("/proc/{rpid}/root/tmp/n"));
+        let n = |c: &Path| -> u64 {
+            std::fs::read_to_string(c)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        let first = n(&counter);
+        assert!(
+            first >= at_dump,
+            "{}: counter lost ({first} < {at_dump})",
+            name(&rt)
+        );
+        assert!(
+            wait_until(Duration::from_secs(5), || n(&counter) > first),
+            "{}: restored process does not run",
+            name(&rt)
+        );
+        f.delete(&rt, &rid);
+    }
+}

@@ -9,9 +9,11 @@
 //! runc).
 
 pub mod cgroup;
+pub mod checkpoint;
 pub mod events;
 pub mod hooks;
 pub mod list;
+pub mod netdev;
 pub mod ops;
 pub mod state;
 pub mod update;
@@ -75,6 +77,8 @@ pub enum ContainerError {
     Rootfs(#[from] crate::rootfs::RootfsError),
     #[error(transparent)]
     PidFile(#[from] state::PidFileError),
+    #[error(transparent)]
+    NetDevice(#[from] crate::container::netdev::NetDeviceError),
     #[error("process.user.additionalGids: a rootless runtime with a single-id gid mapping cannot set supplementary groups (map more gids through /etc/subgid)")]
     RootlessGroups,
 }
@@ -122,13 +126,27 @@ struct Unwind {
     state_dir: Option<StateDir>,
     /// The container's cgroup: its processes are killed and it is removed on unwind.
     cgroup: Option<Box<dyn nanoclaw_cgroups::CgroupManager>>,
+    /// linux.netDevices moved into a container whose create fails: moved back before the init
+    /// is killed.
+    netdevs: Option<(
+        std::os::fd::OwnedFd,
+        Vec<crate::container::netdev::NetDevice>,
+    )>,
+    /// No mount namespace: the rootfs path and the mount that held it before (hostmount.rs).
+    host_mounts: Option<(PathBuf, u64)>,
 }
 
 impl Drop for Unwind {
     fn drop(&mut self) {
+        if let Some((netns, devs)) = self.netdevs.take() {
+            let _ = crate::container::netdev::move_back(&devs, std::os::fd::AsFd::as_fd(&netns));
+        }
         if let Some(pid) = self.pid.take() {
             let _ = kill(pid, Signal::SIGKILL);
             let _ = waitpid(pid, None);
+        }
+        if let Some((rootfs, base)) = self.host_mounts.take() {
+            crate::rootfs::hostmount::cleanup(&rootfs, base);
         }
         if let Some(cg) = self.cgroup.take() {
             crate::container::cgroup::unwind(cg.as_ref());
@@ -225,6 +243,8 @@ fn create_checked(opts: &CreateOptions, checked: Checked) -> Result<Created, Con
         pid: None,
         state_dir: None,
         cgroup: None,
+        netdevs: None,
+        host_mounts: None,
     };
     let fifo_path = state_dir.exec_fifo();
     let snapshot = state_dir.write_private(state::CONFIG_SNAPSHOT, &config_bytes);
@@ -257,6 +277,17 @@ fn create_checked(opts: &CreateOptions, checked: Checked) -> Result<Created, Con
     }
     crate::testpoint::hit("create:cgroup");
 
+    // No mount namespace: remember which mount holds the rootfs path now, so what the init
+    // stacks there in our mount namespace can be detached on delete or unwind.
+    if crate::rootfs::hostmount::shares_mount_ns(&plan.namespaces) {
+        if let (Some((record, base)), Some(dir)) = (
+            crate::rootfs::hostmount::record(&plan.rootfs),
+            unwind.state_dir.as_ref(),
+        ) {
+            dir.write_private(crate::rootfs::hostmount::RECORD, record.as_bytes())?;
+            unwind.host_mounts = Some((plan.rootfs.clone(), base));
+        }
+    }
     let ctx = InitContext {
         plan: &plan,
         sync: child_sock,
@@ -280,6 +311,19 @@ fn create_checked(opts: &CreateOptions, checked: Checked) -> Result<Created, Con
 
     if plan.namespaces.creates(CloneFlags::CLONE_NEWUSER) {
         namespaces::write_id_maps(pid, &plan)?;
+    }
+    // linux.netDevices: into the container's network namespace before the init goes on, so
+    // hooks and the workload find them there.
+    let devs = crate::container::netdev::devices(
+        plan.spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.net_devices().as_ref()),
+    );
+    if !devs.is_empty() {
+        let netns = container_netns(pid, &joins)?;
+        crate::container::netdev::move_in(&devs, std::os::fd::AsFd::as_fd(&netns))?;
+        unwind.netdevs = Some((netns, devs));
     }
     parent_sock.send(&Msg::Go)?;
     // Cgroup step: move `pid` into the container's cgroup while the init starts its
@@ -379,6 +423,8 @@ fn create_checked(opts: &CreateOptions, checked: Checked) -> Result<Created, Con
     }
     unwind.pid = None;
     unwind.cgroup = None; // the container keeps its cgroup; `delete` removes it
+    unwind.netdevs = None; // the namespace's owner manages them from now on (spec)
+    unwind.host_mounts = None; // `delete` detaches them
     let state_dir = unwind
         .state_dir
         .take()
@@ -389,6 +435,22 @@ fn create_checked(opts: &CreateOptions, checked: Checked) -> Result<Created, Con
         state,
         stdio_relay,
     })
+}
+
+/// The container's network namespace: the one it joins by path, else the init's own.
+fn container_netns(
+    pid: Pid,
+    joins: &[namespaces::JoinFd],
+) -> Result<std::os::fd::OwnedFd, ContainerError> {
+    if let Some(j) = joins.iter().find(|j| j.flag == CloneFlags::CLONE_NEWNET) {
+        return j.fd.try_clone().map_err(|source| ContainerError::Io {
+            what: format!("{}: dup", j.field),
+            source,
+        });
+    }
+    Ok(crate::container::netdev::open_ns(&format!(
+        "/proc/{pid}/ns/net"
+    ))?)
 }
 
 /// Current status of a container from its saved state and the init's liveness.
@@ -527,6 +589,7 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), ContainerError> 
         }
     }
     crate::testpoint::hit("delete:killed");
+    crate::rootfs::hostmount::cleanup_recorded(dir.path(), &st.rootfs);
     // Cgroup step: remove the container's cgroup here (after the processes are
     // gone; also when the init had already exited). A cgroup that cannot be removed keeps
     // the state dir, so `delete` can be retried.

@@ -364,6 +364,9 @@ const JOIN_ORDER: [(&str, CloneFlags); 7] = [
     ("mnt", CloneFlags::CLONE_NEWNS),
 ];
 
+/// The pseudo-namespace entry that makes the exec child chroot into the init's root.
+const CHROOT: &str = "root";
+
 /// A namespace of the container's init that differs from ours.
 pub struct NsFd {
     pub name: &'static str,
@@ -437,6 +440,25 @@ pub fn open_namespaces(pid: i32, start_time: u64, id: &str) -> Result<Namespaces
         if let Some(fd) = open(name)? {
             others.push(NsFd { name, flag, fd });
         }
+    }
+    // A container in our own mount namespace (no `mount` namespace, hostmount.rs) lives in a
+    // chroot: the child enters the init's root instead of a mount namespace.
+    if !others.iter().any(|ns| ns.name == "mnt") {
+        let fd = openat(
+            &proc_dir,
+            "root",
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| ExecError::Namespace {
+            path: PathBuf::from(format!("/proc/{pid}/root")),
+            source: e.into(),
+        })?;
+        others.push(NsFd {
+            name: CHROOT,
+            flag: CloneFlags::empty(),
+            fd,
+        });
     }
     Ok(Namespaces {
         pid: pid_ns,
@@ -624,6 +646,11 @@ pub fn plan_process(
     euid: u32,
 ) -> Result<crate::spec::Plan, ExecError> {
     spec.set_process(Some(process));
+    // The links of linux.netDevices were moved into the container at create: they are no
+    // longer on the host for the check, and an exec'd process moves nothing.
+    if let Some(linux) = spec.linux_mut() {
+        linux.set_net_devices(None);
+    }
     crate::spec::validate(bundle, spec, euid).map_err(|e| ExecError::Plan(e.to_string()))
 }
 
@@ -828,6 +855,11 @@ fn child(
             .map_err(|e| ExecError::Plan(e.to_string()))?;
     }
     for ns in joins {
+        if ns.name == CHROOT {
+            crate::rootfs::hostmount::chroot_into(ns.fd.as_fd())
+                .map_err(sys("chroot into the container's root"))?;
+            continue;
+        }
         nix::sched::setns(ns.fd.as_fd(), ns.flag).map_err(|source| ExecError::Sys {
             what: match ns.name {
                 "user" => "setns(user)",

@@ -16,7 +16,9 @@
 //! 7. no_new_privs; executable lookup; argv/envp; umask; default signal dispositions
 //! 8. every fd above stderr (and above `--preserve-fds`) close-on-exec
 //! 9. the caller's barrier (the init reports Ready and waits for `start` there)
-//! 10. the AppArmor exec transition, then seccomp — the very last step before `execve`.
+//! 10. the AppArmor exec transition, then seccomp — the very last step before `execve`
+//!     (with NOTIFY rules and a listenerPath, both move before step 9, so the agent gets the
+//!     listener fd during `create`, as with runc and youki).
 
 use std::ffi::CStr;
 use std::os::unix::net::UnixStream;
@@ -113,6 +115,7 @@ impl ProcessFinish<'_> {
         // Scheduler and I/O priority while the process still has CAP_SYS_NICE (a realtime
         // policy needs it); both survive execve.
         plan.sched.apply().map_err(|e| E::from(e.into()))?;
+        apply_memory_policy(self.spec)?;
         let mut seccomp = self.seccomp.take();
         // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it before the
         // capabilities go (runc does the same); otherwise last, just before execve.
@@ -140,8 +143,25 @@ impl ProcessFinish<'_> {
         process::set_umask(plan, self.default_umask);
         crate::process::signal::reset_for_workload().map_err(sys("sigprocmask"))?;
         close_on_exec_from(3u32.saturating_add(self.preserve_fds))?;
+        // A NOTIFY listener must reach its agent during `create` (runc and youki deliver it
+        // there; an agent that waits for it before `start` would otherwise deadlock): the
+        // filter is then loaded before the barrier. Every privilege step is already behind
+        // us, so the filter still comes after the capability drop, the uid switch and
+        // no_new_privs; only the exec fifo wait (and startContainer hooks) run under it, as
+        // in runc, which loads every filter there.
+        let early = seccomp
+            .as_ref()
+            .is_some_and(crate::security::SeccompStep::delivers_listener);
+        if early {
+            crate::security::apply_apparmor(self.security).map_err(|e| E::from(e.into()))?;
+            if let Some(step) = seccomp.take() {
+                self.install_seccomp(step)?;
+            }
+        }
         barrier()?;
-        crate::security::apply_apparmor(self.security).map_err(|e| E::from(e.into()))?;
+        if !early {
+            crate::security::apply_apparmor(self.security).map_err(|e| E::from(e.into()))?;
+        }
         if let Some(step) = seccomp {
             self.install_seccomp(step)?;
         }
@@ -191,7 +211,18 @@ fn new_session() -> Result<(), FinishError> {
     }
 }
 
-/// `linux.personality`, for this process and what it execs (also for `exec`'d processes).
+/// `linux.memoryPolicy`, for this process and what it execs (init and exec'd processes).
+fn apply_memory_policy(spec: &Spec) -> Result<(), FinishError> {
+    let policy = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.memory_policy().as_ref());
+    if let Some(plan) = crate::security::mempolicy::plan(policy).map_err(SecurityError::from)? {
+        plan.apply().map_err(SecurityError::from)?;
+    }
+    Ok(())
+}
+
 /// `chdir(process.cwd)`, then proves the cwd lies inside the process's root: the kernel
 /// reports a cwd outside the root (reached through a leaked fd of the host, e.g.
 /// `/proc/self/fd/N`) as "(unreachable)", which getcwd returns as ENOENT.

@@ -218,7 +218,9 @@ fn setup_and_exec(ctx: &InitContext<'_>) -> Result<Never, InitError> {
         let kind = crate::container::hooks::HookKind::CreateContainer;
         crate::container::hooks::run_hooks(kind, Some(hooks), &hook_state.json("creating"))?;
     }
-    if ctx.no_pivot {
+    if crate::rootfs::hostmount::shares_mount_ns(&plan.namespaces) {
+        mounter.chroot()?;
+    } else if ctx.no_pivot {
         mounter.move_root()?;
     } else {
         mounter.pivot()?;

@@ -13,6 +13,7 @@
 
 pub mod devices;
 pub mod fsopts;
+pub mod hostmount;
 pub mod masked_paths;
 pub mod tmpcopyup;
 
@@ -635,6 +636,13 @@ impl<'a> RootfsMounter<'a> {
     /// container's mount namespace even through a chroot escape; then the rootfs mount is moved
     /// onto `/` and the process chroots into it. Weaker than pivot_root (a process with
     /// CAP_SYS_CHROOT can still leave a chroot into what remains), as with runc.
+    /// Without a mount namespace of its own (hostmount.rs): chroot into the rootfs, leaving
+    /// the root of the runtime's mount namespace alone.
+    pub fn chroot(self) -> Result<(), RootfsError> {
+        crate::rootfs::hostmount::chroot_into(self.root_fd()?)
+            .map_err(sys("chroot into the rootfs"))
+    }
+
     pub fn move_root(self) -> Result<(), RootfsError> {
         check_no_pivot(self.plan)?;
         let rootfs = self.plan.rootfs.clone();

@@ -15,6 +15,7 @@
 //! it does, and as unsupported otherwise — never silently ignored.
 
 pub mod capabilities;
+pub mod mempolicy;
 pub mod personality;
 pub mod sched;
 pub mod sealed_exe;
@@ -48,6 +49,10 @@ pub enum SecurityError {
     Mask(#[from] MaskError),
     #[error(transparent)]
     Personality(#[from] PersonalityError),
+    #[error(transparent)]
+    MemoryPolicy(#[from] crate::security::mempolicy::MemoryPolicyError),
+    #[error(transparent)]
+    NetDevice(#[from] crate::container::netdev::NetDeviceError),
     #[error("{field}: {what} is not available on this host ({probe} not found); refusing rather than running the container without it")]
     Unavailable {
         field: &'static str,
@@ -56,13 +61,6 @@ pub enum SecurityError {
     },
     #[error("{field}: {what} is present on this host but not supported by nanoclaw yet; refusing rather than ignoring it")]
     Unsupported {
-        field: &'static str,
-        what: &'static str,
-    },
-    #[error(
-        "{field}: {what} is not implemented by nanoclaw yet; refusing rather than ignoring it"
-    )]
-    NotImplemented {
         field: &'static str,
         what: &'static str,
     },
@@ -167,22 +165,8 @@ pub fn validate(spec: &Spec, ns: &NamespacePlan) -> Result<SecurityPlan, Securit
             });
         }
     }
-    // Accepted-but-ignored would break "applied or refused with its name".
-    if linux.and_then(|l| l.memory_policy().as_ref()).is_some() {
-        return Err(SecurityError::NotImplemented {
-            field: "linux.memoryPolicy",
-            what: "a NUMA memory policy (set_mempolicy)",
-        });
-    }
-    if linux
-        .and_then(|l| l.net_devices().as_ref())
-        .is_some_and(|d| !d.is_empty())
-    {
-        return Err(SecurityError::NotImplemented {
-            field: "linux.netDevices",
-            what: "moving host network devices into the container",
-        });
-    }
+    crate::security::mempolicy::plan(linux.and_then(|l| l.memory_policy().as_ref()))?;
+    crate::container::netdev::validate(linux.and_then(|l| l.net_devices().as_ref()), ns)?;
     if linux.and_then(|l| l.intel_rdt().as_ref()).is_some() {
         if !Path::new(RESCTRL_INFO).exists() {
             return Err(SecurityError::Unavailable {
@@ -261,6 +245,11 @@ impl SeccompStep {
     /// the exec child that loads it.
     pub fn set_host_pid(&mut self, pid: i32) {
         self.host_pid = pid;
+    }
+
+    /// The filter has NOTIFY rules and an agent waits at listenerPath for the listener fd.
+    pub fn delivers_listener(&self) -> bool {
+        self.agent.is_some()
     }
 
     /// The NOTIFY agent connection, which a freshly forked exec child must keep open.

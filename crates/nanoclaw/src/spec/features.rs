@@ -196,13 +196,13 @@ pub fn features() -> Features {
     let mut rdt = IntelRdt::default();
     rdt.set_enabled(Some(false));
     linux.set_intel_rdt(Some(rdt));
-    // Refused at create (security.rs) until implemented: say so rather than stay silent.
+    // netdev.rs and mempolicy.rs.
     let mut net_devices = NetDevices::default();
-    net_devices.set_enabled(Some(false));
+    net_devices.set_enabled(Some(true));
     linux.set_net_devices(Some(net_devices));
     let mut mempolicy = MemoryPolicy::default();
-    mempolicy.set_modes(Some(Vec::new()));
-    mempolicy.set_flags(Some(Vec::new()));
+    mempolicy.set_modes(Some(strings(crate::security::mempolicy::MODES)));
+    mempolicy.set_flags(Some(strings(crate::security::mempolicy::FLAGS)));
     linux.set_memory_policy(Some(mempolicy));
 
     let mut f = Features::default();
@@ -283,6 +283,11 @@ mod tests {
             );
         }
         assert!(ns.contains(&"time"), "{ns:?}");
+        assert_eq!(v["linux"]["netDevices"]["enabled"], true);
+        assert_eq!(
+            v["linux"]["memoryPolicy"]["modes"].as_array().map(Vec::len),
+            Some(crate::security::mempolicy::MODES.len())
+        );
     }
 
     #[test]

@@ -419,6 +419,22 @@ pub fn validate(bundle: &Path, spec: Spec, euid: u32) -> Result<Plan, SpecError>
         ));
     }
 
+    // Sections for other platforms: a Linux runtime cannot honour them, and running the
+    // container without them (a `vm` section asks for a virtual machine) would be ignoring them.
+    for (name, set) in [
+        ("windows", spec.windows().is_some()),
+        ("solaris", spec.solaris().is_some()),
+        ("vm", spec.vm().is_some()),
+        ("zos", spec.zos().is_some()),
+    ] {
+        if set {
+            return Err(field(
+                name,
+                "is for another platform or a VM-based runtime; nanoclaw runs Linux containers",
+            ));
+        }
+    }
+
     // --- root ---
     let root = spec
         .root()
@@ -477,12 +493,8 @@ pub fn validate(bundle: &Path, spec: Spec, euid: u32) -> Result<Plan, SpecError>
         }
     }
     let namespaces = NamespacePlan { create, join };
-    if !namespaces.joins(CloneFlags::CLONE_NEWNS) && !namespaces.creates(CloneFlags::CLONE_NEWNS) {
-        return Err(field(
-            "linux.namespaces",
-            "a new mount namespace (type \"mount\"), or one to join (with a path), is required to set up the rootfs",
-        ));
-    }
+    // No mount namespace: the runtime's is inherited (hostmount.rs), as runc does it.
+    crate::rootfs::hostmount::check(&linux, &namespaces).map_err(|(f, why)| field(f, why))?;
     // A new user namespace holds no capability over an existing mount namespace (that one is
     // owned by an ancestor user namespace): setns and every mount of the rootfs setup would be
     // refused. Join the owning user namespace instead.
@@ -739,6 +751,17 @@ fn mount_plan(
 ) -> Result<MountPlan, SpecError> {
     let f = format!("mounts[{i}]");
     let destination = container_path(&format!("{f}.destination"), m.destination())?;
+    for (name, set) in [
+        ("uidMappings", m.uid_mappings().is_some()),
+        ("gidMappings", m.gid_mappings().is_some()),
+    ] {
+        if set {
+            return Err(field(
+                format!("{f}.{name}"),
+                "id-mapped mounts are not supported by nanoclaw",
+            ));
+        }
+    }
     let mut flags = MsFlags::empty();
     let mut propagation = Vec::new();
     let mut data = Vec::new();

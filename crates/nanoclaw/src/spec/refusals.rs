@@ -233,11 +233,16 @@ fn hostname_without_uts_namespace() {
     );
 }
 
+/// Without a mount namespace the runtime's is inherited (as in runc); what cannot be honoured
+/// there is refused.
 #[test]
-fn no_mount_namespace() {
+fn no_mount_namespace_with_masked_paths() {
     let mut spec = base();
     namespaces(&mut spec).retain(|n| n["type"] != "mount");
-    refused(&spec, "`linux.namespaces`: a new mount namespace");
+    refused(
+        &spec,
+        "`linux.maskedPaths`: unable to restrict sys entries without a private mount namespace",
+    );
 }
 
 #[test]
