@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use nanoclaw::container::checkpoint::{CheckpointArgs, RestoreArgs};
 use nanoclaw::container::events::EventsRequest;
 use nanoclaw::container::list::{render_list, render_ps_json, OutputFormat};
 use nanoclaw::container::ops::{self, OpsError};
@@ -118,9 +119,9 @@ enum Command {
     /// Update the resource limits of a container (runc's flags, or -r resources.json).
     Update(UpdateFlags),
     /// Checkpoint a running container with CRIU.
-    Checkpoint(nanoclaw::container::checkpoint::CheckpointArgs),
+    Checkpoint(CheckpointFlags),
     /// Restore a container from a CRIU checkpoint.
-    Restore(nanoclaw::container::checkpoint::RestoreArgs),
+    Restore(RestoreFlags),
     /// Stream a container's stats and OOM events as JSON lines (--stats: one snapshot).
     Events {
         /// Time between stats events (e.g. 5s, 500ms).
@@ -290,6 +291,158 @@ impl From<UpdateFlags> for UpdateRequest {
     }
 }
 
+/// runc's `checkpoint` flags.
+#[derive(Args)]
+struct CheckpointFlags {
+    /// Directory for the CRIU images (default: ./checkpoint).
+    #[arg(long = "image-path")]
+    image_path: Option<PathBuf>,
+    /// Directory for CRIU's log and work files (default: the image path).
+    #[arg(long = "work-path")]
+    work_path: Option<PathBuf>,
+    /// Images of a previous pre-dump, relative to the image path (incremental dump).
+    #[arg(long = "parent-path")]
+    parent_path: Option<PathBuf>,
+    /// Leave the container running after the dump.
+    #[arg(long = "leave-running")]
+    leave_running: bool,
+    /// Dump established TCP connections.
+    #[arg(long = "tcp-established")]
+    tcp_established: bool,
+    /// Allow external unix sockets.
+    #[arg(long = "ext-unix-sk")]
+    ext_unix_sk: bool,
+    /// Allow shell jobs (a terminal from outside the tree).
+    #[arg(long = "shell-job")]
+    shell_job: bool,
+    /// Lazy migration through a page server (refused).
+    #[arg(long = "lazy-pages")]
+    lazy_pages: bool,
+    /// Status fd of --lazy-pages (refused).
+    #[arg(long = "status-fd")]
+    status_fd: Option<i32>,
+    /// Send pages to a page server at ADDRESS:PORT.
+    #[arg(long = "page-server")]
+    page_server: Option<String>,
+    /// Dump file locks.
+    #[arg(long = "file-locks")]
+    file_locks: bool,
+    /// Dump memory only and leave the container running (for a later incremental dump).
+    #[arg(long = "pre-dump")]
+    pre_dump: bool,
+    /// soft, full, strict or ignore.
+    #[arg(long = "manage-cgroups-mode")]
+    manage_cgroups_mode: Option<String>,
+    /// Namespaces to leave empty, not dumped (network).
+    #[arg(long = "empty-ns")]
+    empty_ns: Vec<String>,
+    /// Deduplicate against the parent images.
+    #[arg(long = "auto-dedup")]
+    auto_dedup: bool,
+    id: String,
+}
+
+impl From<CheckpointFlags> for CheckpointArgs {
+    fn from(f: CheckpointFlags) -> Self {
+        CheckpointArgs {
+            image_path: f.image_path,
+            work_path: f.work_path,
+            parent_path: f.parent_path,
+            leave_running: f.leave_running,
+            tcp_established: f.tcp_established,
+            ext_unix_sk: f.ext_unix_sk,
+            shell_job: f.shell_job,
+            lazy_pages: f.lazy_pages,
+            status_fd: f.status_fd,
+            page_server: f.page_server,
+            file_locks: f.file_locks,
+            pre_dump: f.pre_dump,
+            manage_cgroups_mode: f.manage_cgroups_mode,
+            empty_ns: f.empty_ns,
+            auto_dedup: f.auto_dedup,
+            id: f.id,
+        }
+    }
+}
+
+/// runc's `restore` flags.
+#[derive(Args)]
+struct RestoreFlags {
+    #[arg(short, long, default_value = ".")]
+    bundle: PathBuf,
+    /// Directory of the CRIU images (default: ./checkpoint).
+    #[arg(long = "image-path")]
+    image_path: Option<PathBuf>,
+    /// Directory for CRIU's log and work files (default: the image path).
+    #[arg(long = "work-path")]
+    work_path: Option<PathBuf>,
+    #[arg(long = "tcp-established")]
+    tcp_established: bool,
+    #[arg(long = "ext-unix-sk")]
+    ext_unix_sk: bool,
+    #[arg(long = "shell-job")]
+    shell_job: bool,
+    #[arg(long = "file-locks")]
+    file_locks: bool,
+    /// soft, full, strict or ignore.
+    #[arg(long = "manage-cgroups-mode")]
+    manage_cgroups_mode: Option<String>,
+    /// Leave the restored container running and exit.
+    #[arg(short, long)]
+    detach: bool,
+    #[arg(long = "pid-file")]
+    pid_file: Option<PathBuf>,
+    /// Refused: handing a restored container's pty to a console socket is not supported.
+    #[arg(long = "console-socket")]
+    console_socket: Option<PathBuf>,
+    /// nanoclaw is never a subreaper: accepted, nothing to disable.
+    #[arg(long = "no-subreaper")]
+    no_subreaper: bool,
+    /// CRIU restores the mount namespace it dumped: accepted, no pivot is involved.
+    #[arg(long = "no-pivot")]
+    no_pivot: bool,
+    #[arg(long = "empty-ns")]
+    empty_ns: Vec<String>,
+    #[arg(long = "auto-dedup")]
+    auto_dedup: bool,
+    /// Refused.
+    #[arg(long = "lazy-pages")]
+    lazy_pages: bool,
+    /// Refused (no SELinux support).
+    #[arg(long = "lsm-profile")]
+    lsm_profile: Option<String>,
+    /// Refused (no SELinux support).
+    #[arg(long = "lsm-mount-context")]
+    lsm_mount_context: Option<String>,
+    id: String,
+}
+
+impl From<RestoreFlags> for RestoreArgs {
+    fn from(f: RestoreFlags) -> Self {
+        RestoreArgs {
+            bundle: f.bundle,
+            image_path: f.image_path,
+            work_path: f.work_path,
+            tcp_established: f.tcp_established,
+            ext_unix_sk: f.ext_unix_sk,
+            shell_job: f.shell_job,
+            file_locks: f.file_locks,
+            manage_cgroups_mode: f.manage_cgroups_mode,
+            detach: f.detach,
+            pid_file: f.pid_file,
+            console_socket: f.console_socket,
+            no_subreaper: f.no_subreaper,
+            no_pivot: f.no_pivot,
+            empty_ns: f.empty_ns,
+            auto_dedup: f.auto_dedup,
+            lazy_pages: f.lazy_pages,
+            lsm_profile: f.lsm_profile,
+            lsm_mount_context: f.lsm_mount_context,
+            id: f.id,
+        }
+    }
+}
+
 /// Every way a command fails, mapped to runc's exit status and message in one place.
 #[derive(Debug, thiserror::Error)]
 enum Failure {
@@ -431,10 +584,12 @@ fn dispatch(command: Command, root: PathBuf) -> Result<i32, Failure> {
             0
         }
         Command::Checkpoint(args) => {
-            nanoclaw::container::checkpoint::checkpoint(&root, &args)?;
+            nanoclaw::container::checkpoint::checkpoint(&root, &CheckpointArgs::from(args))?;
             0
         }
-        Command::Restore(args) => nanoclaw::container::checkpoint::restore(&root, &args)?,
+        Command::Restore(args) => {
+            nanoclaw::container::checkpoint::restore(&root, &RestoreArgs::from(args))?
+        }
         Command::Update(flags) => {
             nanoclaw::container::update::update(&root, &UpdateRequest::from(flags))?;
             0
