@@ -115,7 +115,11 @@ impl ProcessFinish<'_> {
         // Scheduler and I/O priority while the process still has CAP_SYS_NICE (a realtime
         // policy needs it); both survive execve.
         plan.sched.apply().map_err(|e| E::from(e.into()))?;
-        apply_memory_policy(self.spec)?;
+        if let Some(policy) = &self.security.memory_policy {
+            policy
+                .apply()
+                .map_err(|e| E::from(SecurityError::from(e).into()))?;
+        }
         let mut seccomp = self.seccomp.take();
         // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it before the
         // capabilities go (runc does the same); otherwise last, just before execve.
@@ -209,18 +213,6 @@ fn new_session() -> Result<(), FinishError> {
         Ok(_) | Err(nix::Error::EPERM) => Ok(()),
         Err(e) => Err(sys("setsid")(e)),
     }
-}
-
-/// `linux.memoryPolicy`, for this process and what it execs (init and exec'd processes).
-fn apply_memory_policy(spec: &Spec) -> Result<(), FinishError> {
-    let policy = spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.memory_policy().as_ref());
-    if let Some(plan) = crate::security::mempolicy::plan(policy).map_err(SecurityError::from)? {
-        plan.apply().map_err(SecurityError::from)?;
-    }
-    Ok(())
 }
 
 /// `chdir(process.cwd)`, then proves the cwd lies inside the process's root: the kernel

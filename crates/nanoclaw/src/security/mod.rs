@@ -87,6 +87,8 @@ pub struct SecurityPlan {
     pub readonly_paths: Vec<String>,
     /// linux.personality, as personality(2) takes it.
     pub personality: Option<libc::c_ulong>,
+    /// linux.memoryPolicy, as set_mempolicy(2) takes it.
+    pub memory_policy: Option<crate::security::mempolicy::MemoryPolicyPlan>,
     /// process.apparmorProfile (non-empty).
     pub apparmor_profile: Option<String>,
 }
@@ -165,7 +167,8 @@ pub fn validate(spec: &Spec, ns: &NamespacePlan) -> Result<SecurityPlan, Securit
             });
         }
     }
-    crate::security::mempolicy::plan(linux.and_then(|l| l.memory_policy().as_ref()))?;
+    let memory_policy =
+        crate::security::mempolicy::plan(linux.and_then(|l| l.memory_policy().as_ref()))?;
     crate::container::netdev::validate(linux.and_then(|l| l.net_devices().as_ref()), ns)?;
     if linux.and_then(|l| l.intel_rdt().as_ref()).is_some() {
         if !Path::new(RESCTRL_INFO).exists() {
@@ -187,6 +190,7 @@ pub fn validate(spec: &Spec, ns: &NamespacePlan) -> Result<SecurityPlan, Securit
         masked_paths: masked,
         readonly_paths: readonly,
         personality,
+        memory_policy,
         apparmor_profile,
     })
 }
