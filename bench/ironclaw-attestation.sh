@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# IronClaw attestation (issue 7), one process, anchors in the same run:
+# IronClaw attestation, one process, anchors in the same run:
 #   - from inside a fresh enclave: examples/wasm/secret-hmac fetches its key from a broker on
 #     127.0.0.1 (auth -> attest -> fetch through the shim's KBS client, HTTPS) and HMAC-signs
 #     its input; host-observed breakdown per step; anchor: hmac-stdin with the key given as an

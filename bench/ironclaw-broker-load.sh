@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# IronClaw broker throughput and load on loopback (issue 17), one process per part, anchors
+# IronClaw broker throughput and load on loopback, one process per part, anchors
 # measured in the same run:
 #   - releases per second at 1, 4, 16 clients, fresh TLS connection per release and keep-alive;
 #     anchor: the same clients doing a keep-alive request answered 404;

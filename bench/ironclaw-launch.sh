@@ -22,6 +22,9 @@ echo
 if command -v hyperfine >/dev/null 2>&1; then
   echo
   echo "CLI, whole process per launch (hyperfine):"
+  # Named by paths relative to the repository, so the table reads the same on every machine.
+  rel=${TARGET#"$PWD/"}
   hyperfine -N --warmup 5 --runs "$N" --export-markdown /dev/stdout \
+    -n "$rel/release/ironclaw run $rel/ironclaw-guest/examples/hello.wasm" \
     "$TARGET/release/ironclaw run $TARGET/ironclaw-guest/examples/hello.wasm" 2>/dev/null | grep '^|'
 fi

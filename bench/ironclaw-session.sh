@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# IronClaw KBS session reuse (issue 7), one process, anchor in the same run: a fresh enclave
+# IronClaw KBS session reuse, one process, anchor in the same run: a fresh enclave
 # runs examples/wasm/secret-hmac `hmac-lines` over three requests against a broker on
 # 127.0.0.1 (HTTPS); the module times every get_secret with the guest clock. Anchor: the first
 # call of the same launch (auth -> attest -> fetch, what every call cost before the shim kept

@@ -1,4 +1,5 @@
 #![no_std]
+#![forbid(unsafe_code)]
 //! IronClaw hypercall ABI shared by the host VMM (`crates/ironclaw`) and the guest shim
 //! (`crates/ironclaw-shim`).
 //!
@@ -34,7 +35,7 @@
 //! |---|---|
 //! | `0x0000` | invalid (a zeroed buffer is never a valid request) |
 //! | `0x0001..=0x00FF` | core: exit, flush, stdin, socket relay ([`call`]) |
-//! | `0x0100..=0x01FF` | IronClaw's own calls: attestation, sealing, secrets (issue 7) |
+//! | `0x0100..=0x01FF` | IronClaw's own calls: attestation, sealing, secrets |
 //! | everything else | reserved; the host answers [`status::UNKNOWN_CALL`] |
 //!
 //! A new call takes the next free number of its range, uses `args` for scalars and the
@@ -124,16 +125,16 @@ pub mod call {
     /// Read stdin. `args[0]` = maximum bytes wanted. Response payload = the bytes
     /// (never more than asked for); `values[0]` = 1 at end of input, else 0.
     pub const READ_STDIN: u32 = 0x0003;
-    /// Socket relay of a service (issue 18). `args[0]` = how long the host may wait for an
+    /// Socket relay of a service (`ironclaw serve`). `args[0]` = how long the host may wait for an
     /// event when it has none to report, in nanoseconds (0 = do not wait, `u64::MAX` = until
     /// one arrives); `args[1]` = wait flags ([`crate::net::WAIT_WRITABLE`]; other bits zero).
     /// Payload = operation records ([`crate::net`]). Response payload = event
     /// records; `values[0]` = flags ([`crate::net::FLAG_TERMINATING`]). `UNAVAILABLE` when the
     /// launch is not a service.
     pub const NET: u32 = 0x0004;
-    /// First number of the range owned by IronClaw's own calls (issue 7).
+    /// First number of the range owned by IronClaw's own calls.
     pub const IRONCLAW_FIRST: u32 = 0x0100;
-    /// Last number of the range owned by IronClaw's own calls (issue 7).
+    /// Last number of the range owned by IronClaw's own calls.
     pub const IRONCLAW_LAST: u32 = 0x01FF;
     /// Attestation evidence for this enclave. Payload = report_data (exactly 64 bytes).
     /// Response payload = the `kvm` evidence: a tagged COSE_Sign1 signed by the host's

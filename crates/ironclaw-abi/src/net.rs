@@ -1,4 +1,4 @@
-//! Socket relay records of the [`crate::call::NET`] hypercall (services, issue 18).
+//! Socket relay records of the [`crate::call::NET`] hypercall (services: `ironclaw serve`).
 //!
 //! A service enclave never sees a host socket. The host owns the listeners and
 //! connections and names each one by a *handle* (`u32`): listener `i` (0-based, in the

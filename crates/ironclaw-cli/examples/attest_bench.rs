@@ -1,4 +1,4 @@
-//! Attestation benchmark (issue 7), one process, one run:
+//! Attestation benchmark, one process, one run:
 //! - from inside a fresh enclave: `secret-hmac hmac default/key/bench` (auth -> attest ->
 //!   fetch through the shim's KBS client, broker on 127.0.0.1 over HTTPS), with the
 //!   host-observed breakdown per step, next to the anchor: the same HMAC workload

@@ -1,4 +1,4 @@
-//! KBS session reuse benchmark (issue 7), one process, one run: a fresh enclave runs
+//! KBS session reuse benchmark, one process, one run: a fresh enclave runs
 //! `secret-hmac hmac-lines` over three requests (secrets a, b, a) against a broker on
 //! 127.0.0.1 (HTTPS). The module times each `get_secret` with the guest clock
 //! (`SECRET_HMAC_TIMING=1`). The first call pays auth → attest → fetch, which is what

@@ -12,7 +12,7 @@ use ironclaw_broker::admin::{self, AdminRequest};
 use ironclaw_broker::{Broker, BrokerConfig};
 
 #[derive(Args)]
-pub struct PlatformKeyArgs {
+pub(crate) struct PlatformKeyArgs {
     /// IronClaw state directory (default: $IRONCLAW_STATE_DIR or /var/lib/ironclaw).
     #[arg(long)]
     state_dir: Option<PathBuf>,
@@ -22,7 +22,7 @@ pub struct PlatformKeyArgs {
 }
 
 #[derive(Subcommand)]
-pub enum BrokerCommand {
+pub(crate) enum BrokerCommand {
     /// Serve the KBS API over HTTPS.
     Serve {
         /// Address to listen on, e.g. 127.0.0.1:8443.
@@ -80,7 +80,7 @@ pub enum BrokerCommand {
 }
 
 #[derive(Subcommand)]
-pub enum SecretCommand {
+pub(crate) enum SecretCommand {
     /// Store a secret at repository/type/tag. The value is read from standard
     /// input (all of it, byte for byte: use `printf %s`, not `echo`) unless
     /// --file is given.
@@ -110,7 +110,7 @@ pub enum SecretCommand {
 }
 
 #[derive(Subcommand)]
-pub enum PolicyCommand {
+pub(crate) enum PolicyCommand {
     /// Replace the policy with FILE (JSON).
     Set {
         #[arg(long)]
@@ -129,7 +129,7 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(1)
 }
 
-pub fn platform_key(args: PlatformKeyArgs) -> ExitCode {
+pub(crate) fn platform_key(args: PlatformKeyArgs) -> ExitCode {
     let dir = args
         .state_dir
         .unwrap_or_else(ironclaw::platform_key::state_dir);
@@ -154,7 +154,7 @@ fn admin_call(state: &std::path::Path, req: AdminRequest) -> Result<admin::Admin
     }
 }
 
-pub fn broker(cmd: BrokerCommand) -> ExitCode {
+pub(crate) fn broker(cmd: BrokerCommand) -> ExitCode {
     // Every broker command handles key material (the store key at least): no
     // core dumps, no same-uid ptrace / /proc/PID/mem (see ironclaw_broker::secmem).
     if let Err(e) = ironclaw_broker::secmem::disable_core_dumps() {
@@ -326,7 +326,7 @@ pub fn broker(cmd: BrokerCommand) -> ExitCode {
 
 /// The IronClaw calls offered to a run: attestation and sealing with the keys of
 /// the state directory, and the KBS relay when a broker is given.
-pub fn enclave_services(
+pub(crate) fn enclave_services(
     module: &[u8],
     config: &ironclaw::LaunchConfig,
     state_dir: Option<PathBuf>,

@@ -18,7 +18,7 @@ use ironclaw::service::{Egress, ListenAddr, ServiceConfig};
 use ironclaw::{exit_code, LaunchInputs};
 
 #[derive(Args)]
-pub struct ProxyArgs {
+pub(crate) struct ProxyArgs {
     /// Guest memory in MiB (measured).
     #[arg(long, default_value_t = 256)]
     memory: u64,
@@ -78,7 +78,7 @@ fn fail(msg: &str) -> ExitCode {
 }
 
 /// The egress destination (`HOST:PORT`) of an upstream URL.
-pub fn upstream_egress(url: &str) -> Result<Egress, String> {
+pub(crate) fn upstream_egress(url: &str) -> Result<Egress, String> {
     let (rest, port) = if let Some(r) = url.strip_prefix("http://") {
         (r, 80)
     } else if let Some(r) = url.strip_prefix("https://") {
@@ -97,7 +97,7 @@ pub fn upstream_egress(url: &str) -> Result<Egress, String> {
     dest.parse::<Egress>().map_err(|e| format!("{url}: {e}"))
 }
 
-pub fn proxy(a: ProxyArgs) -> ExitCode {
+pub(crate) fn proxy(a: ProxyArgs) -> ExitCode {
     let n = a.upstream.len();
     if a.secret.len() != n || a.inject.len() != n {
         return fail("every --upstream needs one --secret and one --inject (in the same order)");

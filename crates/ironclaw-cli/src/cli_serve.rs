@@ -11,7 +11,7 @@ use ironclaw::{exit_code, LaunchConfig, LaunchInputs};
 
 /// The service part of a launch (measured, except the listen addresses).
 #[derive(Args)]
-pub struct ServiceArgs {
+pub(crate) struct ServiceArgs {
     /// Listen address: tcp:IP:PORT or unix:PATH (repeatable; the module sees fd 3, 4, ...).
     #[arg(long = "listen", value_name = "ADDR")]
     listen: Vec<ListenAddr>,
@@ -34,7 +34,7 @@ pub struct ServiceArgs {
 
 impl ServiceArgs {
     /// The service configuration, if any `--listen` was given.
-    pub fn config(&self) -> Option<ServiceConfig> {
+    pub(crate) fn config(&self) -> Option<ServiceConfig> {
         (!self.listen.is_empty()).then(|| ServiceConfig {
             listen: self.listen.clone(),
             egress: self.egress.clone(),
@@ -47,13 +47,13 @@ impl ServiceArgs {
 }
 
 /// A service's launch configuration: `--fuel` is per poll turn, with a default.
-pub fn service_launch_config(mut config: LaunchConfig) -> LaunchConfig {
+pub(crate) fn service_launch_config(mut config: LaunchConfig) -> LaunchConfig {
     config.fuel = config.fuel.or(Some(DEFAULT_TURN_FUEL));
     config
 }
 
 #[derive(Args)]
-pub struct ServeArgs {
+pub(crate) struct ServeArgs {
     #[command(flatten)]
     limits: crate::LimitArgs,
     #[command(flatten)]
@@ -83,7 +83,7 @@ pub struct ServeArgs {
     args: Vec<String>,
 }
 
-pub fn serve(a: ServeArgs) -> ExitCode {
+pub(crate) fn serve(a: ServeArgs) -> ExitCode {
     let bytes = match crate::read_module(&a.module) {
         Ok(b) => b,
         Err(c) => return c,
@@ -115,7 +115,7 @@ pub fn serve(a: ServeArgs) -> ExitCode {
 
 /// A service ready to launch with its attestation services. `ironclaw serve` and `ironclaw
 /// proxy` both end here, so the two cannot differ in what they attest or report.
-pub struct AttestedService<'a> {
+pub(crate) struct AttestedService<'a> {
     pub module: &'a [u8],
     pub inputs: &'a LaunchInputs,
     pub config: &'a LaunchConfig,
@@ -128,7 +128,7 @@ pub struct AttestedService<'a> {
 impl AttestedService<'_> {
     /// Serves until the module exits or a signal ends it; the exit code is the module's (or
     /// the error's, as in the README table).
-    pub fn serve(self, print_measurement: bool, stats: bool) -> ExitCode {
+    pub(crate) fn serve(self, print_measurement: bool, stats: bool) -> ExitCode {
         let mut services = match crate::cli_broker::enclave_services(
             self.module,
             self.config,

@@ -12,12 +12,12 @@ use clap::Args;
 use ironclaw_verifier::{AttestationResult, Measurements, TeeKind, VerifyOptions, VerifyTime};
 
 /// Exit status when the evidence is refused.
-pub const EXIT_REFUSED: u8 = 1;
+pub(crate) const EXIT_REFUSED: u8 = 1;
 /// Exit status for usage errors and unreadable inputs.
-pub const EXIT_USAGE: u8 = 2;
+pub(crate) const EXIT_USAGE: u8 = 2;
 
 #[derive(Args)]
-pub struct VerifyArgs {
+pub(crate) struct VerifyArgs {
     /// Evidence kind: snp, tdx, sgx, nitro or kvm.
     #[arg(long, value_parser = parse_kind)]
     kind: TeeKind,
@@ -51,7 +51,7 @@ fn read(path: &PathBuf, what: &str) -> Result<Vec<u8>, ExitCode> {
 }
 
 /// Run `ironclaw verify`.
-pub fn run(args: VerifyArgs) -> ExitCode {
+pub(crate) fn run(args: VerifyArgs) -> ExitCode {
     let at = match &args.at {
         Some(s) => match VerifyTime::parse_rfc3339(s) {
             Ok(t) => t,

@@ -1,5 +1,7 @@
 //! `ironclaw` command line. Parses arguments only; the library does the work.
 
+#![forbid(unsafe_code)]
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;

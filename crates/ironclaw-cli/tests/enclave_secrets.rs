@@ -1,4 +1,4 @@
-//! Issue 7 end to end with real enclaves: the example module fetches its secret from a
+//! Secrets, attestation and sealing end to end with real enclaves: the example module fetches its secret from a
 //! broker on 127.0.0.1 (HTTPS) through the shim's KBS client and HMAC-signs its input
 //! with it; a module differing by one byte is refused; sealed data survives a restart
 //! of the enclave and is refused to another module.
@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use ironclaw_broker::admin::{self, AdminRequest};
 use ironclaw_broker::{Broker, BrokerConfig};
 use sha2::Sha256;

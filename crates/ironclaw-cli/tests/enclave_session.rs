@@ -1,4 +1,4 @@
-//! The enclave keeps its KBS session (issue 7): a module that reads two secrets is
+//! The enclave keeps its KBS session: a module that reads two secrets is
 //! attested once (seen in the broker's audit log: one challenge, one attestation, two
 //! releases on one session); when the broker's session lifetime has passed, the next
 //! read attests again and still succeeds. Real enclaves, a real broker on 127.0.0.1
@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use ironclaw_broker::admin::{self, AdminRequest};
 use ironclaw_broker::client::KbsHttpClient;
 use ironclaw_broker::{Broker, BrokerConfig};

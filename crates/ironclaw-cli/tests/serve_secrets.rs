@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use ironclaw_broker::admin::{self, AdminRequest};
 use ironclaw_broker::{Broker, BrokerConfig};
 use sha2::Sha256;

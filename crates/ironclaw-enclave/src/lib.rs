@@ -1,4 +1,5 @@
 #![no_std]
+#![forbid(unsafe_code)]
 //! IronClaw enclave-side logic (no_std + alloc): the enclave half of the
 //! Confidential Containers KBS protocol, JWE unwrap of released resources, and
 //! the sealing AEAD.

@@ -167,7 +167,7 @@ mod fake {
     use rand_core::UnwrapErr;
 
     #[derive(Default)]
-    pub struct Broker {
+    pub(crate) struct Broker {
         pub auths: usize,
         pub attests: usize,
         pub resources: usize,
@@ -186,7 +186,7 @@ mod fake {
         pub fail_relay: bool,
     }
 
-    pub fn expired() -> (u16, &'static str) {
+    pub(crate) fn expired() -> (u16, &'static str) {
         (
             401,
             r#"{"type":"urn:ironclaw:kbs:error:SessionExpired","detail":"session expired"}"#,
@@ -287,7 +287,7 @@ mod fake {
         }
     }
 
-    pub fn with_secrets() -> Broker {
+    pub(crate) fn with_secrets() -> Broker {
         let mut b = Broker::default();
         b.secrets.insert("default/key/a".into(), b"alpha".to_vec());
         b.secrets.insert("default/key/b".into(), b"bravo".to_vec());

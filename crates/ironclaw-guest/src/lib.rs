@@ -72,11 +72,11 @@ impl std::error::Error for Error {}
 mod sys {
     #[link(wasm_import_module = "ironclaw")]
     extern "C" {
-        pub fn attest(data: *const u8, len: i32, out: *mut u8, cap: i32) -> i32;
-        pub fn get_secret(path: *const u8, len: i32, out: *mut u8, cap: i32) -> i32;
-        pub fn seal(data: *const u8, len: i32, out: *mut u8, cap: i32) -> i32;
-        pub fn unseal(blob: *const u8, len: i32, out: *mut u8, cap: i32) -> i32;
-        pub fn connect(dest: *const u8, len: i32) -> i32;
+        pub(crate) fn attest(data: *const u8, len: i32, out: *mut u8, cap: i32) -> i32;
+        pub(crate) fn get_secret(path: *const u8, len: i32, out: *mut u8, cap: i32) -> i32;
+        pub(crate) fn seal(data: *const u8, len: i32, out: *mut u8, cap: i32) -> i32;
+        pub(crate) fn unseal(blob: *const u8, len: i32, out: *mut u8, cap: i32) -> i32;
+        pub(crate) fn connect(dest: *const u8, len: i32) -> i32;
     }
 }
 

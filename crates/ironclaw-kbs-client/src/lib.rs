@@ -9,6 +9,8 @@
 //! redirects, proxies and public roots that a pinned KBS connection must not use.
 //! Replies are untrusted: sizes are bounded and heads parsed by httparse.
 
+#![forbid(unsafe_code)]
+
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;

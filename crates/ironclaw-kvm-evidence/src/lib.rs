@@ -26,6 +26,8 @@
 //! The verifier refuses unknown payload keys (it must not accept claims it does not
 //! understand) and duplicate keys.
 
+#![forbid(unsafe_code)]
+
 use std::collections::BTreeMap;
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD as B64, Engine};

@@ -14,7 +14,7 @@ extern "C" {
 }
 
 /// The validated launch description.
-pub struct Boot {
+pub(crate) struct Boot {
     pub info: BootInfo,
     /// Module bytes (read in place: the region is validated and nothing else uses it).
     pub module: &'static [u8],
@@ -25,7 +25,7 @@ pub struct Boot {
 }
 
 /// Reads and validates the boot block (no allocation).
-pub fn read_info() -> Result<BootInfo, BootError> {
+pub(crate) fn read_info() -> Result<BootInfo, BootError> {
     let mut raw = [0u8; BOOT_INFO_LEN];
     // SAFETY: the boot page is mapped read-only for the shim at BOOT_INFO_ADDR and is
     // BOOT_INFO_SIZE >= BOOT_INFO_LEN bytes long; we copy it out before looking at it.
@@ -69,7 +69,7 @@ fn strings(addr: u64, len: u64, count: u64) -> Option<Vec<Vec<u8>>> {
 }
 
 /// Copies the inputs out of the (validated) regions. Needs the heap.
-pub fn load(info: BootInfo) -> Result<Boot, &'static str> {
+pub(crate) fn load(info: BootInfo) -> Result<Boot, &'static str> {
     let args = strings(info.args_addr, info.args_len, info.argc)
         .ok_or("boot block: argv region malformed")?;
     let env = strings(info.env_addr, info.env_len, info.envc)

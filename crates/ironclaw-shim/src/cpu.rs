@@ -2,7 +2,7 @@
 
 /// Exits to the host through an I/O port write. The host allows exactly the hypercall port
 /// in the TSS I/O bitmap (and sets RFLAGS.IOPL=3).
-pub fn out8(port: u16, value: u8) {
+pub(crate) fn out8(port: u16, value: u8) {
     // SAFETY: `out` has no effect on Rust-visible state except through memory the host
     // writes during the exit; the asm block is not `nomem`, so it is a compiler memory
     // barrier and the shim re-reads the shared buffer afterwards.
@@ -12,7 +12,7 @@ pub fn out8(port: u16, value: u8) {
 }
 
 /// Reads the time-stamp counter.
-pub fn rdtsc() -> u64 {
+pub(crate) fn rdtsc() -> u64 {
     let (lo, hi): (u32, u32);
     // SAFETY: rdtsc only reads the TSC (CR4.TSD is clear, so it is allowed at CPL3).
     unsafe {
@@ -23,7 +23,7 @@ pub fn rdtsc() -> u64 {
 
 /// One 64-bit value from RDRAND, retried as Intel recommends (10 tries), then RDSEED.
 /// `None` if the hardware keeps failing. Randomness never comes from the host.
-pub fn random_u64() -> Option<u64> {
+pub(crate) fn random_u64() -> Option<u64> {
     for _ in 0..10 {
         let (value, ok): (u64, u8);
         // SAFETY: rdrand writes only the output register and CF; the host exposes it

@@ -6,7 +6,7 @@
 use core::sync::atomic::{AtomicBool, Ordering};
 
 /// A minimal `lock_api::RawMutex` for a single-threaded guest.
-pub struct FlagLock(AtomicBool);
+pub(crate) struct FlagLock(AtomicBool);
 
 // SAFETY: `lock` only returns once it has atomically set the flag, `unlock` clears it, so
 // at most one guard exists at a time — the contract of RawMutex.
@@ -41,7 +41,7 @@ static ALLOCATOR: talc::TalcLock<FlagLock, talc::source::Manual> =
 /// # Safety
 /// The range must be mapped, writable, unused by anything else for the rest of the run,
 /// and called once before the first allocation.
-pub unsafe fn init(start: u64, end: u64) -> bool {
+pub(crate) unsafe fn init(start: u64, end: u64) -> bool {
     let size = end.saturating_sub(start) as usize;
     // SAFETY: forwarded from the caller's contract.
     unsafe { ALLOCATOR.lock().claim(start as *mut u8, size).is_some() }

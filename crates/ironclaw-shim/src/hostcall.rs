@@ -24,7 +24,7 @@ use ironclaw_abi::{
 
 /// Why a host answer was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HostError {
+pub(crate) enum HostError {
     /// The response header's magic is wrong.
     BadMagic,
     /// The response claims more bytes than the shim asked for or the buffer holds.
@@ -35,7 +35,7 @@ pub enum HostError {
 
 /// A validated response.
 #[derive(Debug, Clone, Copy)]
-pub struct Response {
+pub(crate) struct Response {
     pub status: u32,
     pub values: [u64; RESPONSE_VALUES],
     /// Bytes copied into the caller's buffer.
@@ -96,7 +96,7 @@ fn get(offset: usize, out: &mut [u8]) {
 }
 
 /// Appends `bytes` to the pending output of `stream`; flushes when the buffer is full.
-pub fn write_output(stream: u8, mut bytes: &[u8]) {
+pub(crate) fn write_output(stream: u8, mut bytes: &[u8]) {
     while !bytes.is_empty() {
         let flushed = with(|ch| {
             // Extend the previous record if it is the same stream.
@@ -138,7 +138,7 @@ pub fn write_output(stream: u8, mut bytes: &[u8]) {
 }
 
 /// Sends the pending output now (one exit), if there is any.
-pub fn flush() {
+pub(crate) fn flush() {
     if with(|ch| ch.pending) == 0 {
         return;
     }
@@ -150,7 +150,7 @@ pub fn flush() {
 /// Sends call `number` with `args` and `payload` (carrying pending output along), and
 /// copies at most `out.len()` response bytes into `out`. The response is validated before
 /// anything of it is used.
-pub fn call(
+pub(crate) fn call(
     number: u32,
     args: [u64; 4],
     payload: &[u8],
@@ -205,7 +205,7 @@ pub fn call(
 }
 
 /// Reads stdin into `out`: returns the number of bytes (0 = end of input).
-pub fn read_stdin(out: &mut [u8]) -> Result<usize, HostError> {
+pub(crate) fn read_stdin(out: &mut [u8]) -> Result<usize, HostError> {
     let want = out.len().min(DATA_CAPACITY);
     if want == 0 {
         return Ok(0);
@@ -224,7 +224,7 @@ pub fn read_stdin(out: &mut [u8]) -> Result<usize, HostError> {
 }
 
 /// Ends the run: sends the pending output, the exit kind, code, timings and message.
-pub fn exit(kind: ExitKind, code: u32, timings: [u64; 2], message: &[u8]) -> ! {
+pub(crate) fn exit(kind: ExitKind, code: u32, timings: [u64; 2], message: &[u8]) -> ! {
     let message = &message[..message.len().min(4096)];
     loop {
         // The host never resumes after EXIT; if a hostile one does, ask again.
@@ -238,7 +238,7 @@ pub fn exit(kind: ExitKind, code: u32, timings: [u64; 2], message: &[u8]) -> ! {
 }
 
 /// A host answer failed validation: the shim cannot trust the channel any more.
-pub fn refused(e: HostError) -> ! {
+pub(crate) fn refused(e: HostError) -> ! {
     let msg: &[u8] = match e {
         HostError::BadMagic => b"host response refused: bad magic",
         HostError::BadLength { .. } => b"host response refused: length larger than requested",

@@ -1,5 +1,5 @@
 //! IronClaw's own calls for the module (import module `"ironclaw"`): attestation,
-//! secrets, sealing (issue 7), built on [`crate::hostcall::call`] with the call
+//! secrets, sealing, built on [`crate::hostcall::call`] with the call
 //! numbers `ironclaw_abi::call::{ATTEST, SEAL_KEY, KBS_HTTP}`.
 //!
 //! Module-facing signatures (all `i32`, results >= 0 are byte counts written to `out`):
@@ -37,25 +37,25 @@ use crate::runner::State;
 use crate::wasi::Clock;
 
 /// Import module name of IronClaw's calls.
-pub const MODULE: &str = "ironclaw";
+pub(crate) const MODULE: &str = "ironclaw";
 
 /// Names this shim defines under [`MODULE`].
-pub const PROVIDED: &[&str] = &["attest", "get_secret", "seal", "unseal", "connect"];
+pub(crate) const PROVIDED: &[&str] = &["attest", "get_secret", "seal", "unseal", "connect"];
 
 /// A pointer/length from the module is outside its memory.
-pub const E_FAULT: i32 = -1;
+pub(crate) const E_FAULT: i32 = -1;
 /// `out_cap` is too small for the result.
-pub const E_TOO_SMALL: i32 = -2;
+pub(crate) const E_TOO_SMALL: i32 = -2;
 /// The host offers no such service (no platform key, no broker given, no RDRAND).
-pub const E_UNAVAILABLE: i32 = -3;
+pub(crate) const E_UNAVAILABLE: i32 = -3;
 /// The broker refused (policy, evidence); the reason went to stderr.
-pub const E_REFUSED: i32 = -4;
+pub(crate) const E_REFUSED: i32 = -4;
 /// The host or broker answered something invalid (tampered JWE, bad reply).
-pub const E_PROTOCOL: i32 = -5;
+pub(crate) const E_PROTOCOL: i32 = -5;
 /// The blob does not unseal here (another measurement or host, or modified).
-pub const E_AUTH: i32 = -6;
+pub(crate) const E_AUTH: i32 = -6;
 /// Invalid argument (path syntax, blob format, data too long).
-pub const E_INVALID: i32 = -7;
+pub(crate) const E_INVALID: i32 = -7;
 
 const REPLY_CAP: usize = 64 * 1024;
 const MAX_INPUT: usize = 1024 * 1024;
@@ -291,7 +291,7 @@ fn unseal_blob(blob: &[u8]) -> Result<Vec<u8>, i32> {
 }
 
 /// Defines IronClaw's calls in `linker`.
-pub fn define(linker: &mut Linker<State>) -> Result<(), wasmi::errors::LinkerError> {
+pub(crate) fn define(linker: &mut Linker<State>) -> Result<(), wasmi::errors::LinkerError> {
     linker.func_wrap(
         MODULE,
         "attest",

@@ -15,7 +15,7 @@ use crate::boot::Boot;
 use crate::wasi::{self, Clock};
 
 /// The store's data: inputs for WASI and the limiter.
-pub struct State {
+pub(crate) struct State {
     pub args: Vec<Vec<u8>>,
     pub env: Vec<Vec<u8>>,
     pub clock: Clock,
@@ -29,7 +29,7 @@ pub struct State {
 
 /// Memory and table caps. A denied growth ends the run with `MemoryLimit` (a trap, rather
 /// than `memory.grow` returning -1: a bomb must not be able to carry on).
-pub struct Limiter {
+pub(crate) struct Limiter {
     pub max_memory: usize,
     pub max_table: usize,
     /// Set when a growth was denied, with what was asked.
@@ -83,7 +83,7 @@ impl wasmi::ResourceLimiter for Limiter {
 }
 
 /// How the run ended.
-pub struct Outcome {
+pub(crate) struct Outcome {
     pub kind: ExitKind,
     pub code: u32,
     pub message: String,
@@ -196,7 +196,12 @@ fn check_measured_argv(module: &Module, host_args: &[Vec<u8>]) -> Result<(), Str
     }
     let measured = measured_argv::decode(section.data())
         .map_err(|e| format!("module's `{}` section: {e}", measured_argv::SECTION))?;
-    if measured.len() != host_args.len() || measured.iter().zip(host_args).any(|(m, h)| *m != h.as_slice()) {
+    if measured.len() != host_args.len()
+        || measured
+            .iter()
+            .zip(host_args)
+            .any(|(m, h)| *m != h.as_slice())
+    {
         return Err(format!(
             "argv from the host differs from the module's measured `{}` section",
             measured_argv::SECTION
@@ -206,7 +211,7 @@ fn check_measured_argv(module: &Module, host_args: &[Vec<u8>]) -> Result<(), Str
 }
 
 /// Runs the module of `boot` to completion.
-pub fn run(boot: Boot, boot_tsc: u64) -> Outcome {
+pub(crate) fn run(boot: Boot, boot_tsc: u64) -> Outcome {
     let info = boot.info;
     let fuel_limited = info.fuel != u64::MAX;
     let mut config = Config::default();

@@ -1,4 +1,4 @@
-//! WASI sockets and `poll_oneoff` for services (issue 18), over the NET hypercall.
+//! WASI sockets and `poll_oneoff` for services (`ironclaw serve`), over the NET hypercall.
 //!
 //! The module's socket state is `ironclaw_abi::net_table::SocketTable` (enclave memory,
 //! every host event validated there). This file only moves bytes: module memory <-> table,
@@ -23,7 +23,7 @@ use crate::runner::State;
 use crate::wasi::{self, MODULE};
 
 /// Service socket state (only in a service launch).
-pub struct Net {
+pub(crate) struct Net {
     pub table: SocketTable,
     resp: Vec<u8>,
     /// Fuel of one poll turn (`None`: unmetered).
@@ -34,7 +34,12 @@ pub struct Net {
 }
 
 impl Net {
-    pub fn new(listeners: u32, window: u64, max_connections: u64, turn_fuel: Option<u64>) -> Self {
+    pub(crate) fn new(
+        listeners: u32,
+        window: u64,
+        max_connections: u64,
+        turn_fuel: Option<u64>,
+    ) -> Self {
         Self {
             table: SocketTable::new(listeners, window, max_connections, DATA_CAPACITY / 2),
             resp: vec![0u8; DATA_CAPACITY],
@@ -48,12 +53,12 @@ impl Net {
 /// One NET exchange: queued operations out, events in. `wait_ns` bounds how long the host
 /// may wait when it has nothing to report. A host that answers with a bad status makes
 /// every socket see the failure as a violation (no state change).
-pub fn exchange(net: &mut Net, wait_ns: u64) {
+pub(crate) fn exchange(net: &mut Net, wait_ns: u64) {
     exchange_flags(net, wait_ns, 0)
 }
 
 /// [`exchange`] with wait flags (`WAIT_WRITABLE`: the caller waits for send credit).
-pub fn exchange_flags(net: &mut Net, wait_ns: u64, flags: u64) {
+pub(crate) fn exchange_flags(net: &mut Net, wait_ns: u64, flags: u64) {
     net.again = 0;
     let ops = net.table.take_ops();
     match crate::hostcall::call(call::NET, [wait_ns, flags, 0, 0], &ops, &mut net.resp) {
@@ -231,17 +236,27 @@ const FDFLAGS_NONBLOCK: i32 = 4;
 const RECV_PEEK: i32 = 1;
 
 /// `fd_read` on a socket fd (called by `wasi.rs`).
-pub fn fd_read(c: &mut Caller<'_, State>, fd: u32, iovs: i32, count: i32) -> Result<u32, i32> {
+pub(crate) fn fd_read(
+    c: &mut Caller<'_, State>,
+    fd: u32,
+    iovs: i32,
+    count: i32,
+) -> Result<u32, i32> {
     recv(c, fd, iovs, count, false)
 }
 
 /// `fd_write` on a socket fd (called by `wasi.rs`).
-pub fn fd_write(c: &mut Caller<'_, State>, fd: u32, iovs: i32, count: i32) -> Result<u32, i32> {
+pub(crate) fn fd_write(
+    c: &mut Caller<'_, State>,
+    fd: u32,
+    iovs: i32,
+    count: i32,
+) -> Result<u32, i32> {
     send(c, fd, iovs, count)
 }
 
 /// Is `fd` a socket of this service?
-pub fn is_socket(c: &Caller<'_, State>, fd: i32) -> bool {
+pub(crate) fn is_socket(c: &Caller<'_, State>, fd: i32) -> bool {
     c.data()
         .net
         .as_ref()
@@ -261,7 +276,7 @@ fn write_u32(c: &mut Caller<'_, State>, ptr: i32, v: u32) -> i32 {
 /// Opens an egress connection (`ironclaw.connect`): the new fd, or a negative IronClaw
 /// error code (`E_UNAVAILABLE` outside a service, `E_REFUSED` for a destination that is
 /// not in the launch's egress list, `E_INVALID` for a bad name).
-pub fn connect(c: &mut Caller<'_, State>, ptr: i32, len: i32) -> i32 {
+pub(crate) fn connect(c: &mut Caller<'_, State>, ptr: i32, len: i32) -> i32 {
     use crate::ironclaw_calls::{E_FAULT, E_INVALID, E_PROTOCOL, E_REFUSED, E_UNAVAILABLE};
     let Some(m) = memory(c) else { return E_FAULT };
     let (mem, state) = m.data_and_store_mut(&mut *c);
@@ -468,7 +483,7 @@ fn finish_poll(
 }
 
 /// WASI functions this file implements.
-pub const IMPLEMENTED: &[&str] = &[
+pub(crate) const IMPLEMENTED: &[&str] = &[
     "sock_accept",
     "sock_recv",
     "sock_send",
@@ -479,7 +494,7 @@ pub const IMPLEMENTED: &[&str] = &[
 ];
 
 /// Defines the socket functions in `linker`.
-pub fn define(linker: &mut Linker<State>) -> Result<(), wasmi::errors::LinkerError> {
+pub(crate) fn define(linker: &mut Linker<State>) -> Result<(), wasmi::errors::LinkerError> {
     linker.func_wrap(
         MODULE,
         "sock_accept",
@@ -598,7 +613,7 @@ pub fn define(linker: &mut Linker<State>) -> Result<(), wasmi::errors::LinkerErr
 }
 
 /// `fd_fdstat_get` for a socket: filetype, flags and rights.
-pub fn fdstat(c: &Caller<'_, State>, fd: i32) -> Option<[u8; 24]> {
+pub(crate) fn fdstat(c: &Caller<'_, State>, fd: i32) -> Option<[u8; 24]> {
     const SOCKET_STREAM: u8 = 6;
     let net = c.data().net.as_ref()?;
     let nonblock = net.table.nonblock(fd as u32)?;

@@ -21,20 +21,20 @@ use wasmi::{Caller, Extern, Linker, Memory};
 use crate::runner::State;
 
 /// Import module name of WASI preview 1.
-pub const MODULE: &str = "wasi_snapshot_preview1";
+pub(crate) const MODULE: &str = "wasi_snapshot_preview1";
 
-pub const ESUCCESS: i32 = 0;
-pub const EBADF: i32 = 8;
-pub const EFAULT: i32 = 21;
-pub const EINVAL: i32 = 28;
-pub const EIO: i32 = 29;
-pub const ENOSYS: i32 = 52;
-pub const ENOTSUP: i32 = 58;
-pub const ESPIPE: i32 = 70;
-pub const ENOTCAPABLE: i32 = 76;
+pub(crate) const ESUCCESS: i32 = 0;
+pub(crate) const EBADF: i32 = 8;
+pub(crate) const EFAULT: i32 = 21;
+pub(crate) const EINVAL: i32 = 28;
+pub(crate) const EIO: i32 = 29;
+pub(crate) const ENOSYS: i32 = 52;
+pub(crate) const ENOTSUP: i32 = 58;
+pub(crate) const ESPIPE: i32 = 70;
+pub(crate) const ENOTCAPABLE: i32 = 76;
 
 /// Every function of WASI preview 1 (witx `wasi_snapshot_preview1`).
-pub const ALL: &[&str] = &[
+pub(crate) const ALL: &[&str] = &[
     "args_get",
     "args_sizes_get",
     "environ_get",
@@ -84,7 +84,7 @@ pub const ALL: &[&str] = &[
 ];
 
 /// The functions implemented for real (the rest are stubs).
-pub const IMPLEMENTED: &[&str] = &[
+pub(crate) const IMPLEMENTED: &[&str] = &[
     "args_get",
     "args_sizes_get",
     "environ_get",
@@ -103,7 +103,7 @@ pub const IMPLEMENTED: &[&str] = &[
 
 /// The errno a stubbed function returns. `first_arg` is its first parameter (an fd for
 /// `fd_*`), if it has one.
-pub fn stub_errno(name: &str, first_arg: Option<i32>) -> i32 {
+pub(crate) fn stub_errno(name: &str, first_arg: Option<i32>) -> i32 {
     if name.starts_with("fd_") {
         match first_arg {
             Some(0..=2) if name == "fd_seek" || name == "fd_tell" => ESPIPE,
@@ -190,7 +190,7 @@ fn write_strings(mem: &mut [u8], strings: &[Vec<u8>], ptrs: i32, buf: i32) -> Re
 }
 
 /// Defines the implemented functions in `linker`.
-pub fn define(linker: &mut Linker<State>) -> Result<(), wasmi::errors::LinkerError> {
+pub(crate) fn define(linker: &mut Linker<State>) -> Result<(), wasmi::errors::LinkerError> {
     linker.func_wrap(
         MODULE,
         "args_sizes_get",
@@ -401,7 +401,7 @@ pub fn define(linker: &mut Linker<State>) -> Result<(), wasmi::errors::LinkerErr
 }
 
 /// Guest clocks from the TSC.
-pub struct Clock {
+pub(crate) struct Clock {
     pub tsc_khz: u64,
     pub boot_tsc: u64,
     pub realtime_at_boot_ns: u64,
@@ -416,16 +416,16 @@ impl Clock {
         Some((u128::from(ticks) * 1_000_000 / u128::from(self.tsc_khz)) as u64)
     }
 
-    pub fn monotonic_ns(&self) -> Option<u64> {
+    pub(crate) fn monotonic_ns(&self) -> Option<u64> {
         self.elapsed_ns()
     }
 
-    pub fn realtime_ns(&self) -> Option<u64> {
+    pub(crate) fn realtime_ns(&self) -> Option<u64> {
         self.elapsed_ns()
             .map(|e| self.realtime_at_boot_ns.saturating_add(e))
     }
 
-    pub fn resolution_ns(&self) -> Option<u64> {
+    pub(crate) fn resolution_ns(&self) -> Option<u64> {
         (self.tsc_khz != 0).then(|| (1_000_000 / self.tsc_khz).max(1))
     }
 }

@@ -5,10 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-pub type BoxError = Box<dyn std::error::Error>;
+pub(crate) type BoxError = Box<dyn std::error::Error>;
 
 /// Flags every nested build gets besides the remapping (the shim adds static relocation).
-pub const SHIM_FLAGS: &[&str] = &[
+pub(crate) const SHIM_FLAGS: &[&str] = &[
     "-Crelocation-model=static",
     // ironclaw-enclave's RustCrypto dependencies (AES-GCM, SHA-2) pick SIMD backends on
     // x86_64 that the soft-float x86_64-unknown-none target cannot lower: use their
@@ -20,7 +20,7 @@ pub const SHIM_FLAGS: &[&str] = &[
 
 /// Runs `cargo build --release --locked --target <target>` for `manifest` with a clean
 /// environment and returns its target directory.
-pub fn nested_build(
+pub(crate) fn nested_build(
     root: &Path,
     manifest: &Path,
     target: &str,
@@ -88,7 +88,7 @@ pub fn nested_build(
 
 /// Turns the shim ELF into the flat image loaded at `SHIM_BASE`: the PT_LOAD segments laid
 /// out at their addresses, gaps and .bss as zeros. Returns the image and the entry point.
-pub fn flatten_shim(elf_path: &Path) -> Result<(Vec<u8>, u64), BoxError> {
+pub(crate) fn flatten_shim(elf_path: &Path) -> Result<(Vec<u8>, u64), BoxError> {
     use object::elf::{FileHeader64, PT_LOAD};
     use object::read::elf::{FileHeader, ProgramHeader};
     use object::LittleEndian as LE;

@@ -154,7 +154,7 @@ pub struct RunReport {
 /// The inputs of one launch besides its configuration (not measured).
 #[derive(Debug, Clone, Default)]
 pub struct LaunchInputs {
-    /// argv (argv[0] is the program name the module sees).
+    /// argv (`argv[0]` is the program name the module sees).
     pub args: Vec<String>,
     /// Environment as `KEY=VALUE`.
     pub env: Vec<String>,

@@ -18,7 +18,7 @@ use std::path::Path;
 
 use hkdf::Hkdf;
 use ironclaw_enclave::seal::{KeyRequest, FIELD_MEASUREMENT};
-use sha2_011::Sha384;
+use sha2::Sha384;
 use zeroize::Zeroizing;
 
 use crate::platform_key::{load_or_create_secret, KeyError};

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use common::{example_bytes, launch, launch_image, raw_image};
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use ironclaw::{exit_code, LaunchConfig, LaunchError};
 use sha2::Sha256;
 

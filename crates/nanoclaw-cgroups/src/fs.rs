@@ -14,7 +14,7 @@ pub fn write(dir: &Path, file: &str, value: impl AsRef<str>) -> Result<()> {
     write_path(&path, value)
 }
 
-/// Writes `value` to `path` (see [`write`]).
+/// Writes `value` to `path` (see [`write()`]).
 pub fn write_path(path: &Path, value: &str) -> Result<()> {
     let res = OpenOptions::new()
         .write(true)

@@ -5,7 +5,7 @@
 //! init in it, apply `linux.resources` (also for `update`), freeze/thaw, kill everything, read
 //! stats in runc's JSON shape, watch for OOM kills, and destroy the cgroup without leaking it.
 //! [`v1`] and [`v2`] implement it; [`layout`] finds out what the host has, [`path`] resolves
-//! `linux.cgroupsPath` with runc's semantics, and [`validate`] rejects bad values *before*
+//! `linux.cgroupsPath` with runc's semantics, and [`validate`](mod@validate) rejects bad values *before*
 //! anything is created.
 //!
 //! Untrusted input enters through `linux.resources` and `linux.cgroupsPath` of config.json (and

@@ -28,7 +28,7 @@ const INTERMEDIATES: [&[u8]; 6] = [
 ];
 
 /// The pinned ARKs.
-pub fn arks() -> Result<Vec<(Product, Cert)>, VerifyError> {
+pub(super) fn arks() -> Result<Vec<(Product, Cert)>, VerifyError> {
     let mut out = Vec::new();
     for (p, pem) in ARKS {
         for c in parse_bundle(pem, "built-in AMD ARK")? {
@@ -39,7 +39,7 @@ pub fn arks() -> Result<Vec<(Product, Cert)>, VerifyError> {
 }
 
 /// Built-in intermediates (still verified against an ARK before use).
-pub fn intermediates() -> Result<Vec<Cert>, VerifyError> {
+pub(super) fn intermediates() -> Result<Vec<Cert>, VerifyError> {
     let mut out = Vec::new();
     for pem in INTERMEDIATES {
         out.extend(parse_bundle(pem, "built-in AMD ASK/ASVK")?);

@@ -1,4 +1,4 @@
-//! Host side of IronClaw's own calls (issue 7): attestation evidence, sealing
+//! Host side of IronClaw's own calls: attestation evidence, sealing
 //! keys, and the KBS relay. Every payload comes from the guest and is validated
 //! here as hostile input ([`untrusted_enclave_call`]); every answer is computed
 //! from what the host itself knows (the measurement it computed, its keys).

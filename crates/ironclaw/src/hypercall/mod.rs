@@ -110,7 +110,7 @@ pub struct ExtensionResponse {
     pub payload: Vec<u8>,
 }
 
-/// Handler for IronClaw's own call range (`0x100..=0x1FF`, issue 7: attest, seal, unseal,
+/// Handler for IronClaw's own call range (`0x100..=0x1FF`: attest, seal, unseal,
 /// get-secret). The arguments have passed the generic validation only: an implementation
 /// validates its own payload as hostile input.
 pub trait IronClawCalls {

@@ -1,4 +1,4 @@
-//! `ironclaw serve`: an enclave as a long-running network service (issue 18).
+//! `ironclaw serve`: an enclave as a long-running network service.
 //!
 //! The host owns every socket: the listeners given with `--listen` (TCP or Unix), the
 //! connections it accepts on them, and the egress connections the module opens to the

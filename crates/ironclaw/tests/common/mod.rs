@@ -8,29 +8,29 @@ use ironclaw::hypercall::RunIo;
 use ironclaw::{GuestImage, LaunchConfig, LaunchError, LaunchInputs, RunReport};
 
 /// Path of an example workload built by build.rs.
-pub fn example(name: &str) -> PathBuf {
+pub(crate) fn example(name: &str) -> PathBuf {
     PathBuf::from(ironclaw::shim::EXAMPLES_DIR).join(name)
 }
 
 /// Bytes of an example workload.
-pub fn example_bytes(name: &str) -> Vec<u8> {
+pub(crate) fn example_bytes(name: &str) -> Vec<u8> {
     std::fs::read(example(name)).unwrap_or_else(|e| panic!("example {name}: {e}"))
 }
 
 /// What a launch produced.
-pub struct Ran {
+pub(crate) struct Ran {
     pub result: Result<RunReport, LaunchError>,
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
 }
 
 /// Launches `module` with the embedded shim.
-pub fn launch(module: &[u8], args: &[&str], stdin: &[u8], config: &LaunchConfig) -> Ran {
+pub(crate) fn launch(module: &[u8], args: &[&str], stdin: &[u8], config: &LaunchConfig) -> Ran {
     launch_image(&GuestImage::shim(), module, args, stdin, config)
 }
 
 /// Launches with an explicit guest image.
-pub fn launch_image(
+pub(crate) fn launch_image(
     image: &GuestImage<'_>,
     module: &[u8],
     args: &[&str],
@@ -56,7 +56,7 @@ pub fn launch_image(
 }
 
 /// A guest image made of raw machine code placed at SHIM_BASE, entered at its first byte.
-pub fn raw_image(code: &'static [u8]) -> GuestImage<'static> {
+pub(crate) fn raw_image(code: &'static [u8]) -> GuestImage<'static> {
     GuestImage {
         bytes: code,
         entry: ironclaw_abi::layout::SHIM_BASE,

@@ -2,6 +2,8 @@
 //! `HMAC-SHA256(key = argv[1], message = stdin)` as lowercase hex, one line. Exits 2 with a
 //! message on stderr when the key is missing.
 
+#![forbid(unsafe_code)]
+
 use std::io::{Read, Write};
 
 use hmac::{Hmac, Mac};

@@ -67,24 +67,29 @@ const DROPPED: &[&str] = &[
 #[allow(non_camel_case_types)]
 mod wasi {
     #[repr(C)]
-    pub struct Iovec {
+    pub(crate) struct Iovec {
         pub buf: *mut u8,
         pub len: usize,
     }
     #[repr(C)]
-    pub struct Ciovec {
+    pub(crate) struct Ciovec {
         pub buf: *const u8,
         pub len: usize,
     }
-    pub const EAGAIN: u16 = 6;
-    pub const FDFLAGS_NONBLOCK: u16 = 4;
-    pub const FILETYPE_SOCKET_STREAM: u8 = 6;
+    pub(crate) const EAGAIN: u16 = 6;
+    pub(crate) const FDFLAGS_NONBLOCK: u16 = 4;
+    pub(crate) const FILETYPE_SOCKET_STREAM: u8 = 6;
     #[cfg(target_os = "wasi")]
     #[link(wasm_import_module = "wasi_snapshot_preview1")]
     extern "C" {
-        pub fn poll_oneoff(subs: *const u8, events: *mut u8, n: u32, nevents: *mut u32) -> u16;
-        pub fn sock_accept(fd: u32, flags: u16, out: *mut u32) -> u16;
-        pub fn sock_recv(
+        pub(crate) fn poll_oneoff(
+            subs: *const u8,
+            events: *mut u8,
+            n: u32,
+            nevents: *mut u32,
+        ) -> u16;
+        pub(crate) fn sock_accept(fd: u32, flags: u16, out: *mut u32) -> u16;
+        pub(crate) fn sock_recv(
             fd: u32,
             iovs: *const Iovec,
             n: u32,
@@ -92,10 +97,16 @@ mod wasi {
             out_len: *mut u32,
             out_flags: *mut u16,
         ) -> u16;
-        pub fn sock_send(fd: u32, iovs: *const Ciovec, n: u32, flags: u16, out: *mut u32) -> u16;
-        pub fn fd_close(fd: u32) -> u16;
-        pub fn fd_fdstat_get(fd: u32, out: *mut u8) -> u16;
-        pub fn fd_fdstat_set_flags(fd: u32, flags: u16) -> u16;
+        pub(crate) fn sock_send(
+            fd: u32,
+            iovs: *const Ciovec,
+            n: u32,
+            flags: u16,
+            out: *mut u32,
+        ) -> u16;
+        pub(crate) fn fd_close(fd: u32) -> u16;
+        pub(crate) fn fd_fdstat_get(fd: u32, out: *mut u8) -> u16;
+        pub(crate) fn fd_fdstat_set_flags(fd: u32, flags: u16) -> u16;
     }
 }
 

@@ -14,6 +14,8 @@
 //!
 //! Errors go to stderr with exit code 3 (broker refused / unseal refused) or 1.
 
+#![forbid(unsafe_code)]
+
 use std::io::{Read, Write};
 
 use hmac::{Hmac, Mac};
@@ -34,7 +36,7 @@ fn hex(b: &[u8]) -> String {
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
     let s = s.trim();
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
