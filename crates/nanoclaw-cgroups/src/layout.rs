@@ -161,7 +161,7 @@ impl Layout {
         let own = parse_self_cgroup(self_cgroup);
         let mut v1: Vec<V1Hierarchy> = Vec::new();
         let mut unified: Option<Unified> = None;
-        for m in mountinfo.lines().filter_map(parse_mountinfo_line) {
+        for m in mountinfo.lines().filter_map(crate::mountinfo::parse_line) {
             match m.fstype.as_str() {
                 "cgroup2" if unified.is_none() => {
                     let own_v2 = own
@@ -293,58 +293,6 @@ impl Layout {
     }
 }
 
-struct MountLine {
-    root: String,
-    mountpoint: PathBuf,
-    fstype: String,
-    super_opts: String,
-}
-
-/// Parses one /proc/self/mountinfo line; `None` for a line that does not have the documented
-/// shape (never panics).
-fn parse_mountinfo_line(line: &str) -> Option<MountLine> {
-    let (pre, post) = line.split_once(" - ")?;
-    let pre: Vec<&str> = pre.split(' ').collect();
-    let root = unescape(pre.get(3)?);
-    let mountpoint = PathBuf::from(unescape(pre.get(4)?));
-    let mut post = post.split(' ');
-    let fstype = post.next()?.to_string();
-    let _source = post.next()?;
-    let super_opts = post.next().unwrap_or("").to_string();
-    Some(MountLine {
-        root,
-        mountpoint,
-        fstype,
-        super_opts,
-    })
-}
-
-/// Undoes mountinfo's octal escapes (`\040` for a space, ...).
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' {
-            if let Some(oct) = b.get(i + 1..i + 4) {
-                if oct.iter().all(|c| (b'0'..=b'7').contains(c)) {
-                    let v = u32::from(oct[0] - b'0') * 64
-                        + u32::from(oct[1] - b'0') * 8
-                        + u32::from(oct[2] - b'0');
-                    if let Ok(v) = u8::try_from(v) {
-                        out.push(v);
-                        i += 4;
-                        continue;
-                    }
-                }
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// Parses /proc/self/cgroup into `(hierarchy id, controllers, path)` triples.
 pub fn parse_self_cgroup(content: &str) -> Vec<(String, String, String)> {
     content
@@ -425,12 +373,5 @@ hugetlb\t0\t1\t1
         let mi = format!("garbage\n\\\n1 2 - x\n{HYBRID_MOUNTINFO}");
         let l = Layout::from_sources(&mi, PROC_CGROUPS, SELF, |_| Ok(String::new())).unwrap();
         assert_eq!(l.mode, Mode::Hybrid);
-    }
-
-    #[test]
-    fn unescapes_octal() {
-        assert_eq!(unescape("/a\\040b"), "/a b");
-        assert_eq!(unescape("/a\\04"), "/a\\04");
-        assert_eq!(unescape("\\777x"), "\\777x");
     }
 }

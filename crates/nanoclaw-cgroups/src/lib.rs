@@ -24,6 +24,7 @@ pub mod error;
 pub mod fs;
 pub mod layout;
 pub mod manager;
+pub mod mountinfo;
 pub mod oom;
 pub mod path;
 pub mod stats;

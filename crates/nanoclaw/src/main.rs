@@ -2,8 +2,14 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use nanoclaw::container::checkpoint::{CheckpointArgs, RestoreArgs};
+use nanoclaw::container::events::EventsRequest;
+use nanoclaw::container::list::{render_list, render_ps_json, OutputFormat};
+use nanoclaw::container::ops::{self, OpsError};
+use nanoclaw::container::update::UpdateRequest;
 use nanoclaw::logging::{LogConfig, LogFormat};
+use nanoclaw::process::exec::{ExecOutcome, ExecRequest};
 
 #[derive(Parser)]
 #[command(
@@ -54,22 +60,8 @@ enum Command {
     },
     /// Create and run a container in the foreground; exit with its status.
     Run {
-        #[arg(short, long, default_value = ".")]
-        bundle: PathBuf,
-        #[arg(long = "pid-file")]
-        pid_file: Option<PathBuf>,
-        /// Unix socket that receives the pty master (process.terminal).
-        #[arg(long = "console-socket")]
-        console_socket: Option<PathBuf>,
-        /// Pass this many extra fds (3, 4, ...) to the container process.
-        #[arg(long = "preserve-fds", default_value_t = 0)]
-        preserve_fds: u32,
-        /// Move the rootfs onto / and chroot instead of pivot_root (a rootfs on ramfs).
-        #[arg(long = "no-pivot")]
-        no_pivot: bool,
-        /// Keep the caller's session keyring instead of a new one.
-        #[arg(long = "no-new-keyring")]
-        no_new_keyring: bool,
+        #[command(flatten)]
+        create: CreateFlags,
         /// Detach: leave the container running and exit (create + start).
         #[arg(short, long)]
         detach: bool,
@@ -77,22 +69,8 @@ enum Command {
     },
     /// Create a container: its init waits until `start`.
     Create {
-        #[arg(short, long, default_value = ".")]
-        bundle: PathBuf,
-        #[arg(long = "pid-file")]
-        pid_file: Option<PathBuf>,
-        /// Unix socket that receives the pty master (process.terminal).
-        #[arg(long = "console-socket")]
-        console_socket: Option<PathBuf>,
-        /// Pass this many extra fds (3, 4, ...) to the container process.
-        #[arg(long = "preserve-fds", default_value_t = 0)]
-        preserve_fds: u32,
-        /// Move the rootfs onto / and chroot instead of pivot_root (a rootfs on ramfs).
-        #[arg(long = "no-pivot")]
-        no_pivot: bool,
-        /// Keep the caller's session keyring instead of a new one.
-        #[arg(long = "no-new-keyring")]
-        no_new_keyring: bool,
+        #[command(flatten)]
+        create: CreateFlags,
         id: String,
     },
     /// Start a created container's process.
@@ -140,13 +118,21 @@ enum Command {
     /// Thaw a paused container.
     Resume { id: String },
     /// Update the resource limits of a container (runc's flags, or -r resources.json).
-    Update(nanoclaw::container::update::UpdateArgs),
+    Update(UpdateFlags),
     /// Checkpoint a running container with CRIU.
-    Checkpoint(nanoclaw::container::checkpoint::CheckpointArgs),
+    Checkpoint(CheckpointFlags),
     /// Restore a container from a CRIU checkpoint.
-    Restore(nanoclaw::container::checkpoint::RestoreArgs),
+    Restore(RestoreFlags),
     /// Stream a container's stats and OOM events as JSON lines (--stats: one snapshot).
-    Events(nanoclaw::container::events::EventsArgs),
+    Events {
+        /// Time between stats events (e.g. 5s, 500ms).
+        #[arg(long, default_value = "5s")]
+        interval: String,
+        /// Print one stats snapshot and exit.
+        #[arg(long)]
+        stats: bool,
+        id: String,
+    },
     /// Run a new process inside a running container.
     Exec {
         /// An OCI process JSON file; replaces the command line and the flags below.
@@ -191,6 +177,307 @@ enum Command {
     },
 }
 
+/// The flags `create` and `run` share (runc's).
+#[derive(Args)]
+struct CreateFlags {
+    #[arg(short, long, default_value = ".")]
+    bundle: PathBuf,
+    #[arg(long = "pid-file")]
+    pid_file: Option<PathBuf>,
+    /// Unix socket that receives the pty master (process.terminal).
+    #[arg(long = "console-socket")]
+    console_socket: Option<PathBuf>,
+    /// Pass this many extra fds (3, 4, ...) to the container process.
+    #[arg(long = "preserve-fds", default_value_t = 0)]
+    preserve_fds: u32,
+    /// Move the rootfs onto / and chroot instead of pivot_root (a rootfs on ramfs).
+    #[arg(long = "no-pivot")]
+    no_pivot: bool,
+    /// Keep the caller's session keyring instead of a new one.
+    #[arg(long = "no-new-keyring")]
+    no_new_keyring: bool,
+}
+
+impl CreateFlags {
+    fn options(self, root: PathBuf, id: String) -> nanoclaw::CreateOptions {
+        nanoclaw::CreateOptions {
+            root,
+            id,
+            bundle: self.bundle,
+            pid_file: self.pid_file,
+            console_socket: self.console_socket,
+            preserve_fds: self.preserve_fds,
+            no_new_keyring: self.no_new_keyring,
+            no_pivot: self.no_pivot,
+            relay_stdio: false,
+        }
+    }
+}
+
+/// runc's `update` flags; the values are parsed by the library, so its errors name the flag.
+#[derive(Args)]
+struct UpdateFlags {
+    /// Path to a JSON file with linux.resources ("-" for stdin); other flags are then ignored.
+    #[arg(short = 'r', long = "resources")]
+    resources: Option<PathBuf>,
+    /// Memory limit in bytes (suffixes k, m, g accepted; -1 for unlimited).
+    #[arg(long, allow_hyphen_values = true)]
+    memory: Option<String>,
+    /// Memory reservation (soft limit) in bytes.
+    #[arg(long = "memory-reservation", allow_hyphen_values = true)]
+    memory_reservation: Option<String>,
+    /// Memory plus swap limit in bytes (-1 for unlimited).
+    #[arg(long = "memory-swap", allow_hyphen_values = true)]
+    memory_swap: Option<String>,
+    /// Kernel TCP buffer limit in bytes (cgroup v1 only).
+    #[arg(long = "kernel-memory-tcp", allow_hyphen_values = true)]
+    kernel_memory_tcp: Option<String>,
+    /// CPU shares (relative weight vs. other containers).
+    #[arg(long = "cpu-share", alias = "cpu-shares", allow_hyphen_values = true)]
+    cpu_share: Option<String>,
+    /// CPU CFS period in microseconds.
+    #[arg(long = "cpu-period", allow_hyphen_values = true)]
+    cpu_period: Option<String>,
+    /// CPU CFS quota in microseconds (-1 for unlimited).
+    #[arg(long = "cpu-quota", allow_hyphen_values = true)]
+    cpu_quota: Option<String>,
+    /// CPU CFS burst in microseconds.
+    #[arg(long = "cpu-burst", allow_hyphen_values = true)]
+    cpu_burst: Option<String>,
+    /// Realtime period in microseconds (cgroup v1).
+    #[arg(long = "cpu-rt-period", allow_hyphen_values = true)]
+    cpu_rt_period: Option<String>,
+    /// Realtime runtime in microseconds (cgroup v1).
+    #[arg(long = "cpu-rt-runtime", allow_hyphen_values = true)]
+    cpu_rt_runtime: Option<String>,
+    /// SCHED_IDLE for the cgroup (0 or 1).
+    #[arg(long = "cpu-idle", allow_hyphen_values = true)]
+    cpu_idle: Option<String>,
+    /// CPUs the container may run on (e.g. 0-3,5).
+    #[arg(long = "cpuset-cpus")]
+    cpuset_cpus: Option<String>,
+    /// Memory nodes the container may use.
+    #[arg(long = "cpuset-mems")]
+    cpuset_mems: Option<String>,
+    /// Block IO weight (10-1000).
+    #[arg(long = "blkio-weight", allow_hyphen_values = true)]
+    blkio_weight: Option<String>,
+    /// Maximum number of tasks (<= 0 for unlimited).
+    #[arg(long = "pids-limit", allow_hyphen_values = true)]
+    pids_limit: Option<String>,
+    id: String,
+}
+
+impl From<UpdateFlags> for UpdateRequest {
+    fn from(f: UpdateFlags) -> Self {
+        UpdateRequest {
+            resources: f.resources,
+            memory: f.memory,
+            memory_reservation: f.memory_reservation,
+            memory_swap: f.memory_swap,
+            kernel_memory_tcp: f.kernel_memory_tcp,
+            cpu_share: f.cpu_share,
+            cpu_period: f.cpu_period,
+            cpu_quota: f.cpu_quota,
+            cpu_burst: f.cpu_burst,
+            cpu_rt_period: f.cpu_rt_period,
+            cpu_rt_runtime: f.cpu_rt_runtime,
+            cpu_idle: f.cpu_idle,
+            cpuset_cpus: f.cpuset_cpus,
+            cpuset_mems: f.cpuset_mems,
+            blkio_weight: f.blkio_weight,
+            pids_limit: f.pids_limit,
+            id: f.id,
+        }
+    }
+}
+
+/// runc's `checkpoint` flags.
+#[derive(Args)]
+struct CheckpointFlags {
+    /// Directory for the CRIU images (default: ./checkpoint).
+    #[arg(long = "image-path")]
+    image_path: Option<PathBuf>,
+    /// Directory for CRIU's log and work files (default: the image path).
+    #[arg(long = "work-path")]
+    work_path: Option<PathBuf>,
+    /// Images of a previous pre-dump, relative to the image path (incremental dump).
+    #[arg(long = "parent-path")]
+    parent_path: Option<PathBuf>,
+    /// Leave the container running after the dump.
+    #[arg(long = "leave-running")]
+    leave_running: bool,
+    /// Dump established TCP connections.
+    #[arg(long = "tcp-established")]
+    tcp_established: bool,
+    /// Allow external unix sockets.
+    #[arg(long = "ext-unix-sk")]
+    ext_unix_sk: bool,
+    /// Allow shell jobs (a terminal from outside the tree).
+    #[arg(long = "shell-job")]
+    shell_job: bool,
+    /// Lazy migration through a page server (refused).
+    #[arg(long = "lazy-pages")]
+    lazy_pages: bool,
+    /// Status fd of --lazy-pages (refused).
+    #[arg(long = "status-fd")]
+    status_fd: Option<i32>,
+    /// Send pages to a page server at ADDRESS:PORT.
+    #[arg(long = "page-server")]
+    page_server: Option<String>,
+    /// Dump file locks.
+    #[arg(long = "file-locks")]
+    file_locks: bool,
+    /// Dump memory only and leave the container running (for a later incremental dump).
+    #[arg(long = "pre-dump")]
+    pre_dump: bool,
+    /// soft, full, strict or ignore.
+    #[arg(long = "manage-cgroups-mode")]
+    manage_cgroups_mode: Option<String>,
+    /// Namespaces to leave empty, not dumped (network).
+    #[arg(long = "empty-ns")]
+    empty_ns: Vec<String>,
+    /// Deduplicate against the parent images.
+    #[arg(long = "auto-dedup")]
+    auto_dedup: bool,
+    id: String,
+}
+
+impl From<CheckpointFlags> for CheckpointArgs {
+    fn from(f: CheckpointFlags) -> Self {
+        CheckpointArgs {
+            image_path: f.image_path,
+            work_path: f.work_path,
+            parent_path: f.parent_path,
+            leave_running: f.leave_running,
+            tcp_established: f.tcp_established,
+            ext_unix_sk: f.ext_unix_sk,
+            shell_job: f.shell_job,
+            lazy_pages: f.lazy_pages,
+            status_fd: f.status_fd,
+            page_server: f.page_server,
+            file_locks: f.file_locks,
+            pre_dump: f.pre_dump,
+            manage_cgroups_mode: f.manage_cgroups_mode,
+            empty_ns: f.empty_ns,
+            auto_dedup: f.auto_dedup,
+            id: f.id,
+        }
+    }
+}
+
+/// runc's `restore` flags.
+#[derive(Args)]
+struct RestoreFlags {
+    #[arg(short, long, default_value = ".")]
+    bundle: PathBuf,
+    /// Directory of the CRIU images (default: ./checkpoint).
+    #[arg(long = "image-path")]
+    image_path: Option<PathBuf>,
+    /// Directory for CRIU's log and work files (default: the image path).
+    #[arg(long = "work-path")]
+    work_path: Option<PathBuf>,
+    #[arg(long = "tcp-established")]
+    tcp_established: bool,
+    #[arg(long = "ext-unix-sk")]
+    ext_unix_sk: bool,
+    #[arg(long = "shell-job")]
+    shell_job: bool,
+    #[arg(long = "file-locks")]
+    file_locks: bool,
+    /// soft, full, strict or ignore.
+    #[arg(long = "manage-cgroups-mode")]
+    manage_cgroups_mode: Option<String>,
+    /// Leave the restored container running and exit.
+    #[arg(short, long)]
+    detach: bool,
+    #[arg(long = "pid-file")]
+    pid_file: Option<PathBuf>,
+    /// Refused: handing a restored container's pty to a console socket is not supported.
+    #[arg(long = "console-socket")]
+    console_socket: Option<PathBuf>,
+    /// nanoclaw is never a subreaper: accepted, nothing to disable.
+    #[arg(long = "no-subreaper")]
+    no_subreaper: bool,
+    /// CRIU restores the mount namespace it dumped: accepted, no pivot is involved.
+    #[arg(long = "no-pivot")]
+    no_pivot: bool,
+    #[arg(long = "empty-ns")]
+    empty_ns: Vec<String>,
+    #[arg(long = "auto-dedup")]
+    auto_dedup: bool,
+    /// Refused.
+    #[arg(long = "lazy-pages")]
+    lazy_pages: bool,
+    /// Refused (no SELinux support).
+    #[arg(long = "lsm-profile")]
+    lsm_profile: Option<String>,
+    /// Refused (no SELinux support).
+    #[arg(long = "lsm-mount-context")]
+    lsm_mount_context: Option<String>,
+    id: String,
+}
+
+impl From<RestoreFlags> for RestoreArgs {
+    fn from(f: RestoreFlags) -> Self {
+        RestoreArgs {
+            bundle: f.bundle,
+            image_path: f.image_path,
+            work_path: f.work_path,
+            tcp_established: f.tcp_established,
+            ext_unix_sk: f.ext_unix_sk,
+            shell_job: f.shell_job,
+            file_locks: f.file_locks,
+            manage_cgroups_mode: f.manage_cgroups_mode,
+            detach: f.detach,
+            pid_file: f.pid_file,
+            console_socket: f.console_socket,
+            no_subreaper: f.no_subreaper,
+            no_pivot: f.no_pivot,
+            empty_ns: f.empty_ns,
+            auto_dedup: f.auto_dedup,
+            lazy_pages: f.lazy_pages,
+            lsm_profile: f.lsm_profile,
+            lsm_mount_context: f.lsm_mount_context,
+            id: f.id,
+        }
+    }
+}
+
+/// Every way a command fails, mapped to runc's exit status and message in one place.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error(transparent)]
+    Template(#[from] nanoclaw::spec::template::TemplateError),
+    #[error(transparent)]
+    Container(#[from] nanoclaw::ContainerError),
+    #[error(transparent)]
+    Ops(#[from] OpsError),
+    #[error(transparent)]
+    Signal(#[from] nanoclaw::process::signal::SignalError),
+    #[error(transparent)]
+    List(#[from] nanoclaw::container::list::ListError),
+    #[error(transparent)]
+    Update(#[from] nanoclaw::container::update::UpdateError),
+    #[error(transparent)]
+    Events(#[from] nanoclaw::container::events::EventsError),
+    #[error(transparent)]
+    Exec(#[from] nanoclaw::process::exec::ExecError),
+    #[error(transparent)]
+    Checkpoint(#[from] nanoclaw::container::checkpoint::CheckpointError),
+}
+
+impl Failure {
+    fn exit_code(&self) -> i32 {
+        match self {
+            // runc exits 255 when exec itself fails, so callers can tell it from the
+            // process's own status.
+            Failure::Exec(_) => 255,
+            _ => 1,
+        }
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
     let root = cli
@@ -231,126 +518,95 @@ fn main() {
             fail(&log_cfg, &e.to_string());
         }
     }
-    let result: Result<i32, String> = match cli.command {
-        Command::Spec { rootless, bundle } => nanoclaw::spec::template::write(&bundle, rootless)
-            .map(|_| 0)
-            .map_err(|e| e.to_string()),
-        Command::Run {
-            bundle,
-            pid_file,
-            console_socket,
-            preserve_fds,
-            no_pivot,
-            no_new_keyring,
-            detach,
-            id,
-        } => create_options(
-            root,
-            id,
-            bundle,
-            pid_file,
-            console_socket,
-            preserve_fds,
-            no_pivot,
-            no_new_keyring,
-        )
-        .and_then(|opts| {
+    match dispatch(cli.command, root) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => fail_with(&log_cfg, e.exit_code(), &e.to_string()),
+    }
+}
+
+/// Runs one command; the exit status on success (a workload's own for `run` and `exec`).
+fn dispatch(command: Command, root: PathBuf) -> Result<i32, Failure> {
+    Ok(match command {
+        Command::Spec { rootless, bundle } => {
+            nanoclaw::spec::template::write(&bundle, rootless)?;
+            0
+        }
+        Command::Run { create, detach, id } => {
+            let opts = create.options(root, id);
             if detach {
-                nanoclaw::container::run_detached(&opts).map(|_| 0)
+                nanoclaw::container::run_detached(&opts)?;
+                0
             } else {
-                nanoclaw::run(&opts)
+                nanoclaw::run(&opts)?
             }
-            .map_err(|e| e.to_string())
-        }),
-        Command::Create {
-            bundle,
-            pid_file,
-            console_socket,
-            preserve_fds,
-            no_pivot,
-            no_new_keyring,
-            id,
-        } => create_options(
-            root,
-            id,
-            bundle,
-            pid_file,
-            console_socket,
-            preserve_fds,
-            no_pivot,
-            no_new_keyring,
-        )
-        .and_then(|opts| {
-            nanoclaw::create(&opts)
-                .map(|_| 0)
-                .map_err(|e| e.to_string())
-        }),
-        Command::Start { id } => nanoclaw::start(&root, &id)
-            .map(|_| 0)
-            .map_err(|e| e.to_string()),
-        Command::Delete { force, id } => nanoclaw::delete(&root, &id, force)
-            .map(|_| 0)
-            .map_err(|e| e.to_string()),
-        Command::State { id } => nanoclaw::container::ops::state(&root, &id)
-            .map(|json| print_and(0, &json))
-            .map_err(|e| e.to_string()),
-        Command::Kill { all, id, signal } => nanoclaw::process::signal::parse_signal(&signal)
-            .map_err(|e| e.to_string())
-            .and_then(|sig| {
-                nanoclaw::container::ops::kill(&root, &id, sig, all).map_err(|e| e.to_string())
-            })
-            .map(|_| 0),
-        Command::List { format, quiet } => format
-            .parse::<nanoclaw::container::list::OutputFormat>()
-            .map_err(|e| e.to_string())
-            .and_then(|f| {
-                nanoclaw::container::ops::list(&root)
-                    .map(|entries| nanoclaw::container::list::render_list(&entries, f, quiet))
-                    .map_err(|e| e.to_string())
-            })
-            .map(|out| print_raw(&out)),
+        }
+        Command::Create { create, id } => {
+            nanoclaw::create(&create.options(root, id))?;
+            0
+        }
+        Command::Start { id } => {
+            nanoclaw::start(&root, &id)?;
+            0
+        }
+        Command::Delete { force, id } => {
+            nanoclaw::delete(&root, &id, force)?;
+            0
+        }
+        Command::State { id } => print_and(0, &ops::state(&root, &id)?),
+        Command::Kill { all, id, signal } => {
+            let sig = nanoclaw::process::signal::parse_signal(&signal)?;
+            ops::kill(&root, &id, sig, all)?;
+            0
+        }
+        Command::List { format, quiet } => {
+            let format = format.parse::<OutputFormat>()?;
+            print_raw(&render_list(&ops::list(&root)?, format, quiet))
+        }
         Command::Ps {
             format,
             id,
             ps_args,
-        } => match format.parse::<nanoclaw::container::list::OutputFormat>() {
-            Ok(nanoclaw::container::list::OutputFormat::Json) => {
-                nanoclaw::container::ops::ps_pids(&root, &id)
-                    .map(|pids| print_raw(&nanoclaw::container::list::render_ps_json(&pids)))
-                    .map_err(|e| e.to_string())
-            }
-            Ok(nanoclaw::container::list::OutputFormat::Table) => {
-                nanoclaw::container::ops::ps_table(&root, &id, &ps_args)
-                    .map(|out| print_raw(&out))
-                    .map_err(|e| e.to_string())
-            }
-            Err(e) => Err(e.to_string()),
+        } => match format.parse::<OutputFormat>()? {
+            OutputFormat::Json => print_raw(&render_ps_json(&ops::ps_pids(&root, &id)?)),
+            OutputFormat::Table => print_raw(&ops::ps_table(&root, &id, &ps_args)?),
         },
-        Command::Features => Ok(print_and(0, &nanoclaw::spec::features::features_json())),
+        Command::Features => print_and(0, &nanoclaw::spec::features::features_json()),
         Command::Check => {
             let features = nanoclaw::check::probe();
             let code = i32::from(!nanoclaw::check::missing_required(&features).is_empty());
-            Ok(print_and(code, &nanoclaw::check::render(&features)))
+            print_and(code, &nanoclaw::check::render(&features))
         }
-        Command::Pause { id } => nanoclaw::container::ops::pause(&root, &id)
-            .map(|_| 0)
-            .map_err(|e| e.to_string()),
-        Command::Resume { id } => nanoclaw::container::ops::resume(&root, &id)
-            .map(|_| 0)
-            .map_err(|e| e.to_string()),
-        Command::Checkpoint(args) => nanoclaw::container::checkpoint::checkpoint(&root, &args)
-            .map(|()| 0)
-            .map_err(|e| e.to_string()),
+        Command::Pause { id } => {
+            ops::pause(&root, &id)?;
+            0
+        }
+        Command::Resume { id } => {
+            ops::resume(&root, &id)?;
+            0
+        }
+        Command::Checkpoint(args) => {
+            nanoclaw::container::checkpoint::checkpoint(&root, &CheckpointArgs::from(args))?;
+            0
+        }
         Command::Restore(args) => {
-            nanoclaw::container::checkpoint::restore(&root, &args).map_err(|e| e.to_string())
+            nanoclaw::container::checkpoint::restore(&root, &RestoreArgs::from(args))?
         }
-        Command::Update(args) => nanoclaw::container::update::update(&root, &args)
-            .map(|_| 0)
-            .map_err(|e| e.to_string()),
-        Command::Events(args) => {
-            nanoclaw::container::events::events(&root, &args, &mut std::io::stdout())
-                .map(|_| 0)
-                .map_err(|e| e.to_string())
+        Command::Update(flags) => {
+            nanoclaw::container::update::update(&root, &UpdateRequest::from(flags))?;
+            0
+        }
+        Command::Events {
+            interval,
+            stats,
+            id,
+        } => {
+            let req = EventsRequest {
+                interval,
+                stats,
+                id,
+            };
+            nanoclaw::container::events::events(&root, &req, &mut std::io::stdout())?;
+            0
         }
         Command::Exec {
             process,
@@ -370,7 +626,7 @@ fn main() {
             id,
             command,
         } => {
-            let req = nanoclaw::process::exec::ExecRequest {
+            let req = ExecRequest {
                 process_file: process,
                 args: command,
                 env,
@@ -387,19 +643,12 @@ fn main() {
                 ignore_paused,
                 cgroups: cgroup,
             };
-            match nanoclaw::process::exec::exec(&root, &id, &req) {
-                Ok(nanoclaw::process::exec::ExecOutcome::Detached { .. }) => Ok(0),
-                Ok(nanoclaw::process::exec::ExecOutcome::Exited { code }) => Ok(code),
-                // runc exits 255 when exec itself fails, so callers can tell it from the
-                // process's own status.
-                Err(e) => fail_with(&log_cfg, 255, &e.to_string()),
+            match nanoclaw::process::exec::exec(&root, &id, &req)? {
+                ExecOutcome::Detached { .. } => 0,
+                ExecOutcome::Exited { code } => code,
             }
         }
-    };
-    match result {
-        Ok(code) => std::process::exit(code),
-        Err(msg) => fail(&log_cfg, &msg),
-    }
+    })
 }
 
 /// Reports a fatal error the way runc does (engines rely on it): a record in --log (containerd
@@ -414,30 +663,6 @@ fn fail_with(cfg: &LogConfig, code: i32, msg: &str) -> ! {
         eprintln!("nanoclaw: {msg}");
     }
     std::process::exit(code);
-}
-
-#[allow(clippy::too_many_arguments)] // one per runc flag of create/run
-fn create_options(
-    root: PathBuf,
-    id: String,
-    bundle: PathBuf,
-    pid_file: Option<PathBuf>,
-    console_socket: Option<PathBuf>,
-    preserve_fds: u32,
-    no_pivot: bool,
-    no_new_keyring: bool,
-) -> Result<nanoclaw::CreateOptions, String> {
-    Ok(nanoclaw::CreateOptions {
-        root,
-        id,
-        bundle,
-        pid_file,
-        console_socket,
-        preserve_fds,
-        no_new_keyring,
-        no_pivot,
-        relay_stdio: false,
-    })
 }
 
 fn print_and(code: i32, text: &str) -> i32 {

@@ -254,11 +254,26 @@ fn killed_by_signal_exits_128_plus_n() {
         .spawn()
         .unwrap();
     let pid = wait_for_pid(&pid_file);
+    // The pid file is written at the end of create, before start: killing the init then would
+    // test a failed start instead (a race the loaded CI machine lost). Wait until it runs.
+    wait_for_running(&runtime, "k");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL).unwrap();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(128 + 9));
     assert!(runtime.leftover_state().is_empty());
     let _ = std::fs::remove_file(pid_file);
+}
+
+fn wait_for_running(runtime: &Runtime, id: &str) {
+    for _ in 0..500 {
+        let out = runtime.command(["state", id]).output().unwrap();
+        let state: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if state["status"] == "running" {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("container {id} never reached running");
 }
 
 fn wait_for_pid(path: &std::path::Path) -> i32 {

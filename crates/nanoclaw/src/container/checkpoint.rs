@@ -75,105 +75,72 @@ fn sys(what: impl Into<String>) -> impl FnOnce(nix::Error) -> CheckpointError {
     move |source| CheckpointError::Sys { what, source }
 }
 
-/// `nanoclaw checkpoint`: runc's flags.
-#[derive(Debug, Default, Clone, clap::Args)]
+/// `nanoclaw checkpoint`: runc's flags, as given (the binary parses the command line).
+#[derive(Debug, Default, Clone)]
 pub struct CheckpointArgs {
     /// Directory for the CRIU images (default: ./checkpoint).
-    #[arg(long = "image-path")]
     pub image_path: Option<PathBuf>,
     /// Directory for CRIU's log and work files (default: the image path).
-    #[arg(long = "work-path")]
     pub work_path: Option<PathBuf>,
     /// Images of a previous pre-dump, relative to the image path (incremental dump).
-    #[arg(long = "parent-path")]
     pub parent_path: Option<PathBuf>,
     /// Leave the container running after the dump.
-    #[arg(long = "leave-running")]
     pub leave_running: bool,
     /// Dump established TCP connections.
-    #[arg(long = "tcp-established")]
     pub tcp_established: bool,
     /// Allow external unix sockets.
-    #[arg(long = "ext-unix-sk")]
     pub ext_unix_sk: bool,
     /// Allow shell jobs (a terminal from outside the tree).
-    #[arg(long = "shell-job")]
     pub shell_job: bool,
     /// Lazy migration through a page server (refused).
-    #[arg(long = "lazy-pages")]
     pub lazy_pages: bool,
     /// Status fd of --lazy-pages (refused).
-    #[arg(long = "status-fd")]
     pub status_fd: Option<i32>,
     /// Send pages to a page server at ADDRESS:PORT.
-    #[arg(long = "page-server")]
     pub page_server: Option<String>,
     /// Dump file locks.
-    #[arg(long = "file-locks")]
     pub file_locks: bool,
     /// Dump memory only and leave the container running (for a later incremental dump).
-    #[arg(long = "pre-dump")]
     pub pre_dump: bool,
     /// soft, full, strict or ignore.
-    #[arg(long = "manage-cgroups-mode")]
     pub manage_cgroups_mode: Option<String>,
     /// Namespaces to leave empty, not dumped (network).
-    #[arg(long = "empty-ns")]
     pub empty_ns: Vec<String>,
     /// Deduplicate against the parent images.
-    #[arg(long = "auto-dedup")]
     pub auto_dedup: bool,
     pub id: String,
 }
 
-/// `nanoclaw restore`: runc's flags.
-#[derive(Debug, Default, Clone, clap::Args)]
+/// `nanoclaw restore`: runc's flags, as given (the binary parses the command line).
+#[derive(Debug, Default, Clone)]
 pub struct RestoreArgs {
-    #[arg(short, long, default_value = ".")]
     pub bundle: PathBuf,
     /// Directory of the CRIU images (default: ./checkpoint).
-    #[arg(long = "image-path")]
     pub image_path: Option<PathBuf>,
     /// Directory for CRIU's log and work files (default: the image path).
-    #[arg(long = "work-path")]
     pub work_path: Option<PathBuf>,
-    #[arg(long = "tcp-established")]
     pub tcp_established: bool,
-    #[arg(long = "ext-unix-sk")]
     pub ext_unix_sk: bool,
-    #[arg(long = "shell-job")]
     pub shell_job: bool,
-    #[arg(long = "file-locks")]
     pub file_locks: bool,
     /// soft, full, strict or ignore.
-    #[arg(long = "manage-cgroups-mode")]
     pub manage_cgroups_mode: Option<String>,
     /// Leave the restored container running and exit.
-    #[arg(short, long)]
     pub detach: bool,
-    #[arg(long = "pid-file")]
     pub pid_file: Option<PathBuf>,
     /// Refused: handing a restored container's pty to a console socket is not supported.
-    #[arg(long = "console-socket")]
     pub console_socket: Option<PathBuf>,
     /// nanoclaw is never a subreaper: accepted, nothing to disable.
-    #[arg(long = "no-subreaper")]
     pub no_subreaper: bool,
     /// CRIU restores the mount namespace it dumped: accepted, no pivot is involved.
-    #[arg(long = "no-pivot")]
     pub no_pivot: bool,
-    #[arg(long = "empty-ns")]
     pub empty_ns: Vec<String>,
-    #[arg(long = "auto-dedup")]
     pub auto_dedup: bool,
     /// Refused.
-    #[arg(long = "lazy-pages")]
     pub lazy_pages: bool,
     /// Refused (no SELinux support).
-    #[arg(long = "lsm-profile")]
     pub lsm_profile: Option<String>,
     /// Refused (no SELinux support).
-    #[arg(long = "lsm-mount-context")]
     pub lsm_mount_context: Option<String>,
     pub id: String,
 }
@@ -729,7 +696,7 @@ pub fn restore(root: &Path, a: &RestoreArgs) -> Result<i32, CheckpointError> {
                 .map_err(|e| CheckpointError::Container(e.into()))?;
         }
         if let Some(pf) = &a.pid_file {
-            state::write_pid_file(pf, pid).map_err(io(format!("--pid-file {}", pf.display())))?;
+            state::write_pid_file(pf, pid).map_err(|e| CheckpointError::Container(e.into()))?;
         }
         Ok(())
     });

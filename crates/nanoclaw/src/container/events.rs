@@ -12,14 +12,14 @@ use serde::Serialize;
 use crate::container::state::{self, StateDir, StateError, Status};
 use crate::container::status_of;
 
-#[derive(Debug, Clone, clap::Args)]
-pub struct EventsArgs {
-    /// Time between stats events (e.g. 5s, 500ms).
-    #[arg(long, default_value = "5s")]
+/// What `events` was asked.
+#[derive(Debug, Clone)]
+pub struct EventsRequest {
+    /// Time between stats events, as given (e.g. 5s, 500ms): checked by [`parse_interval`].
     pub interval: String,
     /// Print one stats snapshot and exit.
-    #[arg(long)]
     pub stats: bool,
+    /// The container.
     pub id: String,
 }
 
@@ -68,7 +68,7 @@ pub fn parse_interval(s: &str) -> Result<Duration, EventsError> {
 }
 
 /// Runs the command, writing JSON lines to `out`.
-pub fn events(root: &Path, args: &EventsArgs, out: &mut dyn Write) -> Result<(), EventsError> {
+pub fn events(root: &Path, args: &EventsRequest, out: &mut dyn Write) -> Result<(), EventsError> {
     let interval = parse_interval(&args.interval)?;
     let id = args.id.as_str();
     // Read what we need under the lock, then let go of it: the stream may run for hours and

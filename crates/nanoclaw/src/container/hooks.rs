@@ -139,29 +139,56 @@ pub enum HookError {
     },
 }
 
-/// The OCI state JSON given to hooks on stdin (ociVersion, id, status, pid, bundle,
-/// annotations).
-pub fn state_json(
-    oci_version: &str,
-    id: &str,
-    status: &str,
+/// The OCI state a hook reads on stdin (ociVersion, id, status, pid, bundle, annotations):
+/// the one builder for every hook, from the plan at create or from the saved state later.
+#[derive(Debug, Clone, Copy)]
+pub struct HookState<'a> {
+    oci_version: &'a str,
+    id: &'a str,
     pid: Option<i32>,
-    bundle: &std::path::Path,
-    annotations: Option<&std::collections::HashMap<String, String>>,
-) -> Vec<u8> {
-    let mut v = serde_json::json!({
-        "ociVersion": oci_version,
-        "id": id,
-        "status": status,
-        "bundle": bundle,
-    });
-    if let Some(pid) = pid {
-        v["pid"] = pid.into();
+    bundle: &'a std::path::Path,
+    annotations: Option<&'a std::collections::HashMap<String, String>>,
+}
+
+impl<'a> HookState<'a> {
+    /// During `create`, from the validated config; `pid` as the hook's namespace sees it.
+    pub fn of_plan(plan: &'a crate::spec::Plan, id: &'a str, pid: Option<i32>) -> Self {
+        HookState {
+            oci_version: plan.spec.version(),
+            id,
+            pid,
+            bundle: &plan.bundle,
+            annotations: plan.spec.annotations().as_ref(),
+        }
     }
-    if let Some(a) = annotations.filter(|a| !a.is_empty()) {
-        v["annotations"] = serde_json::json!(a);
+
+    /// After `create`, from the container's saved state.
+    pub fn of_record(st: &'a crate::container::state::State) -> Self {
+        HookState {
+            oci_version: &st.oci_version,
+            id: &st.id,
+            pid: st.pid,
+            bundle: &st.bundle,
+            annotations: Some(&st.annotations),
+        }
     }
-    v.to_string().into_bytes()
+
+    /// The JSON for `status`; a stopped container has no pid.
+    pub fn json(&self, status: &str) -> Vec<u8> {
+        let mut v = serde_json::json!({
+            "ociVersion": self.oci_version,
+            "id": self.id,
+            "status": status,
+            "bundle": self.bundle,
+        });
+        if let Some(pid) = self.pid.filter(|_| status != "stopped") {
+            v["pid"] = pid.into();
+        }
+        if let Some(a) = self.annotations.filter(|a| !a.is_empty()) {
+            v["annotations"] = serde_json::json!(a);
+        }
+        v.to_string().into_bytes()
+    }
 }
 
 /// Name of the file in the state dir that keeps the hooks for `start` and `delete`, so that

@@ -3,8 +3,8 @@
 //!
 //! `create` validates the bundle, claims the state dir, clones the init and waits until the
 //! init reports it is set up and blocked on the exec fifo. Every step registers what it made
-//! in an [`Unwind`] guard, so a failure at any point removes the init process, the state dir
-//! (and, with issue 5, the cgroup); mounts live only in the init's mount namespace and vanish
+//! in an `Unwind` guard, so a failure at any point removes the init process, the state dir
+//! (and the cgroup); mounts live only in the init's mount namespace and vanish
 //! with it (a mount namespace joined by path keeps them: it outlives the container, as in
 //! runc).
 
@@ -23,15 +23,17 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::sched::CloneFlags;
-use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::signal::{kill, Signal};
 use nix::sys::stat::Mode;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
+use crate::container::hooks::HookState;
 use crate::container::state::{State, StateDir, StateError, Status};
 use crate::process::channel::{self, Msg, SyncError};
 use crate::process::init::{self, InitContext};
 use crate::process::namespaces::{self, NamespaceError};
+use crate::process::signal::Forwarder;
 use crate::spec::{self, SpecError};
 
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +75,8 @@ pub enum ContainerError {
     Hook(#[from] crate::container::hooks::HookError),
     #[error(transparent)]
     Rootfs(#[from] crate::rootfs::RootfsError),
+    #[error(transparent)]
+    PidFile(#[from] state::PidFileError),
     #[error(transparent)]
     NetDevice(#[from] crate::container::netdev::NetDeviceError),
     #[error("process.user.additionalGids: a rootless runtime with a single-id gid mapping cannot set supplementary groups (map more gids through /etc/subgid)")]
@@ -120,7 +124,7 @@ pub struct Created {
 struct Unwind {
     pid: Option<Pid>,
     state_dir: Option<StateDir>,
-    /// The container's cgroup (issue 5): its processes are killed and it is removed on unwind.
+    /// The container's cgroup: its processes are killed and it is removed on unwind.
     cgroup: Option<Box<dyn nanoclaw_cgroups::CgroupManager>>,
     /// linux.netDevices moved into a container whose create fails: moved back before the init
     /// is killed.
@@ -164,10 +168,17 @@ fn thread_count() -> usize {
         .unwrap_or(1)
 }
 
-/// `create`: everything up to the init waiting on the exec fifo.
-pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
+/// A bundle checked against the options, before anything exists on the host.
+struct Checked {
+    plan: spec::Plan,
+    /// config.json as read: the snapshot `exec` plans from.
+    config_bytes: Vec<u8>,
+    setgroups_denied: bool,
+}
+
+/// Everything `create` checks before it touches the host.
+fn check(opts: &CreateOptions) -> Result<Checked, ContainerError> {
     let euid = nix::unistd::geteuid().as_raw();
-    // Validate before touching anything on the host.
     state::validate_id(&opts.id)?;
     let (plan, config_bytes) = spec::load_with_source(&opts.bundle, euid)?;
     let setgroups_denied = namespaces::setgroups_denied(&plan);
@@ -181,7 +192,24 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
     if threads > 1 {
         return Err(ContainerError::MultiThreaded(threads));
     }
+    Ok(Checked {
+        plan,
+        config_bytes,
+        setgroups_denied,
+    })
+}
 
+/// `create`: everything up to the init waiting on the exec fifo.
+pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
+    create_checked(opts, check(opts)?)
+}
+
+fn create_checked(opts: &CreateOptions, checked: Checked) -> Result<Created, ContainerError> {
+    let Checked {
+        plan,
+        config_bytes,
+        setgroups_denied,
+    } = checked;
     // The terminal needs somewhere to go before anything is created (runc's rules).
     match (plan.process.terminal, &opts.console_socket) {
         (true, None) => return Err(ContainerError::TerminalNeedsSocket),
@@ -237,7 +265,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
     let joins = namespaces::open_joins(&plan)?;
     let (parent_sock, child_sock) = channel::pair()?;
 
-    // Cgroup step (issue 5): create the container's cgroup (linux.cgroupsPath, resources)
+    // Cgroup step: create the container's cgroup (linux.cgroupsPath, resources)
     // here, before the clone, and register it in `unwind`.
     if let Some(dir) = unwind.state_dir.as_ref() {
         unwind.cgroup = Some(crate::container::cgroup::create(
@@ -298,7 +326,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
         unwind.netdevs = Some((netns, devs));
     }
     parent_sock.send(&Msg::Go)?;
-    // Cgroup step (issue 5): move `pid` into the container's cgroup while the init starts its
+    // Cgroup step: move `pid` into the container's cgroup while the init starts its
     // mounts; it waits for `Placed` before anything that depends on its cgroup (sync.rs).
     if let Some(cg) = unwind.cgroup.as_ref() {
         if let Err(e) = cg.add_process(pid.as_raw()) {
@@ -315,16 +343,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
         Err(e) => return Err(e.into()),
     }
     // The hooks' state: the init's pid, status "creating".
-    let hook_json = || {
-        crate::container::hooks::state_json(
-            plan.spec.version(),
-            &opts.id,
-            "creating",
-            Some(pid.as_raw()),
-            &plan.bundle,
-            plan.spec.annotations().as_ref(),
-        )
-    };
+    let hook_state = HookState::of_plan(&plan, &opts.id, Some(pid.as_raw()));
     let mut hooks_ran = false;
     let before_pivot =
         crate::container::hooks::HookKind::runtime_hooks_before_pivot(plan.spec.hooks().as_ref());
@@ -333,7 +352,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
     // mounts and pivot_root (sync.rs step 3). A failure fails `create`; `unwind` kills the
     // waiting init and removes everything.
     if before_pivot && matches!(next, Ok(Msg::Mounted)) {
-        let json = hook_json();
+        let json = hook_state.json("creating");
         let hooks = plan.spec.hooks().as_ref();
         crate::container::hooks::run_hooks(
             crate::container::hooks::HookKind::Prestart,
@@ -400,7 +419,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created, ContainerError> {
     state_dir.save(&state)?;
     crate::testpoint::hit("create:saved");
     if let Some(pf) = &opts.pid_file {
-        write_pid_file(pf, pid)?;
+        state::write_pid_file(pf, pid.as_raw())?;
     }
     unwind.pid = None;
     unwind.cgroup = None; // the container keeps its cgroup; `delete` removes it
@@ -432,26 +451,6 @@ fn container_netns(
     Ok(crate::container::netdev::open_ns(&format!(
         "/proc/{pid}/ns/net"
     ))?)
-}
-
-fn write_pid_file(path: &Path, pid: Pid) -> Result<(), ContainerError> {
-    state::write_pid_file(path, pid.as_raw()).map_err(|source| ContainerError::Io {
-        what: format!("--pid-file {}", path.display()),
-        source,
-    })
-}
-
-/// The state JSON a hook reads on stdin.
-fn hook_state(st: &State, status: &str) -> Vec<u8> {
-    let annotations: std::collections::HashMap<String, String> = st.annotations.clone();
-    crate::container::hooks::state_json(
-        &st.oci_version,
-        &st.id,
-        status,
-        st.pid.filter(|_| status != "stopped"),
-        &st.bundle,
-        Some(&annotations),
-    )
 }
 
 /// Current status of a container from its saved state and the init's liveness.
@@ -503,7 +502,7 @@ pub fn start_locked(dir: &StateDir) -> Result<State, ContainerError> {
     // container (runtime-spec 1.3: "generate an error, stop the container"); `delete` then
     // runs the poststop hooks and removes it.
     if let Some(hooks) = crate::container::hooks::load_record(dir.path()) {
-        let json = hook_state(&st, "running");
+        let json = HookState::of_record(&st).json("running");
         if let Err(e) = crate::container::hooks::run_hooks(
             crate::container::hooks::HookKind::Poststart,
             Some(&hooks),
@@ -537,7 +536,7 @@ fn remove_after_failed_start(dir: StateDir, st: &State) {
     stop_after_failed_start(&dir, st);
     let _ = crate::container::cgroup::remove(dir.path());
     if let Some(hooks) = crate::container::hooks::load_record(dir.path()) {
-        let json = hook_state(st, "stopped");
+        let json = HookState::of_record(st).json("stopped");
         let _ = crate::container::hooks::run_hooks(
             crate::container::hooks::HookKind::Poststop,
             Some(&hooks),
@@ -591,14 +590,14 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), ContainerError> 
     }
     crate::testpoint::hit("delete:killed");
     crate::rootfs::hostmount::cleanup_recorded(dir.path(), &st.rootfs);
-    // Cgroup step (issue 5): remove the container's cgroup here (after the processes are
+    // Cgroup step: remove the container's cgroup here (after the processes are
     // gone; also when the init had already exited). A cgroup that cannot be removed keeps
     // the state dir, so `delete` can be retried.
     crate::container::cgroup::remove(dir.path())?;
     crate::testpoint::hit("delete:cgroup");
     // poststop: after the container is gone, before its state is; failures are warnings.
     if let Some(hooks) = crate::container::hooks::load_record(dir.path()) {
-        let json = hook_state(&st, "stopped");
+        let json = HookState::of_record(&st).json("stopped");
         crate::container::hooks::run_hooks(
             crate::container::hooks::HookKind::Poststop,
             Some(&hooks),
@@ -633,26 +632,6 @@ fn kill_and_reap(pid: Pid, start_time: u64) {
     }
 }
 
-/// Signals `run` forwards to the container's init (as runc does).
-const FORWARDED: &[Signal] = &[
-    Signal::SIGHUP,
-    Signal::SIGINT,
-    Signal::SIGQUIT,
-    Signal::SIGTERM,
-    Signal::SIGUSR1,
-    Signal::SIGUSR2,
-    Signal::SIGWINCH,
-];
-
-/// Exit code convention of runc/shells: the status, or 128+N when killed by signal N.
-pub fn exit_code(status: WaitStatus) -> Option<i32> {
-    match status {
-        WaitStatus::Exited(_, c) => Some(c),
-        WaitStatus::Signaled(_, s, _) => Some(128 + s as i32),
-        _ => None,
-    }
-}
-
 /// `run --detach`: create + start, then leave the container running (its init is reparented
 /// to the caller's subreaper or to init when we exit).
 pub fn run_detached(opts: &CreateOptions) -> Result<(), ContainerError> {
@@ -668,61 +647,51 @@ pub fn run_detached(opts: &CreateOptions) -> Result<(), ContainerError> {
 pub fn run(opts: &CreateOptions) -> Result<i32, ContainerError> {
     // Block the forwarded signals and SIGCHLD before the init exists, so none is lost; the
     // init unblocks them before execve.
-    let mut set = SigSet::empty();
-    for s in FORWARDED {
-        set.add(*s);
-    }
-    set.add(Signal::SIGCHLD);
-    let old = set
-        .thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK)
-        .map_err(sys("sigprocmask"))?;
+    let forwarder = Forwarder::block().map_err(sys("sigprocmask"))?;
     let foreground = CreateOptions {
         relay_stdio: true,
         ..opts.clone()
     };
-    let result = run_blocked(&foreground, &set);
-    let _ = old.thread_set_mask();
-    result
+    run_blocked(&foreground, &forwarder)
 }
 
-fn run_blocked(opts: &CreateOptions, set: &SigSet) -> Result<i32, ContainerError> {
+fn run_blocked(opts: &CreateOptions, forwarder: &Forwarder) -> Result<i32, ContainerError> {
     // A terminal without --console-socket: like runc in the foreground, receive the pty master
     // ourselves (on a socket in a private temporary directory) and relay it to our stdio.
-    let (created, relay) = match create(opts) {
-        Err(ContainerError::TerminalNeedsSocket) => {
-            let dir = tempfile_dir()?;
-            let path = dir.join("console.sock");
-            let listener = std::os::unix::net::UnixListener::bind(&path).map_err(|source| {
-                ContainerError::Io {
-                    what: format!("console socket {}", path.display()),
-                    source,
-                }
+    let checked = check(opts)?;
+    let (created, relay) = if checked.plan.process.terminal && opts.console_socket.is_none() {
+        let dir = tempfile_dir()?;
+        let path = dir.join("console.sock");
+        let listener =
+            std::os::unix::net::UnixListener::bind(&path).map_err(|source| ContainerError::Io {
+                what: format!("console socket {}", path.display()),
+                source,
             })?;
-            let mut with_socket = opts.clone();
-            with_socket.console_socket = Some(path.clone());
-            let created = create(&with_socket);
-            let _ = std::fs::remove_file(&path);
-            let _ = std::fs::remove_dir(&dir);
-            let created = created?;
-            let relay = listener
-                .accept()
-                .map_err(|source| ContainerError::Io {
-                    what: "console socket accept".into(),
-                    source,
-                })
-                .and_then(|(conn, _)| Ok(crate::process::console::receive_master(&conn)?))
-                .and_then(|master| Ok(crate::process::console::Relay::start(master)?));
-            match relay {
-                Ok(r) => (created, Some(r)),
-                Err(e) => {
-                    kill_and_reap(created.pid, created.state.init_start_time);
-                    let _ = crate::container::cgroup::remove(created.state_dir.path());
-                    let _ = created.state_dir.remove();
-                    return Err(e);
-                }
+        let mut with_socket = opts.clone();
+        with_socket.console_socket = Some(path.clone());
+        let created = create_checked(&with_socket, checked);
+        let _ = std::fs::remove_file(&path);
+        let _ = std::fs::remove_dir(&dir);
+        let created = created?;
+        let relay = listener
+            .accept()
+            .map_err(|source| ContainerError::Io {
+                what: "console socket accept".into(),
+                source,
+            })
+            .and_then(|(conn, _)| Ok(crate::process::console::receive_master(&conn)?))
+            .and_then(|master| Ok(crate::process::console::Relay::start(master)?));
+        match relay {
+            Ok(r) => (created, Some(r)),
+            Err(e) => {
+                kill_and_reap(created.pid, created.state.init_start_time);
+                let _ = crate::container::cgroup::remove(created.state_dir.path());
+                let _ = created.state_dir.remove();
+                return Err(e);
             }
         }
-        other => (other?, None),
+    } else {
+        (create_checked(opts, checked)?, None)
     };
     let pid = created.pid;
     if let Err(e) = start_locked(&created.state_dir) {
@@ -747,14 +716,14 @@ fn run_blocked(opts: &CreateOptions, set: &SigSet) -> Result<i32, ContainerError
     };
     // Release the lock while the workload runs, so other commands (state, kill) can act.
     drop(created.state_dir);
-    let code = wait_forwarding(pid, set);
+    let code = forwarder.wait(pid).unwrap_or(255);
     if let Some(r) = stdio_relay {
         r.finish();
     }
     drop(relay);
     // Delete: the init is reaped; with a new pid namespace every other process of the
     // container died with it.
-    // Cgroup step (issue 5): `delete` also removes the cgroup (and kills leftovers when the
+    // Cgroup step: `delete` also removes the cgroup (and kills leftovers when the
     // container shares the host pid namespace).
     delete(&opts.root, &opts.id, true)?;
     Ok(code)
@@ -781,27 +750,4 @@ fn tempfile_dir() -> Result<PathBuf, ContainerError> {
         what: "console socket directory".into(),
         source: std::io::Error::from(std::io::ErrorKind::AlreadyExists),
     })
-}
-
-fn wait_forwarding(pid: Pid, set: &SigSet) -> i32 {
-    loop {
-        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) => {}
-            Ok(st) => {
-                if let Some(code) = exit_code(st) {
-                    return code;
-                }
-                continue;
-            }
-            Err(nix::Error::EINTR) => continue,
-            Err(_) => return 255,
-        }
-        match set.wait() {
-            Ok(Signal::SIGCHLD) => {}
-            Ok(sig) => {
-                let _ = kill(pid, sig);
-            }
-            Err(_) => {}
-        }
-    }
 }

@@ -117,36 +117,6 @@ pub fn state(root: &Path, id: &str) -> Result<String, OpsError> {
     Ok(serde_json::to_string_pretty(&v).unwrap_or_default())
 }
 
-/// The OCI state JSON (compact) given to hooks on stdin.
-pub fn hook_state_json(dir: &StateDir, st: &State) -> Vec<u8> {
-    #[derive(Serialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Oci<'a> {
-        oci_version: &'a str,
-        id: &'a str,
-        status: &'static str,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        pid: Option<i32>,
-        bundle: &'a Path,
-        #[serde(skip_serializing_if = "HashMap::is_empty")]
-        annotations: &'a HashMap<String, String>,
-    }
-    let status = status_of(dir, st);
-    serde_json::to_vec(&Oci {
-        oci_version: &st.oci_version,
-        id: &st.id,
-        status: status_name(status),
-        pid: if status == Status::Stopped {
-            None
-        } else {
-            st.pid
-        },
-        bundle: &st.bundle,
-        annotations: &st.annotations,
-    })
-    .unwrap_or_default()
-}
-
 pub(crate) fn pidfd_open(pid: i32) -> nix::Result<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1; no pointers.
     let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };

@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::AsFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -64,7 +63,7 @@ pub struct State {
     pub bundle: PathBuf,
     #[serde(default, skip_serializing_if = "HashMap::is_empty")]
     pub annotations: HashMap<String, String>,
-    /// Start time of the init (field 22 of /proc/<pid>/stat), to tell our init from a
+    /// Start time of the init (field 22 of `/proc/<pid>/stat`), to tell our init from a
     /// process that reused its pid.
     #[serde(rename = "nanoclawInitStartTime", default)]
     pub init_start_time: u64,
@@ -307,18 +306,28 @@ impl StateDir {
             source,
         })
     }
-
-    /// The locked directory file descriptor (for `*at` calls).
-    pub fn dir_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self._lock.as_fd()
-    }
 }
 
 /// Writes `--pid-file` as a bare decimal, atomically: a fresh temp file in the same directory,
 /// created `O_EXCL | O_NOFOLLOW` relative to the directory's fd, then renamed over the target.
 /// The directory may belong to someone else (a user-owned path given to a root runtime): a
 /// symlink or file planted under the temp name is never followed or truncated.
-pub fn write_pid_file(path: &Path, pid: i32) -> std::io::Result<()> {
+pub fn write_pid_file(path: &Path, pid: i32) -> Result<(), PidFileError> {
+    write_pid_file_at(path, pid).map_err(|source| PidFileError {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// `--pid-file` could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("--pid-file {path:?}: {source}")]
+pub struct PidFileError {
+    path: PathBuf,
+    source: std::io::Error,
+}
+
+fn write_pid_file_at(path: &Path, pid: i32) -> std::io::Result<()> {
     use nix::fcntl::OFlag;
     use nix::sys::stat::Mode;
     let abs = std::path::absolute(path)?;
@@ -364,34 +373,51 @@ pub fn write_pid_file(path: &Path, pid: i32) -> std::io::Result<()> {
     written
 }
 
-/// Start time (clock ticks since boot) of `pid`, field 22 of /proc/<pid>/stat; None if the
-/// process is gone.
+/// The fields of `/proc/<pid>/stat` the runtime needs to recognise its init again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcStat {
+    /// Field 3: R, S, D, Z (zombie), X (dead), ...
+    pub state: char,
+    /// Field 22: start time in clock ticks since boot; with the pid it names one process
+    /// across pid reuse.
+    pub start_time: u64,
+}
+
+impl ProcStat {
+    /// Parses the text of `/proc/<pid>/stat`; None when it does not have that shape. comm
+    /// (field 2) may hold spaces and parentheses, so fields are counted after the last ')'.
+    pub fn parse(text: &str) -> Option<Self> {
+        let after = text.get(text.rfind(')')? + 1..)?;
+        let mut fields = after.split_whitespace();
+        let state = fields.next()?.chars().next()?;
+        // Fields 4..=21 lie between the state and the start time.
+        let start_time = fields.nth(18)?.parse().ok()?;
+        Some(ProcStat { state, start_time })
+    }
+
+    /// Reads `/proc/<pid>/stat`; None if the process is gone.
+    pub fn read(pid: i32) -> Option<Self> {
+        Self::parse(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+    }
+
+    /// A zombie or dead process: its pid still shows in /proc, but it runs nothing.
+    pub fn is_dead(&self) -> bool {
+        matches!(self.state, 'Z' | 'X')
+    }
+}
+
+/// Start time (clock ticks since boot) of `pid`; None if the process is gone.
 pub fn process_start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // comm (field 2) may contain spaces and parentheses: parse after the last ')'.
-    let after = stat.get(stat.rfind(')')? + 1..)?;
-    // after ") " come fields 3.. ; start time is field 22 → index 19.
-    after.split_whitespace().nth(19)?.parse().ok()
+    ProcStat::read(pid).map(|s| s.start_time)
 }
 
 /// True when `pid` is alive, not a zombie, and is the process recorded with `start_time`.
 pub fn init_alive(pid: i32, start_time: u64) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let Some(after) = stat.rfind(')').and_then(|i| stat.get(i + 1..)) else {
-        return false;
-    };
-    let mut fields = after.split_whitespace();
-    let state = fields.next();
-    if state == Some("Z") || state == Some("X") {
-        return false;
-    }
-    fields.nth(18).and_then(|s| s.parse::<u64>().ok()) == Some(start_time)
+    ProcStat::read(pid).is_some_and(|s| !s.is_dead() && s.start_time == start_time)
 }
 
 /// Default --root: /run/nanoclaw for root; for rootless, $XDG_RUNTIME_DIR/nanoclaw or
-/// /tmp/nanoclaw-<uid> (like runc).
+/// `/tmp/nanoclaw-<uid>` (like runc).
 pub fn default_root(euid: u32) -> PathBuf {
     if euid == 0 {
         return PathBuf::from("/run/nanoclaw");
@@ -408,6 +434,43 @@ mod tests {
 
     /// A directory someone else controls: symlinks planted under the target name and under
     /// the temp names this process would try first must not be followed.
+    #[test]
+    fn proc_stat_counts_fields_after_the_last_parenthesis() {
+        // comm "a) b (c" holds spaces and both parentheses.
+        let line = "42 (a) b (c) S 1 42 42 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 987654 1 2 3";
+        assert_eq!(
+            ProcStat::parse(line),
+            Some(ProcStat {
+                state: 'S',
+                start_time: 987_654
+            })
+        );
+        let zombie = ProcStat::parse("7 (x) Z 1 7 7 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 5").unwrap();
+        assert!(zombie.is_dead());
+        for bad in [
+            "",
+            "42 (x",
+            "42 (x) S 1 2",
+            "42 (x) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 -3",
+        ] {
+            assert_eq!(ProcStat::parse(bad), None, "{bad:?}");
+        }
+        let me = ProcStat::read(std::process::id() as i32).unwrap();
+        assert!(!me.is_dead());
+        assert_eq!(
+            process_start_time(std::process::id() as i32),
+            Some(me.start_time)
+        );
+    }
+
+    #[test]
+    fn pid_file_is_bare_decimal() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("x.pid");
+        write_pid_file(&f, 4242).unwrap();
+        assert_eq!(std::fs::read_to_string(&f).unwrap(), "4242");
+    }
+
     #[test]
     fn pid_file_never_follows_planted_symlinks() {
         let dir = tempfile::tempdir().unwrap();

@@ -11,57 +11,43 @@ use oci_spec::runtime::{LinuxBlockIo, LinuxCpu, LinuxMemory, LinuxPids, LinuxRes
 use crate::container::state::{StateDir, StateError, Status};
 use crate::container::status_of;
 
-/// runc's `update` flags.
-#[derive(Debug, Default, Clone, clap::Args)]
-pub struct UpdateArgs {
+/// What `update` was asked: runc's flags as given (each parsed and checked here, so the error
+/// names the flag), or a resources file.
+#[derive(Debug, Default, Clone)]
+pub struct UpdateRequest {
     /// Path to a JSON file with linux.resources ("-" for stdin); other flags are then ignored.
-    #[arg(short = 'r', long = "resources")]
     pub resources: Option<PathBuf>,
     /// Memory limit in bytes (suffixes k, m, g accepted; -1 for unlimited).
-    #[arg(long, allow_hyphen_values = true)]
     pub memory: Option<String>,
     /// Memory reservation (soft limit) in bytes.
-    #[arg(long = "memory-reservation", allow_hyphen_values = true)]
     pub memory_reservation: Option<String>,
     /// Memory plus swap limit in bytes (-1 for unlimited).
-    #[arg(long = "memory-swap", allow_hyphen_values = true)]
     pub memory_swap: Option<String>,
     /// Kernel TCP buffer limit in bytes (cgroup v1 only).
-    #[arg(long = "kernel-memory-tcp", allow_hyphen_values = true)]
     pub kernel_memory_tcp: Option<String>,
     /// CPU shares (relative weight vs. other containers).
-    #[arg(long = "cpu-share", alias = "cpu-shares", allow_hyphen_values = true)]
     pub cpu_share: Option<String>,
     /// CPU CFS period in microseconds.
-    #[arg(long = "cpu-period", allow_hyphen_values = true)]
     pub cpu_period: Option<String>,
     /// CPU CFS quota in microseconds (-1 for unlimited).
-    #[arg(long = "cpu-quota", allow_hyphen_values = true)]
     pub cpu_quota: Option<String>,
     /// CPU CFS burst in microseconds.
-    #[arg(long = "cpu-burst", allow_hyphen_values = true)]
     pub cpu_burst: Option<String>,
     /// Realtime period in microseconds (cgroup v1).
-    #[arg(long = "cpu-rt-period", allow_hyphen_values = true)]
     pub cpu_rt_period: Option<String>,
     /// Realtime runtime in microseconds (cgroup v1).
-    #[arg(long = "cpu-rt-runtime", allow_hyphen_values = true)]
     pub cpu_rt_runtime: Option<String>,
     /// SCHED_IDLE for the cgroup (0 or 1).
-    #[arg(long = "cpu-idle", allow_hyphen_values = true)]
     pub cpu_idle: Option<String>,
     /// CPUs the container may run on (e.g. 0-3,5).
-    #[arg(long = "cpuset-cpus")]
     pub cpuset_cpus: Option<String>,
     /// Memory nodes the container may use.
-    #[arg(long = "cpuset-mems")]
     pub cpuset_mems: Option<String>,
     /// Block IO weight (10-1000).
-    #[arg(long = "blkio-weight", allow_hyphen_values = true)]
     pub blkio_weight: Option<String>,
     /// Maximum number of tasks (<= 0 for unlimited).
-    #[arg(long = "pids-limit", allow_hyphen_values = true)]
     pub pids_limit: Option<String>,
+    /// The container.
     pub id: String,
 }
 
@@ -132,7 +118,7 @@ fn int<T: std::str::FromStr>(flag: &'static str, s: &str) -> Result<T, UpdateErr
 }
 
 /// Builds the resources that the flags ask for (only the fields given are set).
-pub fn resources_from_flags(a: &UpdateArgs) -> Result<LinuxResources, UpdateError> {
+pub fn resources_from_flags(a: &UpdateRequest) -> Result<LinuxResources, UpdateError> {
     let mut r = LinuxResources::default();
     let mut mem = LinuxMemory::default();
     let mut mem_set = false;
@@ -237,7 +223,7 @@ fn read_resources(path: &Path) -> Result<LinuxResources, UpdateError> {
 }
 
 /// `update`: validates, then applies to the live cgroup.
-pub fn update(root: &Path, args: &UpdateArgs) -> Result<(), UpdateError> {
+pub fn update(root: &Path, args: &UpdateRequest) -> Result<(), UpdateError> {
     let mut r = match &args.resources {
         Some(path) => read_resources(path)?,
         None => resources_from_flags(args)?,
@@ -294,7 +280,7 @@ mod tests {
 
     #[test]
     fn flags_set_only_what_is_given() {
-        let a = UpdateArgs {
+        let a = UpdateRequest {
             memory: Some("64m".into()),
             pids_limit: Some("8".into()),
             id: "x".into(),
@@ -305,7 +291,7 @@ mod tests {
         assert_eq!(r.memory().unwrap().swap(), None);
         assert_eq!(r.pids().unwrap().limit(), 8);
         assert!(r.cpu().is_none() && r.block_io().is_none());
-        let a = UpdateArgs {
+        let a = UpdateRequest {
             cpu_share: Some("-5".into()),
             id: "x".into(),
             ..Default::default()

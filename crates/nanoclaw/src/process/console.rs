@@ -210,9 +210,11 @@ impl Relay {
                 ws_ypixel: 0,
             };
             nix::ioctl_read_bad!(get_winsize, libc::TIOCGWINSZ, Winsize);
-            // SAFETY: stdin is a tty (tcgetattr succeeded); TIOCGWINSZ writes one winsize into
-            // `ws`, TIOCSWINSZ reads it; both fds are open.
+            // SAFETY: stdin is a tty (tcgetattr succeeded) and TIOCGWINSZ writes exactly one
+            // winsize into `ws`, which lives across the call.
             if unsafe { get_winsize(0, &mut ws) }.is_ok() {
+                // SAFETY: the master fd is open (owned here) and TIOCSWINSZ only reads the
+                // initialised winsize `ws`.
                 let _ = unsafe { set_winsize(master.as_raw_fd(), &ws) };
             }
         }

@@ -28,16 +28,16 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI32, Ordering};
 
 use nix::sched::CloneFlags;
-use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal};
-use nix::sys::wait::{waitpid, WaitStatus};
+use nix::sys::signal::Signal;
+use nix::sys::wait::waitpid;
 use nix::unistd::{ForkResult, Pid};
 use oci_spec::runtime::{Process, Spec};
 
 use crate::process::console;
 use crate::process::finish::{FinishError, Never, ProcessFinish};
+use crate::process::signal::Forwarder;
 use crate::spec::ProcessPlan;
 
 /// Upper bound for a `--process` file (runc has none; a process.json is a few KiB).
@@ -87,11 +87,8 @@ pub enum ExecError {
     },
     #[error("joining the container's cgroup: {0}")]
     Cgroup(String),
-    #[error("--pid-file {path:?}: {source}")]
-    PidFile {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    PidFile(#[from] crate::container::state::PidFileError),
     #[error("{what}: {source}")]
     Sys {
         what: &'static str,
@@ -413,12 +410,7 @@ pub fn open_namespaces(pid: i32, start_time: u64, id: &str) -> Result<Namespaces
     std::fs::File::from(stat)
         .read_to_string(&mut text)
         .map_err(|_| gone())?;
-    // Field 22 (start time) counts from after the last ')' (comm may contain anything).
-    let started = text
-        .rfind(')')
-        .and_then(|i| text.get(i + 1..))
-        .and_then(|rest| rest.split_whitespace().nth(19))
-        .and_then(|v| v.parse::<u64>().ok());
+    let started = crate::container::state::ProcStat::parse(&text).map(|s| s.start_time);
     if started != Some(start_time) {
         return Err(gone());
     }
@@ -479,7 +471,8 @@ pub struct Prepared {
     pub plan: ProcessPlan,
     /// The container's spec with the exec process in place (capabilities, seccomp, apparmor).
     pub spec: Spec,
-    pub caps: crate::security::capabilities::CapabilityPlan,
+    /// The validated security settings of the config with the exec process in place.
+    pub security: crate::security::SecurityPlan,
     pub seccomp: Option<crate::security::SeccompStep>,
     pub console: Option<(UnixStream, Option<(u32, u32)>)>,
     pub setgroups_denied: bool,
@@ -557,10 +550,8 @@ pub fn exec(root: &Path, id: &str, req: &ExecRequest) -> Result<ExecOutcome, Exe
             })?
         };
         let plan = plan_process(&st.bundle, spec, process, nix::unistd::geteuid().as_raw())?;
-        let caps = crate::security::capability_plan(&plan.spec)
-            .map_err(|e| ExecError::Plan(e.to_string()))?;
         // Compiled (and a NOTIFY agent connected) here, on the host side; loaded in the child.
-        let seccomp = crate::security::prepare_seccomp(&plan.spec)
+        let seccomp = crate::security::prepare_seccomp(&plan.security)
             .map_err(|e| ExecError::Plan(e.to_string()))?;
         let setgroups_denied = std::fs::read_to_string(format!("/proc/{init_pid}/setgroups"))
             .map(|s| s.trim() == "deny")
@@ -612,7 +603,7 @@ pub fn exec(root: &Path, id: &str, req: &ExecRequest) -> Result<ExecOutcome, Exe
             Prepared {
                 plan: plan.process,
                 spec: plan.spec,
-                caps,
+                security: plan.security,
                 seccomp,
                 console,
                 setgroups_denied,
@@ -703,6 +694,9 @@ pub fn exec_in(
     let (go_r, go_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
     let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
 
+    // Blocked before the fork, so a signal sent to us meanwhile still reaches the process; the
+    // child clears the mask before execve (finish.rs).
+    let forwarder = Forwarder::block().map_err(sys("sigprocmask"))?;
     // SAFETY: the runtime is single-threaded here (no threads are ever spawned by the CLI before
     // exec), so the child may allocate and use any library code until it execs or _exits.
     match unsafe { nix::unistd::fork() }.map_err(sys("fork"))? {
@@ -747,7 +741,7 @@ pub fn exec_in(
                 return Err(e);
             }
             if let Some(path) = pid_file {
-                write_pid_file(path, pid.as_raw())?;
+                crate::container::state::write_pid_file(path, pid.as_raw())?;
             }
             if detach {
                 return Ok(ExecOutcome::Detached { pid: pid.as_raw() });
@@ -779,7 +773,11 @@ pub fn exec_in(
                     });
                 }
             };
-            let code = wait_forwarding_signals(pid);
+            let code = forwarder.wait(pid).map_err(sys("waitpid"));
+            // The child is reaped: its pid may be reused by anyone. Stop forwarding at once, and
+            // let the caller's signals act on us again (a Ctrl-C during the last output copy
+            // ends exec).
+            drop(forwarder);
             if let Some(r) = stdio_relay {
                 r.finish();
             }
@@ -805,14 +803,6 @@ fn parent_start(
     } else {
         Err(ExecError::InContainer(msg))
     }
-}
-
-/// Writes the pid file (state.rs: O_EXCL temp file, renamed), as a bare decimal like runc.
-pub fn write_pid_file(path: &Path, pid: i32) -> Result<(), ExecError> {
-    crate::container::state::write_pid_file(path, pid).map_err(|source| ExecError::PidFile {
-        path: path.to_path_buf(),
-        source,
-    })
 }
 
 /// The exec'd process, between fork and execve. Non-dumpable from its first instruction: until
@@ -889,6 +879,7 @@ fn child(
     let finish = ProcessFinish {
         process: &p.plan,
         spec: &p.spec,
+        security: &p.security,
         container_id: &p.container_id,
         bundle: &p.bundle,
         setgroups_denied: p.setgroups_denied,
@@ -899,58 +890,6 @@ fn child(
         default_umask: umask,
     };
     finish.exec(|| Ok::<(), ExecError>(()))
-}
-
-static FORWARD_TO: AtomicI32 = AtomicI32::new(0);
-
-/// The signals a foreground exec passes on to its process (as runc does).
-const FORWARDED: [Signal; 7] = [
-    Signal::SIGINT,
-    Signal::SIGTERM,
-    Signal::SIGHUP,
-    Signal::SIGQUIT,
-    Signal::SIGUSR1,
-    Signal::SIGUSR2,
-    Signal::SIGWINCH,
-];
-
-extern "C" fn forward(sig: libc::c_int) {
-    let pid = FORWARD_TO.load(Ordering::Relaxed);
-    if pid > 0 {
-        // SAFETY: kill(2) is async-signal-safe; pid is our own child.
-        unsafe { libc::kill(pid, sig) };
-    }
-}
-
-/// Waits for the foreground exec'd process, passing on the signals a caller sends to us.
-fn wait_forwarding_signals(pid: Pid) -> Result<i32, ExecError> {
-    FORWARD_TO.store(pid.as_raw(), Ordering::Relaxed);
-    let act = SigAction::new(
-        SigHandler::Handler(forward),
-        SaFlags::SA_RESTART,
-        SigSet::empty(),
-    );
-    for sig in FORWARDED {
-        // SAFETY: `forward` only reads an atomic and calls kill(2), both async-signal-safe.
-        let _ = unsafe { nix::sys::signal::sigaction(sig, &act) };
-    }
-    let result = loop {
-        match waitpid(pid, None) {
-            Ok(WaitStatus::Exited(_, code)) => break Ok(code),
-            Ok(WaitStatus::Signaled(_, sig, _)) => break Ok(128 + sig as i32),
-            Ok(_) | Err(nix::Error::EINTR) => continue,
-            Err(e) => break Err(sys("waitpid")(e)),
-        }
-    };
-    // The child is reaped: its pid may be reused by anyone. Stop forwarding at once, and let
-    // the caller's signals act on us again (a Ctrl-C during the last output copy ends exec).
-    FORWARD_TO.store(0, Ordering::Relaxed);
-    let dfl = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
-    for sig in FORWARDED {
-        // SAFETY: installing SIG_DFL has no handler code to be unsafe about.
-        let _ = unsafe { nix::sys::signal::sigaction(sig, &dfl) };
-    }
-    result
 }
 
 /// Joins `pid` to the cgroups `init_pid` is in, in every hierarchy: the directories come from
@@ -1110,14 +1049,6 @@ mod tests {
             load_process_file(&f).unwrap().args().as_deref(),
             Some(&["sh".to_string()][..])
         );
-    }
-
-    #[test]
-    fn pid_file_is_bare_decimal() {
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("x.pid");
-        write_pid_file(&f, 4242).unwrap();
-        assert_eq!(std::fs::read_to_string(&f).unwrap(), "4242");
     }
 
     #[test]

@@ -24,7 +24,6 @@ use std::ffi::CStr;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
-use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use nix::sys::stat::Mode;
 use oci_spec::runtime::Spec;
 
@@ -68,8 +67,11 @@ fn sys(what: &'static str) -> impl FnOnce(nix::Error) -> FinishError {
 /// Everything the last steps need; built by the init or the exec child.
 pub struct ProcessFinish<'a> {
     pub process: &'a ProcessPlan,
-    /// The container's spec with this process in place (capabilities, apparmor, personality).
+    /// The container's spec with this process in place (version and annotations for the
+    /// seccomp agent).
     pub spec: &'a Spec,
+    /// The validated security settings of this process.
+    pub security: &'a crate::security::SecurityPlan,
     pub container_id: &'a str,
     pub bundle: &'a Path,
     /// The kernel refuses setgroups in this user namespace (unprivileged gid_map).
@@ -106,11 +108,18 @@ impl ProcessFinish<'_> {
             None => new_session()?,
         }
         process::set_rlimits(plan).map_err(|e| E::from(e.into()))?;
-        apply_personality(self.spec)?;
+        if let Some(value) = self.security.personality {
+            crate::security::personality::apply(value)
+                .map_err(|e| E::from(SecurityError::from(e).into()))?;
+        }
         // Scheduler and I/O priority while the process still has CAP_SYS_NICE (a realtime
         // policy needs it); both survive execve.
         plan.sched.apply().map_err(|e| E::from(e.into()))?;
-        apply_memory_policy(self.spec)?;
+        if let Some(policy) = &self.security.memory_policy {
+            policy
+                .apply()
+                .map_err(|e| E::from(SecurityError::from(e).into()))?;
+        }
         let mut seccomp = self.seccomp.take();
         // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it before the
         // capabilities go (runc does the same); otherwise last, just before execve.
@@ -119,7 +128,7 @@ impl ProcessFinish<'_> {
                 self.install_seccomp(step)?;
             }
         }
-        let caps = crate::security::capability_plan(self.spec).map_err(|e| E::from(e.into()))?;
+        let caps = &self.security.capabilities;
         caps.before_user_switch()
             .map_err(|e| E::from(SecurityError::from(e).into()))?;
         process::switch_user(plan, self.setgroups_denied).map_err(|e| E::from(e.into()))?;
@@ -136,7 +145,7 @@ impl ProcessFinish<'_> {
         let argv = process::c_strings("process.args", &plan.args).map_err(|e| E::from(e.into()))?;
         let envp = process::c_strings("process.env", &plan.env).map_err(|e| E::from(e.into()))?;
         process::set_umask(plan, self.default_umask);
-        reset_signals()?;
+        crate::process::signal::reset_for_workload().map_err(sys("sigprocmask"))?;
         close_on_exec_from(3u32.saturating_add(self.preserve_fds))?;
         // A NOTIFY listener must reach its agent during `create` (runc and youki deliver it
         // there; an agent that waits for it before `start` would otherwise deadlock): the
@@ -148,14 +157,14 @@ impl ProcessFinish<'_> {
             .as_ref()
             .is_some_and(crate::security::SeccompStep::delivers_listener);
         if early {
-            crate::security::apply_apparmor(self.spec).map_err(|e| E::from(e.into()))?;
+            crate::security::apply_apparmor(self.security).map_err(|e| E::from(e.into()))?;
             if let Some(step) = seccomp.take() {
                 self.install_seccomp(step)?;
             }
         }
         barrier()?;
         if !early {
-            crate::security::apply_apparmor(self.spec).map_err(|e| E::from(e.into()))?;
+            crate::security::apply_apparmor(self.security).map_err(|e| E::from(e.into()))?;
         }
         if let Some(step) = seccomp {
             self.install_seccomp(step)?;
@@ -206,30 +215,6 @@ fn new_session() -> Result<(), FinishError> {
     }
 }
 
-/// `linux.personality`, for this process and what it execs (also for `exec`'d processes).
-fn apply_personality(spec: &Spec) -> Result<(), FinishError> {
-    let linux = spec.linux().as_ref();
-    if let Some(value) =
-        crate::security::personality::plan(linux.and_then(|l| l.personality().as_ref()))
-            .map_err(SecurityError::from)?
-    {
-        crate::security::personality::apply(value).map_err(SecurityError::from)?;
-    }
-    Ok(())
-}
-
-/// `linux.memoryPolicy`, for this process and what it execs (init and exec'd processes).
-fn apply_memory_policy(spec: &Spec) -> Result<(), FinishError> {
-    let policy = spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.memory_policy().as_ref());
-    if let Some(plan) = crate::security::mempolicy::plan(policy).map_err(SecurityError::from)? {
-        plan.apply().map_err(SecurityError::from)?;
-    }
-    Ok(())
-}
-
 /// `chdir(process.cwd)`, then proves the cwd lies inside the process's root: the kernel
 /// reports a cwd outside the root (reached through a leaked fd of the host, e.g.
 /// `/proc/self/fd/N`) as "(unreachable)", which getcwd returns as ENOENT.
@@ -250,23 +235,6 @@ fn enter_cwd(plan: &ProcessPlan) -> Result<(), FinishError> {
         }
         .into()),
     }
-}
-
-/// Default dispositions and an empty signal mask for the workload. Rust's runtime ignores
-/// SIGPIPE and `run` blocks the signals it forwards; ignored and blocked signals would
-/// otherwise survive execve.
-fn reset_signals() -> Result<(), FinishError> {
-    let dfl = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
-    for sig in Signal::iterator() {
-        if sig == Signal::SIGKILL || sig == Signal::SIGSTOP {
-            continue;
-        }
-        // SAFETY: installing SIG_DFL has no handler code to be unsafe about.
-        let _ = unsafe { sigaction(sig, &dfl) };
-    }
-    SigSet::empty()
-        .thread_set_mask()
-        .map_err(sys("sigprocmask"))
 }
 
 /// Every fd from `first` up becomes close-on-exec: nothing of the runtime (state dir lock,

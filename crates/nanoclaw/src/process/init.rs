@@ -42,7 +42,7 @@ pub enum InitError {
     Console(#[from] crate::process::console::ConsoleError),
     #[error(transparent)]
     Hook(#[from] crate::container::hooks::HookError),
-    /// Security profile steps (issue 4): paths, sysctl, capabilities, seccomp, AppArmor.
+    /// Security profile steps: paths, sysctl, capabilities, seccomp, AppArmor.
     #[error(transparent)]
     Security(#[from] crate::security::SecurityError),
     #[error(transparent)]
@@ -67,7 +67,7 @@ pub struct InitContext<'a> {
     pub joins: &'a [JoinFd],
     /// The runtime wrote gid_map unprivileged: the kernel refuses setgroups.
     pub setgroups_denied: bool,
-    /// Lifecycle (issue 3): the connected `--console-socket` when process.terminal is set; the
+    /// Lifecycle: the connected `--console-socket` when process.terminal is set; the
     /// pty is allocated from the container's devpts after pivot_root and its master sent here.
     pub console: Option<std::os::unix::net::UnixStream>,
     /// `--preserve-fds N`: fds 3..3+N stay open across execve.
@@ -194,26 +194,17 @@ fn setup_and_exec(ctx: &InitContext<'_>) -> Result<Never, InitError> {
     process::set_oom_score_adj(&plan.process)?;
     // Security profile: sysctl through the container's /proc/sys, then readonly and masked
     // paths (resolved inside the rootfs, mounted through O_PATH fds), then the personality.
-    crate::security::apply_before_pivot(&plan.spec, &plan.rootfs)?;
+    crate::security::apply_before_pivot(&plan.security, &plan.rootfs)?;
     // The seccomp filter is compiled now and loaded last; a NOTIFY agent is connected now,
     // while linux.seccomp.listenerPath on the host is still reachable.
-    let seccomp = crate::security::prepare_seccomp(&plan.spec)?;
-    // Lifecycle (issue 3): createContainer hooks, inside the container's namespaces and before
+    let seccomp = crate::security::prepare_seccomp(&plan.security)?;
+    // Lifecycle: createContainer hooks, inside the container's namespaces and before
     // pivot_root, so their paths still resolve in the runtime's filesystem (spec). The host's
     // /proc is still mounted here: `self` names our pid as the host sees it.
     let host_pid: Option<i32> = std::fs::read_link("/proc/self")
         .ok()
         .and_then(|p| p.to_str().and_then(|s| s.parse().ok()));
-    let hook_state = |status: &str| {
-        crate::container::hooks::state_json(
-            plan.spec.version(),
-            ctx.container_id,
-            status,
-            host_pid,
-            &plan.bundle,
-            plan.spec.annotations().as_ref(),
-        )
-    };
+    let hook_state = crate::container::hooks::HookState::of_plan(plan, ctx.container_id, host_pid);
     // prestart and createRuntime run in the runtime, now: after the mounts, before
     // createContainer and pivot_root (sync.rs step 3).
     if crate::container::hooks::HookKind::runtime_hooks_before_pivot(plan.spec.hooks().as_ref()) {
@@ -225,7 +216,7 @@ fn setup_and_exec(ctx: &InitContext<'_>) -> Result<Never, InitError> {
     }
     if let Some(hooks) = plan.spec.hooks() {
         let kind = crate::container::hooks::HookKind::CreateContainer;
-        crate::container::hooks::run_hooks(kind, Some(hooks), &hook_state("creating"))?;
+        crate::container::hooks::run_hooks(kind, Some(hooks), &hook_state.json("creating"))?;
     }
     if crate::rootfs::hostmount::shares_mount_ns(&plan.namespaces) {
         mounter.chroot()?;
@@ -251,6 +242,7 @@ fn setup_and_exec(ctx: &InitContext<'_>) -> Result<Never, InitError> {
     let finish = ProcessFinish {
         process: &plan.process,
         spec: &plan.spec,
+        security: &plan.security,
         container_id: ctx.container_id,
         bundle: &plan.bundle,
         setgroups_denied,
@@ -267,7 +259,7 @@ fn setup_and_exec(ctx: &InitContext<'_>) -> Result<Never, InitError> {
 /// hooks (in the container: paths resolve inside it). A hook failure ends the init.
 fn wait_for_start(
     ctx: &InitContext<'_>,
-    hook_state: &dyn Fn(&str) -> Vec<u8>,
+    hook_state: &crate::container::hooks::HookState<'_>,
 ) -> Result<(), InitError> {
     ctx.sync.send(&Msg::Ready)?;
     let mut byte = [0u8; 1];
@@ -291,7 +283,7 @@ fn wait_for_start(
         crate::container::hooks::run_hooks_with_env(
             kind,
             Some(hooks),
-            &hook_state("created"),
+            &hook_state.json("created"),
             env,
         )?;
     }

@@ -114,7 +114,7 @@ fn env_path(env: &[String]) -> Option<&str> {
     env.iter().rev().find_map(|e| e.strip_prefix("PATH="))
 }
 
-/// Finds process.args[0] like execvp would, with the container's PATH (runc's behaviour).
+/// Finds `process.args[0]` like execvp would, with the container's PATH (runc's behaviour).
 /// Called after pivot_root, so it only ever sees the container's files.
 pub fn find_executable(p: &ProcessPlan) -> Result<PathBuf, ProcessError> {
     let name = p.args.first().map(String::as_str).unwrap_or_default();

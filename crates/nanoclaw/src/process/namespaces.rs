@@ -203,7 +203,7 @@ const JOIN_ORDER: [CloneFlags; 6] = [
     CloneFlags::from_bits_retain(libc::CLONE_NEWTIME),
 ];
 
-/// Joins the given namespaces (in the child, after clone) in [`JOIN_ORDER`]. User and pid
+/// Joins the given namespaces (in the child, after clone) in `JOIN_ORDER`. User and pid
 /// were joined before the clone and are skipped here. A joined mount namespace sets the
 /// init's root and cwd to that namespace's root: everything the rootfs setup resolves by
 /// path from here on (root.path, bind sources, /proc) is looked up inside it.
@@ -318,7 +318,7 @@ unsafe fn clone3(flags: u64) -> Result<i32, nix::Error> {
 /// runtime's pid namespace). `child` must never return: it execs or exits.
 ///
 /// # Safety
-/// Same contract as [`clone3`]: the caller is single-threaded.
+/// Same contract as `clone3`: the caller is single-threaded.
 pub unsafe fn spawn_init(
     plan: &Plan,
     joins: &[JoinFd],

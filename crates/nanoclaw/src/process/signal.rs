@@ -1,8 +1,17 @@
-//! Signal names and numbers as `nanoclaw kill` accepts them (runc's rules): a decimal number, or
-//! a name with or without the `SIG` prefix, in any case (`9`, `KILL`, `SIGKILL`, `sigterm`), and
-//! real-time signals as `RTMIN+n` / `RTMAX-n`.
+//! Signals: the names and numbers `nanoclaw kill` accepts, the forwarding of a foreground
+//! `run` or `exec`, and the clean signal state every workload starts with.
+//!
+//! Names follow runc's rules: a decimal number, or a name with or without the `SIG` prefix, in
+//! any case (`9`, `KILL`, `SIGKILL`, `sigterm`), and real-time signals as `RTMIN+n` / `RTMAX-n`.
+//!
+//! Forwarding ([`Forwarder`]) blocks the forwarded signals and SIGCHLD before the process
+//! exists and takes them with sigwait in the waiting thread: no handler runs asynchronously, none
+//! is lost between fork and wait, and threads started later (the terminal and stdio relays)
+//! inherit the mask, so a signal never lands in one of them with its default action.
 
-use nix::sys::signal::Signal;
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SignalError {
@@ -55,6 +64,90 @@ fn rt_offset(rest: &str, base: i32, dir: i32) -> Option<i32> {
     (libc::SIGRTMIN()..=libc::SIGRTMAX())
         .contains(&v)
         .then_some(v)
+}
+
+/// Signals a foreground `run` or `exec` passes on to its process (as runc does).
+const FORWARDED: [Signal; 7] = [
+    Signal::SIGHUP,
+    Signal::SIGINT,
+    Signal::SIGQUIT,
+    Signal::SIGTERM,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGWINCH,
+];
+
+/// The forwarded signals and SIGCHLD, blocked in this thread while it lives; the previous
+/// mask comes back on drop (signals that arrived after the wait then act on the runtime).
+pub struct Forwarder {
+    set: SigSet,
+    old: SigSet,
+}
+
+impl Forwarder {
+    /// Blocks the signals. Call before the process is created, so none is lost.
+    pub fn block() -> nix::Result<Self> {
+        let mut set = SigSet::empty();
+        for s in FORWARDED {
+            set.add(s);
+        }
+        set.add(Signal::SIGCHLD);
+        let old = set.thread_swap_mask(SigmaskHow::SIG_BLOCK)?;
+        Ok(Forwarder { set, old })
+    }
+
+    /// Waits until `pid` (our child) ends, sending it every forwarded signal that arrives
+    /// meanwhile. Returns its exit code as a shell reports it ([`exit_code`]).
+    pub fn wait(&self, pid: Pid) -> nix::Result<i32> {
+        loop {
+            match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => {}
+                Ok(st) => match exit_code(st) {
+                    Some(code) => return Ok(code),
+                    None => continue,
+                },
+                Err(nix::Error::EINTR) => continue,
+                Err(e) => return Err(e),
+            }
+            // SIGCHLD (pending since it is blocked) ends the wait; anything else is passed on.
+            if let Ok(sig) = self.set.wait() {
+                if sig != Signal::SIGCHLD {
+                    let _ = nix::sys::signal::kill(pid, sig);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        let _ = self.old.thread_set_mask();
+    }
+}
+
+/// Exit code convention of runc/shells: the status, or 128+N when killed by signal N.
+pub fn exit_code(status: WaitStatus) -> Option<i32> {
+    match status {
+        WaitStatus::Exited(_, c) => Some(c),
+        WaitStatus::Signaled(_, s, _) => Some(128 + s as i32),
+        _ => None,
+    }
+}
+
+/// Default dispositions and an empty signal mask, for a process about to execve its workload:
+/// Rust's runtime ignores SIGPIPE and [`Forwarder`] blocks signals, and ignored and blocked
+/// signals would otherwise survive execve.
+pub(crate) fn reset_for_workload() -> nix::Result<()> {
+    let dfl = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    for sig in Signal::iterator() {
+        if sig == Signal::SIGKILL || sig == Signal::SIGSTOP {
+            continue;
+        }
+        // SAFETY: SIG_DFL installs no handler, so no code of ours can run in signal context;
+        // sigaction only fails (ignored) for signals that cannot be changed.
+        let _ = unsafe { sigaction(sig, &dfl) };
+    }
+    SigSet::empty().thread_set_mask()
 }
 
 #[cfg(test)]

@@ -86,7 +86,7 @@ fn mount_ns() -> Option<u64> {
 }
 
 /// Before the clone: the record of which mount holds the rootfs path now, and in which mount
-/// namespace ("<namespace inode> <mount id>").
+/// namespace (`<namespace inode> <mount id>`).
 pub fn record(rootfs: &Path) -> Option<(String, u64)> {
     let base = mount_id(rootfs)?;
     Some((format!("{} {base}", mount_ns()?), base))

@@ -17,9 +17,7 @@ pub mod hostmount;
 pub mod masked_paths;
 pub mod tmpcopyup;
 
-use std::ffi::OsStr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use nix::errno::Errno;
@@ -633,7 +631,7 @@ impl<'a> RootfsMounter<'a> {
         Ok(())
     }
 
-    /// `--no-pivot` (issue 3): for a rootfs pivot_root cannot leave (ramfs/initramfs). Every
+    /// `--no-pivot`: for a rootfs pivot_root cannot leave (ramfs/initramfs). Every
     /// mount outside the rootfs is detached first, so the host's tree is not reachable from the
     /// container's mount namespace even through a chroot escape; then the rootfs mount is moved
     /// onto `/` and the process chroots into it. Weaker than pivot_root (a process with
@@ -648,13 +646,12 @@ impl<'a> RootfsMounter<'a> {
     pub fn move_root(self) -> Result<(), RootfsError> {
         check_no_pivot(self.plan)?;
         let rootfs = self.plan.rootfs.clone();
-        let info = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| {
+        let info = nanoclaw_cgroups::mountinfo::read_self().map_err(|e| {
             sys("read /proc/self/mountinfo")(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
         })?;
         let mut outside: Vec<PathBuf> = info
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .map(unescape_mountinfo)
+            .into_iter()
+            .map(|m| m.mountpoint)
             .filter(|m| !m.starts_with(&rootfs) && m != Path::new("/") && !rootfs.starts_with(m))
             .collect();
         // Deepest first; a mount that cannot be detached (busy, locked) stays hidden by the
@@ -882,27 +879,15 @@ struct CgroupMount {
 /// cgroup and cgroup2 mounts directly under /sys/fs/cgroup (or /sys/fs/cgroup itself), from
 /// /proc/self/mountinfo.
 fn host_cgroup_mounts() -> Vec<CgroupMount> {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+    let Ok(info) = nanoclaw_cgroups::mountinfo::read_self() else {
         return Vec::new();
     };
     let mut out = Vec::new();
-    for line in info.lines() {
-        // id parent maj:min root mountpoint opts [optional...] - fstype source superopts
-        let Some((pre, post)) = line.split_once(" - ") else {
-            continue;
-        };
-        let Some(mp) = pre.split(' ').nth(4) else {
-            continue;
-        };
-        let mut post_it = post.split(' ');
-        let (Some(fstype), _, Some(superopts)) = (post_it.next(), post_it.next(), post_it.next())
-        else {
-            continue;
-        };
+    for m in info {
+        let (mp, fstype, superopts) = (m.mountpoint, m.fstype.as_str(), m.super_opts.as_str());
         if fstype != "cgroup" && fstype != "cgroup2" {
             continue;
         }
-        let mp = unescape_mountinfo(mp);
         if mp != Path::new("/sys/fs/cgroup") && mp.parent() != Some(Path::new("/sys/fs/cgroup")) {
             continue;
         }
@@ -929,30 +914,6 @@ fn host_cgroup_mounts() -> Vec<CgroupMount> {
         });
     }
     out
-}
-
-fn unescape_mountinfo(s: &str) -> PathBuf {
-    // mountinfo escapes space, tab, newline and backslash as \ooo.
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while let Some(&c) = b.get(i) {
-        let octal = b
-            .get(i + 1..i + 4)
-            .filter(|d| c == b'\\' && d.iter().all(|x| (b'0'..=b'7').contains(x)));
-        match octal {
-            Some(d) => {
-                let v = d.iter().fold(0u32, |a, x| a * 8 + u32::from(x - b'0'));
-                out.push(v as u8);
-                i += 4;
-            }
-            None => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    PathBuf::from(OsStr::from_bytes(&out))
 }
 
 /// The init's cgroup of each hierarchy, from /proc/self/cgroup (read once per cgroup mount).

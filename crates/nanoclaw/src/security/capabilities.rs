@@ -196,26 +196,6 @@ pub fn to_caps(cap: Capability) -> caps::Capability {
     }
 }
 
-/// runc's default capability set (`runc spec`): what `nanoclaw spec` grants in all five sets
-/// except inheritable and ambient, which stay empty.
-pub const RUNC_DEFAULT: [Capability; 3] = [
-    Capability::AuditWrite,
-    Capability::Kill,
-    Capability::NetBindService,
-];
-
-/// The `process.capabilities` section `nanoclaw spec` writes.
-pub fn default_capabilities() -> LinuxCapabilities {
-    let set: Capabilities = RUNC_DEFAULT.into_iter().collect();
-    let mut c = LinuxCapabilities::default();
-    c.set_bounding(Some(set.clone()));
-    c.set_effective(Some(set.clone()));
-    c.set_permitted(Some(set));
-    c.set_inheritable(None);
-    c.set_ambient(None);
-    c
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,6 @@
-//! The security profile of a container (issue 4): what config.json asks for, validated before
-//! anything is created ([`validate`]), and applied by the init at fixed points of its sequence
-//! (the `apply_*` functions, called from `init.rs`).
+//! The security profile of a container: what config.json asks for, validated into a
+//! [`SecurityPlan`] before anything is created ([`validate`]), and applied from that plan by the
+//! init and each exec'd process at fixed points of their sequence (`init.rs`, `finish.rs`).
 //!
 //! | config.json | module | when the init applies it |
 //! |---|---|---|
@@ -21,7 +21,9 @@ pub mod sched;
 pub mod sealed_exe;
 pub mod sysctl;
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::rc::Rc;
 
 use oci_spec::runtime::Spec;
 
@@ -69,12 +71,33 @@ pub enum SecurityError {
     },
 }
 
-thread_local! {
-    /// The filter [`validate`] compiled, with the profile it came from. libseccomp contexts are
-    /// not `Send`; the runtime is single-threaded and the init is a fork-like copy of it.
-    static COMPILED: std::cell::RefCell<Option<(oci_spec::runtime::LinuxSeccomp, nanoclaw_seccomp::CompiledFilter)>> =
-        const { std::cell::RefCell::new(None) };
+/// Every security setting of a config, checked and converted: what the init and exec'd
+/// processes apply. Built only by [`validate`].
+#[derive(Debug, Clone, Default)]
+pub struct SecurityPlan {
+    /// process.capabilities.
+    pub capabilities: CapabilityPlan,
+    /// linux.seccomp, compiled.
+    pub seccomp: Option<SeccompFilter>,
+    /// linux.sysctl: namespaced keys only.
+    pub sysctl: HashMap<String, String>,
+    /// linux.maskedPaths.
+    pub masked_paths: Vec<String>,
+    /// linux.readonlyPaths.
+    pub readonly_paths: Vec<String>,
+    /// linux.personality, as personality(2) takes it.
+    pub personality: Option<libc::c_ulong>,
+    /// linux.memoryPolicy, as set_mempolicy(2) takes it.
+    pub memory_policy: Option<crate::security::mempolicy::MemoryPolicyPlan>,
+    /// process.apparmorProfile (non-empty).
+    pub apparmor_profile: Option<String>,
 }
+
+/// A compiled seccomp filter, shared by a plan and its copies: a libseccomp context can be
+/// neither cloned nor sent to another thread, and the init (a fork-like copy of the runtime)
+/// loads the very filter validation compiled.
+#[derive(Debug, Clone)]
+pub struct SeccompFilter(Rc<nanoclaw_seccomp::CompiledFilter>);
 
 const APPARMOR_ENABLED: &str = "/sys/module/apparmor/parameters/enabled";
 const SELINUX_FS: &str = "/sys/fs/selinux/enforce";
@@ -84,29 +107,30 @@ fn apparmor_enabled() -> bool {
     std::fs::read_to_string(APPARMOR_ENABLED).is_ok_and(|s| s.trim() == "Y")
 }
 
-/// Validates every security field of `spec`. Pure apart from reading which LSMs the host has;
-/// the seccomp filter is compiled (in memory) and dropped, so its errors surface here.
-pub fn validate(spec: &Spec, ns: &NamespacePlan) -> Result<(), SecurityError> {
+/// Validates every security field of `spec` into the plan. Pure apart from reading which LSMs
+/// the host has; the seccomp filter is compiled in memory, so its errors surface here.
+pub fn validate(spec: &Spec, ns: &NamespacePlan) -> Result<SecurityPlan, SecurityError> {
     let process = spec.process().as_ref();
-    capabilities::plan(process.and_then(|p| p.capabilities().as_ref()))?;
+    let capabilities = capabilities::plan(process.and_then(|p| p.capabilities().as_ref()))?;
 
     let linux = spec.linux().as_ref();
-    if let Some(seccomp) = linux.and_then(|l| l.seccomp().as_ref()) {
-        let filter = nanoclaw_seccomp::compile(seccomp)?;
-        // Kept for the init: it is a copy of this thread after clone, so it loads this filter
-        // instead of compiling the same profile a second time.
-        COMPILED.with(|c| *c.borrow_mut() = Some((seccomp.clone(), filter)));
-    }
-    sysctl::validate(linux.and_then(|l| l.sysctl().as_ref()), ns)?;
-    masked_paths::validate(
-        linux
-            .and_then(|l| l.masked_paths().as_deref())
-            .unwrap_or_default(),
-        linux
-            .and_then(|l| l.readonly_paths().as_deref())
-            .unwrap_or_default(),
-    )?;
-    personality::plan(linux.and_then(|l| l.personality().as_ref()))?;
+    let seccomp = match linux.and_then(|l| l.seccomp().as_ref()) {
+        Some(seccomp) => Some(SeccompFilter(Rc::new(nanoclaw_seccomp::compile(seccomp)?))),
+        None => None,
+    };
+    let sysctl_map = linux.and_then(|l| l.sysctl().as_ref());
+    sysctl::validate(sysctl_map, ns)?;
+    let masked = linux
+        .and_then(|l| l.masked_paths().clone())
+        .unwrap_or_default();
+    let readonly = linux
+        .and_then(|l| l.readonly_paths().clone())
+        .unwrap_or_default();
+    masked_paths::validate(&masked, &readonly)?;
+    let personality = personality::plan(linux.and_then(|l| l.personality().as_ref()))?;
+    let apparmor_profile = process
+        .and_then(|p| p.apparmor_profile().clone())
+        .filter(|p| !p.is_empty());
 
     if process
         .and_then(|p| p.apparmor_profile().as_deref())
@@ -143,7 +167,8 @@ pub fn validate(spec: &Spec, ns: &NamespacePlan) -> Result<(), SecurityError> {
             });
         }
     }
-    crate::security::mempolicy::plan(linux.and_then(|l| l.memory_policy().as_ref()))?;
+    let memory_policy =
+        crate::security::mempolicy::plan(linux.and_then(|l| l.memory_policy().as_ref()))?;
     crate::container::netdev::validate(linux.and_then(|l| l.net_devices().as_ref()), ns)?;
     if linux.and_then(|l| l.intel_rdt().as_ref()).is_some() {
         if !Path::new(RESCTRL_INFO).exists() {
@@ -158,61 +183,44 @@ pub fn validate(spec: &Spec, ns: &NamespacePlan) -> Result<(), SecurityError> {
             what: "Intel RDT (resctrl)",
         });
     }
-    Ok(())
-}
-
-/// The capability plan of a validated spec.
-pub fn capability_plan(spec: &Spec) -> Result<CapabilityPlan, SecurityError> {
-    Ok(capabilities::plan(
-        spec.process()
-            .as_ref()
-            .and_then(|p| p.capabilities().as_ref()),
-    )?)
+    Ok(SecurityPlan {
+        capabilities,
+        seccomp,
+        sysctl: sysctl_map.cloned().unwrap_or_default(),
+        masked_paths: masked,
+        readonly_paths: readonly,
+        personality,
+        memory_policy,
+        apparmor_profile,
+    })
 }
 
 /// Before pivot_root, with the container's mounts complete under `rootfs`: sysctl (through the
 /// container's /proc/sys, before readonlyPaths freezes it), then read-only and masked paths,
 /// (The personality is applied by finish.rs, for the init and exec'd processes alike.)
-pub fn apply_before_pivot(spec: &Spec, rootfs: &Path) -> Result<(), SecurityError> {
-    let linux = spec.linux().as_ref();
-    sysctl::apply(linux.and_then(|l| l.sysctl().as_ref()), rootfs)?;
-    masked_paths::apply(
-        rootfs,
-        linux
-            .and_then(|l| l.masked_paths().as_deref())
-            .unwrap_or_default(),
-        linux
-            .and_then(|l| l.readonly_paths().as_deref())
-            .unwrap_or_default(),
-    )?;
+pub fn apply_before_pivot(plan: &SecurityPlan, rootfs: &Path) -> Result<(), SecurityError> {
+    sysctl::apply(Some(&plan.sysctl), rootfs)?;
+    masked_paths::apply(rootfs, &plan.masked_paths, &plan.readonly_paths)?;
     Ok(())
 }
 
 /// A seccomp filter compiled in the init, plus the connection to the notify agent (opened
 /// before pivot_root, while `listenerPath` on the host is still reachable).
 pub struct SeccompStep {
-    filter: nanoclaw_seccomp::CompiledFilter,
+    filter: SeccompFilter,
     agent: Option<std::os::unix::net::UnixStream>,
     host_pid: i32,
 }
 
-/// Compiles `linux.seccomp` (if any) and, for NOTIFY rules, connects to the agent. Call before
-/// pivot_root.
-pub fn prepare_seccomp(spec: &Spec) -> Result<Option<SeccompStep>, SecurityError> {
-    let Some(seccomp) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) else {
+/// The plan's seccomp filter (if any) and, for NOTIFY rules, the connection to the agent. Call
+/// before pivot_root.
+pub fn prepare_seccomp(plan: &SecurityPlan) -> Result<Option<SeccompStep>, SecurityError> {
+    let Some(filter) = plan.seccomp.clone() else {
         return Ok(None);
-    };
-    let cached = COMPILED
-        .with(|c| c.borrow_mut().take())
-        .filter(|(source, _)| source == seccomp)
-        .map(|(_, filter)| filter);
-    let filter = match cached {
-        Some(filter) => filter,
-        None => nanoclaw_seccomp::compile(seccomp)?,
     };
     let mut agent = None;
     let mut host_pid = 0;
-    if let (true, Some(path)) = (filter.uses_notify(), filter.listener_path()) {
+    if let (true, Some(path)) = (filter.0.uses_notify(), filter.0.listener_path()) {
         agent = Some(
             std::os::unix::net::UnixStream::connect(path).map_err(|source| {
                 nanoclaw_seccomp::notify::NotifyError::Connect {
@@ -256,7 +264,7 @@ impl SeccompStep {
     /// Loads the filter; with NOTIFY rules, hands the listener fd to the agent and closes it.
     /// `id` and `bundle` go into the state the agent receives.
     pub fn install(self, spec: &Spec, id: &str, bundle: &Path) -> Result<(), SecurityError> {
-        let listener = self.filter.install()?;
+        let listener = self.filter.0.install()?;
         if let (Some(listener), Some(agent)) = (listener, self.agent) {
             let mut state = oci_spec::runtime::State::default();
             state.set_version(spec.version().clone());
@@ -268,7 +276,7 @@ impl SeccompStep {
             let process = nanoclaw_seccomp::notify::process_state(
                 state,
                 self.host_pid,
-                self.filter.listener_metadata().map(str::to_owned),
+                self.filter.0.listener_metadata().map(str::to_owned),
             );
             nanoclaw_seccomp::notify::send_over(
                 &agent,
@@ -281,13 +289,8 @@ impl SeccompStep {
 }
 
 /// `process.apparmorProfile`, for the execve that follows.
-pub fn apply_apparmor(spec: &Spec) -> Result<(), SecurityError> {
-    let Some(profile) = spec
-        .process()
-        .as_ref()
-        .and_then(|p| p.apparmor_profile().as_deref())
-        .filter(|p| !p.is_empty())
-    else {
+pub fn apply_apparmor(plan: &SecurityPlan) -> Result<(), SecurityError> {
+    let Some(profile) = plan.apparmor_profile.as_deref() else {
         return Ok(());
     };
     let err = |source| SecurityError::AppArmor {

@@ -1,4 +1,4 @@
-//! Untrusted input boundary #1: the bundle's `config.json`.
+//! The first untrusted input boundary: the bundle's `config.json`.
 //!
 //! [`load`] parses config.json with oci-spec and turns it into a [`Plan`]: every value the
 //! container init will need, already checked and converted (namespace flags, mount flags,
@@ -280,8 +280,11 @@ pub struct Plan {
     pub hostname: Option<String>,
     pub domainname: Option<String>,
     pub process: ProcessPlan,
-    /// The parsed spec, for the parts other modules read directly (annotations, and the
-    /// security/cgroup settings of issues 4 and 5).
+    /// The security settings, validated (capabilities, seccomp filter, sysctl, masked and
+    /// readonly paths, personality, AppArmor).
+    pub security: crate::security::SecurityPlan,
+    /// The parsed spec, for the parts other modules read directly (version, annotations,
+    /// hooks, linux.resources).
     pub spec: Spec,
 }
 
@@ -590,7 +593,7 @@ pub fn validate(bundle: &Path, spec: Spec, euid: u32) -> Result<Plan, SpecError>
     // --- process ---
     let process = process_plan(&spec, &namespaces, &uid_mappings, &gid_mappings)?;
 
-    // --- features owned by later issues: refuse what would otherwise be silently ignored ---
+    // --- features not implemented yet: refuse what would otherwise be silently ignored ---
     if let Some(hooks) = spec.hooks() {
         // Paths absolute, timeouts positive; the hooks themselves run in `container`/`init`.
         crate::container::hooks::validate(hooks).map_err(|e| field("hooks", e.to_string()))?;
@@ -618,10 +621,10 @@ pub fn validate(bundle: &Path, spec: Spec, euid: u32) -> Result<Plan, SpecError>
             }
         }
     }
-    // Security profile (issue 4): capabilities, seccomp (compiled in memory), sysctl,
-    // masked/readonly paths, personality, LSM labels — before anything is created.
-    crate::security::validate(&spec, &namespaces)?;
-    // Cgroup step (issue 5): validate linux.resources and linux.cgroupsPath here.
+    // Security profile: capabilities, seccomp (compiled in memory), sysctl, masked/readonly
+    // paths, personality, LSM labels — before anything is created.
+    let security = crate::security::validate(&spec, &namespaces)?;
+    // Cgroup step: validate linux.resources and linux.cgroupsPath here.
     crate::container::cgroup::validate(&spec).map_err(|(f, m)| field(f, m))?;
 
     Ok(Plan {
@@ -637,6 +640,7 @@ pub fn validate(bundle: &Path, spec: Spec, euid: u32) -> Result<Plan, SpecError>
         hostname,
         domainname,
         process,
+        security,
         spec,
     })
 }
@@ -1247,3 +1251,6 @@ mod tests {
         assert!(RecursiveAttr::default().apply("ro").is_none());
     }
 }
+
+#[cfg(test)]
+mod refusals;

@@ -2,7 +2,7 @@
 //! `--rootless` the same transformation `runc spec --rootless` applies.
 //!
 //! One deliberate difference: `process.terminal` is false, because `nanoclaw run` in the
-//! foreground passes stdio through (a terminal needs --console-socket, issue 3).
+//! foreground passes stdio through (a terminal needs --console-socket).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -73,7 +73,7 @@ pub fn default_spec() -> Value {
             ]
         }
     });
-    // Security profile (issue 4): the Docker-equivalent seccomp profile for these capabilities,
+    // Security profile: the Docker-equivalent seccomp profile for these capabilities,
     // and runc >= 1.2's extra masked path.
     crate::security::harden_template(&mut spec);
     spec

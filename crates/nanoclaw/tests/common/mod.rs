@@ -10,38 +10,38 @@ use std::sync::OnceLock;
 use claw_testsupport::bundle::{Bundle, Runtime};
 use serde_json::{json, Value};
 
-pub const NANOCLAW: &str = env!("CARGO_BIN_EXE_nanoclaw");
+pub(crate) const NANOCLAW: &str = env!("CARGO_BIN_EXE_nanoclaw");
 
 /// `nanoclaw spec`'s default with the given process args.
-pub fn spec_with_args(args: &[&str]) -> Value {
+pub(crate) fn spec_with_args(args: &[&str]) -> Value {
     let mut spec = nanoclaw::spec::template::default_spec();
     spec["process"]["args"] = json!(args);
     spec
 }
 
 /// Shell command in the default spec.
-pub fn sh(script: &str) -> Value {
+pub(crate) fn sh(script: &str) -> Value {
     spec_with_args(&["sh", "-c", script])
 }
 
-pub struct Ran {
-    pub out: Output,
-    pub bundle: Bundle,
-    pub runtime: Runtime,
+pub(crate) struct Ran {
+    pub(crate) out: Output,
+    pub(crate) bundle: Bundle,
+    pub(crate) runtime: Runtime,
 }
 
 impl Ran {
-    pub fn stdout(&self) -> String {
+    pub(crate) fn stdout(&self) -> String {
         String::from_utf8_lossy(&self.out.stdout).into_owned()
     }
-    pub fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         String::from_utf8_lossy(&self.out.stderr).into_owned()
     }
-    pub fn code(&self) -> Option<i32> {
+    pub(crate) fn code(&self) -> Option<i32> {
         self.out.status.code()
     }
     /// Asserts the container exited 0 and returns stdout.
-    pub fn ok(&self) -> String {
+    pub(crate) fn ok(&self) -> String {
         assert_eq!(
             self.code(),
             Some(0),
@@ -53,7 +53,7 @@ impl Ran {
         self.stdout()
     }
     /// Nothing left under --root and no mount under the bundle.
-    pub fn assert_clean(&self) {
+    pub(crate) fn assert_clean(&self) {
         assert!(
             self.runtime.leftover_state().is_empty(),
             "state left behind: {:?}",
@@ -65,12 +65,12 @@ impl Ran {
 }
 
 /// Runs `spec` in a fresh busybox bundle as root.
-pub fn run_spec(spec: &Value) -> Ran {
+pub(crate) fn run_spec(spec: &Value) -> Ran {
     let bundle = Bundle::busybox().expect("busybox bundle");
     run_in(bundle, spec)
 }
 
-pub fn run_in(bundle: Bundle, spec: &Value) -> Ran {
+pub(crate) fn run_in(bundle: Bundle, spec: &Value) -> Ran {
     bundle.write_config(spec).expect("write config");
     let runtime = Runtime::new(NANOCLAW).expect("runtime");
     // Unique ids: a container without cgroupsPath gets the cgroup `<own>/<id>` (as with runc),
@@ -85,18 +85,18 @@ pub fn run_in(bundle: Bundle, spec: &Value) -> Ran {
 }
 
 /// Returns false (after a loud skip) unless root.
-pub fn root(test: &str) -> bool {
+pub(crate) fn root(test: &str) -> bool {
     claw_testsupport::require_root(test)
 }
 
 /// Runs the bundle (its config already written), asserts failure with `expect` in stderr and
 /// nothing left behind: no state under --root, no mount under the bundle, no runtime process.
-pub fn refused_in(test: &str, bundle: &Bundle, expect: &str) {
+pub(crate) fn refused_in(test: &str, bundle: &Bundle, expect: &str) {
     refused_with_flags(test, bundle, &[], expect)
 }
 
 /// [`refused_in`] with extra `run` flags before `--bundle`.
-pub fn refused_with_flags(test: &str, bundle: &Bundle, flags: &[&str], expect: &str) {
+pub(crate) fn refused_with_flags(test: &str, bundle: &Bundle, flags: &[&str], expect: &str) {
     let runtime = Runtime::new(NANOCLAW).unwrap();
     let id = claw_testsupport::engines::unique_name("bad");
     let out = runtime
@@ -129,7 +129,7 @@ pub fn refused_with_flags(test: &str, bundle: &Bundle, flags: &[&str], expect: &
 
 /// Existing cgroup directories of container `id` run with this --root (the default cgroup
 /// name, under any of this process's cgroups in any mounted hierarchy).
-pub fn leftover_cgroups(root: &std::path::Path, id: &str) -> Vec<std::path::PathBuf> {
+pub(crate) fn leftover_cgroups(root: &std::path::Path, id: &str) -> Vec<std::path::PathBuf> {
     let name = nanoclaw::container::cgroup::default_cgroups_path(&root.join(id), id);
     let own: Vec<String> = std::fs::read_to_string("/proc/self/cgroup")
         .unwrap_or_default()
@@ -164,7 +164,7 @@ pub fn leftover_cgroups(root: &std::path::Path, id: &str) -> Vec<std::path::Path
 
 /// Pids of live processes started with this --root (the runtime and its cloned init share
 /// the runtime's command line).
-pub fn runtime_processes(root: &std::path::Path) -> Vec<i32> {
+pub(crate) fn runtime_processes(root: &std::path::Path) -> Vec<i32> {
     let needle = root.as_os_str().as_encoded_bytes();
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
@@ -184,7 +184,7 @@ pub fn runtime_processes(root: &std::path::Path) -> Vec<i32> {
 /// `create` of `bundle` as `id`, leaving the init waiting on its exec fifo (as the runtime's
 /// image); returns the init's pid. The init keeps its stdio, so it gets a file, not a pipe
 /// that `output()` would wait on.
-pub fn create_waiting(runtime: &Runtime, bundle: &Bundle, id: &str) -> i64 {
+pub(crate) fn create_waiting(runtime: &Runtime, bundle: &Bundle, id: &str) -> i64 {
     let log = bundle.path().join(format!("create-{id}.err"));
     let status = runtime
         .command(["create", "--bundle"])
@@ -205,7 +205,7 @@ pub fn create_waiting(runtime: &Runtime, bundle: &Bundle, id: &str) -> i64 {
 }
 
 /// `delete --force id`, then nothing of the runtime's state may be left.
-pub fn delete_leaving_nothing(runtime: &Runtime, id: &str) {
+pub(crate) fn delete_leaving_nothing(runtime: &Runtime, id: &str) {
     let out = runtime
         .command(["delete", "--force", id])
         .output()
@@ -224,7 +224,7 @@ pub fn delete_leaving_nothing(runtime: &Runtime, id: &str) {
 
 /// The static escape probe (tests/escape_probe/probe.rs), built once per test binary with
 /// plain `rustc` (std only), so it runs in a busybox rootfs.
-pub fn probe() -> &'static Path {
+pub(crate) fn probe() -> &'static Path {
     static PROBE: OnceLock<PathBuf> = OnceLock::new();
     PROBE.get_or_init(|| {
         let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("escape-probe");
@@ -256,7 +256,7 @@ pub fn probe() -> &'static Path {
 }
 
 /// A busybox bundle with the probe at /probe.
-pub fn bundle_with_probe() -> Bundle {
+pub(crate) fn bundle_with_probe() -> Bundle {
     let bundle = Bundle::busybox().expect("bundle");
     std::fs::copy(probe(), bundle.rootfs().join("probe")).expect("copy probe");
     bundle
@@ -271,7 +271,7 @@ const KEY_SPEC_SESSION_KEYRING: libc::c_long = -3;
 /// Adds a `user` key with `payload` to root's user keyring and arranges for `cmd` to run with
 /// a session keyring that links it (so the key is possessed by `cmd`). Returns the serial,
 /// which is also appended to `cmd`'s arguments.
-pub fn add_possessed_key_in_child(payload: &str, cmd: &mut Command) -> i64 {
+pub(crate) fn add_possessed_key_in_child(payload: &str, cmd: &mut Command) -> i64 {
     let desc = std::ffi::CString::new(format!("claw-exec-test-{}", std::process::id())).unwrap();
     let ty = std::ffi::CString::new("user").unwrap();
     // SAFETY: add_key with NUL-terminated type/description and a payload buffer of the given
@@ -315,7 +315,7 @@ pub fn add_possessed_key_in_child(payload: &str, cmd: &mut Command) -> i64 {
     serial
 }
 
-pub fn invalidate_key(serial: i64) {
+pub(crate) fn invalidate_key(serial: i64) {
     // SAFETY: keyctl with integer arguments.
     unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_INVALIDATE, serial) };
 }
