@@ -33,7 +33,7 @@ fail() {
 }
 # Runs a command with a time limit, echoing it; its output goes to the log.
 run() {
-  echo "+ $*"
+  echo "+ $*" >&2
   timeout 180 "$@"
 }
 # `expect DESCRIPTION WANT COMMAND...`: COMMAND's trimmed stdout must be WANT.
@@ -87,10 +87,16 @@ limits_seen_by() { # CMD... (an exec into the container)
 }
 
 # --- the image ---------------------------------------------------------------------------
-as_claw() {
-  (cd / && runuser -u claw -- env -i HOME=/home/claw USER=claw LOGNAME=claw \
-    PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin XDG_RUNTIME_DIR=/run/user/$CLAW_UID \
-    DBUS_SESSION_BUS_ADDRESS=unix:path=/run/user/$CLAW_UID/bus "$@")
+# Runs a command as the ordinary user `claw` with the environment of its login session (its
+# runtime dir and user bus from lingering), as a script so that `timeout` can run it too.
+write_as_claw() {
+  cat >/usr/local/bin/as_claw <<SH
+#!/bin/sh
+cd / && exec runuser -u claw -- env -i HOME=/home/claw USER=claw LOGNAME=claw \\
+  PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin XDG_RUNTIME_DIR=/run/user/$CLAW_UID \\
+  DBUS_SESSION_BUS_ADDRESS=unix:path=/run/user/$CLAW_UID/bus "\$@"
+SH
+  chmod 0755 /usr/local/bin/as_claw
 }
 prepare_images() {
   local root=/tmp/claw-bb a
@@ -99,15 +105,16 @@ prepare_images() {
   for a in $(/bin/busybox --list); do [ -e "$root/bin/$a" ] || ln -s busybox "$root/bin/$a"; done
   echo 'root:x:0:0:root:/root:/bin/sh' >"$root/etc/passwd"
   echo 'root:x:0:' >"$root/etc/group"
-  tar -C "$root" -cf /tmp/claw-bb.tar .
+  tar -C "$root" -cf /tmp/claw-bb.tar . || return 1
   chmod 0644 /tmp/claw-bb.tar
-  run podman import -q /tmp/claw-bb.tar "$IMG" >/dev/null
-  run docker import -q /tmp/claw-bb.tar "$IMG" >/dev/null
-  run docker save -o /tmp/claw-bb-docker.tar "$IMG"
-  run ctr -n claw images import /tmp/claw-bb-docker.tar >/dev/null
+  run podman import -q /tmp/claw-bb.tar "$IMG" || return 1
+  run docker import /tmp/claw-bb.tar "$IMG" || return 1
+  run docker save -o /tmp/claw-bb-docker.tar "$IMG" || return 1
+  run ctr -n claw images import /tmp/claw-bb-docker.tar || return 1
+  write_as_claw
   # The user manager of the lingering user may still be starting.
   for _ in $(seq 60); do [ -S /run/user/$CLAW_UID/bus ] && break; sleep 1; done
-  as_claw podman import -q /tmp/claw-bb.tar "$IMG" >/dev/null
+  run as_claw podman import -q /tmp/claw-bb.tar "$IMG" || return 1
 }
 
 # --- scenarios ----------------------------------------------------------------------------
@@ -228,9 +235,9 @@ sc_checkpoint() {
   echo "counter after restore: $n1, 2 s later: $n2"
   [ "$n1" -gt 5 ] || fail "the restored process started over (counter $n1)"
   [ "$n2" -gt "$n1" ] || fail "the restored process does not run (counter $n1 then $n2)"
-  ok "podman rm -f" podman rm -f "ck-$1"
+  ok "podman rm -f" podman rm -f -t 0 "ck-$1"
 }
-clean_checkpoint() { podman rm -f "ck-$1" >/dev/null 2>&1; }
+clean_checkpoint() { podman rm -f -t 0 "ck-$1" >/dev/null 2>&1; }
 
 # --- driver --------------------------------------------------------------------------------
 ALL=(podman_rootful podman_rootless docker ctr checkpoint podman_cgroupfs)
