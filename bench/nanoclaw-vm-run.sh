@@ -56,9 +56,12 @@ echo
 cat "$OUT/result.md"
 echo
 jq -r '.results as $r
-  | def med(n): ($r[] | select(.command == n) | .median);
-  [ ["nanoclaw-systemd", "crun-systemd"], ["nanoclaw-systemd", "runc-systemd"],
-    ["nanoclaw-cgroupfs", "crun-cgroupfs"], ["nanoclaw-systemd", "nanoclaw-cgroupfs"],
-    ["crun-systemd", "crun-cgroupfs"], ["runc-systemd", "runc-cgroupfs"] ][]
-  | select(([.[0], .[1]] - [$r[].command]) == [])
-  | "\(.[0]) / \(.[1]) (median): \(med(.[0]) / med(.[1]) * 1000 | round / 1000)"' "$OUT/result.json"
+  | [ ["nanoclaw-systemd", "crun-systemd"], ["nanoclaw-systemd", "runc-systemd"],
+      ["nanoclaw-cgroupfs", "crun-cgroupfs"], ["nanoclaw-cgroupfs", "runc-cgroupfs"],
+      ["nanoclaw-systemd", "nanoclaw-cgroupfs"], ["crun-systemd", "crun-cgroupfs"],
+      ["runc-systemd", "runc-cgroupfs"] ][]
+  | . as [$a, $b]
+  | ([$r[] | select(.command == $a) | .median] | first) as $ma
+  | ([$r[] | select(.command == $b) | .median] | first) as $mb
+  | select($ma != null and $mb != null)
+  | "\($a) / \($b) (median): \($ma / $mb * 1000 | round / 1000)"' "$OUT/result.json"

@@ -198,9 +198,10 @@ sc_ctr() {
   pid=$(ctr -n claw task ls | awk -v id="$id" '$1 == id { print $2 }')
   [ -n "$pid" ] || fail "ctr task ls does not list $id"
   expect "ctr task status" RUNNING sh -c "ctr -n claw task ls | awk '\$1 == \"$id\" { print \$3 }'"
-  expect "memory.max inside the container" "$MEM" \
-    ctr -n claw task exec --exec-id e1 "$id" cat /sys/fs/cgroup/memory.max
   expect_scope "$pid" "claw-$id.scope" systemctl
+  # ctr's default spec mounts no cgroupfs in the container: the limit is read from the host.
+  expect "memory.max of the container's cgroup" "$MEM" cat "/sys/fs/cgroup$(cat /tmp/claw-last-cgroup)/memory.max"
+  expect "ctr task exec output" hello ctr -n claw task exec --exec-id e1 "$id" echo hello
   ok "ctr task kill" ctr -n claw task kill -s KILL "$id"
   for _ in $(seq 30); do
     [ "$(ctr -n claw task ls | awk -v id="$id" '$1 == id { print $3 }')" = STOPPED ] && break
