@@ -189,11 +189,12 @@ sc_docker() {
 }
 clean_docker() { docker rm -f "d-$1" >/dev/null 2>&1; }
 
-# containerd's ctr with the runc shim's options SystemdCgroup=true, BinaryName=the runtime.
+# containerd's ctr with the runc shim's options SystemdCgroup=true and BinaryName=the runtime
+# (--runc-systemd-cgroup, --runc-binary; ctr ignores --runtime-config-path for runc.v2).
 sc_ctr() {
   local ref=docker.io/library/$IMG:latest id="ctr-$1" pid
-  run ctr -n claw run -d --runtime io.containerd.runc.v2 --runtime-config-path "/etc/claw/ctr-$1.toml" \
-    --cgroup "system.slice:claw:$id" --memory-limit $MEM "$ref" "$id" sleep 600 ||
+  run ctr -n claw run -d --runtime io.containerd.runc.v2 --runc-binary "$(runtime_path "$1")" \
+    --runc-systemd-cgroup --cgroup "system.slice:claw:$id" --memory-limit $MEM "$ref" "$id" sleep 600 ||
     fail "ctr run with SystemdCgroup=true failed"
   pid=$(ctr -n claw task ls | awk -v id="$id" '$1 == id { print $2 }')
   [ -n "$pid" ] || fail "ctr task ls does not list $id"
@@ -242,7 +243,7 @@ clean_checkpoint() { podman rm -f -t 0 "ck-$1" >/dev/null 2>&1; }
 
 # --- driver --------------------------------------------------------------------------------
 ALL=(podman_rootful podman_rootless docker ctr checkpoint podman_cgroupfs)
-RUNTIMES=(${CLAW_VM_RUNTIMES:-runc nanoclaw})
+RUNTIMES=(runc nanoclaw)
 scenarios=("$@")
 [ ${#scenarios[@]} -gt 0 ] || scenarios=("${ALL[@]}")
 
