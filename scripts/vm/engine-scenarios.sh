@@ -227,9 +227,9 @@ sc_checkpoint() {
   ok "podman run -d" podman --runtime "$rt" run -d --name "ck-$1" "$IMG" \
     sh -c 'i=0; while :; do i=$((i+1)); echo $i >/tmp/n; sleep 0.2; done'
   sleep 3
-  ok "podman container checkpoint" podman container checkpoint "ck-$1"
+  criu_step checkpoint "$1" dump.log
   expect "state after checkpoint" exited podman inspect -f '{{.State.Status}}' "ck-$1"
-  ok "podman container restore" podman container restore "ck-$1"
+  criu_step restore "$1" restore.log
   expect "state after restore" running podman inspect -f '{{.State.Status}}' "ck-$1"
   n1=$(podman exec "ck-$1" cat /tmp/n) || fail "exec after restore: $n1"
   sleep 2
@@ -238,6 +238,16 @@ sc_checkpoint() {
   [ "$n1" -gt 5 ] || fail "the restored process started over (counter $n1)"
   [ "$n2" -gt "$n1" ] || fail "the restored process does not run (counter $n1 then $n2)"
   ok "podman rm -f" podman rm -f -t 0 "ck-$1"
+}
+# `podman container checkpoint|restore`; on failure CRIU's own log goes into this log too.
+criu_step() {
+  local verb=$1 out dir
+  echo "+ podman container $verb ck-$2"
+  out=$(timeout 180 podman container "$verb" "ck-$2" 2>&1) && return 0
+  dir=/var/lib/containers/storage/overlay-containers/$(podman inspect -f '{{.Id}}' "ck-$2")/userdata
+  echo "--- $dir/$3"
+  tail -n 60 "$dir/$3" 2>/dev/null
+  fail "podman container $verb: $out"
 }
 clean_checkpoint() { podman rm -f -t 0 "ck-$1" >/dev/null 2>&1; }
 
