@@ -12,7 +12,7 @@ set -uo pipefail
 OUT=/mnt/claw/out
 mkdir -p "$OUT/logs"
 : >"$OUT/results.tsv"
-IMG=claw-busybox
+IMG=localhost/claw-busybox # a local name: nothing is pulled (the VM has no network)
 MEM=67108864 # --memory 64m
 PIDS=32
 CLAW_UID=1000
@@ -192,7 +192,7 @@ clean_docker() { docker rm -f "d-$1" >/dev/null 2>&1; }
 # containerd's ctr with the runc shim's options SystemdCgroup=true and BinaryName=the runtime
 # (--runc-systemd-cgroup, --runc-binary; ctr ignores --runtime-config-path for runc.v2).
 sc_ctr() {
-  local ref=docker.io/library/$IMG:latest id="ctr-$1" pid
+  local ref=$IMG:latest id="ctr-$1" pid
   run ctr -n claw run -d --runtime io.containerd.runc.v2 --runc-binary "$(runtime_path "$1")" \
     --runc-systemd-cgroup --cgroup "system.slice:claw:$id" --memory-limit $MEM "$ref" "$id" sleep 600 ||
     fail "ctr run with SystemdCgroup=true failed"
