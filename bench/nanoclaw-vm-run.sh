@@ -51,7 +51,12 @@ hyperfine -N --warmup 3 --runs "$RUNS" --export-json /mnt/claw/out/result.json \
   --export-markdown /mnt/claw/out/result.md "${args[@]}"
 JOB
 OUT="$WORK/out"
-scripts/vm/run -t 1500 -o "$OUT" -f "$WORK/nanoclaw" "$WORK/job.sh" "$RUNS"
+if ! scripts/vm/run -t 1500 -o "$OUT" -f "$WORK/nanoclaw" "$WORK/job.sh" "$RUNS"; then
+  trap - EXIT
+  rm -f "$WORK/nanoclaw"
+  echo "nanoclaw-vm-run: the VM job failed; logs kept in $OUT" >&2
+  exit 1
+fi
 echo
 cat "$OUT/result.md"
 echo
