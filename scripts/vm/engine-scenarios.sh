@@ -1,0 +1,290 @@
+#!/usr/bin/env bash
+# Runs inside the test VM (scripts/vm/run; scripts/test-vm passes it): the engines with their
+# default configuration driving runc (the control) and nanoclaw (/mnt/claw/nanoclaw).
+#
+#   engine-scenarios.sh [SCENARIO]...    (default: all)
+#
+# Writes one line per scenario and runtime to /mnt/claw/out/results.tsv:
+#   scenario <TAB> runtime <TAB> PASS|FAIL <TAB> the first failed check
+# and each run's full log to /mnt/claw/out/logs/<scenario>.<runtime>.log. Each check looks at
+# what the container sees (its cgroup files) or what systemd and the engine report.
+set -uo pipefail
+OUT=/mnt/claw/out
+mkdir -p "$OUT/logs"
+: >"$OUT/results.tsv"
+IMG=localhost/claw-busybox # a local name: nothing is pulled (the VM has no network)
+MEM=67108864 # --memory 64m
+PIDS=32
+CLAW_UID=1000
+
+install -m 0755 /mnt/claw/nanoclaw /usr/local/bin/nanoclaw
+runtime_path() {
+  case $1 in
+    runc) command -v runc ;;
+    nanoclaw) echo /usr/local/bin/nanoclaw ;;
+    crun) command -v crun ;;
+  esac
+}
+
+# --- checks ----------------------------------------------------------------------------
+fail() {
+  echo "FAIL: $*"
+  exit 1
+}
+# Runs a command with a time limit, echoing it; its output goes to the log.
+run() {
+  echo "+ $*" >&2
+  timeout 180 "$@"
+}
+# `expect DESCRIPTION WANT COMMAND...`: COMMAND's trimmed stdout must be WANT.
+expect() {
+  local what=$1 want=$2 got
+  shift 2
+  echo "+ $*"
+  got=$(timeout 180 "$@" 2>&1) || fail "$what: \`$*\` failed: $(echo "$got" | tail -n 3 | tr '\n' ' ')"
+  got=$(echo "$got" | tr -d '\r' | sed 's/[[:space:]]*$//')
+  echo "$got"
+  [ "$got" = "$want" ] || fail "$what: want '$want', got '$(echo "$got" | head -c 300 | tr '\n' ' ')'"
+}
+# `ok DESCRIPTION COMMAND...`: COMMAND must succeed.
+ok() {
+  local what=$1 got
+  shift
+  echo "+ $*"
+  got=$(timeout 180 "$@" 2>&1) || fail "$what: \`$*\`: $(echo "$got" | tail -n 3 | tr '\n' ' ')"
+  echo "$got"
+}
+cgroup_of_pid() { sed -n 's/^0:://p' "/proc/$1/cgroup"; }
+# The container's cgroup must be inside a systemd scope named UNIT that systemd reports active
+# (`systemctl` given as the remaining arguments, e.g. `systemctl --user` for rootless).
+expect_scope() {
+  local pid=$1 unit=$2 cg
+  shift 2
+  cg=$(cgroup_of_pid "$pid")
+  echo "container init $pid is in cgroup $cg"
+  case $cg in
+    */"$unit" | */"$unit"/*) ;;
+    *) fail "cgroup: init is in $cg, not in systemd scope $unit" ;;
+  esac
+  expect "systemd unit $unit" active "$@" show -p ActiveState --value "$unit"
+  [ -d "/sys/fs/cgroup$cg" ] || fail "cgroup: /sys/fs/cgroup$cg does not exist"
+  echo "$cg" >/tmp/claw-last-cgroup
+}
+# After removal the scope and its cgroup are gone.
+expect_scope_gone() {
+  local unit=$1 cg
+  shift
+  cg=$(cat /tmp/claw-last-cgroup 2>/dev/null || true)
+  local state
+  state=$("$@" show -p ActiveState --value "$unit" 2>/dev/null || true)
+  case $state in active | activating | deactivating) fail "after removal: $unit is still $state" ;; esac
+  [ -z "$cg" ] || [ ! -d "/sys/fs/cgroup$cg" ] || fail "after removal: /sys/fs/cgroup$cg still exists"
+  rm -f /tmp/claw-last-cgroup
+}
+limits_seen_by() { # CMD... (an exec into the container)
+  expect "memory.max inside the container" "$MEM" "$@" cat /sys/fs/cgroup/memory.max
+  expect "pids.max inside the container" "$PIDS" "$@" cat /sys/fs/cgroup/pids.max
+}
+
+# --- the image ---------------------------------------------------------------------------
+# Runs a command as the ordinary user `claw` with the environment of its login session (its
+# runtime dir and user bus from lingering), as a script so that `timeout` can run it too.
+write_as_claw() {
+  cat >/usr/local/bin/as_claw <<SH
+#!/bin/sh
+cd / && exec runuser -u claw -- env -i HOME=/home/claw USER=claw LOGNAME=claw \\
+  PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin XDG_RUNTIME_DIR=/run/user/$CLAW_UID \\
+  DBUS_SESSION_BUS_ADDRESS=unix:path=/run/user/$CLAW_UID/bus "\$@"
+SH
+  chmod 0755 /usr/local/bin/as_claw
+}
+prepare_images() {
+  local root=/tmp/claw-bb a
+  rm -rf "$root" && mkdir -p "$root"/{bin,proc,sys,dev,tmp,etc,root}
+  cp /bin/busybox "$root/bin/"
+  for a in $(/bin/busybox --list); do [ -e "$root/bin/$a" ] || ln -s busybox "$root/bin/$a"; done
+  echo 'root:x:0:0:root:/root:/bin/sh' >"$root/etc/passwd"
+  echo 'root:x:0:' >"$root/etc/group"
+  tar -C "$root" -cf /tmp/claw-bb.tar . || return 1
+  chmod 0644 /tmp/claw-bb.tar
+  run podman import -q /tmp/claw-bb.tar "$IMG" || return 1
+  run docker import /tmp/claw-bb.tar "$IMG" || return 1
+  run docker save -o /tmp/claw-bb-docker.tar "$IMG" || return 1
+  run ctr -n claw images import /tmp/claw-bb-docker.tar || return 1
+  write_as_claw
+  # The user manager of the lingering user may still be starting.
+  for _ in $(seq 60); do [ -S /run/user/$CLAW_UID/bus ] && break; sleep 1; done
+  run as_claw podman import -q /tmp/claw-bb.tar "$IMG" || return 1
+}
+
+# --- scenarios ----------------------------------------------------------------------------
+# podman as root, default cgroup manager (systemd): run/exec/stop/rm with limits.
+sc_podman_rootful() {
+  local rt
+  rt=$(runtime_path "$1")
+  expect "podman's cgroup manager (default)" systemd podman info --format '{{.Host.CgroupManager}}'
+  expect "podman run --rm sees its memory limit" "$MEM" \
+    podman --runtime "$rt" run --rm --memory 64m "$IMG" cat /sys/fs/cgroup/memory.max
+  local id pid
+  id=$(run podman --runtime "$rt" run -d --name "pr-$1" --memory 64m --pids-limit $PIDS "$IMG" sleep 600) ||
+    fail "podman run -d: $id"
+  echo "$id"
+  pid=$(podman inspect -f '{{.State.Pid}}' "$id")
+  limits_seen_by podman exec "pr-$1"
+  expect_scope "$pid" "libpod-$id.scope" systemctl
+  expect "podman exec output" hello podman exec "pr-$1" echo hello
+  ok "podman stop" podman stop -t 2 "pr-$1"
+  expect "state after stop" exited podman inspect -f '{{.State.Status}}' "pr-$1"
+  ok "podman rm" podman rm "pr-$1"
+  expect_scope_gone "libpod-$id.scope" systemctl
+}
+clean_podman_rootful() { podman rm -f "pr-$1" >/dev/null 2>&1; }
+
+# The same with --cgroup-manager=cgroupfs: nanoclaw's own v2 driver on this host.
+sc_podman_cgroupfs() {
+  local rt
+  rt=$(runtime_path "$1")
+  ok "podman run -d" podman --cgroup-manager=cgroupfs --runtime "$rt" run -d --name "pc-$1" \
+    --memory 64m --pids-limit $PIDS "$IMG" sleep 600
+  limits_seen_by podman --cgroup-manager=cgroupfs exec "pc-$1"
+  ok "podman stop" podman --cgroup-manager=cgroupfs stop -t 2 "pc-$1"
+  ok "podman rm" podman --cgroup-manager=cgroupfs rm "pc-$1"
+}
+clean_podman_cgroupfs() { podman --cgroup-manager=cgroupfs rm -f "pc-$1" >/dev/null 2>&1; }
+
+# podman as an ordinary user (lingering, its systemd user instance and bus).
+sc_podman_rootless() {
+  local rt id pid
+  rt=$(runtime_path "$1")
+  expect "rootless podman's cgroup manager (default)" systemd as_claw podman info --format '{{.Host.CgroupManager}}'
+  id=$(as_claw timeout 180 podman --runtime "$rt" run -d --name "pu-$1" --memory 64m --pids-limit $PIDS "$IMG" sleep 600 2>&1) ||
+    fail "rootless podman run -d: $(echo "$id" | tail -n 3 | tr '\n' ' ')"
+  echo "$id"
+  pid=$(as_claw podman inspect -f '{{.State.Pid}}' "pu-$1")
+  limits_seen_by as_claw podman exec "pu-$1"
+  expect_scope "$pid" "libpod-$id.scope" as_claw systemctl --user
+  ok "podman stop" as_claw podman stop -t 2 "pu-$1"
+  ok "podman rm" as_claw podman rm "pu-$1"
+  expect_scope_gone "libpod-$id.scope" as_claw systemctl --user
+}
+clean_podman_rootless() { as_claw podman rm -f "pu-$1" >/dev/null 2>&1; }
+
+# docker with its defaults (systemd cgroup driver on v2); nanoclaw from daemon.json runtimes.
+sc_docker() {
+  local id pid
+  expect "docker's cgroup driver (default)" systemd docker info --format '{{.CgroupDriver}}'
+  expect "docker run --rm sees its memory limit" "$MEM" \
+    docker run --rm --runtime "$1" --memory 64m "$IMG" cat /sys/fs/cgroup/memory.max
+  id=$(run docker run -d --runtime "$1" --name "d-$1" --memory 64m --pids-limit $PIDS "$IMG" sleep 600) ||
+    fail "docker run -d: $id"
+  echo "$id"
+  pid=$(docker inspect -f '{{.State.Pid}}' "$id")
+  limits_seen_by docker exec "d-$1"
+  expect_scope "$pid" "docker-$id.scope" systemctl
+  expect "docker stats memory limit" 64MiB sh -c "docker stats --no-stream --format '{{.MemUsage}}' d-$1 | sed 's#.*/ *##'"
+  ok "docker stop" docker stop -t 2 "d-$1"
+  expect "exit state after stop" exited docker inspect -f '{{.State.Status}}' "d-$1"
+  ok "docker rm" docker rm "d-$1"
+  expect_scope_gone "docker-$id.scope" systemctl
+}
+clean_docker() { docker rm -f "d-$1" >/dev/null 2>&1; }
+
+# containerd's ctr with the runc shim's options SystemdCgroup=true and BinaryName=the runtime
+# (--runc-systemd-cgroup, --runc-binary; ctr ignores --runtime-config-path for runc.v2).
+sc_ctr() {
+  local ref=$IMG:latest id="ctr-$1" pid
+  run ctr -n claw run -d --runtime io.containerd.runc.v2 --runc-binary "$(runtime_path "$1")" \
+    --runc-systemd-cgroup --cgroup "system.slice:claw:$id" --memory-limit $MEM "$ref" "$id" sleep 600 ||
+    fail "ctr run with SystemdCgroup=true failed"
+  pid=$(ctr -n claw task ls | awk -v id="$id" '$1 == id { print $2 }')
+  [ -n "$pid" ] || fail "ctr task ls does not list $id"
+  expect "ctr task status" RUNNING sh -c "ctr -n claw task ls | awk '\$1 == \"$id\" { print \$3 }'"
+  expect_scope "$pid" "claw-$id.scope" systemctl
+  # ctr's default spec mounts no cgroupfs in the container: the limit is read from the host.
+  expect "memory.max of the container's cgroup" "$MEM" cat "/sys/fs/cgroup$(cat /tmp/claw-last-cgroup)/memory.max"
+  expect "ctr task exec output" hello ctr -n claw task exec --exec-id e1 "$id" echo hello
+  ok "ctr task kill" ctr -n claw task kill -s KILL "$id"
+  for _ in $(seq 30); do
+    [ "$(ctr -n claw task ls | awk -v id="$id" '$1 == id { print $3 }')" = STOPPED ] && break
+    sleep 1
+  done
+  expect "ctr task status after kill" STOPPED sh -c "ctr -n claw task ls | awk '\$1 == \"$id\" { print \$3 }'"
+  ok "ctr task rm" ctr -n claw task rm "$id"
+  ok "ctr container rm" ctr -n claw container rm "$id"
+  expect_scope_gone "claw-$id.scope" systemctl
+}
+clean_ctr() {
+  ctr -n claw task kill -s KILL "ctr-$1" >/dev/null 2>&1
+  sleep 1
+  ctr -n claw task rm -f "ctr-$1" >/dev/null 2>&1
+  ctr -n claw container rm "ctr-$1" >/dev/null 2>&1
+}
+
+# podman container checkpoint/restore (CRIU on the stock kernel): the counter continues.
+sc_checkpoint() {
+  local rt n1 n2
+  rt=$(runtime_path "$1")
+  ok "podman run -d" podman --runtime "$rt" run -d --name "ck-$1" "$IMG" \
+    sh -c 'i=0; while :; do i=$((i+1)); echo $i >/tmp/n; sleep 0.2; done'
+  sleep 3
+  criu_step checkpoint "$1" dump.log
+  expect "state after checkpoint" exited podman inspect -f '{{.State.Status}}' "ck-$1"
+  criu_step restore "$1" restore.log
+  expect "state after restore" running podman inspect -f '{{.State.Status}}' "ck-$1"
+  n1=$(podman exec "ck-$1" cat /tmp/n) || fail "exec after restore: $n1"
+  sleep 2
+  n2=$(podman exec "ck-$1" cat /tmp/n) || fail "exec after restore: $n2"
+  echo "counter after restore: $n1, 2 s later: $n2"
+  [ "$n1" -gt 5 ] || fail "the restored process started over (counter $n1)"
+  [ "$n2" -gt "$n1" ] || fail "the restored process does not run (counter $n1 then $n2)"
+  ok "podman rm -f" podman rm -f -t 0 "ck-$1"
+}
+# `podman container checkpoint|restore`; on failure CRIU's own log goes into this log too.
+criu_step() {
+  local verb=$1 out dir
+  echo "+ podman container $verb ck-$2"
+  out=$(timeout 180 podman container "$verb" "ck-$2" 2>&1) && return 0
+  dir=/var/lib/containers/storage/overlay-containers/$(podman inspect -f '{{.Id}}' "ck-$2")/userdata
+  echo "--- $dir/$3"
+  tail -n 60 "$dir/$3" 2>/dev/null
+  fail "podman container $verb: $out"
+}
+clean_checkpoint() { podman rm -f -t 0 "ck-$1" >/dev/null 2>&1; }
+
+# --- driver --------------------------------------------------------------------------------
+ALL=(podman_rootful podman_rootless docker ctr checkpoint podman_cgroupfs)
+RUNTIMES=(runc nanoclaw)
+scenarios=("$@")
+[ ${#scenarios[@]} -gt 0 ] || scenarios=("${ALL[@]}")
+
+{
+  echo "kernel $(uname -r); PID 1 $(cat /proc/1/comm); /sys/fs/cgroup $(stat -fc %T /sys/fs/cgroup)"
+  echo "systemd $(systemctl --version | head -1)"
+  podman --version; docker --version; containerd --version; runc --version | head -1
+  crun --version | head -1; criu --version | head -1; nanoclaw --version 2>&1 | head -1
+  echo "apparmor: $(cat /sys/module/apparmor/parameters/enabled 2>/dev/null)"
+} | tee "$OUT/facts.txt"
+if [ "$(cat /proc/1/comm)" != systemd ] || [ "$(stat -fc %T /sys/fs/cgroup)" != cgroup2fs ]; then
+  echo "the VM is not the host under test (systemd as PID 1 on pure cgroup v2)"
+  exit 3
+fi
+prepare_images >"$OUT/logs/prepare.log" 2>&1 || {
+  cat "$OUT/logs/prepare.log"
+  echo "preparing the images failed"
+  exit 3
+}
+
+for sc in "${scenarios[@]}"; do
+  for rt in "${RUNTIMES[@]}"; do
+    log="$OUT/logs/$sc.$rt.log"
+    s0=$SECONDS
+    ("sc_$sc" "$rt") >"$log" 2>&1
+    rc=$?
+    "clean_$sc" "$rt"
+    secs=$((SECONDS - s0))
+    if [ $rc -eq 0 ]; then res=PASS why=""; else res=FAIL why=$(grep -m1 '^FAIL: ' "$log" | cut -c7- | head -c 400); fi
+    [ $rc -eq 0 ] || [ -n "$why" ] || why="exited $rc: $(tail -n 1 "$log" | head -c 300)"
+    printf '%s\t%s\t%s\t%s\n' "$sc" "$rt" "$res" "$why" >>"$OUT/results.tsv"
+    printf '%-16s %-9s %s (%s s) %s\n' "$sc" "$rt" "$res" "$secs" "$why"
+  done
+done
