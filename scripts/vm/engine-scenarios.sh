@@ -220,6 +220,33 @@ clean_ctr() {
   ctr -n claw container rm "ctr-$1" >/dev/null 2>&1
 }
 
+# The runtime alone, `--systemd-cgroup run` of a process that exits at once, 20 times with stdio
+# on /dev/null (as hyperfine runs it): systemd removes the emptied scope while the runtime is still
+# cleaning up; every run must exit 0 and leave no scope behind.
+sc_short_lived() {
+  local rt b=/tmp/sl-bundle-$1 i out
+  rt=$(runtime_path "$1")
+  rm -rf "$b" && mkdir -p "$b/rootfs"
+  tar -C "$b/rootfs" -xf /tmp/claw-bb.tar || fail "unpacking the busybox rootfs"
+  (cd "$b" && runc spec) || fail "runc spec"
+  # runc spec's config with /bin/true, no terminal and a systemd cgroupsPath (no jq in the VM).
+  sed -i -e 's#"terminal": true#"terminal": false#' -e 's#"sh"$#"/bin/true"#' \
+    -e "s#\"linux\": {#\"linux\": {\n\t\t\"cgroupsPath\": \"system.slice:claw:sl-$1\",#" "$b/config.json" ||
+    fail "editing config.json"
+  grep -q '"/bin/true"' "$b/config.json" && grep -q "system.slice:claw:sl-$1" "$b/config.json" ||
+    fail "config.json was not edited as expected"
+  for i in $(seq 20); do
+    echo "+ $rt --systemd-cgroup run sl-$1 (run $i)"
+    out=$(timeout 60 "$rt" --root "/run/sl-$1" --systemd-cgroup run --bundle "$b" "sl-$1" </dev/null 2>&1 >/dev/null) ||
+      fail "run $i of 20: $(echo "$out" | tail -n 2 | tr '\n' ' ')"
+  done
+  expect_scope_gone "claw-sl-$1.scope" systemctl
+}
+clean_short_lived() {
+  "$(runtime_path "$1")" --root "/run/sl-$1" delete -f "sl-$1" >/dev/null 2>&1
+  rm -rf "/tmp/sl-bundle-$1"
+}
+
 # podman container checkpoint/restore (CRIU on the stock kernel): the counter continues.
 sc_checkpoint() {
   local rt n1 n2
@@ -252,7 +279,7 @@ criu_step() {
 clean_checkpoint() { podman rm -f -t 0 "ck-$1" >/dev/null 2>&1; }
 
 # --- driver --------------------------------------------------------------------------------
-ALL=(podman_rootful podman_rootless docker ctr checkpoint podman_cgroupfs)
+ALL=(podman_rootful podman_rootless docker ctr checkpoint podman_cgroupfs short_lived)
 RUNTIMES=(runc nanoclaw)
 scenarios=("$@")
 [ ${#scenarios[@]} -gt 0 ] || scenarios=("${ALL[@]}")

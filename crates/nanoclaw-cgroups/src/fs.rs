@@ -94,12 +94,15 @@ pub fn keyed(pairs: &[(String, u64)], key: &str) -> Option<u64> {
     pairs.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
 }
 
-/// The pids listed in `dir/cgroup.procs`.
+/// The pids listed in `dir/cgroup.procs`. A cgroup that is gone has none: `ENOENT` when it was
+/// removed before the open, `ENODEV` when it was removed between the open and the read (systemd
+/// removes a transient scope as soon as its last process exits).
 pub fn procs(dir: &Path) -> Result<Vec<i32>> {
     let path = dir.join("cgroup.procs");
     let content = match fs::read_to_string(&path) {
         Ok(c) => c,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.raw_os_error() == Some(libc::ENODEV) => return Ok(Vec::new()),
         Err(source) => return Err(CgroupError::Read { path, source }),
     };
     content

@@ -1772,3 +1772,60 @@ fn checkpoint_and_restore_through_criu_like_runc() {
         f.delete(&rt, &rid);
     }
 }
+
+/// A container whose stdin is the caller's /dev/null (engines give detached containers one)
+/// gets the container's own /dev/null instead, as runc does: the caller's is a file on a mount
+/// outside the container, which CRIU cannot checkpoint. Seen from inside: the mount of fd 0
+/// (`mnt_id` in /proc/self/fdinfo/0) is one of the container's mounts.
+#[test]
+fn stdio_on_the_callers_dev_null_is_the_containers_own_like_runc() {
+    if !require_root("stdio_on_the_callers_dev_null_is_the_containers_own_like_runc") {
+        return;
+    }
+    let f = Fixture::new(|spec, _| {
+        spec["process"]["args"] = json!([
+            "sh",
+            "-c",
+            "m=$(sed -n 's/^mnt_id:[[:space:]]*//p' /proc/self/fdinfo/0); \
+             stat -L -c '%t:%T' /proc/self/fd/0; \
+             if grep -q \"^$m \" /proc/self/mountinfo; then echo inside; else echo \"outside $m\"; fi"
+        ]);
+    });
+    for rt in both() {
+        // Detached (create + start), as engines run containers: the init gets the caller's
+        // stdio itself (a foreground `runc run` would relay through pipes instead).
+        let id = unique_name("devnull");
+        let b = f.bundle.path().to_string_lossy().into_owned();
+        let out_file = tempfile::tempfile().unwrap();
+        let status = f
+            .cmd(&rt, &["create", "--bundle", &b, &id])
+            .stdin(Stdio::null())
+            .stdout(out_file.try_clone().unwrap())
+            .stderr(Stdio::inherit())
+            .status()
+            .unwrap();
+        assert!(status.success(), "{}: create", name(&rt));
+        let out = f.run(&rt, &["start", &id]);
+        assert!(
+            out.status.success(),
+            "{}: start: {}",
+            name(&rt),
+            text(&out.stderr)
+        );
+        let stopped = wait_until(Duration::from_secs(10), || {
+            let out = f.run(&rt, &["state", &id]);
+            serde_json::from_slice::<Value>(&out.stdout).is_ok_and(|v| v["status"] == "stopped")
+        });
+        assert!(stopped, "{}: the container did not stop", name(&rt));
+        let got = {
+            use std::io::{Read, Seek};
+            let mut f = out_file;
+            let mut s = String::new();
+            f.rewind().unwrap();
+            f.read_to_string(&mut s).unwrap();
+            s
+        };
+        assert_eq!(got, "1:3\ninside\n", "{}", name(&rt));
+        f.delete(&rt, &id);
+    }
+}

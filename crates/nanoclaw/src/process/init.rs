@@ -226,6 +226,7 @@ fn setup_and_exec(ctx: &InitContext<'_>) -> Result<Never, InitError> {
         mounter.pivot()?;
     }
     rootfs::finish_root(plan)?;
+    devices::reopen_stdio_dev_null()?;
     // 5-7. The steps every container process shares with `exec` (finish.rs): keyring,
     //      terminal or new session, rlimits, personality, capabilities and the uid switch,
     //      the cwd check, no_new_privs, fds close-on-exec; then Ready and the wait for

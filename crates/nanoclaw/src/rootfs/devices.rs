@@ -191,3 +191,53 @@ fn symlink(mounter: &RootfsMounter<'_>, link: &str, target: &str) -> Result<(), 
         }),
     }
 }
+
+/// After the switch to the container's root: each of fds 0-2 that is the caller's `/dev/null`
+/// (engines give detached containers one) becomes the container's own `/dev/null`, as runc
+/// does. The caller's is a file on a mount outside the container, which CRIU cannot
+/// checkpoint ("Can't lookup mount ... path=/dev/null"), and the container has no business
+/// holding a file of the host's mount table.
+pub fn reopen_stdio_dev_null() -> Result<(), DeviceError> {
+    let is_null = |st: &nix::sys::stat::FileStat| {
+        SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFCHR
+            && st.st_rdev == makedev(1, 3)
+    };
+    use std::os::fd::{AsFd, AsRawFd};
+    let (stdin, stdout, stderr) = (std::io::stdin(), std::io::stdout(), std::io::stderr());
+    let on_null: Vec<i32> = [stdin.as_fd(), stdout.as_fd(), stderr.as_fd()]
+        .into_iter()
+        .filter(|fd| nix::sys::stat::fstat(fd).is_ok_and(|st| is_null(&st)))
+        .map(|fd| fd.as_raw_fd())
+        .collect();
+    if on_null.is_empty() {
+        return Ok(());
+    }
+    let sys = |what, source| DeviceError::Sys {
+        field: "process (stdio)".into(),
+        path: "/dev/null".into(),
+        what,
+        source,
+    };
+    let null = nix::fcntl::open(
+        "/dev/null",
+        nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NOFOLLOW,
+        Mode::empty(),
+    )
+    .map_err(|e| sys("open", e))?;
+    match nix::sys::stat::fstat(&null).map_err(|e| sys("fstat", e)) {
+        // The container's /dev/null must be the null device itself, not whatever the image
+        // or a mount put at that path.
+        Ok(st) if !is_null(&st) => Err(sys("not the null device (1:3)", Errno::EINVAL)),
+        Ok(_) => on_null.iter().try_for_each(|fd| {
+            // SAFETY: dup3 only replaces descriptor `fd` (0-2, currently open on the caller's
+            // /dev/null) with a duplicate of `null`; no memory is involved.
+            let rc = unsafe { libc::dup3(null.as_raw_fd(), *fd, 0) };
+            if rc < 0 {
+                Err(sys("dup3 onto stdio", Errno::last()))
+            } else {
+                Ok(())
+            }
+        }),
+        Err(e) => Err(e),
+    }
+}
