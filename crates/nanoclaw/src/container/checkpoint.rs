@@ -24,6 +24,8 @@
 //! accepted as no-ops: nanoclaw is never a subreaper, and CRIU recreates the mount namespace.
 
 use std::ffi::OsString;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -195,6 +197,23 @@ fn external_binds(spec: &Spec) -> Vec<(PathBuf, PathBuf)> {
         .collect()
 }
 
+/// CRIU's key for a network namespace the container joined by path (podman's, a CNI netns):
+/// it is not the container's to dump, so dump names it external and restore hands CRIU an fd
+/// of the namespace to put the restored tree back into (runc's `extRootNetNS`).
+const EXTERNAL_NET_NS: &str = "extRootNetNS";
+
+/// The path of the network namespace the config joins, if it joins one.
+fn joined_net_ns(spec: &Spec) -> Option<PathBuf> {
+    spec.linux()
+        .as_ref()?
+        .namespaces()
+        .as_ref()?
+        .iter()
+        .find(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Network)?
+        .path()
+        .clone()
+}
+
 /// Everything `criu dump` / `pre-dump` gets, in order.
 pub struct DumpInputs<'a> {
     pub args: &'a CheckpointArgs,
@@ -204,6 +223,8 @@ pub struct DumpInputs<'a> {
     pub work: &'a Path,
     pub spec: &'a Spec,
     pub freezer: Option<&'a Path>,
+    /// Inode of the joined network namespace ([`joined_net_ns`]).
+    pub net_ns_inode: Option<u64>,
 }
 
 pub fn dump_args(d: &DumpInputs<'_>) -> Result<Vec<OsString>, CheckpointError> {
@@ -289,6 +310,10 @@ pub fn dump_args(d: &DumpInputs<'_>) -> Result<Vec<OsString>, CheckpointError> {
         v.push("--external".into());
         v.push(m);
     }
+    if let Some(ino) = d.net_ns_inode {
+        v.push("--external".into());
+        v.push(format!("net[{ino}]:{EXTERNAL_NET_NS}").into());
+    }
     Ok(v)
 }
 
@@ -304,6 +329,8 @@ pub struct RestoreInputs<'a> {
     pub cgroup_roots: &'a [String],
     /// (our fd, the pipe it replaces) from descriptors.json.
     pub inherit: &'a [(i32, String)],
+    /// Our fd (inheritable) of the joined network namespace ([`joined_net_ns`]).
+    pub net_ns_fd: Option<i32>,
 }
 
 pub fn restore_args(r: &RestoreInputs<'_>) -> Result<Vec<OsString>, CheckpointError> {
@@ -381,7 +408,22 @@ pub fn restore_args(r: &RestoreInputs<'_>) -> Result<Vec<OsString>, CheckpointEr
         v.push("--inherit-fd".into());
         v.push(format!("fd[{fd}]:{pipe}").into());
     }
+    if let Some(fd) = r.net_ns_fd {
+        v.push("--inherit-fd".into());
+        v.push(format!("fd[{fd}]:{EXTERNAL_NET_NS}").into());
+    }
     Ok(v)
+}
+
+/// `path` opened read-only without close-on-exec, for CRIU to inherit.
+fn inheritable(path: &Path) -> Result<std::fs::File, CheckpointError> {
+    let f = std::fs::File::open(path).map_err(io(format!("open {}", path.display())))?;
+    nix::fcntl::fcntl(
+        &f,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+    )
+    .map_err(sys(format!("clearing close-on-exec of {}", path.display())))?;
+    Ok(f)
 }
 
 fn criu() -> Result<PathBuf, CheckpointError> {
@@ -514,6 +556,14 @@ pub fn checkpoint(root: &Path, a: &CheckpointArgs) -> Result<(), CheckpointError
         work: &work,
         spec: &spec,
         freezer: freezer.as_deref(),
+        net_ns_inode: match joined_net_ns(&spec) {
+            Some(p) => Some(
+                std::fs::metadata(&p)
+                    .map_err(io(format!("stat network namespace {}", p.display())))?
+                    .ino(),
+            ),
+            None => None,
+        },
     })?;
     criu()?;
     mkdir(&image)?;
@@ -607,6 +657,7 @@ pub fn restore(root: &Path, a: &RestoreArgs) -> Result<i32, CheckpointError> {
         pidfile: &pidfile,
         cgroup_roots: &[],
         inherit: &inherit,
+        net_ns_fd: None,
     })?;
     criu()?;
     mkdir(&work)?;
@@ -652,6 +703,11 @@ pub fn restore(root: &Path, a: &RestoreArgs) -> Result<i32, CheckpointError> {
     )
     .map_err(sys(format!("bind {} for CRIU", plan.rootfs.display())))?;
     let _ = std::fs::remove_file(&pidfile);
+    // Kept open (and inheritable) until CRIU has run: CRIU restores the tree into it.
+    let net_ns = match joined_net_ns(&plan.spec) {
+        Some(p) => Some(inheritable(&p)?),
+        None => None,
+    };
     let args = restore_args(&RestoreInputs {
         args: a,
         root: &criu_root,
@@ -661,6 +717,7 @@ pub fn restore(root: &Path, a: &RestoreArgs) -> Result<i32, CheckpointError> {
         pidfile: &pidfile,
         cgroup_roots: &roots,
         inherit: &inherit,
+        net_ns_fd: net_ns.as_ref().map(|f| f.as_raw_fd()),
     })?;
     let restored = run_criu("restore", &args, &work.join("restore.log"));
     let _ = nix::mount::umount2(criu_root.as_path(), nix::mount::MntFlags::MNT_DETACH);
@@ -759,11 +816,13 @@ mod tests {
                 work: Path::new("/work"),
                 spec: &spec,
                 freezer: Some(Path::new("/sys/fs/cgroup/freezer/c")),
+                net_ns_inode: Some(4026532001),
             })
             .unwrap(),
         );
         let s = v.join(" ");
         assert!(v[0] == "dump", "{s}");
+        assert!(s.contains("--external net[4026532001]:extRootNetNS"), "{s}");
         for want in [
             "--tree 42",
             "--images-dir /img",
@@ -795,6 +854,7 @@ mod tests {
                 work: Path::new("/w"),
                 spec: &spec,
                 freezer: None,
+                net_ns_inode: None,
             })
             .unwrap(),
         );
@@ -815,6 +875,7 @@ mod tests {
                 work: Path::new("/w"),
                 spec: &spec,
                 freezer: None,
+                net_ns_inode: None,
             })
             .err()
             .map(|e| e.to_string())
@@ -848,6 +909,7 @@ mod tests {
             pidfile: Path::new("/w/p"),
             cgroup_roots: &[],
             inherit: &[],
+            net_ns_fd: None,
         })
         .unwrap_err()
         .to_string();
@@ -871,6 +933,7 @@ mod tests {
                 pidfile: Path::new("/work/restore.pid"),
                 cgroup_roots: &["memory:/c".into()],
                 inherit: &[(1, "pipe:[77]".into())],
+                net_ns_fd: Some(9),
             })
             .unwrap(),
         );
@@ -883,6 +946,7 @@ mod tests {
             "--cgroup-root memory:/c",
             "--external mnt[/data]:/srv/data",
             "--inherit-fd fd[1]:pipe:[77]",
+            "--inherit-fd fd[9]:extRootNetNS",
             "--tcp-established",
         ] {
             assert!(s.contains(want), "{want} missing: {s}");
