@@ -24,7 +24,7 @@
 //! accepted as no-ops: nanoclaw is never a subreaper, and CRIU recreates the mount namespace.
 
 use std::ffi::OsString;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -641,7 +641,8 @@ pub fn restore(root: &Path, a: &RestoreArgs) -> Result<i32, CheckpointError> {
     let mut inherit = Vec::new();
     if let Ok(bytes) = std::fs::read(image.join("descriptors.json")) {
         let fds: Vec<String> = serde_json::from_slice(&bytes).unwrap_or_default();
-        for (fd, what) in fds.iter().enumerate() {
+        // Only stdio: the image directory is input, and only fds 0-2 are ours to hand over.
+        for (fd, what) in fds.iter().enumerate().take(3) {
             if what.starts_with("pipe:") {
                 inherit.push((fd as i32, what.clone()));
             }
@@ -703,6 +704,23 @@ pub fn restore(root: &Path, a: &RestoreArgs) -> Result<i32, CheckpointError> {
     )
     .map_err(sys(format!("bind {} for CRIU", plan.rootfs.display())))?;
     let _ = std::fs::remove_file(&pidfile);
+    // CRIU's own stdio is not the restored tree's: its stderr is a pipe this process reads
+    // until EOF, which a restored process holding it would never give. So each stdio fd to
+    // inherit is handed over as an inheritable duplicate above 2.
+    let mut held = Vec::new();
+    let mut handed = Vec::new();
+    for (fd, pipe) in &inherit {
+        // SAFETY: `fd` is 0, 1 or 2 (only those are read from descriptors.json), which are
+        // always open in a Rust program (std's startup reopens closed stdio fds on
+        // /dev/null) and are not closed by this process; the borrow ends in this statement.
+        let ours = unsafe { std::os::fd::BorrowedFd::borrow_raw(*fd) };
+        let dup = nix::fcntl::fcntl(ours, nix::fcntl::FcntlArg::F_DUPFD(3))
+            .map_err(sys(format!("duplicating fd {fd} for CRIU")))?;
+        // SAFETY: F_DUPFD returned a new descriptor that nothing else owns.
+        let dup = unsafe { std::os::fd::OwnedFd::from_raw_fd(dup) };
+        handed.push((dup.as_raw_fd(), pipe.clone()));
+        held.push(dup);
+    }
     // Kept open (and inheritable) until CRIU has run: CRIU restores the tree into it.
     let net_ns = match joined_net_ns(&plan.spec) {
         Some(p) => Some(inheritable(&p)?),
@@ -716,10 +734,11 @@ pub fn restore(root: &Path, a: &RestoreArgs) -> Result<i32, CheckpointError> {
         spec: &plan.spec,
         pidfile: &pidfile,
         cgroup_roots: &roots,
-        inherit: &inherit,
+        inherit: &handed,
         net_ns_fd: net_ns.as_ref().map(|f| f.as_raw_fd()),
     })?;
     let restored = run_criu("restore", &args, &work.join("restore.log"));
+    drop(held);
     let _ = nix::mount::umount2(criu_root.as_path(), nix::mount::MntFlags::MNT_DETACH);
     restored?;
     let pid: i32 = std::fs::read_to_string(&pidfile)
