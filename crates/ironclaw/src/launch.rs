@@ -404,6 +404,10 @@ pub(crate) fn prepare(
         service,
     );
     let t_measured = Instant::now();
+    if std::ptr::eq(image, crate::shim::SHIM_IMAGE) {
+        // Copied and measured (from its build-time digest): the host never reads it again.
+        crate::shim::release_image_pages();
+    }
     Ok(Prepared {
         vm,
         measurement,
