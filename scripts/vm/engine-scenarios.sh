@@ -247,6 +247,58 @@ clean_short_lived() {
   rm -rf "/tmp/sl-bundle-$1"
 }
 
+# The runtime's own cgroup v2 work under the systemd driver, without an engine: limits from
+# linux.resources, update, pause/resume (cgroup.freeze), ps, events --stats, an OOM kill
+# counted in memory.events, kill and delete (scope gone). Each value is read from the cgroup.
+sc_runtime_v2() {
+  local rt b=/tmp/v2-bundle-$1 id="v2-$1" pid cg
+  rt=$(runtime_path "$1")
+  rm -rf "$b" && mkdir -p "$b/rootfs"
+  tar -C "$b/rootfs" -xf /tmp/claw-bb.tar || fail "unpacking the busybox rootfs"
+  (cd "$b" && runc spec) || fail "runc spec"
+  # runc spec's config (no jq in the VM): sleep, no terminal, a systemd path, and limits
+  # added to its `resources` (which holds the device rules).
+  sed -i -e 's#"terminal": true#"terminal": false#' -e 's#"sh"$#"sleep", "600"#' \
+    -e "s#\"linux\": {#\"linux\": {\n\t\t\"cgroupsPath\": \"system.slice:claw:$id\",#" \
+    -e "s#\"resources\": {#\"resources\": {\"memory\": {\"limit\": $MEM}, \"pids\": {\"limit\": $PIDS}, \"cpu\": {\"quota\": 50000, \"period\": 100000},#" \
+    "$b/config.json" || fail "editing config.json"
+  grep -q '"limit": 32' "$b/config.json" || fail "config.json was not edited as expected"
+  # Detached: the init keeps the stdio it is given, so not the pipe of a `$(...)`.
+  echo "+ $rt --systemd-cgroup run -d $id"
+  timeout 180 "$rt" --root "/run/v2-$1" --systemd-cgroup run -d --bundle "$b" "$id" </dev/null >/dev/null 2>"$b.err" ||
+    fail "run -d: $(tail -n 2 "$b.err" | tr '\n' ' ')"
+  pid=$("$rt" --root "/run/v2-$1" state "$id" | tr -d ' \n' | sed -n 's/.*"pid":\([0-9]*\).*/\1/p')
+  [ -n "$pid" ] && [ "$pid" != 0 ] || fail "state has no pid: $("$rt" --root "/run/v2-$1" state "$id" | tr -d '\n')"
+  cg=/sys/fs/cgroup$(cgroup_of_pid "$pid")
+  echo "$cg" | grep -q "/claw-$id.scope" || fail "init not in claw-$id.scope: $cg"
+  expect "memory.max" "$MEM" cat "$cg/memory.max"
+  expect "pids.max" "$PIDS" cat "$cg/pids.max"
+  expect "cpu.max" "50000 100000" cat "$cg/cpu.max"
+  ok "update" "$rt" --root "/run/v2-$1" --systemd-cgroup update --memory 33554432 --pids-limit 16 "$id"
+  expect "memory.max after update" 33554432 cat "$cg/memory.max"
+  expect "pids.max after update" 16 cat "$cg/pids.max"
+  expect "MemoryMax of the unit after update" 33554432 systemctl show -p MemoryMax --value "claw-$id.scope"
+  ok "pause" "$rt" --root "/run/v2-$1" --systemd-cgroup pause "$id"
+  expect "cgroup.freeze while paused" 1 cat "$cg/cgroup.freeze"
+  ok "state while paused" sh -c "'$rt' --root /run/v2-$1 state $id | grep -q '\"status\": *\"paused\"'"
+  ok "resume" "$rt" --root "/run/v2-$1" --systemd-cgroup resume "$id"
+  expect "cgroup.freeze after resume" 0 cat "$cg/cgroup.freeze"
+  expect "ps lists the init" "$pid" sh -c "'$rt' --root /run/v2-$1 ps --format json $id | tr -d '[] '"
+  ok "events --stats" sh -c "'$rt' --root /run/v2-$1 events --stats $id | grep -q '\"pids\":{[^}]*\"current\":1[,}]'"
+  # A process that outgrows memory.max is OOM-killed; memory.events counts it.
+  "$rt" --root "/run/v2-$1" exec "$id" sh -c 'x=aaaaaaaaaaaaaaaa; while :; do x=$x$x; done' >/dev/null 2>&1
+  ok "memory.events counts the OOM kill" sh -c "[ \$(sed -n 's/^oom_kill //p' $cg/memory.events) -ge 1 ]"
+  ok "kill" "$rt" --root "/run/v2-$1" kill "$id" KILL
+  for _ in $(seq 50); do "$rt" --root "/run/v2-$1" state "$id" | grep -q stopped && break; sleep 0.2; done
+  ok "delete" "$rt" --root "/run/v2-$1" --systemd-cgroup delete "$id"
+  [ ! -d "$cg" ] || fail "after delete: $cg still exists"
+  expect_scope_gone "claw-$id.scope" systemctl
+}
+clean_runtime_v2() {
+  "$(runtime_path "$1")" --root "/run/v2-$1" --systemd-cgroup delete -f "v2-$1" >/dev/null 2>&1
+  rm -rf "/tmp/v2-bundle-$1" "/tmp/v2-bundle-$1.err"
+}
+
 # podman container checkpoint/restore (CRIU on the stock kernel): the counter continues.
 sc_checkpoint() {
   local rt n1 n2
@@ -279,7 +331,7 @@ criu_step() {
 clean_checkpoint() { podman rm -f -t 0 "ck-$1" >/dev/null 2>&1; }
 
 # --- driver --------------------------------------------------------------------------------
-ALL=(podman_rootful podman_rootless docker ctr checkpoint podman_cgroupfs short_lived)
+ALL=(podman_rootful podman_rootless docker ctr checkpoint podman_cgroupfs short_lived runtime_v2)
 RUNTIMES=(runc nanoclaw)
 scenarios=("$@")
 [ ${#scenarios[@]} -gt 0 ] || scenarios=("${ALL[@]}")
