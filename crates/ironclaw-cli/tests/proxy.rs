@@ -239,6 +239,21 @@ impl Drop for Proxy {
 }
 
 impl Proxy {
+    /// `IP:PORT` of the proxy's listener on `ip` (an extra `--listen tcp:IP:0`), from its
+    /// "listening on" line; panics after 10 s without one.
+    fn listener_on(&self, ip: &str) -> String {
+        let prefix = format!("ironclaw: listening on tcp:{ip}:");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.stderr.lock().unwrap().clone();
+            if let Some(l) = log.lines().find(|l| l.starts_with(&prefix)) {
+                return l["ironclaw: listening on tcp:".len()..].to_string();
+            }
+            assert!(Instant::now() < deadline, "no listener on {ip}: {log}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn start(args: &[&str]) -> Proxy {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ironclaw"))
             .arg("proxy")
@@ -1274,16 +1289,7 @@ fn a_nanoclaw_container_uses_the_proxy_and_never_holds_the_key() {
     let proxy = Proxy::start(&args);
     broker.allow(&proxy.measurement);
     // Proxy::start listens on 127.0.0.1 too; the container uses the veth address.
-    let prefix = format!("ironclaw: listening on tcp:{}:", ns.host_ip);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let veth_addr = loop {
-        let log = proxy.stderr.lock().unwrap().clone();
-        if let Some(l) = log.lines().find(|l| l.starts_with(&prefix)) {
-            break l["ironclaw: listening on tcp:".len()..].to_string();
-        }
-        assert!(Instant::now() < deadline, "no veth listener: {log}");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let veth_addr = proxy.listener_on(&ns.host_ip);
 
     let bundle = claw_testsupport::bundle::Bundle::busybox().expect("busybox bundle");
     let out = Command::new(&nanoclaw)
@@ -1559,20 +1565,7 @@ fn compose_services_use_the_proxy(runtime: &std::path::Path, test: &str) {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let proxy = Proxy::start(&args);
     broker.allow(&proxy.measurement);
-    let prefix = format!("ironclaw: listening on tcp:{}:", addr.0);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let proxy_addr = loop {
-        let log = proxy.stderr.lock().unwrap().clone();
-        if let Some(l) = log.lines().find(|l| l.starts_with(&prefix)) {
-            break l["ironclaw: listening on tcp:".len()..].to_string();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no listener on {}: {log}",
-            addr.0
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let proxy_addr = proxy.listener_on(&addr.0);
 
     let rootfs = claw_testsupport::BusyboxRootfs::new().unwrap();
     // `$$` is compose's escape for a literal `$`: the shell in the container expands it.
@@ -1715,16 +1708,7 @@ fn a_podman_container_uses_the_proxy_and_never_holds_the_key() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let proxy = Proxy::start(&args);
     broker.allow(&proxy.measurement);
-    let prefix = format!("ironclaw: listening on tcp:{}:", ns.host_ip);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let veth_addr = loop {
-        let log = proxy.stderr.lock().unwrap().clone();
-        if let Some(l) = log.lines().find(|l| l.starts_with(&prefix)) {
-            break l["ironclaw: listening on tcp:".len()..].to_string();
-        }
-        assert!(Instant::now() < deadline, "no veth listener: {log}");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let veth_addr = proxy.listener_on(&ns.host_ip);
 
     let rootfs = claw_testsupport::BusyboxRootfs::new().unwrap();
     let c = claw_testsupport::engines::PodmanContainer::new(&nanoclaw, "claw-proxyclient");
