@@ -154,9 +154,9 @@ impl SystemdManager {
         Systemd::connect(self.unit.instance).map_err(|e| sd_err(&self.unit, "connecting", e))
     }
 
-    /// The resources the cgroupfs code writes: without device rules for a user instance (a
-    /// rootless runtime cannot attach the BPF filter; its user namespace already keeps it
-    /// from opening devices it may not use).
+    /// The resources for the unit and the cgroupfs code: without device rules for a user
+    /// instance (a rootless runtime cannot attach the BPF filter, nor can the user's systemd;
+    /// the user namespace already keeps the container from opening devices it may not use).
     fn fs_resources(&self, r: &LinuxResources) -> LinuxResources {
         let mut r = r.clone();
         if self.unit.instance == Instance::User {
@@ -177,7 +177,7 @@ impl SystemdManager {
         let description = format!("nanoclaw container {}", self.unit.unit);
         let mut props = props::base(&self.unit, Some(pid_u32), &description);
         if let Some(r) = &state.pending {
-            props.extend(props::resources(r, version)?);
+            props.extend(props::resources(&self.fs_resources(r), version)?);
         }
         props.extend(
             props::from_annotations(&self.unit.properties)
@@ -261,10 +261,11 @@ impl CgroupManager for SystemdManager {
         let version = sd
             .version()
             .map_err(|e| sd_err(&self.unit, "reading the systemd version", e))?;
-        let props = props::resources(r, version)?;
+        let r = self.fs_resources(r);
+        let props = props::resources(&r, version)?;
         sd.set_unit_properties(&self.unit.unit, &props)
             .map_err(|e| sd_err(&self.unit, "SetUnitProperties", e))?;
-        self.fs.set(&self.fs_resources(r))
+        self.fs.set(&r)
     }
 
     fn freeze(&self) -> Result<()> {

@@ -3,12 +3,22 @@
 //! systemd would write its own value back on the next reload. Everything is *also* written to
 //! the delegated cgroup by the cgroupfs code afterwards (as runc does), which applies the exact
 //! values (systemd rounds CPU quotas to 10 ms/s) and the fields systemd has no property for
-//! (hugetlb, rdma, io throttles, the device filter, other `unified` keys).
+//! (hugetlb, rdma, io throttles, other `unified` keys).
+//!
+//! Device rules go both ways. The BPF filter nanoclaw attaches to the delegated cgroup is the
+//! exact rule list (denies, wildcard majors, order). systemd attaches its own filter for
+//! `DevicePolicy`/`DeviceAllow` again on every reload, and the kernel grants an access only when
+//! every attached filter does: so the properties must never deny what the rules allow. Rules
+//! systemd can express exactly (deny-all, then only allows) become `DevicePolicy=strict` with
+//! runc's `DeviceAllow` syntax; anything else (a deny after an allow, a wildcard major with a
+//! fixed minor, an allow-all base) becomes `DevicePolicy=auto` with no entries, systemd's
+//! "no filter", and nanoclaw's own filter alone decides.
 
 use oci_spec::runtime::LinuxResources;
 
 use super::dbus::Value;
 use crate::cpuset;
+use crate::devices::{self, Kind, Rule, ACC_MKNOD, ACC_READ, ACC_WRITE};
 use crate::error::Result;
 use crate::v2::{shares_to_weight, swap_v2};
 use crate::validate::ValidationError;
@@ -115,10 +125,79 @@ fn parse_max(field: &str, v: &str) -> Result<u64> {
         .map_err(|_| invalid(field, format!("{v:?} is not a number or \"max\"")))
 }
 
+/// The first systemd that reads `/dev/char/M:m` and `char-M` without looking the device up
+/// (older ones stat the path or want a /proc/devices group name).
+const DEVICE_NUMBERS_SINCE: u32 = 240;
+
+/// One `DeviceAllow` entry in systemd's syntax, or `None` when systemd cannot express the
+/// rule (a wildcard major with a fixed minor; numbers on systemd older than 240).
+fn device_allow_entry(rule: &Rule, version: u32) -> Option<Value> {
+    let group = match rule.kind {
+        Kind::Char => "char",
+        Kind::Block => "block",
+        Kind::All => return None,
+    };
+    let path = match (rule.major, rule.minor) {
+        (None, None) => format!("{group}-*"),
+        (None, Some(_)) => return None,
+        _ if version < DEVICE_NUMBERS_SINCE => return None,
+        (Some(major), None) => format!("{group}-{major}"),
+        (Some(major), Some(minor)) => format!("/dev/{group}/{major}:{minor}"),
+    };
+    let mut perms = String::new();
+    for (bit, ch) in [(ACC_READ, 'r'), (ACC_WRITE, 'w'), (ACC_MKNOD, 'm')] {
+        if rule.access & bit != 0 {
+            perms.push(ch);
+        }
+    }
+    Some(Value::Struct(vec![Value::Str(path), Value::Str(perms)]))
+}
+
+/// `DevicePolicy` and `DeviceAllow` for the normalized `rules` (module doc: never narrower
+/// than the rules). `DeviceAllow` is sent empty first, which clears the unit's list on update.
+pub fn device_properties(rules: &[Rule], version: u32) -> Vec<Property> {
+    let empty = || Value::Array("(ss)".into(), Vec::new());
+    let no_filter = || {
+        vec![
+            prop("DevicePolicy", Value::Str("auto".into())),
+            prop("DeviceAllow", empty()),
+        ]
+    };
+    // Only what follows the last reset matters; it must be a reset to deny-all, and
+    // everything after it an allow, for an allow list to say the same.
+    let Some(last_reset) = rules.iter().rposition(Rule::is_reset) else {
+        return no_filter();
+    };
+    if rules[last_reset].allow {
+        return no_filter();
+    }
+    let mut entries = Vec::new();
+    for rule in &rules[last_reset + 1..] {
+        if !rule.allow {
+            return no_filter();
+        }
+        if rule.access == 0 {
+            continue;
+        }
+        match device_allow_entry(rule, version) {
+            Some(e) => entries.push(e),
+            None => return no_filter(),
+        }
+    }
+    vec![
+        prop("DevicePolicy", Value::Str("strict".into())),
+        prop("DeviceAllow", empty()),
+        prop("DeviceAllow", Value::Array("(ss)".into(), entries)),
+    ]
+}
+
 /// Translates the resources for systemd `version` (AllowedCPUs/AllowedMemoryNodes need 244,
 /// CPUQuotaPeriodUSec 242; older systemd gets those through cgroupfs only, as with runc).
 pub fn resources(r: &LinuxResources, version: u32) -> Result<Vec<Property>> {
     let mut p = Vec::new();
+    if let Some(rules) = r.devices() {
+        p.extend(device_properties(&devices::normalize(rules), version));
+    }
     if let Some(m) = r.memory() {
         if let Some(l) = m.limit().filter(|l| *l != 0) {
             p.push(prop("MemoryMax", Value::U64(limit(l))));
@@ -336,6 +415,116 @@ mod tests {
         let p = base(&s, Some(1), "d");
         assert!(get(&p, "PIDs").is_none() && get(&p, "Delegate").is_none());
         assert!(get(&p, "Wants").is_some());
+    }
+
+    /// The `DevicePolicy` value and the entries of the last `DeviceAllow` of `p`.
+    fn device_props(p: &[Property]) -> (String, Vec<(String, String)>) {
+        let policy = match get(p, "DevicePolicy") {
+            Some(Value::Str(s)) => s.clone(),
+            other => panic!("DevicePolicy {other:?}"),
+        };
+        let last = p.iter().rev().find(|(n, _)| n == "DeviceAllow");
+        let Some((_, Value::Array(sig, items))) = last else {
+            panic!("no DeviceAllow in {p:?}");
+        };
+        assert_eq!(sig, "(ss)");
+        let entries = items
+            .iter()
+            .map(|v| match v {
+                Value::Struct(f) => match (&f[0], &f[1]) {
+                    (Value::Str(a), Value::Str(b)) => (a.clone(), b.clone()),
+                    other => panic!("{other:?}"),
+                },
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        (policy, entries)
+    }
+
+    fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn deny_all_then_allows_is_runcs_strict_allow_list() {
+        let r = res(r#"{"devices": [
+            {"allow": false, "access": "rwm"},
+            {"allow": true, "type": "c", "access": "m"},
+            {"allow": true, "type": "b", "access": "m"},
+            {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 136, "access": "rw"},
+            {"allow": true, "type": "b", "major": 8, "minor": 0, "access": "r"},
+            {"allow": true, "type": "a", "major": 10, "minor": 200, "access": "rw"}
+        ]}"#);
+        let p = resources(&r, 252).unwrap();
+        let (policy, entries) = device_props(&p);
+        assert_eq!(policy, "strict");
+        assert_eq!(
+            entries,
+            pairs(&[
+                ("char-*", "m"),
+                ("block-*", "m"),
+                ("/dev/char/1:3", "rwm"),
+                ("char-136", "rw"),
+                ("/dev/block/8:0", "r"),
+                ("/dev/block/10:200", "rw"),
+                ("/dev/char/10:200", "rw"),
+            ])
+        );
+        // The list is cleared first, so an update replaces rather than appends.
+        let n = p.iter().filter(|(n, _)| n == "DeviceAllow").count();
+        assert_eq!(n, 2);
+        // Rules before the last reset do not count.
+        let r = res(r#"{"devices": [
+            {"allow": true, "type": "c", "major": 4, "minor": 1, "access": "rwm"},
+            {"allow": false, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 1, "minor": 5, "access": "r"}
+        ]}"#);
+        let (policy, entries) = device_props(&resources(&r, 252).unwrap());
+        assert_eq!(policy, "strict");
+        assert_eq!(entries, pairs(&[("/dev/char/1:5", "r")]));
+    }
+
+    #[test]
+    fn rules_systemd_cannot_express_leave_the_filter_to_nanoclaw() {
+        for (why, json) in [
+            (
+                "allow-all base",
+                r#"[{"allow": false, "type": "c", "major": 1, "minor": 3}]"#,
+            ),
+            ("no rules", "[]"),
+            (
+                "reset to allow-all",
+                r#"[{"allow": false, "access": "rwm"}, {"allow": true, "access": "rwm"}]"#,
+            ),
+            (
+                "deny after an allow",
+                r#"[{"allow": false, "access": "rwm"},
+                    {"allow": true, "type": "c", "access": "rwm"},
+                    {"allow": false, "type": "c", "major": 1, "minor": 7, "access": "w"}]"#,
+            ),
+            (
+                "wildcard major, fixed minor",
+                r#"[{"allow": false, "access": "rwm"},
+                    {"allow": true, "type": "c", "minor": 3, "access": "rwm"}]"#,
+            ),
+        ] {
+            let r = res(&format!(r#"{{"devices": {json}}}"#));
+            let (policy, entries) = device_props(&resources(&r, 252).unwrap());
+            assert_eq!((policy.as_str(), entries.len()), ("auto", 0), "{why}");
+        }
+        // systemd before 240 looks numbers up: only the type wildcards are exact there.
+        let r = res(r#"{"devices": [{"allow": false, "access": "rwm"},
+                                    {"allow": true, "type": "c", "access": "m"}]}"#);
+        assert_eq!(device_props(&resources(&r, 239).unwrap()).0, "strict");
+        let r = res(r#"{"devices": [{"allow": false, "access": "rwm"},
+                                    {"allow": true, "type": "c", "major": 1, "minor": 3}]}"#);
+        assert_eq!(device_props(&resources(&r, 239).unwrap()).0, "auto");
+        // No device field: the unit's device settings are left alone.
+        let p = resources(&res(r#"{"pids": {"limit": 5}}"#), 252).unwrap();
+        assert!(get(&p, "DevicePolicy").is_none() && get(&p, "DeviceAllow").is_none());
     }
 
     #[test]
