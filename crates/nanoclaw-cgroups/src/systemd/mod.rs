@@ -1,6 +1,6 @@
 //! The systemd cgroup driver (`--systemd-cgroup`), as runc, crun and youki implement it: the
 //! container's cgroup is a transient unit that systemd creates over D-Bus, placed by
-//! `linux.cgroupsPath` = `slice:prefix:name` ([`unit`]).
+//! `linux.cgroupsPath` = `slice:prefix:name` ([`unit`](mod@unit)).
 //!
 //! - `create`: nothing exists before the init's pid (a scope cannot be empty). The first
 //!   [`CgroupManager::add_process`] calls `StartTransientUnit` with `PIDs=[init]`,

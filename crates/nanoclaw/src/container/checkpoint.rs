@@ -223,7 +223,7 @@ pub struct DumpInputs<'a> {
     pub work: &'a Path,
     pub spec: &'a Spec,
     pub freezer: Option<&'a Path>,
-    /// Inode of the joined network namespace ([`joined_net_ns`]).
+    /// Inode of the joined network namespace (`joined_net_ns`).
     pub net_ns_inode: Option<u64>,
 }
 
@@ -329,7 +329,7 @@ pub struct RestoreInputs<'a> {
     pub cgroup_roots: &'a [String],
     /// (our fd, the pipe it replaces) from descriptors.json.
     pub inherit: &'a [(i32, String)],
-    /// Our fd (inheritable) of the joined network namespace ([`joined_net_ns`]).
+    /// Our fd (inheritable) of the joined network namespace (`joined_net_ns`).
     pub net_ns_fd: Option<i32>,
 }
 
