@@ -145,8 +145,9 @@ sc_podman_cgroupfs() {
   local rt
   rt=$(runtime_path "$1")
   ok "podman run -d" podman --cgroup-manager=cgroupfs --runtime "$rt" run -d --name "pc-$1" \
-    --memory 64m --pids-limit $PIDS "$IMG" sleep 600
+    --cap-add MKNOD --memory 64m --pids-limit $PIDS "$IMG" sleep 600
   limits_seen_by podman --cgroup-manager=cgroupfs exec "pc-$1"
+  kmsg_write_denied "kmsg write under the default rules" podman --cgroup-manager=cgroupfs exec "pc-$1"
   ok "podman stop" podman --cgroup-manager=cgroupfs stop -t 2 "pc-$1"
   ok "podman rm" podman --cgroup-manager=cgroupfs rm "pc-$1"
 }
@@ -299,6 +300,148 @@ clean_runtime_v2() {
   rm -rf "/tmp/v2-bundle-$1" "/tmp/v2-bundle-$1.err"
 }
 
+# Every linux.resources field a pure v2 host without RDMA hardware can take, set by the runtime
+# alone with the systemd driver and with cgroupfs, each read back from the container's cgroup
+# file (runc's conversions: shares 512 -> cpu.weight 20, blkio weight 500 -> io.weight 4950;
+# OCI swap is memory+swap). The throttle names the VM's root disk.
+sc_resources_v2() {
+  local rt b=/tmp/res-bundle-$1 id pid cg driver path flag dev res
+  rt=$(runtime_path "$1")
+  dev=$(cat /sys/block/vda/dev) || fail "no /sys/block/vda/dev"
+  rm -rf "$b" && mkdir -p "$b/rootfs"
+  tar -C "$b/rootfs" -xf /tmp/claw-bb.tar || fail "unpacking the busybox rootfs"
+  (cd "$b" && runc spec) || fail "runc spec"
+  res="\"memory\": {\"limit\": $MEM, \"reservation\": 33554432, \"swap\": 134217728},"
+  res="$res \"cpu\": {\"shares\": 512, \"quota\": 50000, \"period\": 100000, \"cpus\": \"0\", \"mems\": \"0\"},"
+  res="$res \"pids\": {\"limit\": $PIDS},"
+  res="$res \"blockIO\": {\"weight\": 500, \"throttleReadBpsDevice\": [{\"major\": ${dev%:*}, \"minor\": ${dev#*:}, \"rate\": 1048576}],"
+  res="$res \"throttleWriteIOPSDevice\": [{\"major\": ${dev%:*}, \"minor\": ${dev#*:}, \"rate\": 100}]},"
+  res="$res \"hugepageLimits\": [{\"pageSize\": \"2MB\", \"limit\": 4194304}],"
+  res="$res \"unified\": {\"memory.high\": \"50331648\"},"
+  sed -i -e 's#"terminal": true#"terminal": false#' -e 's#"sh"$#"sleep", "600"#' \
+    -e "s#\"resources\": {#\"resources\": {$res#" "$b/config.json" || fail "editing config.json"
+  grep -q '"reservation": 33554432' "$b/config.json" || fail "config.json was not edited as expected"
+  cp "$b/config.json" "$b/config.base"
+  for driver in systemd cgroupfs; do
+    id="res-$1-$driver"
+    if [ $driver = systemd ]; then path="system.slice:claw:$id" flag=--systemd-cgroup; else path="/claw/$id" flag=""; fi
+    sed -e "s#\"linux\": {#\"linux\": {\n\t\t\"cgroupsPath\": \"$path\",#" "$b/config.base" >"$b/config.json"
+    echo "+ $rt $flag run -d $id"
+    timeout 180 "$rt" --root "/run/res-$1" $flag run -d --bundle "$b" "$id" </dev/null >/dev/null 2>"$b.err" ||
+      fail "$driver: run -d: $(tail -n 2 "$b.err" | tr '\n' ' ')"
+    pid=$("$rt" --root "/run/res-$1" state "$id" | tr -d ' \n' | sed -n 's/.*"pid":\([0-9]*\).*/\1/p')
+    [ -n "$pid" ] && [ "$pid" != 0 ] || fail "$driver: state has no pid"
+    cg=/sys/fs/cgroup$(cgroup_of_pid "$pid")
+    expect "$driver: memory.max" "$MEM" cat "$cg/memory.max"
+    expect "$driver: memory.low" 33554432 cat "$cg/memory.low"
+    expect "$driver: memory.swap.max" "$MEM" cat "$cg/memory.swap.max"
+    expect "$driver: memory.high (unified)" 50331648 cat "$cg/memory.high"
+    expect "$driver: cpu.weight" 20 cat "$cg/cpu.weight"
+    expect "$driver: cpu.max" "50000 100000" cat "$cg/cpu.max"
+    expect "$driver: cpuset.cpus" 0 cat "$cg/cpuset.cpus"
+    expect "$driver: cpuset.mems" 0 cat "$cg/cpuset.mems"
+    expect "$driver: pids.max" "$PIDS" cat "$cg/pids.max"
+    if [ -e "$cg/io.bfq.weight" ]; then
+      expect "$driver: io.bfq.weight" "default 500" sh -c "head -n 1 $cg/io.bfq.weight"
+    else
+      expect "$driver: io.weight" "default 4950" sh -c "head -n 1 $cg/io.weight"
+    fi
+    expect "$driver: io.max" "$dev rbps=1048576 wbps=max riops=max wiops=100" cat "$cg/io.max"
+    expect "$driver: hugetlb.2MB.max" 4194304 cat "$cg/hugetlb.2MB.max"
+    ok "$driver: delete --force" "$rt" --root "/run/res-$1" $flag delete --force "$id"
+    [ ! -d "$cg" ] || fail "$driver: after delete: $cg still exists"
+  done
+}
+clean_resources_v2() {
+  local rt
+  rt=$(runtime_path "$1")
+  "$rt" --root "/run/res-$1" --systemd-cgroup delete -f "res-$1-systemd" >/dev/null 2>&1
+  "$rt" --root "/run/res-$1" delete -f "res-$1-cgroupfs" >/dev/null 2>&1
+  rm -rf "/tmp/res-bundle-$1" "/tmp/res-bundle-$1.err"
+}
+
+# The BPF device filter on pure v2 under podman's defaults (systemd driver). Root in the
+# container with CAP_MKNOD may create any node (the default rules allow mknod) but opens only
+# what the rules allow. 1:11 is /dev/kmsg: writing a line there is harmless. Then a
+# daemon-reload, after which systemd attaches its own filter (from the unit's DevicePolicy and
+# DeviceAllow) next to the runtime's: the container's access must not change.
+KMSG_WRITE='rm -f /tmp/k; mknod /tmp/k c 1 11 || exit 7; echo claw-device-test >/tmp/k && echo open-ok'
+KMSG_DENIED="can't create /tmp/k: Operation not permitted"
+kmsg_write_denied() { # DESCRIPTION COMMAND... (a shell command in the container follows)
+  local what=$1
+  shift
+  expect "$what" "$KMSG_DENIED" sh -c \
+    "$(printf '%q ' "$@") sh -c '$KMSG_WRITE' 2>&1 | grep -o \"$KMSG_DENIED\" | head -n 1"
+}
+sc_devices() {
+  local rt id pid unit
+  rt=$(runtime_path "$1")
+  kmsg_write_denied "kmsg write under the default rules" podman --runtime "$rt" run --rm --cap-add MKNOD "$IMG"
+  expect "kmsg write with --device-cgroup-rule 'c 1:11 w'" open-ok podman --runtime "$rt" run --rm \
+    --cap-add MKNOD --device-cgroup-rule 'c 1:11 w' "$IMG" sh -c "$KMSG_WRITE"
+  id=$(run podman --runtime "$rt" run -d --cap-add MKNOD --name "dv-$1" "$IMG" sleep 600) || fail "podman run -d: $id"
+  pid=$(podman inspect -f '{{.State.Pid}}' "$id")
+  unit="libpod-$id.scope"
+  expect_scope "$pid" "$unit" systemctl
+  expect "the unit's DevicePolicy" strict systemctl show -p DevicePolicy --value "$unit"
+  for when in before after; do
+    expect "/dev/null write $when daemon-reload" ok podman exec "dv-$1" sh -c 'echo x >/dev/null && echo ok'
+    expect "/dev/zero read $when daemon-reload" 4 podman exec "dv-$1" sh -c 'head -c 4 /dev/zero | wc -c'
+    kmsg_write_denied "kmsg write $when daemon-reload" podman exec "dv-$1"
+    [ $when = after ] || ok "daemon-reload" systemctl daemon-reload
+  done
+  ok "podman rm -f" podman rm -f -t 0 "dv-$1"
+  expect_scope_gone "$unit" systemctl
+}
+clean_devices() { podman rm -f -t 0 "dv-$1" >/dev/null 2>&1; }
+
+# `delete --force` of a container without its own PID namespace whose processes keep forking:
+# killing the init does not take the others with it, so the runtime must kill the whole cgroup
+# (cgroup.kill on this kernel) and remove it. With the systemd driver and with cgroupfs.
+sc_cgroup_kill() {
+  local rt b=/tmp/kill-bundle-$1 id pid cg pids p driver path flag
+  rt=$(runtime_path "$1")
+  rm -rf "$b" && mkdir -p "$b/rootfs"
+  tar -C "$b/rootfs" -xf /tmp/claw-bb.tar || fail "unpacking the busybox rootfs"
+  (cd "$b" && runc spec) || fail "runc spec"
+  sed -i -e 's#"terminal": true#"terminal": false#' -e 's#"sh"$#"sleep", "600"#' \
+    -e "s#\"resources\": {#\"resources\": {\"pids\": {\"limit\": 64},#" "$b/config.json" ||
+    fail "editing config.json"
+  perl -0pi -e 's/\{\s*"type": "pid"\s*\},?//' "$b/config.json" || fail "dropping the pid namespace"
+  grep -q '"type": "pid"' "$b/config.json" && fail "config.json still has a pid namespace"
+  cp "$b/config.json" "$b/config.base"
+  for driver in systemd cgroupfs; do
+    id="kill-$1-$driver"
+    if [ $driver = systemd ]; then path="system.slice:claw:$id" flag=--systemd-cgroup; else path="/claw/$id" flag=""; fi
+    sed -e "s#\"linux\": {#\"linux\": {\n\t\t\"cgroupsPath\": \"$path\",#" "$b/config.base" >"$b/config.json"
+    echo "+ $rt $flag run -d $id"
+    timeout 180 "$rt" --root "/run/kill-$1" $flag run -d --bundle "$b" "$id" </dev/null >/dev/null 2>"$b.err" ||
+      fail "$driver: run -d: $(tail -n 2 "$b.err" | tr '\n' ' ')"
+    pid=$("$rt" --root "/run/kill-$1" state "$id" | tr -d ' \n' | sed -n 's/.*"pid":\([0-9]*\).*/\1/p')
+    [ -n "$pid" ] && [ "$pid" != 0 ] || fail "$driver: state has no pid"
+    cg=/sys/fs/cgroup$(cgroup_of_pid "$pid")
+    "$rt" --root "/run/kill-$1" exec -d "$id" sh -c 'while :; do sleep 600 & sleep 0.05; done' \
+      </dev/null >/dev/null 2>&1 || fail "$driver: exec -d of the forking loop"
+    for _ in $(seq 50); do [ "$(wc -l <"$cg/cgroup.procs")" -ge 8 ] && break; sleep 0.2; done
+    pids=$(cat "$cg/cgroup.procs")
+    echo "$driver: $(echo "$pids" | wc -l) processes in $cg"
+    [ "$(echo "$pids" | wc -l)" -ge 8 ] || fail "$driver: the forking loop did not start"
+    ok "$driver: delete --force" "$rt" --root "/run/kill-$1" $flag delete --force "$id"
+    [ ! -d "$cg" ] || fail "$driver: after delete --force: $cg still exists ($(wc -l <"$cg/cgroup.procs") processes)"
+    for p in $pids; do
+      [ ! -d "/proc/$p" ] || fail "$driver: process $p ($(tr '\0' ' ' <"/proc/$p/cmdline")) survived delete --force"
+    done
+    [ $driver = cgroupfs ] || expect_scope_gone "claw-$id.scope" systemctl
+  done
+}
+clean_cgroup_kill() {
+  local rt
+  rt=$(runtime_path "$1")
+  "$rt" --root "/run/kill-$1" --systemd-cgroup delete -f "kill-$1-systemd" >/dev/null 2>&1
+  "$rt" --root "/run/kill-$1" delete -f "kill-$1-cgroupfs" >/dev/null 2>&1
+  rm -rf "/tmp/kill-bundle-$1" "/tmp/kill-bundle-$1.err"
+}
+
 # podman container checkpoint/restore (CRIU on the stock kernel): the counter continues.
 sc_checkpoint() {
   local rt n1 n2
@@ -331,7 +474,7 @@ criu_step() {
 clean_checkpoint() { podman rm -f -t 0 "ck-$1" >/dev/null 2>&1; }
 
 # --- driver --------------------------------------------------------------------------------
-ALL=(podman_rootful podman_rootless docker ctr checkpoint podman_cgroupfs short_lived runtime_v2)
+ALL=(podman_rootful podman_rootless docker ctr checkpoint podman_cgroupfs short_lived runtime_v2 resources_v2 devices cgroup_kill)
 RUNTIMES=(runc nanoclaw)
 scenarios=("$@")
 [ ${#scenarios[@]} -gt 0 ] || scenarios=("${ALL[@]}")
