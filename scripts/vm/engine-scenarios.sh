@@ -117,6 +117,39 @@ prepare_images() {
   run as_claw podman import -q /tmp/claw-bb.tar "$IMG" || return 1
 }
 
+# --- bundles for the runtime alone (no jq in the VM: runc spec's config edited with sed) ----
+# `make_bundle DIR ARGS [RESOURCES]`: the busybox rootfs and runc spec's config, with no
+# terminal, the process args ARGS (JSON list items, e.g. '"sleep", "600"') and RESOURCES
+# (JSON members ending in a comma) added to its `resources` (which holds the device rules).
+# The result is DIR/config.base; `use_cgroups_path` makes config.json from it.
+make_bundle() {
+  local b=$1 args=$2 res=${3:-}
+  rm -rf "$b" && mkdir -p "$b/rootfs"
+  tar -C "$b/rootfs" -xf /tmp/claw-bb.tar || fail "unpacking the busybox rootfs"
+  (cd "$b" && runc spec) || fail "runc spec"
+  sed -i -e 's#"terminal": true#"terminal": false#' -e "s#\"sh\"\$#$args#" \
+    -e "s#\"resources\": {#\"resources\": {$res#" "$b/config.json" || fail "editing config.json"
+  grep -qF "$args" "$b/config.json" && grep -qF "{$res" "$b/config.json" ||
+    fail "config.json was not edited as expected"
+  mv "$b/config.json" "$b/config.base"
+}
+# `use_cgroups_path DIR PATH`: DIR/config.json = config.base with linux.cgroupsPath PATH.
+use_cgroups_path() {
+  sed -e "s#\"linux\": {#\"linux\": {\n\t\t\"cgroupsPath\": \"$2\",#" "$1/config.base" >"$1/config.json" ||
+    fail "setting cgroupsPath $2"
+}
+# `start_detached RUNTIME ROOT FLAG BUNDLE ID`: `run -d` (FLAG: --systemd-cgroup or ""); the
+# init's pid in $STARTED_PID. The init keeps the stdio it is given: /dev/null, never a pipe.
+start_detached() {
+  local rt=$1 root=$2 flag=$3 b=$4 id=$5
+  echo "+ $rt $flag run -d $id"
+  timeout 180 "$rt" --root "$root" $flag run -d --bundle "$b" "$id" </dev/null >/dev/null 2>"$b.err" ||
+    fail "$id: run -d: $(tail -n 2 "$b.err" | tr '\n' ' ')"
+  STARTED_PID=$("$rt" --root "$root" state "$id" | tr -d ' \n' | sed -n 's/.*"pid":\([0-9]*\).*/\1/p')
+  [ -n "$STARTED_PID" ] && [ "$STARTED_PID" != 0 ] ||
+    fail "$id: state has no pid: $("$rt" --root "$root" state "$id" | tr -d '\n')"
+}
+
 # --- scenarios ----------------------------------------------------------------------------
 # podman as root, default cgroup manager (systemd): run/exec/stop/rm with limits.
 sc_podman_rootful() {
@@ -227,15 +260,8 @@ clean_ctr() {
 sc_short_lived() {
   local rt b=/tmp/sl-bundle-$1 i out
   rt=$(runtime_path "$1")
-  rm -rf "$b" && mkdir -p "$b/rootfs"
-  tar -C "$b/rootfs" -xf /tmp/claw-bb.tar || fail "unpacking the busybox rootfs"
-  (cd "$b" && runc spec) || fail "runc spec"
-  # runc spec's config with /bin/true, no terminal and a systemd cgroupsPath (no jq in the VM).
-  sed -i -e 's#"terminal": true#"terminal": false#' -e 's#"sh"$#"/bin/true"#' \
-    -e "s#\"linux\": {#\"linux\": {\n\t\t\"cgroupsPath\": \"system.slice:claw:sl-$1\",#" "$b/config.json" ||
-    fail "editing config.json"
-  grep -q '"/bin/true"' "$b/config.json" && grep -q "system.slice:claw:sl-$1" "$b/config.json" ||
-    fail "config.json was not edited as expected"
+  make_bundle "$b" '"/bin/true"'
+  use_cgroups_path "$b" "system.slice:claw:sl-$1"
   for i in $(seq 20); do
     echo "+ $rt --systemd-cgroup run sl-$1 (run $i)"
     out=$(timeout 60 "$rt" --root "/run/sl-$1" --systemd-cgroup run --bundle "$b" "sl-$1" </dev/null 2>&1 >/dev/null) ||
@@ -254,22 +280,10 @@ clean_short_lived() {
 sc_runtime_v2() {
   local rt b=/tmp/v2-bundle-$1 id="v2-$1" pid cg
   rt=$(runtime_path "$1")
-  rm -rf "$b" && mkdir -p "$b/rootfs"
-  tar -C "$b/rootfs" -xf /tmp/claw-bb.tar || fail "unpacking the busybox rootfs"
-  (cd "$b" && runc spec) || fail "runc spec"
-  # runc spec's config (no jq in the VM): sleep, no terminal, a systemd path, and limits
-  # added to its `resources` (which holds the device rules).
-  sed -i -e 's#"terminal": true#"terminal": false#' -e 's#"sh"$#"sleep", "600"#' \
-    -e "s#\"linux\": {#\"linux\": {\n\t\t\"cgroupsPath\": \"system.slice:claw:$id\",#" \
-    -e "s#\"resources\": {#\"resources\": {\"memory\": {\"limit\": $MEM}, \"pids\": {\"limit\": $PIDS}, \"cpu\": {\"quota\": 50000, \"period\": 100000},#" \
-    "$b/config.json" || fail "editing config.json"
-  grep -q '"limit": 32' "$b/config.json" || fail "config.json was not edited as expected"
-  # Detached: the init keeps the stdio it is given, so not the pipe of a `$(...)`.
-  echo "+ $rt --systemd-cgroup run -d $id"
-  timeout 180 "$rt" --root "/run/v2-$1" --systemd-cgroup run -d --bundle "$b" "$id" </dev/null >/dev/null 2>"$b.err" ||
-    fail "run -d: $(tail -n 2 "$b.err" | tr '\n' ' ')"
-  pid=$("$rt" --root "/run/v2-$1" state "$id" | tr -d ' \n' | sed -n 's/.*"pid":\([0-9]*\).*/\1/p')
-  [ -n "$pid" ] && [ "$pid" != 0 ] || fail "state has no pid: $("$rt" --root "/run/v2-$1" state "$id" | tr -d '\n')"
+  make_bundle "$b" '"sleep", "600"' \
+    "\"memory\": {\"limit\": $MEM}, \"pids\": {\"limit\": $PIDS}, \"cpu\": {\"quota\": 50000, \"period\": 100000},"
+  use_cgroups_path "$b" "system.slice:claw:$id"
+  start_detached "$rt" "/run/v2-$1" --systemd-cgroup "$b" "$id"; pid=$STARTED_PID
   cg=/sys/fs/cgroup$(cgroup_of_pid "$pid")
   echo "$cg" | grep -q "/claw-$id.scope" || fail "init not in claw-$id.scope: $cg"
   expect "memory.max" "$MEM" cat "$cg/memory.max"
@@ -308,9 +322,6 @@ sc_resources_v2() {
   local rt b=/tmp/res-bundle-$1 id pid cg driver path flag dev res
   rt=$(runtime_path "$1")
   dev=$(cat /sys/block/vda/dev) || fail "no /sys/block/vda/dev"
-  rm -rf "$b" && mkdir -p "$b/rootfs"
-  tar -C "$b/rootfs" -xf /tmp/claw-bb.tar || fail "unpacking the busybox rootfs"
-  (cd "$b" && runc spec) || fail "runc spec"
   res="\"memory\": {\"limit\": $MEM, \"reservation\": 33554432, \"swap\": 134217728},"
   res="$res \"cpu\": {\"shares\": 512, \"quota\": 50000, \"period\": 100000, \"cpus\": \"0\", \"mems\": \"0\"},"
   res="$res \"pids\": {\"limit\": $PIDS},"
@@ -318,19 +329,12 @@ sc_resources_v2() {
   res="$res \"throttleWriteIOPSDevice\": [{\"major\": ${dev%:*}, \"minor\": ${dev#*:}, \"rate\": 100}]},"
   res="$res \"hugepageLimits\": [{\"pageSize\": \"2MB\", \"limit\": 4194304}],"
   res="$res \"unified\": {\"memory.high\": \"50331648\"},"
-  sed -i -e 's#"terminal": true#"terminal": false#' -e 's#"sh"$#"sleep", "600"#' \
-    -e "s#\"resources\": {#\"resources\": {$res#" "$b/config.json" || fail "editing config.json"
-  grep -q '"reservation": 33554432' "$b/config.json" || fail "config.json was not edited as expected"
-  cp "$b/config.json" "$b/config.base"
+  make_bundle "$b" '"sleep", "600"' "$res"
   for driver in systemd cgroupfs; do
     id="res-$1-$driver"
     if [ $driver = systemd ]; then path="system.slice:claw:$id" flag=--systemd-cgroup; else path="/claw/$id" flag=""; fi
-    sed -e "s#\"linux\": {#\"linux\": {\n\t\t\"cgroupsPath\": \"$path\",#" "$b/config.base" >"$b/config.json"
-    echo "+ $rt $flag run -d $id"
-    timeout 180 "$rt" --root "/run/res-$1" $flag run -d --bundle "$b" "$id" </dev/null >/dev/null 2>"$b.err" ||
-      fail "$driver: run -d: $(tail -n 2 "$b.err" | tr '\n' ' ')"
-    pid=$("$rt" --root "/run/res-$1" state "$id" | tr -d ' \n' | sed -n 's/.*"pid":\([0-9]*\).*/\1/p')
-    [ -n "$pid" ] && [ "$pid" != 0 ] || fail "$driver: state has no pid"
+    use_cgroups_path "$b" "$path"
+    start_detached "$rt" "/run/res-$1" "$flag" "$b" "$id"; pid=$STARTED_PID
     cg=/sys/fs/cgroup$(cgroup_of_pid "$pid")
     expect "$driver: memory.max" "$MEM" cat "$cg/memory.max"
     expect "$driver: memory.low" 33554432 cat "$cg/memory.low"
@@ -401,24 +405,14 @@ clean_devices() { podman rm -f -t 0 "dv-$1" >/dev/null 2>&1; }
 sc_cgroup_kill() {
   local rt b=/tmp/kill-bundle-$1 id pid cg pids p driver path flag
   rt=$(runtime_path "$1")
-  rm -rf "$b" && mkdir -p "$b/rootfs"
-  tar -C "$b/rootfs" -xf /tmp/claw-bb.tar || fail "unpacking the busybox rootfs"
-  (cd "$b" && runc spec) || fail "runc spec"
-  sed -i -e 's#"terminal": true#"terminal": false#' -e 's#"sh"$#"sleep", "600"#' \
-    -e "s#\"resources\": {#\"resources\": {\"pids\": {\"limit\": 64},#" "$b/config.json" ||
-    fail "editing config.json"
-  perl -0pi -e 's/\{\s*"type": "pid"\s*\},?//' "$b/config.json" || fail "dropping the pid namespace"
-  grep -q '"type": "pid"' "$b/config.json" && fail "config.json still has a pid namespace"
-  cp "$b/config.json" "$b/config.base"
+  make_bundle "$b" '"sleep", "600"' '"pids": {"limit": 64},'
+  perl -0pi -e 's/\{\s*"type": "pid"\s*\},?//' "$b/config.base" || fail "dropping the pid namespace"
+  grep -q '"type": "pid"' "$b/config.base" && fail "config.json still has a pid namespace"
   for driver in systemd cgroupfs; do
     id="kill-$1-$driver"
     if [ $driver = systemd ]; then path="system.slice:claw:$id" flag=--systemd-cgroup; else path="/claw/$id" flag=""; fi
-    sed -e "s#\"linux\": {#\"linux\": {\n\t\t\"cgroupsPath\": \"$path\",#" "$b/config.base" >"$b/config.json"
-    echo "+ $rt $flag run -d $id"
-    timeout 180 "$rt" --root "/run/kill-$1" $flag run -d --bundle "$b" "$id" </dev/null >/dev/null 2>"$b.err" ||
-      fail "$driver: run -d: $(tail -n 2 "$b.err" | tr '\n' ' ')"
-    pid=$("$rt" --root "/run/kill-$1" state "$id" | tr -d ' \n' | sed -n 's/.*"pid":\([0-9]*\).*/\1/p')
-    [ -n "$pid" ] && [ "$pid" != 0 ] || fail "$driver: state has no pid"
+    use_cgroups_path "$b" "$path"
+    start_detached "$rt" "/run/kill-$1" "$flag" "$b" "$id"; pid=$STARTED_PID
     cg=/sys/fs/cgroup$(cgroup_of_pid "$pid")
     "$rt" --root "/run/kill-$1" exec -d "$id" sh -c 'while :; do sleep 600 & sleep 0.05; done' \
       </dev/null >/dev/null 2>&1 || fail "$driver: exec -d of the forking loop"
