@@ -150,6 +150,31 @@ start_detached() {
     fail "$id: state has no pid: $("$rt" --root "$root" state "$id" | tr -d '\n')"
 }
 
+# For scenarios run with `for driver in systemd cgroupfs`: `start_with_driver RUNTIME PREFIX
+# DRIVER` starts /tmp/PREFIX-bundle-RUNTIME as PREFIX-RUNTIME-DRIVER (cgroupsPath
+# system.slice:claw:ID or /claw/ID) and sets STARTED_ID, DRIVER_FLAG, STARTED_PID, STARTED_CG.
+start_with_driver() {
+  local b=/tmp/$2-bundle-$1 path
+  STARTED_ID=$2-$1-$3
+  if [ "$3" = systemd ]; then
+    path=system.slice:claw:$STARTED_ID DRIVER_FLAG=--systemd-cgroup
+  else
+    path=/claw/$STARTED_ID DRIVER_FLAG=""
+  fi
+  use_cgroups_path "$b" "$path"
+  start_detached "$(runtime_path "$1")" "/run/$2-$1" "$DRIVER_FLAG" "$b" "$STARTED_ID"
+  STARTED_CG=/sys/fs/cgroup$(cgroup_of_pid "$STARTED_PID")
+}
+# Removes what a scenario run with `for driver in systemd cgroupfs` may have left:
+# `clean_both_drivers RUNTIME PREFIX` (ids PREFIX-RUNTIME-DRIVER, bundle /tmp/PREFIX-bundle-RUNTIME).
+clean_both_drivers() {
+  local rt
+  rt=$(runtime_path "$1")
+  "$rt" --root "/run/$2-$1" --systemd-cgroup delete -f "$2-$1-systemd" >/dev/null 2>&1
+  "$rt" --root "/run/$2-$1" delete -f "$2-$1-cgroupfs" >/dev/null 2>&1
+  rm -rf "/tmp/$2-bundle-$1" "/tmp/$2-bundle-$1.err"
+}
+
 # --- scenarios ----------------------------------------------------------------------------
 # podman as root, default cgroup manager (systemd): run/exec/stop/rm with limits.
 sc_podman_rootful() {
@@ -319,7 +344,7 @@ clean_runtime_v2() {
 # file (runc's conversions: shares 512 -> cpu.weight 20, blkio weight 500 -> io.weight 4950;
 # OCI swap is memory+swap). The throttle names the VM's root disk.
 sc_resources_v2() {
-  local rt b=/tmp/res-bundle-$1 id pid cg driver path flag dev res
+  local rt b=/tmp/res-bundle-$1 id pid cg driver flag dev res
   rt=$(runtime_path "$1")
   dev=$(cat /sys/block/vda/dev) || fail "no /sys/block/vda/dev"
   res="\"memory\": {\"limit\": $MEM, \"reservation\": 33554432, \"swap\": 134217728},"
@@ -331,11 +356,8 @@ sc_resources_v2() {
   res="$res \"unified\": {\"memory.high\": \"50331648\"},"
   make_bundle "$b" '"sleep", "600"' "$res"
   for driver in systemd cgroupfs; do
-    id="res-$1-$driver"
-    if [ $driver = systemd ]; then path="system.slice:claw:$id" flag=--systemd-cgroup; else path="/claw/$id" flag=""; fi
-    use_cgroups_path "$b" "$path"
-    start_detached "$rt" "/run/res-$1" "$flag" "$b" "$id"; pid=$STARTED_PID
-    cg=/sys/fs/cgroup$(cgroup_of_pid "$pid")
+    start_with_driver "$1" res "$driver"
+    id=$STARTED_ID flag=$DRIVER_FLAG pid=$STARTED_PID cg=$STARTED_CG
     expect "$driver: memory.max" "$MEM" cat "$cg/memory.max"
     expect "$driver: memory.low" 33554432 cat "$cg/memory.low"
     expect "$driver: memory.swap.max" "$MEM" cat "$cg/memory.swap.max"
@@ -356,13 +378,7 @@ sc_resources_v2() {
     [ ! -d "$cg" ] || fail "$driver: after delete: $cg still exists"
   done
 }
-clean_resources_v2() {
-  local rt
-  rt=$(runtime_path "$1")
-  "$rt" --root "/run/res-$1" --systemd-cgroup delete -f "res-$1-systemd" >/dev/null 2>&1
-  "$rt" --root "/run/res-$1" delete -f "res-$1-cgroupfs" >/dev/null 2>&1
-  rm -rf "/tmp/res-bundle-$1" "/tmp/res-bundle-$1.err"
-}
+clean_resources_v2() { clean_both_drivers "$1" res; }
 
 # The BPF device filter on pure v2 under podman's defaults (systemd driver). Root in the
 # container with CAP_MKNOD may create any node (the default rules allow mknod) but opens only
@@ -403,17 +419,14 @@ clean_devices() { podman rm -f -t 0 "dv-$1" >/dev/null 2>&1; }
 # killing the init does not take the others with it, so the runtime must kill the whole cgroup
 # (cgroup.kill on this kernel) and remove it. With the systemd driver and with cgroupfs.
 sc_cgroup_kill() {
-  local rt b=/tmp/kill-bundle-$1 id pid cg pids p driver path flag
+  local rt b=/tmp/kill-bundle-$1 id pid cg pids p driver flag
   rt=$(runtime_path "$1")
   make_bundle "$b" '"sleep", "600"' '"pids": {"limit": 64},'
   perl -0pi -e 's/\{\s*"type": "pid"\s*\},?//' "$b/config.base" || fail "dropping the pid namespace"
   grep -q '"type": "pid"' "$b/config.base" && fail "config.json still has a pid namespace"
   for driver in systemd cgroupfs; do
-    id="kill-$1-$driver"
-    if [ $driver = systemd ]; then path="system.slice:claw:$id" flag=--systemd-cgroup; else path="/claw/$id" flag=""; fi
-    use_cgroups_path "$b" "$path"
-    start_detached "$rt" "/run/kill-$1" "$flag" "$b" "$id"; pid=$STARTED_PID
-    cg=/sys/fs/cgroup$(cgroup_of_pid "$pid")
+    start_with_driver "$1" kill "$driver"
+    id=$STARTED_ID flag=$DRIVER_FLAG pid=$STARTED_PID cg=$STARTED_CG
     "$rt" --root "/run/kill-$1" exec -d "$id" sh -c 'while :; do sleep 600 & sleep 0.05; done' \
       </dev/null >/dev/null 2>&1 || fail "$driver: exec -d of the forking loop"
     for _ in $(seq 50); do [ "$(wc -l <"$cg/cgroup.procs")" -ge 8 ] && break; sleep 0.2; done
@@ -428,13 +441,7 @@ sc_cgroup_kill() {
     [ $driver = cgroupfs ] || expect_scope_gone "claw-$id.scope" systemctl
   done
 }
-clean_cgroup_kill() {
-  local rt
-  rt=$(runtime_path "$1")
-  "$rt" --root "/run/kill-$1" --systemd-cgroup delete -f "kill-$1-systemd" >/dev/null 2>&1
-  "$rt" --root "/run/kill-$1" delete -f "kill-$1-cgroupfs" >/dev/null 2>&1
-  rm -rf "/tmp/kill-bundle-$1" "/tmp/kill-bundle-$1.err"
-}
+clean_cgroup_kill() { clean_both_drivers "$1" kill; }
 
 # podman container checkpoint/restore (CRIU on the stock kernel): the counter continues.
 sc_checkpoint() {
