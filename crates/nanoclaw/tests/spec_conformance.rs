@@ -1632,6 +1632,14 @@ fn checkpoint_and_restore_through_criu_like_runc() {
         let image = imgs.path().join(format!("{}-img", name(&rt)));
         let work = imgs.path().join(format!("{}-work", name(&rt)));
         let (i, w) = (image.display().to_string(), work.display().to_string());
+        // `restore -d` of the images under a new id: (the id, the output).
+        let restore = || {
+            let b = f.bundle.path().display().to_string();
+            let rid = unique_name("rstr");
+            let args = ["restore", "-d", "--bundle", &b, "--image-path", &i];
+            let out = f.run(&rt, &[&args[..], &["--work-path", &w, &rid]].concat());
+            (rid, out)
+        };
         // The counter lives in the shell's memory: a restore that lost it would start at 1.
         assert!(wait_until(Duration::from_secs(10), || {
             std::fs::read_to_string(&counter)
@@ -1684,22 +1692,7 @@ fn checkpoint_and_restore_through_criu_like_runc() {
                 name(&rt)
             );
             // A restore that CRIU refuses leaves nothing behind.
-            let b = f.bundle.path().display().to_string();
-            let rid = unique_name("rstr");
-            let out = f.run(
-                &rt,
-                &[
-                    "restore",
-                    "-d",
-                    "--bundle",
-                    &b,
-                    "--image-path",
-                    &i,
-                    "--work-path",
-                    &w,
-                    &rid,
-                ],
-            );
+            let (rid, out) = restore();
             assert!(!out.status.success(), "{}: restore succeeded", name(&rt));
             if rt == nanoclaw() {
                 let err = text(&out.stderr);
@@ -1728,22 +1721,7 @@ fn checkpoint_and_restore_through_criu_like_runc() {
             "{}: container left after checkpoint",
             name(&rt)
         );
-        let b = f.bundle.path().display().to_string();
-        let rid = unique_name("rstr");
-        let out = f.run(
-            &rt,
-            &[
-                "restore",
-                "-d",
-                "--bundle",
-                &b,
-                "--image-path",
-                &i,
-                "--work-path",
-                &w,
-                &rid,
-            ],
-        );
+        let (rid, out) = restore();
         assert!(
             out.status.success(),
             "{}: restore: {}",
