@@ -161,6 +161,8 @@ pub fn features() -> Features {
     // --systemd-cgroup: transient units of PID 1, or of the user's instance when rootless.
     cgroup.set_systemd(Some(true));
     cgroup.set_systemd_user(Some(true));
+    // linux.resources.rdma is written to rdma.max (v2, or a v1 rdma hierarchy).
+    cgroup.set_rdma(Some(true));
     linux.set_cgroup(Some(cgroup));
 
     let mut seccomp = Seccomp::default();
@@ -266,6 +268,7 @@ mod tests {
             "{ns:?}"
         );
         assert_eq!(v["linux"]["cgroup"]["systemd"], true);
+        assert_eq!(v["linux"]["cgroup"]["rdma"], true);
         assert!(v["linux"]["seccomp"]["actions"]
             .as_array()
             .unwrap()
