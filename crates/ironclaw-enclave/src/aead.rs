@@ -313,7 +313,13 @@ mod tests {
     use alloc::vec;
     use alloc::vec::Vec;
 
-    fn args(alg: u32, key: (u32, u32), nonce: (u32, u32), aad: (u32, u32), buf: (u32, u32)) -> Args {
+    fn args(
+        alg: u32,
+        key: (u32, u32),
+        nonce: (u32, u32),
+        aad: (u32, u32),
+        buf: (u32, u32),
+    ) -> Args {
         let r = |(ptr, len)| Region { ptr, len };
         Args {
             alg,
@@ -364,8 +370,8 @@ mod tests {
             assert!(matches!(e, AeadError::OutOfBounds { .. }), "{e}");
             assert_eq!(mem, before);
         }
-        let e = open_in_place(&mut mem, &args(1, (0, 32), (32, 12), (0, 0), (100, 29)))
-            .unwrap_err();
+        let e =
+            open_in_place(&mut mem, &args(1, (0, 32), (32, 12), (0, 0), (100, 29))).unwrap_err();
         assert_eq!(
             e,
             AeadError::OutOfBounds {
@@ -387,16 +393,26 @@ mod tests {
         );
         assert!(matches!(
             seal_in_place(&mut mem, &Args { alg: 2, ..ok }, 64),
-            Err(AeadError::KeyLength { expected: 16, len: 32, .. })
+            Err(AeadError::KeyLength {
+                expected: 16,
+                len: 32,
+                ..
+            })
         ));
         let short_nonce = Args {
             nonce: Region { ptr: 32, len: 8 },
             ..ok
         };
-        assert_eq!(seal_in_place(&mut mem, &short_nonce, 64), Err(AeadError::NonceLength(8)));
+        assert_eq!(
+            seal_in_place(&mut mem, &short_nonce, 64),
+            Err(AeadError::NonceLength(8))
+        );
         assert_eq!(
             seal_in_place(&mut mem, &ok, 47),
-            Err(AeadError::TooSmall { needed: 48, cap: 47 })
+            Err(AeadError::TooSmall {
+                needed: 48,
+                cap: 47
+            })
         );
         let tiny = Args {
             buf: Region { ptr: 64, len: 15 },
@@ -421,7 +437,10 @@ mod tests {
                 ..a
             };
             assert_eq!(open_in_place(&mut mem, &o), Err(AeadError::Authentication));
-            assert_eq!(mem, sealed, "alg {alg}: the buffer changed after a failed open");
+            assert_eq!(
+                mem, sealed,
+                "alg {alg}: the buffer changed after a failed open"
+            );
             mem[64 + 40] ^= 1;
             assert_eq!(open_in_place(&mut mem, &o), Ok(32));
             assert_eq!(&mem[64..96], &[0x17; 32]);
