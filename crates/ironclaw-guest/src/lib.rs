@@ -63,7 +63,9 @@ impl core::fmt::Display for Error {
             Error::Unavailable => "not available on this host",
             Error::Refused => "refused by the key broker",
             Error::Protocol => "invalid answer from the host or broker",
-            Error::Authentication => "authentication failed (sealed elsewhere, or modified)",
+            Error::Authentication => {
+                "authentication failed: a sealed blob that does not unseal in this enclave, or a modified record"
+            }
             Error::Invalid => "invalid argument",
             Error::Unknown(c) => return write!(f, "unknown error code {c}"),
         };
