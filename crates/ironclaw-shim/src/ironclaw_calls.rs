@@ -350,10 +350,13 @@ fn aead_call(
     args: &aead::Args,
     f: impl FnOnce(&mut [u8], &aead::Args) -> Result<usize, AeadError>,
 ) -> Result<i32, wasmi::Error> {
-    charge_aead(c, args.buf.len)?;
     let Some(m) = memory(c) else {
         return Ok(E_FAULT);
     };
+    // No call works on more than the memory holds: a wild length is refused (E_FAULT), not
+    // charged as gigabytes of work.
+    let mem_len = u32::try_from(m.data(&*c).len()).unwrap_or(u32::MAX);
+    charge_aead(c, args.buf.len.min(mem_len))?;
     Ok(match f(m.data_mut(c), args) {
         // Results are at most `aead::MAX_LEN + TAG_LEN` = i32::MAX.
         Ok(n) => i32::try_from(n).unwrap_or(E_INVALID),

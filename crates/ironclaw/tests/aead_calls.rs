@@ -109,11 +109,15 @@ impl Calls {
 
     /// Runs the batch in the enclave: each call's result and echoed bytes.
     fn run(&self) -> Vec<(i32, Vec<u8>)> {
+        self.run_with(&LaunchConfig::default())
+    }
+
+    fn run_with(&self, config: &LaunchConfig) -> Vec<(i32, Vec<u8>)> {
         let ran = launch(
             &example_bytes("aead-driver.wasm"),
             &["aead-driver"],
             &self.stdin(),
-            &LaunchConfig::default(),
+            config,
         );
         let report = ran.result.unwrap_or_else(|e| {
             panic!(
@@ -346,4 +350,20 @@ fn aead_calls_are_charged_to_the_fuel_budget() {
         "{:?}",
         ran.result.map(|r| r.exit_code)
     );
+    // A wild length is refused, not charged as gigabytes of work.
+    let mut c = Calls::default();
+    let key = c.put(&[7; 32]);
+    let nonce = c.put(&[9; 12]);
+    c.open(CHACHA, key, nonce, (0, 0), (DATA, u32::MAX - 64), 0);
+    c.seal(
+        CHACHA,
+        key,
+        nonce,
+        (0, 0),
+        (DATA, u32::MAX - 64),
+        u32::MAX,
+        0,
+    );
+    let codes: Vec<i32> = c.run_with(&fuel).iter().map(|r| r.0).collect();
+    assert_eq!(codes, [E_FAULT, E_FAULT]);
 }
