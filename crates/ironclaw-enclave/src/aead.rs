@@ -1,8 +1,9 @@
 //! In-place AEAD over the module's linear memory: the `aead_seal` / `aead_open` IronClaw
 //! calls.
 //!
-//! A module doing TLS would otherwise run the record cipher in the interpreter, at 50–90 ns
-//! per byte; here it runs as native code inside the enclave (a few ns per byte). The key is
+//! A module doing TLS would otherwise run the record cipher in the interpreter, at 30–200 ns
+//! per byte (ChaCha20-Poly1305 to AES-GCM); here it runs as native code inside the enclave
+//! (a few ns per byte). The key is
 //! module memory, i.e. enclave memory, and goes nowhere else: this is computation, with no
 //! hypercall and nothing for the host to see.
 //!

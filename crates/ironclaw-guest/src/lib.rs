@@ -12,7 +12,7 @@
 //!   launch's measured `--egress` destinations;
 //! - [`aead_seal`] / [`aead_open`]: ChaCha20-Poly1305 or AES-GCM over a buffer in place,
 //!   computed natively by the shim (a TLS record costs a few ns per byte instead of the
-//!   interpreter's 50–90); the key stays in enclave memory and no hypercall is made.
+//!   interpreter's 30–200); the key stays in enclave memory and no hypercall is made.
 //!
 //! Outside an IronClaw enclave (other targets) every call returns
 //! [`Error::Unavailable`].

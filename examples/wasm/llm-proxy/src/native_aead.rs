@@ -3,9 +3,10 @@
 //! `aead_seal` / `aead_open`.
 //!
 //! Why: this module runs interpreted, and the record cipher was the proxy's cost per
-//! streamed byte — 50–90 ns per byte for ChaCha20-Poly1305 in the interpreter (AES-GCM 4×
-//! more), which held a streamed response to 10–17 MB/s. The shim computes the same AEAD
-//! natively over the record in this module's memory, in place, at a few ns per byte; the
+//! streamed byte — 27–93 ns per byte for ChaCha20-Poly1305 in the interpreter, 170–200 for
+//! AES-GCM, which held a streamed response to 10–30 MB/s (5 with AES-GCM). The shim computes
+//! the same AEAD natively over the record in this module's memory, in place, at 2–7 ns per
+//! byte (BENCHMARKS.md, the proxy section); the
 //! key stays in enclave memory and nothing reaches the host. Everything else — key
 //! exchange, hashes, HKDF and the TLS 1.2 PRF, certificate signatures, randomness — is
 //! still rustls-rustcrypto's (the handshake is once per upstream connection).
