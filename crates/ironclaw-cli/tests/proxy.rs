@@ -1028,6 +1028,114 @@ fn recording_relay(to: String) -> (String, Arc<Mutex<Vec<u8>>>) {
     (addr, seen)
 }
 
+/// A TCP relay to `to` that flips one bit of byte `at` of what the first connection's
+/// upstream sends (a host tampering with a TLS record on its way into the enclave); later
+/// connections pass through untouched.
+fn tampering_relay(to: String, at: usize) -> String {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for (i, s) in l.incoming().enumerate() {
+            let Ok(a) = s else { continue };
+            let Ok(b) = TcpStream::connect(&to) else {
+                continue;
+            };
+            let flip_at = (i == 0).then_some(at);
+            for (mut from, mut into, flip) in [
+                (a.try_clone().unwrap(), b.try_clone().unwrap(), None),
+                (b, a, flip_at),
+            ] {
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16 << 10];
+                    let mut passed = 0usize;
+                    loop {
+                        match from.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                if let Some(at) =
+                                    flip.filter(|at| (passed..passed + n).contains(at))
+                                {
+                                    buf[at - passed] ^= 0x01;
+                                }
+                                passed += n;
+                                if into.write_all(&buf[..n]).is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    let _ = into.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        }
+    });
+    addr
+}
+
+/// The record AEAD is checked in the enclave: a TLS record modified on the host's relay is
+/// refused, none of its bytes reach the client, and the proxy keeps serving.
+#[test]
+fn a_tls_record_modified_on_its_way_from_the_upstream_never_reaches_the_client() {
+    if !claw_testsupport::require_kvm(
+        "a_tls_record_modified_on_its_way_from_the_upstream_never_reaches_the_client",
+    ) {
+        return;
+    }
+    let (ca_pem, server) = test_pki();
+    let up = Upstream::start_with(Some(server), true);
+    // 300 kB in: well past the handshake, inside the application data of a 1 MiB stream.
+    let relay = tampering_relay(up.addr.clone(), 300_000);
+    let broker = BrokerSetup::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, ca_pem).unwrap();
+    let upstream = format!("https://{relay}");
+    let mut args: Vec<String> = broker.args();
+    args.extend(
+        [
+            "--upstream",
+            &upstream,
+            "--secret",
+            "default/key/llm",
+            "--inject",
+            "Authorization: Bearer {secret}",
+            "--upstream-ca",
+            ca.to_str().unwrap(),
+        ]
+        .map(String::from),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let proxy = Proxy::start(&args);
+    broker.allow(&proxy.measurement);
+    let mut c = proxy.connect();
+    c.write_all(b"GET /big/1 HTTP/1.1\r\nHost: proxy\r\n\r\n")
+        .unwrap();
+    let mut raw = Vec::new();
+    let _ = c.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text:.200}");
+    let body_start = text.find("\r\n\r\n").unwrap() + 4;
+    // Cut short: the client saw the connection close before the last chunk...
+    assert!(!text.ends_with("0\r\n\r\n"), "the stream arrived whole");
+    assert!(raw.len() < 1 << 20, "{} bytes arrived", raw.len());
+    // ...and every byte it did get is the upstream's (chunk sizes, CRLF, 'x'): nothing of
+    // the modified record was released.
+    assert!(
+        raw[body_start..]
+            .iter()
+            .all(|b| b.is_ascii_hexdigit() || matches!(b, b'x' | b'\r' | b'\n')),
+        "a byte not sent by the upstream reached the client"
+    );
+    // The proxy keeps serving, over a new upstream connection.
+    let mut c = proxy.connect();
+    c.write_all(b"GET /big/1 HTTP/1.1\r\nHost: proxy\r\n\r\n")
+        .unwrap();
+    let r = read_response(&mut c, |_| {});
+    assert_eq!(r.status, "HTTP/1.1 200 OK");
+    assert_eq!(r.body.len(), 1 << 20);
+    assert!(r.body.iter().all(|b| *b == b'x'));
+}
+
 #[test]
 fn the_bytes_relayed_to_an_https_upstream_never_contain_the_key() {
     if !claw_testsupport::require_kvm(
