@@ -47,6 +47,9 @@ fn main() -> Result<(), BoxError> {
         "crates/ironclaw-enclave/Cargo.toml",
         "crates/ironclaw/build",
         "examples/wasm",
+        // The examples' library of IronClaw calls: a change there changes the modules.
+        "crates/ironclaw-guest/src",
+        "crates/ironclaw-guest/Cargo.toml",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(p).display());
     }

@@ -14,7 +14,10 @@
 //!
 //! Every answer is checked (status, body length); the upstream checks the key.
 //!
-//! Usage: proxy_bench IRONCLAW_BINARY [SECONDS=5] [MIB=16]
+//! Usage: proxy_bench IRONCLAW_BINARY [SECONDS=5] [MIB=16] [SUITE=chacha20]
+//!
+//! SUITE is the one TLS 1.3 suite the upstream (and the anchor) speaks: `chacha20`
+//! (ChaCha20-Poly1305, which the proxy offers first), `aes128gcm` or `aes256gcm`.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -32,7 +35,26 @@ const JSON: &[u8] = br#"{"id":"chatcmpl-1","object":"chat.completion","choices":
 
 type Bench<T> = Result<T, Box<dyn std::error::Error>>;
 
-fn pki() -> Bench<(String, Arc<rustls::ServerConfig>)> {
+/// The TLS 1.3 suite named on the command line.
+fn suite(name: &str) -> Bench<rustls::CipherSuite> {
+    Ok(match name {
+        "chacha20" => rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256,
+        "aes128gcm" => rustls::CipherSuite::TLS13_AES_128_GCM_SHA256,
+        "aes256gcm" => rustls::CipherSuite::TLS13_AES_256_GCM_SHA384,
+        other => {
+            return Err(format!("SUITE: {other}: not chacha20, aes128gcm or aes256gcm").into())
+        }
+    })
+}
+
+/// ring's provider with only `suite`.
+fn provider_with(suite: rustls::CipherSuite) -> rustls::crypto::CryptoProvider {
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.cipher_suites.retain(|s| s.suite() == suite);
+    provider
+}
+
+fn pki(suite: rustls::CipherSuite) -> Bench<(String, Arc<rustls::ServerConfig>)> {
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate()?)?;
@@ -40,12 +62,10 @@ fn pki() -> Bench<(String, Arc<rustls::ServerConfig>)> {
     let leaf =
         rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])?.signed_by(&leaf_key, &ca)?;
     let key = rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der())?;
-    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_no_client_auth()
-    .with_single_cert(vec![leaf.der().clone(), ca.der().clone()], key)?;
+    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(provider_with(suite)))
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf.der().clone(), ca.der().clone()], key)?;
     Ok((ca.pem(), Arc::new(cfg)))
 }
 
@@ -310,11 +330,12 @@ fn main() -> Bench<()> {
     let mut args = std::env::args().skip(1);
     let bin = args
         .next()
-        .ok_or("usage: proxy_bench IRONCLAW_BINARY [SECONDS] [MIB]")?;
+        .ok_or("usage: proxy_bench IRONCLAW_BINARY [SECONDS] [MIB] [SUITE]")?;
     let secs: u64 = args.next().map(|s| s.parse()).transpose()?.unwrap_or(5);
     let mib: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(16);
+    let suite = suite(&args.next().unwrap_or_else(|| "chacha20".into()))?;
 
-    let (ca_pem, server_cfg) = pki()?;
+    let (ca_pem, server_cfg) = pki(suite)?;
     let l = TcpListener::bind("127.0.0.1:0")?;
     let up = l.local_addr()?.to_string();
     std::thread::spawn(move || upstream(l, Some(server_cfg)));
@@ -348,17 +369,13 @@ fn main() -> Bench<()> {
     let ca = tmp.path().join("ca.pem");
     std::fs::write(&ca, &ca_pem)?;
 
-    // The anchor's client: the upstream's CA, TLS 1.3 with ChaCha20-Poly1305 (what the
-    // proxy's module offers first and this upstream picks).
+    // The anchor's client: the upstream's CA, TLS 1.3 with the suite the upstream speaks
+    // (the proxy negotiates the same: the upstream offers nothing else).
     let mut roots = rustls::RootCertStore::empty();
     let ca_der = rustls::pki_types::CertificateDer::from_pem_slice(ca_pem.as_bytes())?;
     roots.add(ca_der)?;
-    let mut provider = rustls::crypto::ring::default_provider();
-    provider
-        .cipher_suites
-        .retain(|s| s.suite() == rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256);
     let client_cfg = Arc::new(
-        rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+        rustls::ClientConfig::builder_with_provider(Arc::new(provider_with(suite)))
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_root_certificates(roots)
             .with_no_client_auth(),

@@ -223,6 +223,40 @@ fn test_pki_for(name: &str) -> (String, Arc<rustls::ServerConfig>) {
     (ca.pem(), Arc::new(cfg))
 }
 
+/// A test CA (PEM) and, for each suite, a server configuration for 127.0.0.1 signed by it
+/// that speaks only that suite (and so only its protocol version).
+fn test_pki_per_suite(
+    suites: &[rustls::SupportedCipherSuite],
+) -> (String, Vec<Arc<rustls::ServerConfig>>) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca)
+        .unwrap();
+    let configs = suites
+        .iter()
+        .map(|suite| {
+            let provider = rustls::crypto::CryptoProvider {
+                cipher_suites: vec![*suite],
+                ..rustls::crypto::ring::default_provider()
+            };
+            let key = rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap();
+            let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(provider))
+                .with_protocol_versions(&[suite.version()])
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(vec![leaf.der().clone(), ca.der().clone()], key)
+                .unwrap();
+            Arc::new(cfg)
+        })
+        .collect();
+    (ca.pem(), configs)
+}
+
 /// A running `ironclaw proxy`; killed on drop.
 struct Proxy {
     child: Child,
@@ -994,6 +1028,114 @@ fn recording_relay(to: String) -> (String, Arc<Mutex<Vec<u8>>>) {
     (addr, seen)
 }
 
+/// A TCP relay to `to` that flips one bit of byte `at` of what the first connection's
+/// upstream sends (a host tampering with a TLS record on its way into the enclave); later
+/// connections pass through untouched.
+fn tampering_relay(to: String, at: usize) -> String {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for (i, s) in l.incoming().enumerate() {
+            let Ok(a) = s else { continue };
+            let Ok(b) = TcpStream::connect(&to) else {
+                continue;
+            };
+            let flip_at = (i == 0).then_some(at);
+            for (mut from, mut into, flip) in [
+                (a.try_clone().unwrap(), b.try_clone().unwrap(), None),
+                (b, a, flip_at),
+            ] {
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16 << 10];
+                    let mut passed = 0usize;
+                    loop {
+                        match from.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                if let Some(at) =
+                                    flip.filter(|at| (passed..passed + n).contains(at))
+                                {
+                                    buf[at - passed] ^= 0x01;
+                                }
+                                passed += n;
+                                if into.write_all(&buf[..n]).is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    let _ = into.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        }
+    });
+    addr
+}
+
+/// The record AEAD is checked in the enclave: a TLS record modified on the host's relay is
+/// refused, none of its bytes reach the client, and the proxy keeps serving.
+#[test]
+fn a_tls_record_modified_on_its_way_from_the_upstream_never_reaches_the_client() {
+    if !claw_testsupport::require_kvm(
+        "a_tls_record_modified_on_its_way_from_the_upstream_never_reaches_the_client",
+    ) {
+        return;
+    }
+    let (ca_pem, server) = test_pki();
+    let up = Upstream::start_with(Some(server), true);
+    // 300 kB in: well past the handshake, inside the application data of a 1 MiB stream.
+    let relay = tampering_relay(up.addr.clone(), 300_000);
+    let broker = BrokerSetup::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, ca_pem).unwrap();
+    let upstream = format!("https://{relay}");
+    let mut args: Vec<String> = broker.args();
+    args.extend(
+        [
+            "--upstream",
+            &upstream,
+            "--secret",
+            "default/key/llm",
+            "--inject",
+            "Authorization: Bearer {secret}",
+            "--upstream-ca",
+            ca.to_str().unwrap(),
+        ]
+        .map(String::from),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let proxy = Proxy::start(&args);
+    broker.allow(&proxy.measurement);
+    let mut c = proxy.connect();
+    c.write_all(b"GET /big/1 HTTP/1.1\r\nHost: proxy\r\n\r\n")
+        .unwrap();
+    let mut raw = Vec::new();
+    let _ = c.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text:.200}");
+    let body_start = text.find("\r\n\r\n").unwrap() + 4;
+    // Cut short: the client saw the connection close before the last chunk...
+    assert!(!text.ends_with("0\r\n\r\n"), "the stream arrived whole");
+    assert!(raw.len() < 1 << 20, "{} bytes arrived", raw.len());
+    // ...and every byte it did get is the upstream's (chunk sizes, CRLF, 'x'): nothing of
+    // the modified record was released.
+    assert!(
+        raw[body_start..]
+            .iter()
+            .all(|b| b.is_ascii_hexdigit() || matches!(b, b'x' | b'\r' | b'\n')),
+        "a byte not sent by the upstream reached the client"
+    );
+    // The proxy keeps serving, over a new upstream connection.
+    let mut c = proxy.connect();
+    c.write_all(b"GET /big/1 HTTP/1.1\r\nHost: proxy\r\n\r\n")
+        .unwrap();
+    let r = read_response(&mut c, |_| {});
+    assert_eq!(r.status, "HTTP/1.1 200 OK");
+    assert_eq!(r.body.len(), 1 << 20);
+    assert!(r.body.iter().all(|b| *b == b'x'));
+}
+
 #[test]
 fn the_bytes_relayed_to_an_https_upstream_never_contain_the_key() {
     if !claw_testsupport::require_kvm(
@@ -1412,6 +1554,99 @@ fn a_large_stream_is_relayed_whole_and_in_order() {
         post(&mut c, "/v1/chat/completions", "", "{}").status,
         "HTTP/1.1 200 OK"
     );
+}
+
+/// Record protection is the enclave's native AEAD: each suite the proxy offers, against an
+/// upstream that speaks only that one, carries a request body out and a response stream
+/// back intact.
+#[test]
+fn every_tls_version_and_aead_the_proxy_offers_carries_requests_and_streams() {
+    if !claw_testsupport::require_kvm(
+        "every_tls_version_and_aead_the_proxy_offers_carries_requests_and_streams",
+    ) {
+        return;
+    }
+    use rustls::crypto::ring::cipher_suite as cs;
+    // The test CA's key is ECDSA, so TLS 1.2 takes the ECDHE_ECDSA suites (the RSA ones
+    // differ only in the signature, not in record protection).
+    let suites = [
+        cs::TLS13_CHACHA20_POLY1305_SHA256,
+        cs::TLS13_AES_128_GCM_SHA256,
+        cs::TLS13_AES_256_GCM_SHA384,
+        cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+        cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+    ];
+    let (ca_pem, servers) = test_pki_per_suite(&suites);
+    let ups: Vec<Upstream> = servers
+        .into_iter()
+        .map(|cfg| Upstream::start_with(Some(cfg), true))
+        .collect();
+    let broker = BrokerSetup::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, ca_pem).unwrap();
+    let mut args: Vec<String> = broker.args();
+    args.extend(["--upstream-ca".to_string(), ca.display().to_string()]);
+    for up in &ups {
+        args.extend(
+            [
+                "--upstream",
+                &format!("https://{}", up.addr),
+                "--secret",
+                "default/key/llm",
+                "--inject",
+                "Authorization: Bearer {secret}",
+            ]
+            .map(String::from),
+        );
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let proxy = Proxy::start(&args);
+    broker.allow(&proxy.measurement);
+    let mut c = proxy.connect();
+    // A body over one TLS record (16 KiB) each way.
+    let body = format!("{{\"prompt\":\"{}\"}}", "y".repeat(40_000));
+    for (suite, up) in suites.iter().zip(&ups) {
+        let name = format!("{:?}", suite.suite());
+        let r = post(
+            &mut c,
+            &format!("/{}/v1/chat/completions", up.addr),
+            "",
+            &body,
+        );
+        assert_eq!(
+            r.status,
+            "HTTP/1.1 200 OK",
+            "{name}: {}",
+            proxy.stderr.lock().unwrap()
+        );
+        assert!(contains(&r.body, "chat.completion"), "{name}");
+        {
+            let log = up.log.lock().unwrap();
+            let (head, got) = log.last().expect("the upstream saw the request");
+            assert_eq!(got, body.as_bytes(), "{name}: request body");
+            assert_eq!(
+                header(head, "authorization").as_deref(),
+                Some(format!("Bearer {KEY}").as_str()),
+                "{name}"
+            );
+        }
+        c.write_all(format!("GET /{}/big/1 HTTP/1.1\r\nHost: proxy\r\n\r\n", up.addr).as_bytes())
+            .unwrap();
+        let r = read_response(&mut c, |_| {});
+        assert_eq!(r.status, "HTTP/1.1 200 OK", "{name}");
+        assert_eq!(r.body.len(), 1 << 20, "{name}");
+        assert!(
+            r.body.iter().all(|b| *b == b'x'),
+            "{name}: stream corrupted"
+        );
+        assert_eq!(
+            up.conns.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "{name}"
+        );
+    }
 }
 
 #[test]

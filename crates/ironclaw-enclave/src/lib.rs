@@ -1,8 +1,8 @@
 #![no_std]
 #![forbid(unsafe_code)]
 //! IronClaw enclave-side logic (no_std + alloc): the enclave half of the
-//! Confidential Containers KBS protocol, JWE unwrap of released resources, and
-//! the sealing AEAD.
+//! Confidential Containers KBS protocol, JWE unwrap of released resources, the
+//! sealing AEAD, and the in-place AEAD a module calls for its TLS records.
 //!
 //! Everything here runs *inside* the enclave (linked into the guest shim) and is
 //! tested on the host. It does no I/O: [`kbs_client::KbsClient`] is a sans-IO
@@ -20,9 +20,11 @@
 //! | [`jwe`] | a JWE (flattened JSON, `ECDH-ES+A256KW` / `A256GCM`) |
 //! | [`seal`] | a sealed blob handed back by the host |
 //! | [`runtime_data`] | nothing: it computes the `report_data` binding |
+//! | [`aead`] | the module's `aead_seal`/`aead_open` arguments (regions of its memory, ids, lengths) |
 
 extern crate alloc;
 
+pub mod aead;
 pub mod jwe;
 pub mod kbs_client;
 pub mod kbs_session;

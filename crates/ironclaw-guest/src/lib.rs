@@ -9,7 +9,10 @@
 //!   runs the KBS protocol; the host only relays bytes);
 //! - [`seal`] / [`unseal`]: data bound to this enclave's launch measurement;
 //! - [`connect`]: in a service (`ironclaw serve`), a TCP connection to one of the
-//!   launch's measured `--egress` destinations.
+//!   launch's measured `--egress` destinations;
+//! - [`aead_seal`] / [`aead_open`]: ChaCha20-Poly1305 or AES-GCM over a buffer in place,
+//!   computed natively by the shim (a TLS record costs a few ns per byte instead of the
+//!   interpreter's 30–200); the key stays in enclave memory and no hypercall is made.
 //!
 //! Outside an IronClaw enclave (other targets) every call returns
 //! [`Error::Unavailable`].
@@ -27,9 +30,11 @@ pub enum Error {
     Refused,
     /// The host or broker answered something invalid (-5).
     Protocol,
-    /// The blob does not unseal here: another module or host, or modified (-6).
+    /// Authentication failed (-6): a sealed blob from another module or host, or
+    /// modified; for [`aead_open`], a tag that does not match.
     Authentication,
-    /// Invalid argument (-7): path syntax, blob format, data too long.
+    /// Invalid argument (-7): path syntax, blob format, data too long; for the AEAD
+    /// calls, a key of the wrong length or a buffer shorter than the tag.
     Invalid,
     /// A code this crate does not know.
     Unknown(i32),
@@ -58,7 +63,9 @@ impl core::fmt::Display for Error {
             Error::Unavailable => "not available on this host",
             Error::Refused => "refused by the key broker",
             Error::Protocol => "invalid answer from the host or broker",
-            Error::Authentication => "sealed blob does not unseal in this enclave",
+            Error::Authentication => {
+                "authentication failed: a sealed blob that does not unseal in this enclave, or a modified record"
+            }
             Error::Invalid => "invalid argument",
             Error::Unknown(c) => return write!(f, "unknown error code {c}"),
         };
@@ -77,6 +84,31 @@ mod sys {
         pub(crate) fn seal(data: *const u8, len: i32, out: *mut u8, cap: i32) -> i32;
         pub(crate) fn unseal(blob: *const u8, len: i32, out: *mut u8, cap: i32) -> i32;
         pub(crate) fn connect(dest: *const u8, len: i32) -> i32;
+        #[allow(clippy::too_many_arguments)]
+        pub(crate) fn aead_seal(
+            alg: i32,
+            key: *const u8,
+            key_len: i32,
+            nonce: *const u8,
+            nonce_len: i32,
+            aad: *const u8,
+            aad_len: i32,
+            buf: *mut u8,
+            len: i32,
+            cap: i32,
+        ) -> i32;
+        #[allow(clippy::too_many_arguments)]
+        pub(crate) fn aead_open(
+            alg: i32,
+            key: *const u8,
+            key_len: i32,
+            nonce: *const u8,
+            nonce_len: i32,
+            aad: *const u8,
+            aad_len: i32,
+            buf: *mut u8,
+            len: i32,
+        ) -> i32;
     }
 }
 
@@ -182,4 +214,157 @@ fn from_fd(fd: i32) -> Result<std::net::TcpStream, Error> {
 #[cfg(not(target_os = "wasi"))]
 fn from_fd(_fd: i32) -> Result<std::net::TcpStream, Error> {
     Err(Error::Unavailable)
+}
+
+/// The AEAD algorithms of [`aead_seal`] / [`aead_open`] (the value is the shim's id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Aead {
+    /// ChaCha20-Poly1305 (RFC 8439), 32-byte key.
+    ChaCha20Poly1305 = 1,
+    /// AES-128-GCM, 16-byte key.
+    Aes128Gcm = 2,
+    /// AES-256-GCM, 32-byte key.
+    Aes256Gcm = 3,
+}
+
+/// Tag length of every [`Aead`].
+pub const AEAD_TAG_LEN: usize = 16;
+/// Nonce length of every [`Aead`].
+pub const AEAD_NONCE_LEN: usize = 12;
+
+/// Encrypts in place: `buf` is the plaintext followed by [`AEAD_TAG_LEN`] bytes of room;
+/// afterwards it holds the ciphertext followed by the tag. `key` must have the length of
+/// `alg`'s key ([`Error::Invalid`] otherwise); `aad` is at most 1024 bytes.
+pub fn aead_seal(
+    alg: Aead,
+    key: &[u8],
+    nonce: &[u8; AEAD_NONCE_LEN],
+    aad: &[u8],
+    buf: &mut [u8],
+) -> Result<(), Error> {
+    let msg_len = buf.len().checked_sub(AEAD_TAG_LEN).ok_or(Error::Invalid)?;
+    let [kl, al, len, cap] = lengths([key.len(), aad.len(), msg_len, buf.len()])?;
+    let r = seal_raw(alg as i32, key, kl, nonce, aad, al, buf, len, cap);
+    if r < 0 {
+        return Err(Error::from_code(r));
+    }
+    Ok(())
+}
+
+/// Verifies and decrypts in place: `buf` is the ciphertext followed by the tag. Returns
+/// the plaintext length `n` (`buf.len() - AEAD_TAG_LEN`), the plaintext being `buf[..n]`.
+/// On [`Error::Authentication`] `buf` is unchanged: nothing is decrypted before the tag
+/// is verified.
+pub fn aead_open(
+    alg: Aead,
+    key: &[u8],
+    nonce: &[u8; AEAD_NONCE_LEN],
+    aad: &[u8],
+    buf: &mut [u8],
+) -> Result<usize, Error> {
+    let [kl, al, len] = lengths([key.len(), aad.len(), buf.len()])?;
+    let r = open_raw(alg as i32, key, kl, nonce, aad, al, buf, len);
+    if r < 0 {
+        return Err(Error::from_code(r));
+    }
+    Ok(r as usize)
+}
+
+fn lengths<const N: usize>(lens: [usize; N]) -> Result<[i32; N], Error> {
+    let mut out = [0i32; N];
+    for (o, l) in out.iter_mut().zip(lens) {
+        *o = i32::try_from(l).map_err(|_| Error::Invalid)?;
+    }
+    Ok(out)
+}
+
+#[cfg(target_arch = "wasm32")]
+#[allow(clippy::too_many_arguments)]
+fn seal_raw(
+    alg: i32,
+    key: &[u8],
+    key_len: i32,
+    nonce: &[u8; AEAD_NONCE_LEN],
+    aad: &[u8],
+    aad_len: i32,
+    buf: &mut [u8],
+    len: i32,
+    cap: i32,
+) -> i32 {
+    // SAFETY: every pointer is a live slice of this module's memory with the length passed
+    // (`cap` is `buf.len()`, `len` <= `cap`); the shim reads the inputs and writes only
+    // inside `buf`, after checking each range against the memory bounds itself.
+    unsafe {
+        sys::aead_seal(
+            alg,
+            key.as_ptr(),
+            key_len,
+            nonce.as_ptr(),
+            AEAD_NONCE_LEN as i32,
+            aad.as_ptr(),
+            aad_len,
+            buf.as_mut_ptr(),
+            len,
+            cap,
+        )
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+#[allow(clippy::too_many_arguments)]
+fn open_raw(
+    alg: i32,
+    key: &[u8],
+    key_len: i32,
+    nonce: &[u8; AEAD_NONCE_LEN],
+    aad: &[u8],
+    aad_len: i32,
+    buf: &mut [u8],
+    len: i32,
+) -> i32 {
+    // SAFETY: as in `seal_raw`; `len` is `buf.len()`, the only range written.
+    unsafe {
+        sys::aead_open(
+            alg,
+            key.as_ptr(),
+            key_len,
+            nonce.as_ptr(),
+            AEAD_NONCE_LEN as i32,
+            aad.as_ptr(),
+            aad_len,
+            buf.as_mut_ptr(),
+            len,
+        )
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+#[allow(clippy::too_many_arguments)]
+fn seal_raw(
+    _alg: i32,
+    _key: &[u8],
+    _key_len: i32,
+    _nonce: &[u8; AEAD_NONCE_LEN],
+    _aad: &[u8],
+    _aad_len: i32,
+    _buf: &mut [u8],
+    _len: i32,
+    _cap: i32,
+) -> i32 {
+    -3
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+#[allow(clippy::too_many_arguments)]
+fn open_raw(
+    _alg: i32,
+    _key: &[u8],
+    _key_len: i32,
+    _nonce: &[u8; AEAD_NONCE_LEN],
+    _aad: &[u8],
+    _aad_len: i32,
+    _buf: &mut [u8],
+    _len: i32,
+) -> i32 {
+    -3
 }

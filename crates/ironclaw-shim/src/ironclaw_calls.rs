@@ -11,6 +11,16 @@
 //! | `seal` | `data, data_len, out, out_cap` | a sealed blob bound to this enclave's launch measurement |
 //! | `unseal` | `blob, blob_len, out, out_cap` | the data, if this enclave (same measurement, same host) sealed it |
 //! | `connect` | `dest, dest_len` | a service's egress connection to `HOST:PORT` (one of the launch's `--egress` destinations): the new socket fd; `E_REFUSED` for any other destination, `E_UNAVAILABLE` outside a service or at the connection limit |
+//! | `aead_seal` | `alg, key, key_len, nonce, nonce_len, aad, aad_len, buf, len, cap` | encrypts `buf[..len]` in place and writes the 16-byte tag after it: `len + 16`; `E_TOO_SMALL` when `cap < len + 16` |
+//! | `aead_open` | `alg, key, key_len, nonce, nonce_len, aad, aad_len, buf, len` | verifies the tag at the end of `buf[..len]` and decrypts in place: `len - 16`; `E_AUTH` (buffer untouched) when the tag does not match |
+//!
+//! `aead_*` are computed here, natively, with no hypercall: the record cipher of a module's
+//! TLS, which the interpreter runs at 30–200 ns per byte. `alg`: 1 ChaCha20-Poly1305 (32-byte
+//! key), 2 AES-128-GCM (16), 3 AES-256-GCM (32); the nonce is 12 bytes, the aad at most 1024.
+//! Every region is checked against the module's memory before a byte is written
+//! (`E_FAULT`); a bad id or length is `E_INVALID` (`ironclaw_enclave::aead`). Each call is
+//! charged one unit of fuel per record byte, so the CPU guard still bounds a module that
+//! loops over them.
 //!
 //! Negative results: [`E_FAULT`] .. [`E_INVALID`] (documented on each constant;
 //! `crates/ironclaw-guest` maps them to an error enum). When the broker refuses,
@@ -27,10 +37,11 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use ironclaw_abi::{call, status};
+use ironclaw_enclave::aead::{self, AeadError, Region};
 use ironclaw_enclave::kbs_client::{self, KbsClientError};
 use ironclaw_enclave::kbs_session::{KbsIo, Method, Reply, SessionError, Value};
 use ironclaw_enclave::seal::{self, KeyRequest, NONCE_LEN};
-use wasmi::{Caller, Extern, Linker, Memory};
+use wasmi::{Caller, Extern, Linker, Memory, TrapCode};
 
 use crate::hostcall;
 use crate::runner::State;
@@ -40,11 +51,19 @@ use crate::wasi::Clock;
 pub(crate) const MODULE: &str = "ironclaw";
 
 /// Names this shim defines under [`MODULE`].
-pub(crate) const PROVIDED: &[&str] = &["attest", "get_secret", "seal", "unseal", "connect"];
+pub(crate) const PROVIDED: &[&str] = &[
+    "attest",
+    "get_secret",
+    "seal",
+    "unseal",
+    "connect",
+    "aead_seal",
+    "aead_open",
+];
 
 /// A pointer/length from the module is outside its memory.
 pub(crate) const E_FAULT: i32 = -1;
-/// `out_cap` is too small for the result.
+/// `out_cap` (`aead_seal`: `cap`) is too small for the result.
 pub(crate) const E_TOO_SMALL: i32 = -2;
 /// The host offers no such service (no platform key, no broker given, no RDRAND).
 pub(crate) const E_UNAVAILABLE: i32 = -3;
@@ -52,9 +71,11 @@ pub(crate) const E_UNAVAILABLE: i32 = -3;
 pub(crate) const E_REFUSED: i32 = -4;
 /// The host or broker answered something invalid (tampered JWE, bad reply).
 pub(crate) const E_PROTOCOL: i32 = -5;
-/// The blob does not unseal here (another measurement or host, or modified).
+/// The blob does not unseal here (another measurement or host, or modified); for
+/// `aead_open`: the tag does not match.
 pub(crate) const E_AUTH: i32 = -6;
-/// Invalid argument (path syntax, blob format, data too long).
+/// Invalid argument (path syntax, blob format, data too long; AEAD id, key, nonce or
+/// aad length, a record shorter than its tag).
 pub(crate) const E_INVALID: i32 = -7;
 
 const REPLY_CAP: usize = 64 * 1024;
@@ -290,6 +311,80 @@ fn unseal_blob(blob: &[u8]) -> Result<Vec<u8>, i32> {
     })
 }
 
+/// Fuel for one `aead_*` call besides the per-byte charge (the call and key setup).
+const AEAD_CALL_FUEL: u64 = 64;
+
+/// Charges an `aead_*` call of `bytes` record bytes to the module's fuel (when metered):
+/// native work the interpreter does not count would otherwise escape the CPU guard.
+fn charge_aead(c: &mut Caller<'_, State>, bytes: u32) -> Result<(), wasmi::Error> {
+    let Ok(fuel) = c.get_fuel() else {
+        return Ok(()); // not metered
+    };
+    let cost = u64::from(bytes) + AEAD_CALL_FUEL;
+    match fuel.checked_sub(cost) {
+        Some(left) => c.set_fuel(left),
+        None => {
+            c.set_fuel(0)?;
+            Err(TrapCode::OutOfFuel.into())
+        }
+    }
+}
+
+fn aead_code(e: AeadError) -> i32 {
+    match e {
+        AeadError::OutOfBounds { .. } => E_FAULT,
+        AeadError::TooSmall { .. } => E_TOO_SMALL,
+        AeadError::Authentication => E_AUTH,
+        AeadError::UnknownAlgorithm(_)
+        | AeadError::KeyLength { .. }
+        | AeadError::NonceLength(_)
+        | AeadError::AadTooLong(_)
+        | AeadError::TooLong(_)
+        | AeadError::TooShort(_) => E_INVALID,
+    }
+}
+
+/// Runs `f` (seal or open) on the module's whole memory; its result as the call's `i32`.
+fn aead_call(
+    c: &mut Caller<'_, State>,
+    args: &aead::Args,
+    f: impl FnOnce(&mut [u8], &aead::Args) -> Result<usize, AeadError>,
+) -> Result<i32, wasmi::Error> {
+    let Some(m) = memory(c) else {
+        return Ok(E_FAULT);
+    };
+    // No call works on more than the memory holds: a wild length is refused (E_FAULT), not
+    // charged as gigabytes of work.
+    let mem_len = u32::try_from(m.data(&*c).len()).unwrap_or(u32::MAX);
+    charge_aead(c, args.buf.len.min(mem_len))?;
+    Ok(match f(m.data_mut(c), args) {
+        // Results are at most `aead::MAX_LEN + TAG_LEN` = i32::MAX.
+        Ok(n) => i32::try_from(n).unwrap_or(E_INVALID),
+        Err(e) => aead_code(e),
+    })
+}
+
+#[allow(clippy::too_many_arguments)] // the module-facing signature, one `i32` per argument
+fn aead_args(
+    alg: i32,
+    k: i32,
+    kl: i32,
+    n: i32,
+    nl: i32,
+    a: i32,
+    al: i32,
+    b: i32,
+    bl: i32,
+) -> aead::Args {
+    aead::Args {
+        alg: alg as u32,
+        key: Region::from_i32(k, kl),
+        nonce: Region::from_i32(n, nl),
+        aad: Region::from_i32(a, al),
+        buf: Region::from_i32(b, bl),
+    }
+}
+
 /// Defines IronClaw's calls in `linker`.
 pub(crate) fn define(linker: &mut Linker<State>) -> Result<(), wasmi::errors::LinkerError> {
     linker.func_wrap(
@@ -328,6 +423,47 @@ pub(crate) fn define(linker: &mut Linker<State>) -> Result<(), wasmi::errors::Li
         MODULE,
         "connect",
         |mut c: Caller<'_, State>, p: i32, l: i32| -> i32 { crate::sock::connect(&mut c, p, l) },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "aead_seal",
+        #[allow(clippy::too_many_arguments)]
+        |mut c: Caller<'_, State>,
+         alg: i32,
+         k: i32,
+         kl: i32,
+         n: i32,
+         nl: i32,
+         a: i32,
+         al: i32,
+         b: i32,
+         bl: i32,
+         cap: i32|
+         -> Result<i32, wasmi::Error> {
+            let args = aead_args(alg, k, kl, n, nl, a, al, b, bl);
+            aead_call(&mut c, &args, |mem, args| {
+                aead::seal_in_place(mem, args, cap as u32)
+            })
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "aead_open",
+        #[allow(clippy::too_many_arguments)]
+        |mut c: Caller<'_, State>,
+         alg: i32,
+         k: i32,
+         kl: i32,
+         n: i32,
+         nl: i32,
+         a: i32,
+         al: i32,
+         b: i32,
+         bl: i32|
+         -> Result<i32, wasmi::Error> {
+            let args = aead_args(alg, k, kl, n, nl, a, al, b, bl);
+            aead_call(&mut c, &args, aead::open_in_place)
+        },
     )?;
     Ok(())
 }

@@ -28,11 +28,15 @@ pub(crate) const SHIM_FLAGS: &[&str] = &[
     "-Clink-arg=-static",
     // Selects the shim-only dependency settings (crates/ironclaw-enclave/Cargo.toml).
     "--cfg=ironclaw_shim",
-    // ironclaw-enclave's RustCrypto dependencies (AES-GCM, SHA-2) would pick SIMD or AES-NI
-    // backends by CPUID, which exits to the host: keep their portable backends.
+    // ironclaw-enclave's RustCrypto dependencies (AES-GCM, SHA-2, ChaCha20-Poly1305) would
+    // pick SIMD or AES-NI backends by CPUID, which exits to the host: fix each backend at
+    // build time. Portable code, except ChaCha20's SSE2 backend: SSE2 is part of the shim's
+    // target (the shim already runs with SSE enabled), so it needs no detection.
     "--cfg=aes_backend=\"soft\"",
     "--cfg=polyval_backend=\"soft\"",
     "--cfg=sha2_backend=\"soft\"",
+    "--cfg=chacha20_backend=\"sse2\"",
+    "--cfg=poly1305_backend=\"soft\"",
 ];
 
 /// Runs `cargo build --release --locked --target <target>` for `manifest` with a clean

@@ -33,6 +33,8 @@
 
 use std::sync::Arc;
 
+mod native_aead;
+
 const MAX_HEAD: usize = 16 << 10;
 const MAX_BODY: usize = 2 << 20;
 /// Request bytes buffered across all clients at once (the module's linear memory is
@@ -266,13 +268,8 @@ fn tls_config(ca_pem: Option<&str>) -> Arc<rustls::ClientConfig> {
         }
         None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
     }
-    // ChaCha20-Poly1305 first: without AES instructions (the interpreter has none) it is the
-    // faster AEAD in software; the server still picks.
-    let mut provider = rustls_rustcrypto::provider();
-    provider
-        .cipher_suites
-        .sort_by_key(|s| !format!("{:?}", s.suite()).contains("CHACHA20"));
-    let provider = Arc::new(provider);
+    // Record protection runs natively in the shim (see native_aead.rs).
+    let provider = Arc::new(native_aead::provider());
     match rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
     {
