@@ -15,8 +15,13 @@ const HYBRID: &str = "\
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
-    let layout = Layout::from_sources(HYBRID, "", "4:memory:/a\n1:cpu:/\n5:devices:/\n0::/\n", |_| Ok("hugetlb".into()))
-        .expect("fixed layout");
+    let layout = Layout::from_sources(
+        HYBRID,
+        "",
+        "4:memory:/a\n1:cpu:/\n5:devices:/\n0::/\n",
+        |_| Ok("hugetlb".into()),
+    )
+    .expect("fixed layout");
     if let Ok(r) = serde_json::from_slice::<oci_spec::runtime::LinuxResources>(data) {
         let _ = validate::validate_values(&r);
         let _ = validate::validate_with(&r, &layout, &["2MB".to_string()]);
@@ -25,7 +30,11 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(p) = CgroupsPath::parse(Some(std::path::Path::new(text.as_ref())), "id") {
         if let Ok(paths) = CgroupPaths::resolve(&layout, &p) {
             for h in paths.dirs() {
-                assert!(h.dir.starts_with(&h.mountpoint), "{:?} escaped its hierarchy", h.dir);
+                assert!(
+                    h.dir.starts_with(&h.mountpoint),
+                    "{:?} escaped its hierarchy",
+                    h.dir
+                );
             }
         }
     }

@@ -1,9 +1,10 @@
 //! The module's arguments to `ironclaw.aead_seal` / `aead_open` with its memory, as the shim
 //! hands them to `ironclaw_enclave::aead`: whatever the ids, pointers and lengths, no panic;
 //! a refused call leaves the memory exactly as it was; a successful one writes only inside
-//! its buffer, and a sealed record opens back to its plaintext.
+//! its buffer, a sealed record with one bit flipped is refused without a byte written, and
+//! the sealed record opens back to its plaintext.
 #![no_main]
-use ironclaw_enclave::aead::{open_in_place, seal_in_place, Args, Region, TAG_LEN};
+use ironclaw_enclave::aead::{open_in_place, seal_in_place, AeadError, Args, Region, TAG_LEN};
 use libfuzzer_sys::fuzz_target;
 
 /// A pointer or length from a fuzzed word: mostly near the memory (so calls get past the
@@ -80,8 +81,24 @@ fuzz_target!(|data: &[u8]| {
                 },
                 ..args
             };
-            assert_eq!(open_in_place(&mut mem, &sealed_args), Ok(args.buf.len as usize));
-            assert_eq!(mem[start..start + args.buf.len as usize], before[start..start + args.buf.len as usize]);
+            // One flipped bit anywhere in the record or tag: refused, nothing written.
+            let flip = start + (w(10) >> 1) as usize % sealed;
+            mem[flip] ^= 1 << (w(10) >> 24 & 7);
+            let tampered = mem.clone();
+            assert_eq!(
+                open_in_place(&mut mem, &sealed_args),
+                Err(AeadError::Authentication)
+            );
+            assert_eq!(mem, tampered, "a failed open wrote to memory");
+            mem[flip] ^= 1 << (w(10) >> 24 & 7);
+            assert_eq!(
+                open_in_place(&mut mem, &sealed_args),
+                Ok(args.buf.len as usize)
+            );
+            assert_eq!(
+                mem[start..start + args.buf.len as usize],
+                before[start..start + args.buf.len as usize]
+            );
         }
     }
 });

@@ -48,7 +48,8 @@ fuzz_target!(|data: &[u8]| {
         path,
         session: (sel & 0x80 != 0).then(|| "AAAA".to_string()),
         // Bearer attestation tokens on the resource endpoint.
-        authorization: (sel & 0x40 != 0).then(|| format!("Bearer {}", String::from_utf8_lossy(rest))),
+        authorization: (sel & 0x40 != 0)
+            .then(|| format!("Bearer {}", String::from_utf8_lossy(rest))),
         body,
         peer: None,
     };

@@ -24,7 +24,9 @@ fuzz_target!(|data: &[u8]| {
         ..Default::default()
     };
     // No collateral directory: DCAP quotes are verified without TCB evaluation.
-    let store = CollateralStore::new(std::path::Path::new("/nonexistent/claw-fuzz/dcap-collateral"));
+    let store = CollateralStore::new(std::path::Path::new(
+        "/nonexistent/claw-fuzz/dcap-collateral",
+    ));
     let env = VerifyEnv {
         at: VerifyTime::from_unix(1_751_624_191),
         collateral: &store,

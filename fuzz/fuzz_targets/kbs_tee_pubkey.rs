@@ -7,7 +7,13 @@ use ironclaw_broker::tee_key::{self, TeeKey};
 use libfuzzer_sys::fuzz_target;
 use serde_json::{json, Value};
 
-const ALGS: [&str; 5] = ["RSA-OAEP-256", "RSA-OAEP", "RSA1_5", "RSA-OAEP-384", "ECDH-ES+A256KW"];
+const ALGS: [&str; 5] = [
+    "RSA-OAEP-256",
+    "RSA-OAEP",
+    "RSA1_5",
+    "RSA-OAEP-384",
+    "ECDH-ES+A256KW",
+];
 
 fn check(jwk: &Value) {
     if let Ok(key) = tee_key::parse_json(jwk) {
@@ -35,7 +41,10 @@ fuzz_target!(|data: &[u8]| {
         // RSA with raw modulus / exponent bytes (valid base64url, so the size,
         // parity and exponent checks are reached).
         1 => {
-            let split = rest.len().saturating_sub(usize::from(sel & 0x7)).max(rest.len() / 2);
+            let split = rest
+                .len()
+                .saturating_sub(usize::from(sel & 0x7))
+                .max(rest.len() / 2);
             let (n, e) = rest.split_at(split.min(rest.len()));
             check(&json!({"kty": "RSA", "alg": alg, "n": B64.encode(n), "e": B64.encode(e)}));
         }
@@ -43,7 +52,9 @@ fuzz_target!(|data: &[u8]| {
         _ => {
             let crv = if sel & 0x8 != 0 { "P-521" } else { "P-256" };
             let (x, y) = rest.split_at(rest.len() / 2);
-            check(&json!({"kty": "EC", "crv": crv, "alg": alg, "x": B64.encode(x), "y": B64.encode(y)}));
+            check(
+                &json!({"kty": "EC", "crv": crv, "alg": alg, "x": B64.encode(x), "y": B64.encode(y)}),
+            );
         }
     }
 });

@@ -25,7 +25,10 @@ fuzz_target!(|data: &[u8]| {
                 assert!(plan.process.cwd.is_absolute());
                 for m in &plan.mounts {
                     assert!(m.destination.is_absolute());
-                    assert!(!m.destination.components().any(|c| c == std::path::Component::ParentDir));
+                    assert!(!m
+                        .destination
+                        .components()
+                        .any(|c| c == std::path::Component::ParentDir));
                 }
             }
         }

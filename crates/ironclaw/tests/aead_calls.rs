@@ -337,9 +337,10 @@ fn aead_calls_are_charged_to_the_fuel_budget() {
         ..LaunchConfig::default()
     };
     let module = example_bytes("aead-driver.wasm");
-    // Four calls (240 kB) fit the budget: the driver itself needs little fuel.
-    let ran = launch(&module, &["aead-driver"], &batch(4), &fuel);
-    assert_eq!(ran.result.expect("4 seals within the budget").exit_code, 0);
+    // Three ChaCha20 calls (180 kB at 2 fuel per byte) fit the budget: the driver itself
+    // needs little fuel.
+    let ran = launch(&module, &["aead-driver"], &batch(3), &fuel);
+    assert_eq!(ran.result.expect("3 seals within the budget").exit_code, 0);
     // Twenty (1.2 MB) do not, although the interpreter runs about as many instructions.
     let ran = launch(&module, &["aead-driver"], &batch(20), &fuel);
     assert!(
@@ -364,6 +365,12 @@ fn aead_calls_are_charged_to_the_fuel_budget() {
         u32::MAX,
         0,
     );
+    // Charged at most what lies in memory from the offset (2 × 2 fuel × < 128 KiB), far below
+    // the 8 G fuel of four gigabytes.
+    let fuel = LaunchConfig {
+        fuel: Some(2_000_000),
+        ..LaunchConfig::default()
+    };
     let codes: Vec<i32> = c.run_with(&fuel).iter().map(|r| r.0).collect();
     assert_eq!(codes, [E_FAULT, E_FAULT]);
 }
