@@ -2,6 +2,7 @@
 //! hosts), and on a hybrid host the part of the container's cgroup that lives in the cgroup2
 //! mount (whatever controllers no v1 hierarchy took, the BPF device filter, cgroup.kill).
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -418,6 +419,17 @@ impl CgroupManager for V2Manager {
             Some(d) => fs::write(d, "cgroup.procs", pid.to_string()),
             None => Ok(()),
         }
+    }
+
+    fn clone_into_cgroup(&self) -> Option<std::os::fd::OwnedFd> {
+        // Any failure here only means the slower placement by add_process, which then reports
+        // the real error with its path.
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY)
+            .open(self.dir()?)
+            .ok()
+            .map(std::os::fd::OwnedFd::from)
     }
 
     fn set(&self, r: &LinuxResources) -> Result<()> {
