@@ -394,7 +394,8 @@ pub unsafe fn spawn_init(
     let (rd, wr) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
         .map_err(|source| NamespaceError::Clone { flags: 0, source })?;
     // SAFETY: single-threaded caller (function contract).
-    let mid = unsafe { clone3(0, None) }.map_err(|source| NamespaceError::Clone { flags: 0, source })?;
+    let mid =
+        unsafe { clone3(0, None) }.map_err(|source| NamespaceError::Clone { flags: 0, source })?;
     if mid == 0 {
         drop(rd);
         let mut ordered = pre;

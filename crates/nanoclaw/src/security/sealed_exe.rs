@@ -255,11 +255,17 @@ mod tests {
     #[test]
     fn commands_that_create_processes_are_seen_before_parsing() {
         assert!(may_create_process(args(&["nanoclaw", "run", "c1"])));
-        assert!(may_create_process(args(&["nanoclaw", "--root", "/r", "create", "c1"])));
-        assert!(may_create_process(args(&["nanoclaw", "--log", "l", "exec", "c1", "sh"])));
+        assert!(may_create_process(args(&[
+            "nanoclaw", "--root", "/r", "create", "c1"
+        ])));
+        assert!(may_create_process(args(&[
+            "nanoclaw", "--log", "l", "exec", "c1", "sh"
+        ])));
         // argv[0] is never taken for the command.
         assert!(!may_create_process(args(&["run", "state", "c1"])));
         assert!(!may_create_process(args(&["nanoclaw", "state", "c1"])));
-        assert!(!may_create_process(args(&["nanoclaw", "delete", "--force", "runner"])));
+        assert!(!may_create_process(args(&[
+            "nanoclaw", "delete", "--force", "runner"
+        ])));
     }
 }
