@@ -30,6 +30,14 @@ pub trait CgroupManager: Send + Sync {
     fn create(&self) -> Result<()>;
     /// Moves `pid` (a whole process) into the cgroup in every hierarchy.
     fn add_process(&self, pid: i32) -> Result<()>;
+    /// The directory a new process can be created in with `clone3(CLONE_INTO_CGROUP)`, when
+    /// that one directory is the whole of the cgroup (pure v2, cgroupfs driver); `None`
+    /// otherwise, and then the process is placed with [`CgroupManager::add_process`]. Placing
+    /// at fork skips the migration a `cgroup.procs` write does, which waits for an RCU grace
+    /// period (the kernel's cgroup_threadgroup_rwsem): milliseconds on a virtualised host.
+    fn clone_into_cgroup(&self) -> Option<std::os::fd::OwnedFd> {
+        None
+    }
     /// Applies the given resources; absent fields are left as they are (this is also `update`).
     fn set(&self, resources: &LinuxResources) -> Result<()>;
     /// Freezes every process of the cgroup and waits until the kernel reports it frozen.

@@ -2,6 +2,7 @@
 //! hosts), and on a hybrid host the part of the container's cgroup that lives in the cgroup2
 //! mount (whatever controllers no v1 hierarchy took, the BPF device filter, cgroup.kill).
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -420,6 +421,17 @@ impl CgroupManager for V2Manager {
         }
     }
 
+    fn clone_into_cgroup(&self) -> Option<std::os::fd::OwnedFd> {
+        // Any failure here only means the slower placement by add_process, which then reports
+        // the real error with its path.
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY)
+            .open(self.dir()?)
+            .ok()
+            .map(std::os::fd::OwnedFd::from)
+    }
+
     fn set(&self, r: &LinuxResources) -> Result<()> {
         let Some(dir) = self.dir() else { return Ok(()) };
         if let Some(m) = r.memory() {
@@ -625,6 +637,44 @@ mod tests {
         assert_eq!(swap_v2(0, 100).unwrap(), None);
         assert!(swap_v2(50, 100).is_err());
         assert!(swap_v2(50, -1).is_err());
+    }
+
+    /// The fd for CLONE_INTO_CGROUP is the container's own directory; no directory (rootless
+    /// without cgroup access, or one that is gone) and the v1/hybrid layout give none, so the
+    /// runtime places the init with add_process instead.
+    #[test]
+    fn clone_into_cgroup_is_the_unified_directory_only() {
+        use std::os::unix::fs::MetadataExt;
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("c1");
+        std::fs::create_dir(&dir).unwrap();
+        let with = |dir: &Path| CgroupPaths {
+            v1: Default::default(),
+            unified: Some(HierarchyDir {
+                mountpoint: t.path().to_path_buf(),
+                dir: dir.to_path_buf(),
+            }),
+            systemd: None,
+        };
+        let fd = V2Manager::new(with(&dir)).clone_into_cgroup().unwrap();
+        let opened = std::fs::File::from(fd).metadata().unwrap();
+        let meta = std::fs::metadata(&dir).unwrap();
+        assert_eq!((opened.dev(), opened.ino()), (meta.dev(), meta.ino()));
+        assert!(V2Manager::new(with(&t.path().join("gone")))
+            .clone_into_cgroup()
+            .is_none());
+        assert!(V2Manager::new(CgroupPaths::default())
+            .clone_into_cgroup()
+            .is_none());
+        let mut hybrid = with(&dir);
+        hybrid.v1.insert(
+            "memory".into(),
+            HierarchyDir {
+                mountpoint: t.path().to_path_buf(),
+                dir: dir.clone(),
+            },
+        );
+        assert!(manager::open(hybrid).clone_into_cgroup().is_none());
     }
 
     /// A fake cgroup2 directory (regular files) shows exactly what would be written.

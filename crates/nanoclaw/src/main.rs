@@ -479,6 +479,13 @@ impl Failure {
 }
 
 fn main() {
+    // CVE-2019-5736 (sealed_exe): a command line that may be `run`, `create` or `exec`
+    // re-executes from the protected image before parsing, so the parsing is not done twice
+    // (milliseconds on an emulated host). The check after parsing below stays the one that
+    // decides; an error here is reported there.
+    if nanoclaw::security::sealed_exe::may_create_process(std::env::args_os()) {
+        let _ = nanoclaw::security::sealed_exe::ensure();
+    }
     let cli = Cli::parse();
     let root = cli
         .root

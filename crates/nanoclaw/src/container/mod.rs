@@ -301,9 +301,15 @@ fn create_checked(opts: &CreateOptions, checked: Checked) -> Result<Created, Con
         no_pivot: opts.no_pivot,
         stdio,
     };
+    // Cgroup step: on pure v2 the init is created inside the container's cgroup.
+    let cgroup_dir = unwind.cgroup.as_ref().and_then(|cg| cg.clone_into_cgroup());
+    let cgroup_fd = cgroup_dir.as_ref().map(std::os::fd::AsFd::as_fd);
     // SAFETY: checked above that this process is single-threaded. The closure runs only in
     // the child, which never returns into this function (spawn_init _exits).
-    let pid = unsafe { namespaces::spawn_init(&plan, &joins, move || init::run(ctx)) }?;
+    let spawned =
+        unsafe { namespaces::spawn_init(&plan, &joins, cgroup_fd, move || init::run(ctx)) }?;
+    drop(cgroup_dir);
+    let pid = spawned.pid;
     unwind.pid = Some(pid);
     crate::testpoint::hit("create:clone");
     // The closure (holding the child's sync end and the fifo fd) was dropped in the parent:
@@ -326,9 +332,10 @@ fn create_checked(opts: &CreateOptions, checked: Checked) -> Result<Created, Con
         unwind.netdevs = Some((netns, devs));
     }
     parent_sock.send(&Msg::Go)?;
-    // Cgroup step: move `pid` into the container's cgroup while the init starts its
-    // mounts; it waits for `Placed` before anything that depends on its cgroup (sync.rs).
-    if let Some(cg) = unwind.cgroup.as_ref() {
+    // Cgroup step: move `pid` into the container's cgroup (unless it was created there)
+    // while the init starts its mounts; it waits for `Placed` before anything that depends on
+    // its cgroup (sync.rs).
+    if let Some(cg) = unwind.cgroup.as_ref().filter(|_| !spawned.in_cgroup) {
         if let Err(e) = cg.add_process(pid.as_raw()) {
             // The init may already have failed (and so be gone): its own error says why.
             if let Some(Msg::Error(text)) = parent_sock.try_recv() {

@@ -6,7 +6,8 @@
 //! 2. parent → child `Placed`: the init is in the container's cgroup. The parent moves it
 //!    while the child already mounts (a cgroup v1 move may wait for an RCU grace period: 10–20
 //!    ms were seen on this kind of host under load); the child waits for `Placed` before anything that depends on its cgroup
-//!    (the cgroup namespace, cgroup mounts, and everything after the mounts).
+//!    (the cgroup namespace, cgroup mounts, and everything after the mounts). An init created
+//!    inside its cgroup (`CLONE_INTO_CGROUP`, pure v2) gets `Placed` right after `Go`.
 //! 3. Only when the config has prestart or createRuntime hooks: child → parent `Mounted` (the
 //!    mount namespace and every rootfs mount exist; pivot_root has not happened), the parent
 //!    runs those hooks in the runtime's namespaces, then parent → child `HooksDone`. The child

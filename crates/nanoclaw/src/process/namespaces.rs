@@ -261,6 +261,9 @@ pub fn check_joined_mount(plan: &Plan, joins: &[JoinFd]) -> Result<(), Namespace
     })
 }
 
+/// include/uapi/linux/sched.h (libc's constant is an overflowing `c_int`).
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
 /// Kernel `struct clone_args` (include/uapi/linux/sched.h), version 0 (64 bytes) plus
 /// set_tid/cgroup fields; all fields are u64 per the ABI.
 #[repr(C)]
@@ -285,7 +288,7 @@ struct CloneArgs {
 /// The calling process must be single-threaded (as with `fork`): the child gets a copy of the
 /// address space with only the calling thread, so locks held by other threads would never be
 /// released. The `nanoclaw` binary is single-threaded; `container::create` checks it.
-unsafe fn clone3(flags: u64) -> Result<i32, nix::Error> {
+unsafe fn clone3(flags: u64, cgroup: Option<BorrowedFd<'_>>) -> Result<i32, nix::Error> {
     // With CLONE_PARENT the kernel takes the exit signal from the parent's thread group and
     // refuses (EINVAL) a nonzero exit_signal in clone_args.
     let exit_signal = if flags & libc::CLONE_PARENT as u64 != 0 {
@@ -293,9 +296,17 @@ unsafe fn clone3(flags: u64) -> Result<i32, nix::Error> {
     } else {
         libc::SIGCHLD as u64
     };
+    let (flags, cgroup) = match cgroup {
+        Some(fd) => (
+            flags | CLONE_INTO_CGROUP,
+            u64::try_from(fd.as_raw_fd()).map_err(|_| nix::Error::EBADF)?,
+        ),
+        None => (flags, 0),
+    };
     let args = CloneArgs {
         flags,
         exit_signal,
+        cgroup,
         ..Default::default()
     };
     // SAFETY: args is a valid clone_args of the size passed; stack 0 means the child runs on
@@ -314,16 +325,32 @@ unsafe fn clone3(flags: u64) -> Result<i32, nix::Error> {
     Ok(r as i32)
 }
 
+/// The container init as [`spawn_init`] created it.
+#[derive(Debug, Clone, Copy)]
+pub struct Spawned {
+    /// In the runtime's pid namespace.
+    pub pid: Pid,
+    /// Created inside the cgroup given to [`spawn_init`] (`CLONE_INTO_CGROUP`): it needs no
+    /// `add_process`.
+    pub in_cgroup: bool,
+}
+
 /// Runs `child` in a new process in the namespaces of `plan` and returns its pid (in the
 /// runtime's pid namespace). `child` must never return: it execs or exits.
+///
+/// With `cgroup` (a cgroup2 directory) the init is created in that cgroup, as crun does, when
+/// the kernel allows it (5.7+, and the runtime creates the init itself: not through the
+/// intermediate that joins user/pid namespaces); otherwise [`Spawned::in_cgroup`] is false and
+/// the caller places it.
 ///
 /// # Safety
 /// Same contract as `clone3`: the caller is single-threaded.
 pub unsafe fn spawn_init(
     plan: &Plan,
     joins: &[JoinFd],
+    cgroup: Option<BorrowedFd<'_>>,
     child: impl FnOnce() -> i32,
-) -> Result<Pid, NamespaceError> {
+) -> Result<Spawned, NamespaceError> {
     // The cgroup namespace is unshared by the init after the parent placed it in the
     // container's cgroup (init.rs), so the namespace is rooted at that cgroup, as in runc.
     // Likewise the time namespace: its offsets can only be written before a process is in it,
@@ -337,17 +364,29 @@ pub unsafe fn spawn_init(
         .filter(|j| j.flag == CloneFlags::CLONE_NEWUSER || j.flag == CloneFlags::CLONE_NEWPID)
         .collect::<Vec<_>>();
     if pre.is_empty() {
+        // A failed CLONE_INTO_CGROUP (an older kernel, or a cgroup the kernel refuses) creates
+        // nothing: the plain clone follows, and the caller's cgroup.procs write then reports
+        // any real problem with the cgroup by its path.
         // SAFETY: single-threaded caller (function contract).
-        let pid = unsafe { clone3(create) }.map_err(|source| NamespaceError::Clone {
-            flags: create,
-            source,
-        })?;
+        let placed = cgroup.and_then(|fd| unsafe { clone3(create, Some(fd)) }.ok());
+        let in_cgroup = placed.is_some();
+        let pid = match placed {
+            Some(pid) => pid,
+            // SAFETY: single-threaded caller (function contract).
+            None => unsafe { clone3(create, None) }.map_err(|source| NamespaceError::Clone {
+                flags: create,
+                source,
+            })?,
+        };
         if pid == 0 {
             let code = run_child(child);
             // SAFETY: _exit never returns and skips atexit handlers that belong to the parent.
             unsafe { libc::_exit(code) }
         }
-        return Ok(Pid::from_raw(pid));
+        return Ok(Spawned {
+            pid: Pid::from_raw(pid),
+            in_cgroup,
+        });
     }
 
     // Intermediate: joins user then pid, clones the init as a sibling (CLONE_PARENT), reports
@@ -355,7 +394,8 @@ pub unsafe fn spawn_init(
     let (rd, wr) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
         .map_err(|source| NamespaceError::Clone { flags: 0, source })?;
     // SAFETY: single-threaded caller (function contract).
-    let mid = unsafe { clone3(0) }.map_err(|source| NamespaceError::Clone { flags: 0, source })?;
+    let mid =
+        unsafe { clone3(0, None) }.map_err(|source| NamespaceError::Clone { flags: 0, source })?;
     if mid == 0 {
         drop(rd);
         let mut ordered = pre;
@@ -370,7 +410,7 @@ pub unsafe fn spawn_init(
             }
         }
         // SAFETY: the intermediate is single-threaded (a fork of a single-threaded parent).
-        match unsafe { clone3(create | libc::CLONE_PARENT as u64) } {
+        match unsafe { clone3(create | libc::CLONE_PARENT as u64, None) } {
             Ok(0) => {
                 drop(wr);
                 let c = run_child(child);
@@ -394,7 +434,10 @@ pub unsafe fn spawn_init(
     let n = nix::unistd::read(&rd, &mut buf).unwrap_or(0);
     let _ = waitpid(Pid::from_raw(mid), None);
     match (n, buf.first_chunk::<4>()) {
-        (4, Some(b)) if i32::from_ne_bytes(*b) > 0 => Ok(Pid::from_raw(i32::from_ne_bytes(*b))),
+        (4, Some(b)) if i32::from_ne_bytes(*b) > 0 => Ok(Spawned {
+            pid: Pid::from_raw(i32::from_ne_bytes(*b)),
+            in_cgroup: false,
+        }),
         _ => Err(NamespaceError::Intermediate(
             String::from_utf8_lossy(buf.get(..n).unwrap_or_default()).into_owned(),
         )),

@@ -85,6 +85,16 @@ pub fn current_protection() -> ExeProtection {
     }
 }
 
+/// A look at the raw command line before it is parsed: true when some argument is `run`,
+/// `create` or `exec`, the commands that put a process into a container. A false positive (a
+/// container named `run`) costs one re-exec; a miss cannot happen for those commands, and the
+/// check after parsing would still catch one.
+pub fn may_create_process(args: impl IntoIterator<Item = OsString>) -> bool {
+    args.into_iter()
+        .skip(1)
+        .any(|a| a == "run" || a == "create" || a == "exec")
+}
+
 /// Re-executes the current process from an image of its binary that cannot be written
 /// (a [`ReadOnlyClone`], else a [`SealedCopy`]), with the same arguments and environment.
 /// Returns `Ok(())` without doing anything when the binary is already protected; on success it
@@ -232,4 +242,30 @@ fn reexec(image: &OwnedFd) -> Result<(), SealError> {
     Err(sys("execveat(protected image of the binary)")(
         std::io::Error::last_os_error(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(v: &[&str]) -> Vec<OsString> {
+        v.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn commands_that_create_processes_are_seen_before_parsing() {
+        assert!(may_create_process(args(&["nanoclaw", "run", "c1"])));
+        assert!(may_create_process(args(&[
+            "nanoclaw", "--root", "/r", "create", "c1"
+        ])));
+        assert!(may_create_process(args(&[
+            "nanoclaw", "--log", "l", "exec", "c1", "sh"
+        ])));
+        // argv[0] is never taken for the command.
+        assert!(!may_create_process(args(&["run", "state", "c1"])));
+        assert!(!may_create_process(args(&["nanoclaw", "state", "c1"])));
+        assert!(!may_create_process(args(&[
+            "nanoclaw", "delete", "--force", "runner"
+        ])));
+    }
 }

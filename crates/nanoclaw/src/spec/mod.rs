@@ -330,6 +330,12 @@ fn read_bounded(path: &Path) -> Result<Vec<u8>, SpecError> {
 /// Parses config.json bytes. Syntax errors report line/column; type errors report the JSON
 /// path of the offending field (`linux.namespaces[2].type`).
 pub fn parse(path: &Path, bytes: &[u8]) -> Result<Spec, SpecError> {
+    // The common case, a valid file, in one pass; anything it refuses (or a duplicate key,
+    // which it refuses and the value tree below accepts, last one winning) takes the slower
+    // path below, whose result, error or not, is the answer.
+    if let Ok(spec) = serde_json::from_slice::<Spec>(bytes) {
+        return Ok(spec);
+    }
     // Syntax first, so a truncated file is reported as malformed rather than as a type error.
     let value: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|e| SpecError::Malformed {
