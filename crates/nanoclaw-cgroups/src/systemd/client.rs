@@ -78,17 +78,42 @@ pub fn bus_socket(instance: Instance) -> std::result::Result<String, DbusError> 
 /// One connection to a systemd instance.
 pub struct Systemd {
     conn: Connection,
-    subscribed: bool,
+    version: u32,
 }
 
 impl Systemd {
+    /// Connects, and in the same round trip as the Hello subscribes to `JobRemoved` (the bus
+    /// routes a broadcast only to a matching rule; systemd sends it to the client that queued
+    /// the job without a `Subscribe`, as crun relies on) and reads the version.
     pub fn connect(instance: Instance) -> Result<Self> {
         let path = bus_socket(instance)?;
-        let conn = Connection::open(&path, Instant::now() + timeout())?;
-        Ok(Systemd {
-            conn,
-            subscribed: false,
-        })
+        let deadline = Instant::now() + timeout();
+        let mut conn = Connection::open(&path, deadline)?;
+        let rule = format!(
+            "type='signal',sender='{DEST}',path='{PATH}',interface='{MANAGER}',member='JobRemoved'"
+        );
+        let add_match = conn.send(Message::call(
+            "org.freedesktop.DBus",
+            "/org/freedesktop/DBus",
+            "org.freedesktop.DBus",
+            "AddMatch",
+            vec![Value::Str(rule)],
+        ))?;
+        let get_version = conn.send(Message::call(
+            DEST,
+            PATH,
+            PROPERTIES,
+            "Get",
+            vec![Value::Str(MANAGER.into()), Value::Str("Version".into())],
+        ))?;
+        conn.wait_reply(add_match, "AddMatch", deadline)?;
+        let reply = conn.wait_reply(get_version, "Get Version", deadline)?;
+        let version = reply
+            .body
+            .first()
+            .and_then(Value::as_str)
+            .map_or(0, super::props::parse_version);
+        Ok(Systemd { conn, version })
     }
 
     fn call(&mut self, path: &str, iface: &str, member: &str, body: Vec<Value>) -> Result<Message> {
@@ -96,29 +121,6 @@ impl Systemd {
         Ok(self
             .conn
             .call(Message::call(DEST, path, iface, member, body), deadline)?)
-    }
-
-    /// Asks for the JobRemoved signals (before the job exists, so none can be missed).
-    fn subscribe(&mut self) -> Result<()> {
-        if self.subscribed {
-            return Ok(());
-        }
-        let rule = format!(
-            "type='signal',sender='{DEST}',path='{PATH}',interface='{MANAGER}',member='JobRemoved'"
-        );
-        self.conn.call(
-            Message::call(
-                "org.freedesktop.DBus",
-                "/org/freedesktop/DBus",
-                "org.freedesktop.DBus",
-                "AddMatch",
-                vec![Value::Str(rule)],
-            ),
-            Instant::now() + timeout(),
-        )?;
-        self.call(PATH, MANAGER, "Subscribe", vec![])?;
-        self.subscribed = true;
-        Ok(())
     }
 
     /// Waits until `job` is removed and checks its result.
@@ -161,7 +163,6 @@ impl Systemd {
 
     /// StartTransientUnit(name, "fail", properties, []) and wait for the job.
     pub fn start_transient_unit(&mut self, unit: &str, props: &[Property]) -> Result<()> {
-        self.subscribe()?;
         let props = Value::Array(
             "(sv)".into(),
             props
@@ -191,7 +192,6 @@ impl Systemd {
 
     /// StopUnit(name, "replace") and wait for the job. A unit that does not exist is fine.
     pub fn stop_unit(&mut self, unit: &str) -> Result<()> {
-        self.subscribe()?;
         let reply = match self.call(
             PATH,
             MANAGER,
@@ -207,18 +207,18 @@ impl Systemd {
         self.wait_job(&job)
     }
 
-    /// ResetFailedUnit(name): lets systemd forget a failed unit. A unit that does not exist
-    /// (any more) is fine.
+    /// ResetFailedUnit(name): lets systemd forget a failed unit. Not waited for (nothing
+    /// depends on its answer, and a unit that does not exist is fine); a call sent after it on
+    /// this connection is handled after it.
     pub fn reset_failed_unit(&mut self, unit: &str) -> Result<()> {
-        match self.call(
+        self.conn.send_no_reply(Message::call(
+            DEST,
             PATH,
             MANAGER,
             "ResetFailedUnit",
             vec![Value::Str(unit.into())],
-        ) {
-            Err(e) if e.remote_name() == Some("org.freedesktop.systemd1.NoSuchUnit") => Ok(()),
-            other => other.map(|_| ()),
-        }
+        ))?;
+        Ok(())
     }
 
     /// SetUnitProperties(name, runtime=true, properties) (`update`).
@@ -261,10 +261,9 @@ impl Systemd {
             .ok_or_else(|| DbusError::Protocol(format!("no value for property {name}")).into())
     }
 
-    /// The systemd version number (0 when unparsable).
-    pub fn version(&mut self) -> Result<u32> {
-        let v = self.get_property(PATH, MANAGER, "Version")?;
-        Ok(super::props::parse_version(v.as_str().unwrap_or("")))
+    /// The systemd version number (0 when unparsable), read at connect.
+    pub fn version(&self) -> u32 {
+        self.version
     }
 
     /// The manager's own cgroup ("/" for PID 1 on the host, `/user.slice/user-1000.slice/

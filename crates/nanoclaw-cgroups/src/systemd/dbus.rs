@@ -385,11 +385,15 @@ pub const METHOD_CALL: u8 = 1;
 pub const METHOD_RETURN: u8 = 2;
 pub const ERROR: u8 = 3;
 pub const SIGNAL: u8 = 4;
+/// Header flag: the caller wants no reply.
+pub const NO_REPLY_EXPECTED: u8 = 1;
 
 /// A received (or to-be-sent) message with the header fields this client uses.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Message {
     pub kind: u8,
+    /// Header flags ([`NO_REPLY_EXPECTED`]).
+    pub flags: u8,
     pub serial: u32,
     pub path: Option<String>,
     pub interface: Option<String>,
@@ -442,7 +446,7 @@ impl Message {
             fields.push(field(8, Value::Signature(sig)));
         }
         let mut w = Writer::default();
-        w.buf.extend_from_slice(&[b'l', self.kind, 0, 1]);
+        w.buf.extend_from_slice(&[b'l', self.kind, self.flags, 1]);
         w.u32(body.buf.len() as u32);
         w.u32(self.serial);
         w.value(&Value::Array("(yv)".into(), fields));
@@ -496,6 +500,7 @@ impl Message {
         }
         let mut m = Message {
             kind: buf[1],
+            flags: buf[2],
             serial,
             ..Default::default()
         };
@@ -569,12 +574,18 @@ pub struct Connection {
     sock: UnixStream,
     path: String,
     serial: u32,
+    /// Bytes read from the socket and not yet consumed (`rbuf[rpos..]`): the bus sends several
+    /// lines or messages per read, and one read per byte cost milliseconds on slow hosts.
+    rbuf: Vec<u8>,
+    rpos: usize,
     /// Signals that arrived while a reply was awaited.
     queued: VecDeque<Message>,
 }
 
 impl Connection {
-    /// Connects to the socket at `path`, authenticates and says Hello.
+    /// Connects to the socket at `path`, authenticates and says Hello. The Hello is not waited
+    /// for: the calls that follow are pipelined behind it (the bus answers them after it, and
+    /// drops the connection if it failed).
     pub fn open(path: &str, deadline: Instant) -> Result<Self> {
         let sock = UnixStream::connect(path).map_err(|source| DbusError::Connect {
             path: path.to_string(),
@@ -584,19 +595,18 @@ impl Connection {
             sock,
             path: path.to_string(),
             serial: 0,
+            rbuf: Vec::new(),
+            rpos: 0,
             queued: VecDeque::new(),
         };
         c.authenticate(deadline)?;
-        c.call(
-            Message::call(
-                "org.freedesktop.DBus",
-                "/org/freedesktop/DBus",
-                "org.freedesktop.DBus",
-                "Hello",
-                vec![],
-            ),
-            deadline,
-        )?;
+        c.send(Message::call(
+            "org.freedesktop.DBus",
+            "/org/freedesktop/DBus",
+            "org.freedesktop.DBus",
+            "Hello",
+            vec![],
+        ))?;
         Ok(c)
     }
 
@@ -622,11 +632,17 @@ impl Connection {
         })
     }
 
-    fn read_exact(&mut self, buf: &mut [u8], deadline: Instant, what: &str) -> Result<()> {
-        let mut got = 0;
-        while got < buf.len() {
+    /// Reads what the socket has (at least one byte) into the buffer, or times out at
+    /// `deadline`.
+    fn fill(&mut self, deadline: Instant, what: &str) -> Result<()> {
+        if self.rpos == self.rbuf.len() {
+            self.rbuf.clear();
+            self.rpos = 0;
+        }
+        let mut chunk = [0u8; 4096];
+        loop {
             self.set_deadline(deadline, what)?;
-            match self.sock.read(&mut buf[got..]) {
+            match self.sock.read(&mut chunk) {
                 Ok(0) => {
                     return Err(DbusError::Io {
                         what: "read",
@@ -636,7 +652,10 @@ impl Connection {
                         ),
                     })
                 }
-                Ok(n) => got += n,
+                Ok(n) => {
+                    self.rbuf.extend_from_slice(&chunk[..n]);
+                    return Ok(());
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e)
                     if matches!(
@@ -656,32 +675,48 @@ impl Connection {
                 }
             }
         }
+    }
+
+    fn read_exact(&mut self, buf: &mut [u8], deadline: Instant, what: &str) -> Result<()> {
+        while self.rbuf.len() - self.rpos < buf.len() {
+            self.fill(deadline, what)?;
+        }
+        let end = self.rpos + buf.len();
+        buf.copy_from_slice(&self.rbuf[self.rpos..end]);
+        self.rpos = end;
         Ok(())
     }
 
     fn read_line(&mut self, deadline: Instant) -> Result<String> {
-        let mut line = Vec::new();
-        let mut b = [0u8; 1];
-        while !line.ends_with(b"\r\n") {
-            if line.len() > 512 {
+        loop {
+            let pending = &self.rbuf[self.rpos..];
+            if let Some(at) = pending.windows(2).position(|w| w == b"\r\n") {
+                let line = String::from_utf8_lossy(&pending[..at]).into_owned();
+                self.rpos += at + 2;
+                return Ok(line);
+            }
+            if pending.len() > 512 {
                 return proto("authentication line too long");
             }
-            self.read_exact(&mut b, deadline, "authenticating")?;
-            line.push(b[0]);
+            self.fill(deadline, "authenticating")?;
         }
-        line.truncate(line.len() - 2);
-        Ok(String::from_utf8_lossy(&line).into_owned())
     }
 
     /// SASL EXTERNAL with an empty identity: the bus takes our credentials from the socket
     /// (SO_PEERCRED), which is right even inside a user namespace where our euid is not the uid
-    /// the bus sees. Falls back to the hex euid for servers that refuse an empty identity.
+    /// the bus sees. The empty `DATA` answer goes with the `AUTH` in one write (as sd-bus does):
+    /// the bus answers `DATA` then `OK`, one round trip. A server that refuses an empty
+    /// identity answers `REJECTED` (and `ERROR` to the early `DATA`); then the hex euid is sent.
     fn authenticate(&mut self, deadline: Instant) -> Result<()> {
-        self.write_all(b"\0AUTH EXTERNAL\r\n")?;
+        self.write_all(b"\0AUTH EXTERNAL\r\nDATA\r\n")?;
         let mut reply = self.read_line(deadline)?;
         if reply.starts_with("DATA") {
-            self.write_all(b"DATA\r\n")?;
             reply = self.read_line(deadline)?;
+        } else if reply.starts_with("REJECTED") {
+            let answer_to_data = self.read_line(deadline)?;
+            if !answer_to_data.starts_with("ERROR") {
+                reply = answer_to_data;
+            }
         }
         if reply.starts_with("REJECTED") {
             let uid = rustix::process::geteuid().as_raw().to_string();
@@ -709,21 +744,32 @@ impl Connection {
         Message::decode(&buf)
     }
 
-    /// Sends a method call and waits for its reply; signals that arrive meanwhile are queued
-    /// for [`Connection::next_signal`]. An error reply becomes [`DbusError::Remote`].
-    pub fn call(&mut self, mut msg: Message, deadline: Instant) -> Result<Message> {
+    /// Sends a method call without waiting: its serial, for [`Connection::wait_reply`]. The
+    /// bus delivers one connection's messages in order, so calls can be pipelined.
+    pub fn send(&mut self, mut msg: Message) -> Result<u32> {
         self.serial = self.serial.wrapping_add(1).max(1);
         msg.serial = self.serial;
-        let what = format!(
-            "waiting for the reply to {}",
-            msg.member.as_deref().unwrap_or("a call")
-        );
         self.write_all(&msg.encode())?;
+        Ok(msg.serial)
+    }
+
+    /// Sends a method call whose reply is not wanted (`NO_REPLY_EXPECTED`): the bus and the
+    /// service send none, and a failure goes unreported.
+    pub fn send_no_reply(&mut self, mut msg: Message) -> Result<()> {
+        msg.flags |= NO_REPLY_EXPECTED;
+        self.send(msg).map(|_| ())
+    }
+
+    /// Waits for the reply to call `serial` (`member` names it in a timeout); signals that
+    /// arrive meanwhile are queued for [`Connection::next_signal`], replies to other calls
+    /// dropped. An error reply becomes [`DbusError::Remote`].
+    pub fn wait_reply(&mut self, serial: u32, member: &str, deadline: Instant) -> Result<Message> {
+        let what = format!("waiting for the reply to {member}");
         loop {
             let m = self.read_message(deadline, &what)?;
             match m.kind {
-                METHOD_RETURN if m.reply_serial == Some(msg.serial) => return Ok(m),
-                ERROR if m.reply_serial == Some(msg.serial) => {
+                METHOD_RETURN if m.reply_serial == Some(serial) => return Ok(m),
+                ERROR if m.reply_serial == Some(serial) => {
                     return Err(DbusError::Remote {
                         name: m.error_name.clone().unwrap_or_default(),
                         message: m
@@ -738,6 +784,13 @@ impl Connection {
                 _ => {}
             }
         }
+    }
+
+    /// Sends a method call and waits for its reply (see [`Connection::wait_reply`]).
+    pub fn call(&mut self, msg: Message, deadline: Instant) -> Result<Message> {
+        let member = msg.member.clone().unwrap_or_else(|| "a call".into());
+        let serial = self.send(msg)?;
+        self.wait_reply(serial, &member, deadline)
     }
 
     /// The next signal (queued first), or a timeout at `deadline`.

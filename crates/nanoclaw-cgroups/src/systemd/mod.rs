@@ -167,9 +167,7 @@ impl SystemdManager {
 
     fn start(&self, pid: i32, state: &mut State) -> Result<()> {
         let mut sd = self.connect()?;
-        let version = sd
-            .version()
-            .map_err(|e| sd_err(&self.unit, "reading the systemd version", e))?;
+        let version = sd.version();
         let pid_u32 = u32::try_from(pid).map_err(|_| CgroupError::BadPath {
             path: self.unit.unit.clone(),
             reason: format!("invalid pid {pid}"),
@@ -206,30 +204,59 @@ impl SystemdManager {
             Err(e) => return Err(sd_err(&self.unit, "StartTransientUnit", e)),
         }
         state.started = true;
-        let got = sd
-            .unit_cgroup(name)
-            .map_err(|e| sd_err(&self.unit, "reading the unit's ControlGroup", e))?;
-        let dir = self.dir()?;
-        let h = self.fs.paths().unified.as_ref();
-        let expected = h.and_then(|h| dir.strip_prefix(&h.mountpoint).ok());
-        if expected.map(|e| Path::new("/").join(e)) != Some(Path::new(&got).to_path_buf()) {
-            return Err(CgroupError::BadPath {
-                path: self.unit.unit.clone(),
-                reason: format!(
-                    "systemd placed the unit at cgroup {got:?}, not at the recorded {}",
-                    dir.display()
-                ),
-            });
-        }
         if self.unit.is_slice() {
             // A slice takes no PIDs property: the init joins its cgroup directly.
+            let got = sd
+                .unit_cgroup(name)
+                .map_err(|e| sd_err(&self.unit, "reading the unit's ControlGroup", e))?;
+            self.check_unit_cgroup(&got)?;
             self.fs.add_process(pid)?;
+        } else {
+            // systemd moved the init into the scope's cgroup before the job finished: where
+            // the kernel says it is, is where systemd put the unit (no D-Bus round trip).
+            self.check_unit_cgroup(&init_cgroup(pid)?)?;
         }
         if let Some(r) = state.pending.take() {
             self.fs.set(&self.fs_resources(&r))?;
         }
         Ok(())
     }
+}
+
+impl SystemdManager {
+    /// Refuses a unit whose cgroup `got` (as systemd or `/proc/<pid>/cgroup` names it, relative
+    /// to a cgroup namespace root) is not the directory recorded at create.
+    fn check_unit_cgroup(&self, got: &str) -> Result<()> {
+        let dir = self.dir()?;
+        let rel = Path::new(got.trim_start_matches('/'));
+        let unit_named = rel.file_name().and_then(|n| n.to_str()) == Some(self.unit.unit.as_str());
+        if unit_named && dir.ends_with(rel) {
+            return Ok(());
+        }
+        Err(CgroupError::BadPath {
+            path: self.unit.unit.clone(),
+            reason: format!(
+                "systemd placed the unit at cgroup {got:?}, not at the recorded {}",
+                dir.display()
+            ),
+        })
+    }
+}
+
+/// The cgroup v2 path of process `pid` (`0::PATH` in `/proc/<pid>/cgroup`).
+fn init_cgroup(pid: i32) -> Result<String> {
+    let file = format!("/proc/{pid}/cgroup");
+    let text = std::fs::read_to_string(&file).map_err(|source| CgroupError::Read {
+        path: file.clone().into(),
+        source,
+    })?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(str::to_string)
+        .ok_or_else(|| CgroupError::BadPath {
+            path: file,
+            reason: "no cgroup v2 entry".into(),
+        })
 }
 
 impl CgroupManager for SystemdManager {
@@ -258,9 +285,7 @@ impl CgroupManager for SystemdManager {
         }
         drop(st);
         let mut sd = self.connect()?;
-        let version = sd
-            .version()
-            .map_err(|e| sd_err(&self.unit, "reading the systemd version", e))?;
+        let version = sd.version();
         let r = self.fs_resources(r);
         let props = props::resources(&r, version)?;
         sd.set_unit_properties(&self.unit.unit, &props)
