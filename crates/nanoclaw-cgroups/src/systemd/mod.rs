@@ -5,8 +5,9 @@
 //! - `create`: nothing exists before the init's pid (a scope cannot be empty). The first
 //!   [`CgroupManager::add_process`] calls `StartTransientUnit` with `PIDs=[init]`,
 //!   `Delegate=yes`, `DefaultDependencies=no`, the accounting switches and the resources systemd
-//!   owns ([`props`]), waits for the job's `JobRemoved`, checks the unit's `ControlGroup` is the
-//!   directory recorded beforehand, and then writes every resource to that delegated cgroup
+//!   owns ([`props`]), waits for the job's `JobRemoved`, checks the unit's cgroup (the init's
+//!   `/proc/<pid>/cgroup`; a slice's `ControlGroup`) is the directory recorded beforehand, and
+//!   then writes every resource to that delegated cgroup
 //!   through the cgroupfs code (fields systemd has no property for; exact values).
 //! - everything else (freeze, kill, pids, stats, OOM events) is plain cgroup v2 on the unit's
 //!   directory, as in runc.
