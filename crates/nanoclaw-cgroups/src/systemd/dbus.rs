@@ -921,6 +921,95 @@ mod tests {
         assert_eq!(back.body, m.body);
     }
 
+    /// A bus on a unix socket that runs `script` against what the client sends: each step
+    /// waits until the received bytes end with `expect`, then sends `answer`. Returns the
+    /// socket path and the handle with everything received.
+    fn fake_bus(
+        script: Vec<(&'static str, &'static str)>,
+    ) -> (tempfile::TempDir, String, std::thread::JoinHandle<Vec<u8>>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bus").display().to_string();
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            fn read_until(
+                s: &mut std::os::unix::net::UnixStream,
+                got: &mut Vec<u8>,
+                done: &dyn Fn(&[u8]) -> Option<usize>,
+            ) -> usize {
+                let mut buf = [0u8; 512];
+                loop {
+                    if let Some(end) = done(got) {
+                        return end;
+                    }
+                    let n = s.read(&mut buf).unwrap();
+                    assert!(
+                        n > 0,
+                        "client closed; got {:?}",
+                        String::from_utf8_lossy(got)
+                    );
+                    got.extend_from_slice(&buf[..n]);
+                }
+            }
+            let mut got = Vec::new();
+            let mut seen = 0;
+            for (expect, answer) in script {
+                let at = seen;
+                seen = read_until(&mut s, &mut got, &|g: &[u8]| {
+                    g[at..]
+                        .windows(expect.len())
+                        .position(|w| w == expect.as_bytes())
+                        .map(|p| at + p + expect.len())
+                });
+                s.write_all(answer.as_bytes()).unwrap();
+            }
+            // The head of the Hello that follows BEGIN.
+            read_until(&mut s, &mut got, &|g: &[u8]| {
+                (g.len() >= seen + 16).then_some(0)
+            });
+            got
+        });
+        (dir, path, server)
+    }
+
+    #[test]
+    fn auth_is_one_round_trip_with_both_answers_in_one_read() {
+        let (_dir, path, server) = fake_bus(vec![
+            (
+                "\0AUTH EXTERNAL\r\nDATA\r\n",
+                "DATA\r\nOK 0123456789abcdef\r\n",
+            ),
+            ("BEGIN\r\n", ""),
+        ]);
+        Connection::open(&path, Instant::now() + Duration::from_secs(10)).unwrap();
+        let got = server.join().unwrap();
+        assert!(got.starts_with(b"\0AUTH EXTERNAL\r\nDATA\r\nBEGIN\r\nl\x01"));
+    }
+
+    #[test]
+    fn a_bus_refusing_an_empty_identity_gets_the_hex_euid() {
+        let uid = rustix::process::geteuid().as_raw().to_string();
+        let hex: String = uid.bytes().map(|b| format!("{b:02x}")).collect();
+        let auth: &'static str = Box::leak(format!("AUTH EXTERNAL {hex}\r\n").into_boxed_str());
+        let (_dir, path, server) = fake_bus(vec![
+            ("DATA\r\n", "REJECTED EXTERNAL\r\nERROR\r\n"),
+            (auth, "OK 0123456789abcdef\r\n"),
+            ("BEGIN\r\n", ""),
+        ]);
+        Connection::open(&path, Instant::now() + Duration::from_secs(10)).unwrap();
+        server.join().unwrap();
+        // A bus that refuses both: the error names the socket and the bus's answer.
+        let (_dir, path, _server) = fake_bus(vec![
+            ("DATA\r\n", "REJECTED EXTERNAL\r\nERROR\r\n"),
+            (auth, "REJECTED EXTERNAL\r\n"),
+        ]);
+        let e = Connection::open(&path, Instant::now() + Duration::from_secs(10))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains(&path) && e.contains("REJECTED"), "{e}");
+    }
+
     #[test]
     fn bus_addresses() {
         assert_eq!(
