@@ -959,11 +959,29 @@ fn https_upstream_with_a_certificate_for_another_name_gives_502() {
     }
     let (ca_pem, server) = test_pki_for("upstream.test");
     let up = Upstream::start_with(Some(server), false);
+    let (proxy, _broker, _ca) = https_proxy(&up.addr, &ca_pem);
+    let mut c = proxy.connect();
+    let r = post(&mut c, "/v1/chat/completions", "", "{}");
+    assert!(r.status.starts_with("HTTP/1.1 502"), "{}", r.status);
+    let body = String::from_utf8_lossy(&r.body);
+    assert!(
+        body.contains("TLS") && body.contains("certificate"),
+        "{body}"
+    );
+    assert!(up.log.lock().unwrap().is_empty());
+}
+
+/// A TCP relay to `to` that records every byte it carries, both ways: what the host's relay
+/// (and anyone on the host's network path) sees of the enclave's upstream traffic.
+/// A proxy with one route to `https://ADDR` (its certificate checked against `ca_pem`, the key
+/// injected as a bearer token), allowed by a fresh broker: the proxy, the broker and the
+/// directory holding the CA file, all kept for the test's length.
+fn https_proxy(addr: &str, ca_pem: &str) -> (Proxy, BrokerSetup, tempfile::TempDir) {
     let broker = BrokerSetup::start();
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ca.pem");
     std::fs::write(&ca, ca_pem).unwrap();
-    let upstream = format!("https://{}", up.addr);
+    let upstream = format!("https://{addr}");
     let mut args: Vec<String> = broker.args();
     args.extend(
         [
@@ -981,19 +999,9 @@ fn https_upstream_with_a_certificate_for_another_name_gives_502() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let proxy = Proxy::start(&args);
     broker.allow(&proxy.measurement);
-    let mut c = proxy.connect();
-    let r = post(&mut c, "/v1/chat/completions", "", "{}");
-    assert!(r.status.starts_with("HTTP/1.1 502"), "{}", r.status);
-    let body = String::from_utf8_lossy(&r.body);
-    assert!(
-        body.contains("TLS") && body.contains("certificate"),
-        "{body}"
-    );
-    assert!(up.log.lock().unwrap().is_empty());
+    (proxy, broker, dir)
 }
 
-/// A TCP relay to `to` that records every byte it carries, both ways: what the host's relay
-/// (and anyone on the host's network path) sees of the enclave's upstream traffic.
 fn recording_relay(to: String) -> (String, Arc<Mutex<Vec<u8>>>) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap().to_string();
@@ -1085,28 +1093,7 @@ fn a_tls_record_modified_on_its_way_from_the_upstream_never_reaches_the_client()
     let up = Upstream::start_with(Some(server), true);
     // 300 kB in: well past the handshake, inside the application data of a 1 MiB stream.
     let relay = tampering_relay(up.addr.clone(), 300_000);
-    let broker = BrokerSetup::start();
-    let dir = tempfile::tempdir().unwrap();
-    let ca = dir.path().join("ca.pem");
-    std::fs::write(&ca, ca_pem).unwrap();
-    let upstream = format!("https://{relay}");
-    let mut args: Vec<String> = broker.args();
-    args.extend(
-        [
-            "--upstream",
-            &upstream,
-            "--secret",
-            "default/key/llm",
-            "--inject",
-            "Authorization: Bearer {secret}",
-            "--upstream-ca",
-            ca.to_str().unwrap(),
-        ]
-        .map(String::from),
-    );
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let proxy = Proxy::start(&args);
-    broker.allow(&proxy.measurement);
+    let (proxy, _broker, _ca) = https_proxy(&relay, &ca_pem);
     let mut c = proxy.connect();
     c.write_all(b"GET /big/1 HTTP/1.1\r\nHost: proxy\r\n\r\n")
         .unwrap();
@@ -1146,28 +1133,7 @@ fn the_bytes_relayed_to_an_https_upstream_never_contain_the_key() {
     let (ca_pem, server) = test_pki();
     let up = Upstream::start_with(Some(server), false);
     let (relay, seen) = recording_relay(up.addr.clone());
-    let broker = BrokerSetup::start();
-    let dir = tempfile::tempdir().unwrap();
-    let ca = dir.path().join("ca.pem");
-    std::fs::write(&ca, ca_pem).unwrap();
-    let upstream = format!("https://{relay}");
-    let mut args: Vec<String> = broker.args();
-    args.extend(
-        [
-            "--upstream",
-            &upstream,
-            "--secret",
-            "default/key/llm",
-            "--inject",
-            "Authorization: Bearer {secret}",
-            "--upstream-ca",
-            ca.to_str().unwrap(),
-        ]
-        .map(String::from),
-    );
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let proxy = Proxy::start(&args);
-    broker.allow(&proxy.measurement);
+    let (proxy, _broker, _ca) = https_proxy(&relay, &ca_pem);
     let mut c = proxy.connect();
     for body in ["{}", r#"{"stream":true}"#] {
         let r = post(&mut c, "/v1/chat/completions", "", body);
@@ -1211,28 +1177,7 @@ fn upstream_tls_connections_are_kept_alive_and_reused() {
     }
     let (ca_pem, server) = test_pki();
     let up = Upstream::start_with(Some(server), true);
-    let broker = BrokerSetup::start();
-    let dir = tempfile::tempdir().unwrap();
-    let ca = dir.path().join("ca.pem");
-    std::fs::write(&ca, ca_pem).unwrap();
-    let upstream = format!("https://{}", up.addr);
-    let mut args: Vec<String> = broker.args();
-    args.extend(
-        [
-            "--upstream",
-            &upstream,
-            "--secret",
-            "default/key/llm",
-            "--inject",
-            "Authorization: Bearer {secret}",
-            "--upstream-ca",
-            ca.to_str().unwrap(),
-        ]
-        .map(String::from),
-    );
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let proxy = Proxy::start(&args);
-    broker.allow(&proxy.measurement);
+    let (proxy, _broker, _ca) = https_proxy(&up.addr, &ca_pem);
     let mut c = proxy.connect();
     let mut times = Vec::new();
     for i in 0..20 {
@@ -1278,28 +1223,7 @@ fn sixteen_concurrent_clients_are_all_served_with_their_key() {
     }
     let (ca_pem, server) = test_pki();
     let up = Upstream::start_with(Some(server), true);
-    let broker = BrokerSetup::start();
-    let dir = tempfile::tempdir().unwrap();
-    let ca = dir.path().join("ca.pem");
-    std::fs::write(&ca, ca_pem).unwrap();
-    let upstream = format!("https://{}", up.addr);
-    let mut args: Vec<String> = broker.args();
-    args.extend(
-        [
-            "--upstream",
-            &upstream,
-            "--secret",
-            "default/key/llm",
-            "--inject",
-            "Authorization: Bearer {secret}",
-            "--upstream-ca",
-            ca.to_str().unwrap(),
-        ]
-        .map(String::from),
-    );
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let proxy = Proxy::start(&args);
-    broker.allow(&proxy.measurement);
+    let (proxy, _broker, _ca) = https_proxy(&up.addr, &ca_pem);
     // Warm up: the key fetch.
     let mut c = proxy.connect();
     assert_eq!(
@@ -1509,28 +1433,7 @@ fn a_large_stream_is_relayed_whole_and_in_order() {
     }
     let (ca_pem, server) = test_pki();
     let up = Upstream::start_with(Some(server), true);
-    let broker = BrokerSetup::start();
-    let dir = tempfile::tempdir().unwrap();
-    let ca = dir.path().join("ca.pem");
-    std::fs::write(&ca, ca_pem).unwrap();
-    let upstream = format!("https://{}", up.addr);
-    let mut args: Vec<String> = broker.args();
-    args.extend(
-        [
-            "--upstream",
-            &upstream,
-            "--secret",
-            "default/key/llm",
-            "--inject",
-            "Authorization: Bearer {secret}",
-            "--upstream-ca",
-            ca.to_str().unwrap(),
-        ]
-        .map(String::from),
-    );
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let proxy = Proxy::start(&args);
-    broker.allow(&proxy.measurement);
+    let (proxy, _broker, _ca) = https_proxy(&up.addr, &ca_pem);
     let mut c = proxy.connect();
     assert_eq!(
         post(&mut c, "/v1/chat/completions", "", "{}").status,
