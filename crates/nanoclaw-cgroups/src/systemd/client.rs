@@ -108,6 +108,13 @@ impl Systemd {
         ))?;
         conn.wait_reply(add_match, "AddMatch", deadline)?;
         let reply = conn.wait_reply(get_version, "Get Version", deadline)?;
+        // systemd's unique name, as the bus stamped it on the reply: JobRemoved is taken from
+        // that sender only.
+        let systemd = reply
+            .sender
+            .clone()
+            .ok_or_else(|| DbusError::Protocol("the reply from systemd names no sender".into()))?;
+        conn.accept_signals_from(&systemd);
         let version = reply
             .body
             .first()
@@ -128,8 +135,12 @@ impl Systemd {
         let deadline = Instant::now() + timeout();
         let what = format!("waiting for job {job}");
         loop {
+            // From systemd (the connection takes broadcasts from its unique name only).
             let sig = self.conn.next_signal(deadline, &what)?;
-            if sig.member.as_deref() != Some("JobRemoved") {
+            if sig.member.as_deref() != Some("JobRemoved")
+                || sig.path.as_deref() != Some(PATH)
+                || sig.interface.as_deref() != Some(MANAGER)
+            {
                 continue;
             }
             // JobRemoved(u id, o job, s unit, s result)

@@ -19,6 +19,10 @@ use std::time::{Duration, Instant};
 const MAX_MESSAGE: usize = 4 << 20;
 /// The spec's limit on container nesting (arrays + structs + variants).
 const MAX_DEPTH: u32 = 64;
+/// Longest SASL line accepted from the bus (`OK <32 hex digits>` is 35 bytes).
+const MAX_AUTH_LINE: usize = 512;
+/// Signals kept while a reply is awaited (the driver waits for one `JobRemoved`).
+const MAX_QUEUED_SIGNALS: usize = 256;
 
 /// Failures of the bus itself; systemd's refusals are [`DbusError::Remote`].
 #[derive(Debug, thiserror::Error)]
@@ -317,7 +321,11 @@ impl<'a> Reader<'a> {
                     .ok_or_else(|| DbusError::Protocol("array runs past the end".into()))?;
                 let mut items = Vec::new();
                 while self.pos < end {
+                    let at = self.pos;
                     items.push(self.value(elem, depth + 1)?);
+                    if self.pos == at {
+                        return proto("array element of no bytes");
+                    }
                 }
                 if self.pos != end {
                     return proto("array elements overrun the array length");
@@ -356,6 +364,11 @@ pub fn complete_type_len(sig: &str) -> Result<usize> {
                 loop {
                     match b.get(i) {
                         None => return proto("unclosed struct in signature"),
+                        // An empty struct or dict entry is not a type (and an array of one
+                        // would never advance through its bytes).
+                        Some(c) if *c == close && i == 1 => {
+                            return proto("empty struct in signature")
+                        }
                         Some(c) if *c == close => return Ok(i + 1),
                         Some(_) => i += walk(&b[i..], depth + 1)?,
                     }
@@ -418,7 +431,7 @@ impl Message {
         }
     }
 
-    /// The wire bytes (little-endian).
+    /// The wire bytes (little-endian), every header field that is set.
     pub fn encode(&self) -> Vec<u8> {
         let mut body = Writer::default();
         // The body starts 8-aligned, so aligning relative to it equals aligning to the message.
@@ -439,8 +452,18 @@ impl Message {
         if let Some(m) = &self.member {
             fields.push(field(3, Value::Str(m.clone())));
         }
+        if let Some(e) = &self.error_name {
+            fields.push(field(4, Value::Str(e.clone())));
+        }
+        if let Some(r) = self.reply_serial {
+            fields.push(field(5, Value::U32(r)));
+        }
         if let Some(d) = &self.destination {
             fields.push(field(6, Value::Str(d.clone())));
+        }
+        // Set by the bus on what it delivers; a client leaves it out (tests play the bus).
+        if let Some(s) = &self.sender {
+            fields.push(field(7, Value::Str(s.clone())));
         }
         if !sig.is_empty() {
             fields.push(field(8, Value::Signature(sig)));
@@ -578,8 +601,11 @@ pub struct Connection {
     /// lines or messages per read, and one read per byte cost milliseconds on slow hosts.
     rbuf: Vec<u8>,
     rpos: usize,
-    /// Signals that arrived while a reply was awaited.
+    /// Signals that arrived while a reply was awaited: only broadcasts from
+    /// [`Connection::signal_sender`], at most [`MAX_QUEUED_SIGNALS`].
     queued: VecDeque<Message>,
+    /// The unique bus name whose broadcast signals are wanted; `None`: none are.
+    signal_sender: Option<String>,
 }
 
 impl Connection {
@@ -598,6 +624,7 @@ impl Connection {
             rbuf: Vec::new(),
             rpos: 0,
             queued: VecDeque::new(),
+            signal_sender: None,
         };
         c.authenticate(deadline)?;
         c.send(Message::call(
@@ -635,10 +662,10 @@ impl Connection {
     /// Reads what the socket has (at least one byte) into the buffer, or times out at
     /// `deadline`.
     fn fill(&mut self, deadline: Instant, what: &str) -> Result<()> {
-        if self.rpos == self.rbuf.len() {
-            self.rbuf.clear();
-            self.rpos = 0;
-        }
+        // Consumed bytes go first: the buffer holds at most one unfinished message (or line)
+        // and one read, however much a peer streams at us.
+        self.rbuf.drain(..self.rpos);
+        self.rpos = 0;
         let mut chunk = [0u8; 4096];
         loop {
             self.set_deadline(deadline, what)?;
@@ -695,7 +722,7 @@ impl Connection {
                 self.rpos += at + 2;
                 return Ok(line);
             }
-            if pending.len() > 512 {
+            if pending.len() > MAX_AUTH_LINE {
                 return proto("authentication line too long");
             }
             self.fill(deadline, "authenticating")?;
@@ -780,10 +807,29 @@ impl Connection {
                             .to_string(),
                     })
                 }
-                SIGNAL => self.queued.push_back(m),
+                SIGNAL if self.wanted(&m) => {
+                    if self.queued.len() == MAX_QUEUED_SIGNALS {
+                        self.queued.pop_front();
+                    }
+                    self.queued.push_back(m);
+                }
                 _ => {}
             }
         }
+    }
+
+    /// Takes broadcast signals from the bus name `sender` only (the bus stamps a message's
+    /// sender, so it cannot be forged; a unicast signal, which any client may send us, has a
+    /// destination and is dropped).
+    pub fn accept_signals_from(&mut self, sender: &str) {
+        self.signal_sender = Some(sender.to_string());
+    }
+
+    fn wanted(&self, m: &Message) -> bool {
+        m.kind == SIGNAL
+            && m.destination.is_none()
+            && self.signal_sender.is_some()
+            && m.sender == self.signal_sender
     }
 
     /// Sends a method call and waits for its reply (see [`Connection::wait_reply`]).
@@ -793,14 +839,15 @@ impl Connection {
         self.wait_reply(serial, &member, deadline)
     }
 
-    /// The next signal (queued first), or a timeout at `deadline`.
+    /// The next wanted signal ([`Connection::accept_signals_from`]; queued first), or a
+    /// timeout at `deadline`.
     pub fn next_signal(&mut self, deadline: Instant, what: &str) -> Result<Message> {
         if let Some(m) = self.queued.pop_front() {
             return Ok(m);
         }
         loop {
             let m = self.read_message(deadline, what)?;
-            if m.kind == SIGNAL {
+            if self.wanted(&m) {
                 return Ok(m);
             }
         }
@@ -898,6 +945,105 @@ mod tests {
         // Deep nesting in a signature.
         let deep = "a".repeat(200) + "y";
         assert!(complete_type_len(&deep).is_err());
+        // An empty struct is no type; an array of it would never advance.
+        for sig in ["()", "{}", "a()", "(())"] {
+            assert!(complete_type_len(sig).is_err(), "{sig}");
+        }
+        let mut zeros = vec![0u8; 64];
+        zeros[0] = 8;
+        assert!(Reader::new(&zeros, 0, false).value("a()", 0).is_err());
+    }
+
+    /// A connection over one end of a socket pair; the other end plays the bus.
+    fn pair() -> (Connection, UnixStream) {
+        let (ours, bus) = UnixStream::pair().unwrap();
+        let c = Connection {
+            sock: ours,
+            path: "pair".into(),
+            serial: 0,
+            rbuf: Vec::new(),
+            rpos: 0,
+            queued: VecDeque::new(),
+            signal_sender: None,
+        };
+        (c, bus)
+    }
+
+    fn signal(sender: &str, destination: Option<&str>, body: Vec<Value>) -> Vec<u8> {
+        let mut m = Message {
+            kind: SIGNAL,
+            serial: 9,
+            path: Some("/org/freedesktop/systemd1".into()),
+            interface: Some("org.freedesktop.systemd1.Manager".into()),
+            member: Some("JobRemoved".into()),
+            sender: Some(sender.into()),
+            destination: destination.map(str::to_string),
+            body,
+            ..Default::default()
+        };
+        m.serial = 9;
+        m.encode()
+    }
+
+    #[test]
+    fn signals_are_taken_from_systemd_broadcasts_only() {
+        let (mut c, mut bus) = pair();
+        c.accept_signals_from(":1.1");
+        let job = |j: &str| {
+            vec![
+                Value::U32(1),
+                Value::ObjectPath(j.into()),
+                Value::Str("u.scope".into()),
+                Value::Str("failed".into()),
+            ]
+        };
+        // Spoofed by another client (as a broadcast and sent to us), then systemd's own.
+        bus.write_all(&signal(":1.66", None, job("/j/1"))).unwrap();
+        bus.write_all(&signal(":1.66", Some(":1.5"), job("/j/1")))
+            .unwrap();
+        bus.write_all(&signal(":1.1", Some(":1.5"), job("/j/1")))
+            .unwrap();
+        bus.write_all(&signal(":1.1", None, job("/j/2"))).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let got = c.next_signal(deadline, "test").unwrap();
+        assert_eq!(got.sender.as_deref(), Some(":1.1"));
+        assert_eq!(got.body[1], Value::ObjectPath("/j/2".into()));
+        // Nothing else is waiting: the next read times out.
+        let short = Instant::now() + Duration::from_millis(100);
+        assert!(matches!(
+            c.next_signal(short, "test"),
+            Err(DbusError::Timeout { .. })
+        ));
+    }
+
+    #[test]
+    fn a_stream_of_large_messages_does_not_grow_the_buffer() {
+        let (mut c, mut bus) = pair();
+        let writer = std::thread::spawn(move || {
+            // 24 signals of 1 MB from a client we take nothing from, then the reply.
+            let big = signal(":1.66", None, vec![Value::Str("x".repeat(1 << 20))]);
+            for _ in 0..24 {
+                bus.write_all(&big).unwrap();
+            }
+            let mut reply = Message {
+                kind: METHOD_RETURN,
+                reply_serial: Some(1),
+                ..Default::default()
+            };
+            reply.serial = 10;
+            bus.write_all(&reply.encode()).unwrap();
+            bus
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        c.wait_reply(1, "test", deadline).unwrap();
+        let _bus = writer.join().unwrap();
+        // At most one message and one read were ever held (24 MB went through).
+        assert!(
+            c.rbuf.capacity() < 4 << 20,
+            "buffer grew to {} bytes",
+            c.rbuf.capacity()
+        );
+        assert!(c.queued.is_empty());
     }
 
     #[test]

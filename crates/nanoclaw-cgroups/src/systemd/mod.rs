@@ -210,12 +210,12 @@ impl SystemdManager {
             let got = sd
                 .unit_cgroup(name)
                 .map_err(|e| sd_err(&self.unit, "reading the unit's ControlGroup", e))?;
-            self.check_unit_cgroup(&got)?;
+            self.check_unit_cgroup(&got, CgroupView::Systemd)?;
             self.fs.add_process(pid)?;
         } else {
             // systemd moved the init into the scope's cgroup before the job finished: where
             // the kernel says it is, is where systemd put the unit (no D-Bus round trip).
-            self.check_unit_cgroup(&init_cgroup(pid)?)?;
+            self.check_unit_cgroup(&init_cgroup(pid)?, CgroupView::Proc)?;
         }
         if let Some(r) = state.pending.take() {
             self.fs.set(&self.fs_resources(&r))?;
@@ -225,13 +225,31 @@ impl SystemdManager {
 }
 
 impl SystemdManager {
-    /// Refuses a unit whose cgroup `got` (as systemd or `/proc/<pid>/cgroup` names it, relative
-    /// to a cgroup namespace root) is not the directory recorded at create.
-    fn check_unit_cgroup(&self, got: &str) -> Result<()> {
+    /// Refuses a unit whose cgroup is not the directory recorded at create. `view` says whose
+    /// path `got` is.
+    fn check_unit_cgroup(&self, got: &str, view: CgroupView) -> Result<()> {
         let dir = self.dir()?;
-        let rel = Path::new(got.trim_start_matches('/'));
-        let unit_named = rel.file_name().and_then(|n| n.to_str()) == Some(self.unit.unit.as_str());
-        if unit_named && dir.ends_with(rel) {
+        let placed = match view {
+            // systemd's ControlGroup: relative to the root of the hierarchy it manages.
+            CgroupView::Systemd => self
+                .fs
+                .paths()
+                .unified
+                .as_ref()
+                .and_then(|h| dir.strip_prefix(&h.mountpoint).ok())
+                .is_some_and(|rel| Path::new("/").join(rel) == Path::new(got)),
+            // /proc/<pid>/cgroup: relative to our cgroup namespace, as the mount's root is.
+            CgroupView::Proc => {
+                let layout = crate::layout::Layout::detect()?;
+                layout.unified.is_some_and(|u| {
+                    crate::path::dir_for(&u.mountpoint, &u.mount_root, got)
+                        .ok()
+                        .as_deref()
+                        == Some(dir)
+                })
+            }
+        };
+        if placed {
             return Ok(());
         }
         Err(CgroupError::BadPath {
@@ -242,6 +260,13 @@ impl SystemdManager {
             ),
         })
     }
+}
+
+/// Whose view a cgroup path is given in ([`SystemdManager::check_unit_cgroup`]).
+#[derive(Debug, Clone, Copy)]
+enum CgroupView {
+    Systemd,
+    Proc,
 }
 
 /// The cgroup v2 path of process `pid` (`0::PATH` in `/proc/<pid>/cgroup`).
