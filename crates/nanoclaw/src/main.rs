@@ -479,6 +479,9 @@ impl Failure {
 }
 
 fn main() {
+    // Before any child exists (process::signal::restore_sigchld says why); it cannot fail for
+    // SIGCHLD.
+    let _ = nanoclaw::process::signal::restore_sigchld();
     // CVE-2019-5736 (sealed_exe): a command line that may be `run`, `create` or `exec`
     // re-executes from the protected image before parsing, so the parsing is not done twice
     // (milliseconds on an emulated host). The check after parsing below stays the one that

@@ -227,6 +227,41 @@ fn exit_status_propagates() {
     ran.assert_clean();
 }
 
+/// A caller that ignores SIGCHLD (a shell's `trap '' CHLD`, some supervisors) hands that
+/// disposition on across exec, and with it the kernel reaps children by itself: nanoclaw must
+/// still wait for its container and report the status, and leave nothing behind.
+#[test]
+fn exit_status_propagates_when_the_caller_ignores_sigchld() {
+    if !root("exit_status_propagates_when_the_caller_ignores_sigchld") {
+        return;
+    }
+    let bundle = Bundle::busybox().unwrap();
+    bundle.write_config(&sh("sleep 0.2; exit 42")).unwrap();
+    let runtime = Runtime::new(NANOCLAW).unwrap();
+    // bash hands an ignored SIGCHLD on across exec (dash does not).
+    let out = std::process::Command::new("bash")
+        .args([
+            "-c",
+            "trap '' CHLD; exec \"$@\"",
+            "bash",
+            NANOCLAW,
+            "--root",
+        ])
+        .arg(runtime.root())
+        .args(["run", "--bundle"])
+        .arg(bundle.path())
+        .arg("ign")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(42),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(runtime.leftover_state().is_empty());
+}
+
 #[test]
 fn killed_by_signal_exits_128_plus_n() {
     if !root("killed_by_signal_exits_128_plus_n") {

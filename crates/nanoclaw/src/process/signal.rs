@@ -134,6 +134,16 @@ pub fn exit_code(status: WaitStatus) -> Option<i32> {
     }
 }
 
+/// SIGCHLD back to its default disposition. A caller that ignores it (a shell's `trap '' CHLD`,
+/// some supervisors) hands that on across exec, and the kernel would then reap the runtime's
+/// children itself: `waitpid` would never see the container's exit, and a pid the runtime acts
+/// on could be reused meanwhile.
+pub fn restore_sigchld() -> nix::Result<()> {
+    let dfl = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    // SAFETY: SIG_DFL installs no handler, so no code of ours can run in signal context.
+    unsafe { sigaction(Signal::SIGCHLD, &dfl) }.map(|_| ())
+}
+
 /// Default dispositions and an empty signal mask, for a process about to execve its workload:
 /// Rust's runtime ignores SIGPIPE and [`Forwarder`] blocks signals, and ignored and blocked
 /// signals would otherwise survive execve.
