@@ -102,7 +102,8 @@ pub fn resolve(
 struct State {
     /// True once this manager created the unit, or for a recorded container's.
     started: bool,
-    /// Resources given before the unit existed, applied when it is started.
+    /// Resources given before the unit existed (as `fs_resources` left them), applied when it
+    /// is started.
     pending: Option<LinuxResources>,
 }
 
@@ -176,7 +177,7 @@ impl SystemdManager {
         let description = format!("nanoclaw container {}", self.unit.unit);
         let mut props = props::base(&self.unit, Some(pid_u32), &description);
         if let Some(r) = &state.pending {
-            props.extend(props::resources(&self.fs_resources(r), version)?);
+            props.extend(props::resources(r, version)?);
         }
         props.extend(
             props::from_annotations(&self.unit.properties)
@@ -218,7 +219,7 @@ impl SystemdManager {
             self.check_unit_cgroup(&init_cgroup(pid)?, CgroupView::Proc)?;
         }
         if let Some(r) = state.pending.take() {
-            self.fs.set(&self.fs_resources(&r))?;
+            self.fs.set(&r)?;
         }
         Ok(())
     }
@@ -306,7 +307,7 @@ impl CgroupManager for SystemdManager {
     fn set(&self, r: &LinuxResources) -> Result<()> {
         let mut st = self.lock();
         if !st.started {
-            st.pending = Some(r.clone());
+            st.pending = Some(self.fs_resources(r));
             return Ok(());
         }
         drop(st);
